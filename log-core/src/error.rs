@@ -1,0 +1,135 @@
+//! The log's error type.
+//!
+//! Every variant carries what a person (or a protocol layer mapping it to an
+//! error code) needs to act: the topic, partition, offset, file and position,
+//! the limit and the actual value. I/O errors keep the operation and path they
+//! came from.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout `log-core`.
+pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+
+    #[error("invalid configuration for topic {topic:?}: {reason}")]
+    InvalidConfig { topic: String, reason: String },
+
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+
+    #[error("topic {0:?} has been deleted")]
+    TopicDeleted(String),
+
+    #[error("unknown partition {partition} of topic {topic:?} (it has {partitions})")]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+
+    #[error(
+        "offset {requested} is out of range for {topic}/{partition}: \
+         the log holds offsets {start} to {end} (exclusive)"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        requested: u64,
+        start: u64,
+        end: u64,
+    },
+
+    #[error("batch of {size} bytes exceeds the maximum of {max} bytes for topic {topic:?}")]
+    BatchTooLarge { topic: String, size: usize, max: usize },
+
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+
+    #[error("topic {topic:?} is compacted, so every record needs a key (record {index} has none)")]
+    MissingKey { topic: String, index: usize },
+
+    #[error("corrupt data in {path} at byte {position}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+
+    #[error(
+        "partition {topic}/{partition} failed after an I/O error and accepts no writes \
+         until the log is reopened: {reason}"
+    )]
+    PartitionFailed {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
+
+    #[error("data directory {path} is already in use by another process")]
+    Locked { path: PathBuf },
+
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A batch that does not follow `FORMAT.md`. Positions are byte offsets
+/// from the start of the batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("{len} bytes is shorter than the {min}-byte batch header")]
+    TooShort { len: usize, min: usize },
+
+    #[error("batch length field says {declared} bytes but {actual} are present")]
+    LengthMismatch { declared: usize, actual: usize },
+
+    #[error("unsupported magic byte {0} (only 2 is supported)")]
+    BadMagic(i8),
+
+    #[error("CRC mismatch: header says {stored:#010x}, data gives {computed:#010x}")]
+    BadCrc { stored: u32, computed: u32 },
+
+    #[error("compressed batches (codec {0}) are not stored by the log; decompress first")]
+    Compressed(u8),
+
+    #[error("a batch must hold at least one record")]
+    Empty,
+
+    #[error("record {index} at byte {position}: {reason}")]
+    BadRecord {
+        index: usize,
+        position: usize,
+        reason: &'static str,
+    },
+
+    #[error("header says {declared} records but {actual} were found")]
+    CountMismatch { declared: usize, actual: usize },
+}
+
+/// Attaches an operation name and a path to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| LogError::Io {
+            op,
+            path: path.into(),
+            source,
+        })
+    }
+}

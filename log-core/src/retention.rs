@@ -1,0 +1,71 @@
+//! Retention: deleting whole old segments by age and by total size.
+//!
+//! Only a prefix of closed segments is ever deleted (the oldest first), so
+//! the partition's start offset only moves forward. A segment is expired by
+//! age when its newest record timestamp is older than `retention_ms`; by
+//! size while the partition is larger than `retention_bytes`. An expired
+//! active segment is rolled first so that it can go too; its empty
+//! successor keeps the next offset, so offsets are never reused.
+//!
+//! Deletion is crash-safe and never moves the start offset backwards: each
+//! doomed segment's log file is renamed to `*.deleted` and the directory
+//! synced (the commit point) before the segment leaves the in-memory list
+//! and its files are removed. Recovery removes any `*.deleted` leftovers.
+
+use crate::error::{IoContext, Result};
+use crate::partition::Partition;
+use crate::recovery::DELETED;
+
+/// Applies the topic's retention limits; returns how many segments were deleted.
+pub(crate) fn enforce(partition: &Partition) -> Result<usize> {
+    let s = partition.shared();
+    let (age, max_bytes) = (s.config.retention_ms, s.config.retention_bytes);
+    if age.is_none() && max_bytes.is_none() {
+        return Ok(0);
+    }
+    let _maintenance = s.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+    let cutoff = age.map(|a| s.clock.now_ms().saturating_sub(a as i64));
+    let expired_by_age = |max_timestamp: i64| cutoff.is_some_and(|c| max_timestamp < c);
+    s.roll_if(|active| expired_by_age(active.max_timestamp()))?;
+
+    let segments = s.segments();
+    let closed = &segments[..segments.len() - 1];
+    let mut total: u64 = segments.iter().map(|seg| seg.size()).sum();
+    let mut doomed = 0;
+    for segment in closed {
+        let over_size = max_bytes.is_some_and(|m| total > m);
+        if !expired_by_age(segment.max_timestamp()) && !over_size {
+            break;
+        }
+        total -= segment.size();
+        doomed += 1;
+    }
+    if doomed == 0 {
+        return Ok(0);
+    }
+    let doomed = &segments[..doomed];
+    for segment in doomed {
+        let log = &segment.paths().log;
+        s.storage.rename(log, &with_suffix(log, DELETED)).ctx("mark segment deleted", log)?;
+    }
+    s.storage.sync_dir(&s.dir).ctx("sync partition directory", &s.dir)?;
+    let first_kept = segments[doomed.len()].base_offset();
+    s.update_segments(|list| list.retain(|seg| seg.base_offset() >= first_kept));
+    for segment in doomed {
+        let paths = segment.paths();
+        for path in [with_suffix(&paths.log, DELETED), paths.index.clone(), paths.time_index.clone()] {
+            if s.storage.exists(&path) {
+                s.storage.remove_file(&path).ctx("remove deleted segment", &path)?;
+            }
+        }
+        tracing::debug!(topic = %s.topic, partition = s.id, base_offset = segment.base_offset(), "retention deleted segment");
+    }
+    s.storage.sync_dir(&s.dir).ctx("sync partition directory", &s.dir)?;
+    Ok(doomed.len())
+}
+
+pub(crate) fn with_suffix(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    name.into()
+}

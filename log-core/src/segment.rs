@@ -1,0 +1,535 @@
+//! A segment: one file of consecutive batches plus its two sparse indexes.
+//!
+//! Files are named after the segment's base offset, zero-padded to 20 digits
+//! (`00000000000000000042.log`, `.index`, `.timeindex`) so a directory
+//! listing sorts them in offset order. Only the newest segment of a
+//! partition (the active one) is written to; the others are closed and only
+//! replaced whole by compaction or deleted whole by retention.
+//!
+//! Opening a segment is where recovery happens: the active segment is scanned
+//! batch by batch and a torn or corrupt tail is cut off; a closed segment
+//! trusts its index files when they pass their checks and is rescanned
+//! otherwise, and there any damage is an error naming file and position.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{Batch, HEADER_LEN, LENGTH_PREFIX};
+use crate::error::{IoContext, LogError, Result};
+use crate::index::{OFFSET_ENTRY, OffsetIndex, TIME_ENTRY, TimeIndex};
+use crate::storage::{Storage, StorageFile, read_all};
+
+/// How much to read at a time when scanning a whole segment.
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// The three files of a segment.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentPaths {
+    pub log: PathBuf,
+    pub index: PathBuf,
+    pub time_index: PathBuf,
+}
+
+impl SegmentPaths {
+    pub(crate) fn new(dir: &Path, base_offset: u64) -> Self {
+        let stem = format!("{base_offset:020}");
+        SegmentPaths {
+            log: dir.join(format!("{stem}.log")),
+            index: dir.join(format!("{stem}.index")),
+            time_index: dir.join(format!("{stem}.timeindex")),
+        }
+    }
+}
+
+/// Parses a segment file name's base offset (`00000000000000000042.log` → 42).
+pub(crate) fn parse_base_offset(file_name: &str, extension: &str) -> Option<u64> {
+    let stem = file_name.strip_suffix(extension)?.strip_suffix('.')?;
+    (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| stem.parse().ok())
+        .flatten()
+}
+
+/// What a segment knows about its contents, guarded by one lock.
+#[derive(Debug)]
+struct State {
+    base_offset: u64,
+    /// Bytes of complete batches in the log file.
+    size: u64,
+    /// Offset after the last batch (the base offset when empty).
+    next_offset: u64,
+    /// Largest record timestamp, `i64::MIN` when empty.
+    max_timestamp: i64,
+    /// Relative offset of the batch that set `max_timestamp`.
+    max_timestamp_at: u32,
+    offsets: OffsetIndex,
+    times: TimeIndex,
+    bytes_since_entry: u64,
+    /// Clock time of the first append since open (for rolls by age).
+    first_append_ms: Option<i64>,
+    /// Index files, kept open while the segment is active.
+    index_files: Option<(Arc<dyn StorageFile>, Arc<dyn StorageFile>)>,
+}
+
+/// One segment of a partition.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base_offset: u64,
+    paths: SegmentPaths,
+    log: Arc<dyn StorageFile>,
+    index_interval: u64,
+    state: RwLock<State>,
+}
+
+/// Result of a sequential scan of a segment file.
+struct Scan {
+    state: State,
+    /// Where the valid batches end, and why the scan stopped there if it was early.
+    stopped_early: Option<String>,
+}
+
+impl Segment {
+    /// Creates a new empty active segment starting at `base_offset`.
+    /// The caller syncs the directory.
+    pub(crate) fn create(storage: &dyn Storage, dir: &Path, base_offset: u64, index_interval: u64) -> Result<Segment> {
+        let paths = SegmentPaths::new(dir, base_offset);
+        let log = storage.open(&paths.log, true).ctx("create segment", &paths.log)?;
+        log.set_len(0).ctx("truncate new segment", &paths.log)?;
+        let index_files = open_index_files(storage, &paths, true)?;
+        let mut state = State::empty(base_offset);
+        state.index_files = Some(index_files);
+        Ok(Segment {
+            base_offset,
+            paths,
+            log,
+            index_interval,
+            state: RwLock::new(state),
+        })
+    }
+
+    /// Opens the active (newest) segment: scans every batch, truncates a torn
+    /// or corrupt tail, and rewrites both index files from the scan.
+    pub(crate) fn open_active(storage: &dyn Storage, dir: &Path, base_offset: u64, index_interval: u64) -> Result<Segment> {
+        let paths = SegmentPaths::new(dir, base_offset);
+        let log = storage.open(&paths.log, false).ctx("open segment", &paths.log)?;
+        let scan = scan(&*log, &paths.log, base_offset, index_interval)?;
+        let file_len = log.len().ctx("stat segment", &paths.log)?;
+        if scan.state.size < file_len {
+            let reason = scan.stopped_early.as_deref().unwrap_or("trailing bytes");
+            tracing::warn!(
+                file = %paths.log.display(),
+                valid_bytes = scan.state.size,
+                dropped_bytes = file_len - scan.state.size,
+                reason,
+                "truncating torn or corrupt tail of the active segment"
+            );
+            log.set_len(scan.state.size).ctx("truncate torn tail", &paths.log)?;
+            log.sync_data().ctx("sync truncated segment", &paths.log)?;
+        }
+        let mut state = scan.state;
+        let (index, time_index) = open_index_files(storage, &paths, true)?;
+        write_index_files(&paths, &*index, &*time_index, &state.offsets, &state.times)?;
+        state.index_files = Some((index, time_index));
+        Ok(Segment {
+            base_offset,
+            paths,
+            log,
+            index_interval,
+            state: RwLock::new(state),
+        })
+    }
+
+    /// Opens a closed segment. Its index files are used when they are well
+    /// formed; otherwise the segment is scanned and they are rewritten.
+    /// Any damage found in the data is an error: closed segments were synced
+    /// when they were closed, so damage there is not a torn write.
+    pub(crate) fn open_closed(storage: &dyn Storage, dir: &Path, base_offset: u64, index_interval: u64) -> Result<Segment> {
+        let paths = SegmentPaths::new(dir, base_offset);
+        let log = storage.open(&paths.log, false).ctx("open segment", &paths.log)?;
+        let state = match load_indexes(storage, &*log, &paths, base_offset)? {
+            Some(state) => state,
+            None => {
+                tracing::info!(file = %paths.log.display(), "rebuilding index files of closed segment");
+                let scan = scan(&*log, &paths.log, base_offset, index_interval)?;
+                if let Some(reason) = scan.stopped_early {
+                    return Err(LogError::Corrupt {
+                        path: paths.log.clone(),
+                        position: scan.state.size,
+                        reason,
+                    });
+                }
+                let mut state = scan.state;
+                state.seal_time_index();
+                let (index, time_index) = open_index_files(storage, &paths, true)?;
+                write_index_files(&paths, &*index, &*time_index, &state.offsets, &state.times)?;
+                sync_index_files(&paths, &*index, &*time_index)?;
+                state
+            }
+        };
+        Ok(Segment {
+            base_offset,
+            paths,
+            log,
+            index_interval,
+            state: RwLock::new(state),
+        })
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    pub(crate) fn paths(&self) -> &SegmentPaths {
+        &self.paths
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.read_state().size
+    }
+
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.read_state().next_offset
+    }
+
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.read_state().max_timestamp
+    }
+
+    pub(crate) fn first_append_ms(&self) -> Option<i64> {
+        self.read_state().first_append_ms
+    }
+
+    /// Appends a batch whose base offset is already assigned. Index entries
+    /// go to memory and to the index files (unsynced; rebuilt on recovery).
+    pub(crate) fn append(&self, batch: &Batch, now_ms: i64) -> Result<()> {
+        let mut state = self.write_state();
+        let position = state.size;
+        self.log.write_all_at(batch.as_bytes(), position).ctx("append to segment", &self.paths.log)?;
+        state.first_append_ms.get_or_insert(now_ms);
+        let entries = state.record(batch, position, self.index_interval);
+        state.write_entries(&self.paths, entries)
+    }
+
+    /// Makes the log file's data durable.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.log.sync_data().ctx("sync segment", &self.paths.log)
+    }
+
+    /// Closes the active segment: syncs its data, records its final maximum
+    /// timestamp in the time index and syncs both index files.
+    pub(crate) fn close(&self) -> Result<()> {
+        self.sync()?;
+        let mut state = self.write_state();
+        let entries = NewEntries {
+            offset: None,
+            time: state.seal_time_index(),
+        };
+        state.write_entries(&self.paths, entries)?;
+        if let Some((index, time_index)) = state.index_files.take() {
+            sync_index_files(&self.paths, &*index, &*time_index)?;
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to
+    /// about `max_bytes` (at least one batch), stopping before `end_offset`.
+    pub(crate) fn read(&self, offset: u64, max_bytes: usize, end_offset: u64) -> Result<Vec<Batch>> {
+        let (start, size) = {
+            let state = self.read_state();
+            if offset >= state.next_offset {
+                return Ok(Vec::new());
+            }
+            let relative = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
+            (u64::from(state.offsets.lookup(relative)), state.size)
+        };
+        let mut position = start;
+        let mut batches = Vec::new();
+        let mut budget = max_bytes;
+        while position < size {
+            let chunk_len = (size - position).min(budget.max(HEADER_LEN) as u64) as usize;
+            let chunk = self.read_bytes(position, chunk_len)?;
+            let mut at = 0;
+            while at + LENGTH_PREFIX <= chunk.len() {
+                let len = self.batch_len(&chunk[at..], position + at as u64)?;
+                let bytes = if at + len <= chunk.len() {
+                    chunk.slice(at..at + len)
+                } else if batches.is_empty() && at == 0 {
+                    // The first wanted batch is larger than the budget: return it whole.
+                    self.read_bytes(position, len)?
+                } else {
+                    break;
+                };
+                let batch = self.parse(bytes, position + at as u64)?;
+                at += len;
+                if batch.base_offset() >= end_offset {
+                    return Ok(batches);
+                }
+                if batch.next_offset() <= offset {
+                    continue;
+                }
+                budget = budget.saturating_sub(len);
+                batches.push(batch);
+                if budget == 0 {
+                    return Ok(batches);
+                }
+            }
+            if at == 0 {
+                break;
+            }
+            position += at as u64;
+            if !batches.is_empty() {
+                return Ok(batches);
+            }
+        }
+        Ok(batches)
+    }
+
+    /// The first offset at or after `offset` whose record has a timestamp of
+    /// at least `timestamp`, if this segment holds one.
+    pub(crate) fn find_by_timestamp(&self, timestamp: i64, end_offset: u64) -> Result<Option<u64>> {
+        let start = {
+            let state = self.read_state();
+            if state.max_timestamp < timestamp {
+                return Ok(None);
+            }
+            self.base_offset + u64::from(state.times.scan_start(timestamp))
+        };
+        let mut offset = start;
+        loop {
+            let batches = self.read(offset, SCAN_CHUNK, end_offset)?;
+            let Some(last) = batches.last() else { return Ok(None) };
+            offset = last.next_offset();
+            for batch in batches.iter().filter(|b| b.max_timestamp() >= timestamp) {
+                if let Some(r) = batch.records().find(|r| r.timestamp >= timestamp) {
+                    return Ok(Some(r.offset));
+                }
+            }
+        }
+    }
+
+    /// Every batch of the segment, in order (for compaction).
+    pub(crate) fn batches(&self) -> Result<Vec<Batch>> {
+        let end = self.next_offset();
+        let mut out = Vec::new();
+        let mut offset = self.base_offset;
+        loop {
+            let batches = self.read(offset, SCAN_CHUNK, end)?;
+            let Some(last) = batches.last() else { return Ok(out) };
+            offset = last.next_offset();
+            out.extend(batches);
+        }
+    }
+
+    fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes> {
+        let mut buf = BytesMut::zeroed(len);
+        self.log.read_exact_at(&mut buf, position).ctx("read segment", &self.paths.log)?;
+        Ok(buf.freeze())
+    }
+
+    fn batch_len(&self, header: &[u8], position: u64) -> Result<usize> {
+        Batch::declared_len(header).ok_or_else(|| LogError::Corrupt {
+            path: self.paths.log.clone(),
+            position,
+            reason: "batch length field is invalid".into(),
+        })
+    }
+
+    fn parse(&self, bytes: Bytes, position: u64) -> Result<Batch> {
+        Batch::from_bytes(bytes).map_err(|e| LogError::Corrupt {
+            path: self.paths.log.clone(),
+            position,
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl State {
+    fn empty(base_offset: u64) -> State {
+        State {
+            base_offset,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: i64::MIN,
+            max_timestamp_at: 0,
+            offsets: OffsetIndex::default(),
+            times: TimeIndex::default(),
+            bytes_since_entry: 0,
+            first_append_ms: None,
+            index_files: None,
+        }
+    }
+
+    /// Accounts for a batch written at `position` and returns the index
+    /// entries it adds: an offset entry at most once per `interval` bytes,
+    /// with a time entry beside it when the maximum timestamp rose.
+    fn record(&mut self, batch: &Batch, position: u64, interval: u64) -> NewEntries {
+        let relative = (batch.base_offset() - self.base_offset) as u32;
+        let due = self.size == 0 || self.bytes_since_entry >= interval;
+        if batch.max_timestamp() > self.max_timestamp {
+            self.max_timestamp = batch.max_timestamp();
+            self.max_timestamp_at = relative;
+        }
+        self.size = position + batch.size() as u64;
+        self.next_offset = batch.next_offset();
+        self.bytes_since_entry += batch.size() as u64;
+        if !due {
+            return NewEntries::default();
+        }
+        self.bytes_since_entry = batch.size() as u64;
+        let offset = (self.offsets.push(relative, position as u32), self.offsets.len() - 1);
+        let time = (self.times.last().is_none_or(|(t, _)| self.max_timestamp > t)).then(|| self.push_time());
+        NewEntries {
+            offset: Some(offset),
+            time,
+        }
+    }
+
+    /// Adds the segment's final maximum timestamp to the time index, so a
+    /// closed segment's maximum can be read from its last entry.
+    fn seal_time_index(&mut self) -> Option<([u8; TIME_ENTRY], usize)> {
+        let sealed = self.times.last().is_some_and(|(t, _)| t >= self.max_timestamp);
+        (self.size > 0 && !sealed).then(|| self.push_time())
+    }
+
+    fn push_time(&mut self) -> ([u8; TIME_ENTRY], usize) {
+        let at = self.max_timestamp_at.max(self.times.last().map_or(0, |(_, o)| o));
+        (self.times.push(self.max_timestamp, at), self.times.len() - 1)
+    }
+
+    /// Mirrors new index entries into the index files while they are open.
+    fn write_entries(&self, paths: &SegmentPaths, entries: NewEntries) -> Result<()> {
+        let Some((index, time_index)) = &self.index_files else { return Ok(()) };
+        if let Some((bytes, i)) = entries.offset {
+            index.write_all_at(&bytes, (i * OFFSET_ENTRY) as u64).ctx("append to index", &paths.index)?;
+        }
+        if let Some((bytes, i)) = entries.time {
+            time_index.write_all_at(&bytes, (i * TIME_ENTRY) as u64).ctx("append to time index", &paths.time_index)?;
+        }
+        Ok(())
+    }
+}
+
+/// Index entries added by one append, with their positions in their index.
+#[derive(Default)]
+struct NewEntries {
+    offset: Option<([u8; OFFSET_ENTRY], usize)>,
+    time: Option<([u8; TIME_ENTRY], usize)>,
+}
+
+fn open_index_files(storage: &dyn Storage, paths: &SegmentPaths, create: bool) -> Result<(Arc<dyn StorageFile>, Arc<dyn StorageFile>)> {
+    let index = storage.open(&paths.index, create).ctx("open index", &paths.index)?;
+    let time_index = storage.open(&paths.time_index, create).ctx("open time index", &paths.time_index)?;
+    Ok((index, time_index))
+}
+
+fn write_index_files(paths: &SegmentPaths, index: &dyn StorageFile, time_index: &dyn StorageFile, offsets: &OffsetIndex, times: &TimeIndex) -> Result<()> {
+    let offset_bytes = offsets.encode();
+    index.set_len(0).ctx("truncate index", &paths.index)?;
+    index.write_all_at(&offset_bytes, 0).ctx("write index", &paths.index)?;
+    let time_bytes = times.encode();
+    time_index.set_len(0).ctx("truncate time index", &paths.time_index)?;
+    time_index.write_all_at(&time_bytes, 0).ctx("write time index", &paths.time_index)
+}
+
+fn sync_index_files(paths: &SegmentPaths, index: &dyn StorageFile, time_index: &dyn StorageFile) -> Result<()> {
+    index.sync_data().ctx("sync index", &paths.index)?;
+    time_index.sync_data().ctx("sync time index", &paths.time_index)
+}
+
+/// Loads a closed segment's state from its index files, reading only the
+/// batches after the last offset-index entry to find where the segment
+/// ends. Returns `None` when the files are missing or fail their checks.
+fn load_indexes(storage: &dyn Storage, log: &dyn StorageFile, paths: &SegmentPaths, base_offset: u64) -> Result<Option<State>> {
+    let size = log.len().ctx("stat segment", &paths.log)?;
+    let (Ok(index_bytes), Ok(time_bytes)) = (read_all(storage, &paths.index), read_all(storage, &paths.time_index)) else {
+        return Ok(None);
+    };
+    let (Some(offsets), Some(times)) = (OffsetIndex::decode(&index_bytes, size), TimeIndex::decode(&time_bytes)) else {
+        return Ok(None);
+    };
+    let mut state = State::empty(base_offset);
+    if size == 0 {
+        return Ok((offsets.len() == 0).then_some(state));
+    }
+    let Some((last_relative, last_position)) = offsets.last() else { return Ok(None) };
+    let Some((max_timestamp, max_at)) = times.last() else { return Ok(None) };
+    // Walk the tail after the last index entry to find the end offset; the
+    // walk also proves the index's last entry points at a batch boundary.
+    let mut position = u64::from(last_position);
+    let mut next_offset = None;
+    let mut header = [0u8; HEADER_LEN];
+    while position < size {
+        if log.read_exact_at(&mut header, position).is_err() {
+            return Ok(None);
+        }
+        let Some(len) = Batch::declared_len(&header) else { return Ok(None) };
+        let base = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
+        if position == u64::from(last_position) && base != base_offset + u64::from(last_relative) {
+            return Ok(None);
+        }
+        let last_delta = i32::from_be_bytes(header[23..27].try_into().expect("4 bytes"));
+        next_offset = Some(base + u64::try_from(last_delta).unwrap_or(0) + 1);
+        position += len as u64;
+    }
+    if position != size {
+        return Ok(None);
+    }
+    state.size = size;
+    state.next_offset = next_offset.unwrap_or(base_offset);
+    state.max_timestamp = max_timestamp;
+    state.max_timestamp_at = max_at;
+    state.offsets = offsets;
+    state.times = times;
+    Ok(Some(state))
+}
+
+/// Scans a segment file from the start, validating every batch and
+/// rebuilding the indexes, and stops at the first batch that is torn,
+/// corrupt or out of sequence.
+fn scan(log: &dyn StorageFile, path: &Path, base_offset: u64, interval: u64) -> Result<Scan> {
+    let file_len = log.len().ctx("stat segment", path)?;
+    let mut state = State::empty(base_offset);
+    let mut position = 0u64;
+    let stop = |state: State, reason: String| Ok(Scan { state, stopped_early: Some(reason) });
+    while position < file_len {
+        let mut prefix = [0u8; LENGTH_PREFIX];
+        if position + LENGTH_PREFIX as u64 > file_len {
+            return stop(state, "incomplete batch header at the end".into());
+        }
+        log.read_exact_at(&mut prefix, position).ctx("read segment", path)?;
+        let Some(len) = Batch::declared_len(&prefix) else {
+            return stop(state, "invalid batch length".into());
+        };
+        if position + len as u64 > file_len {
+            return stop(state, format!("batch of {len} bytes runs past the end of the file"));
+        }
+        let mut buf = BytesMut::zeroed(len);
+        log.read_exact_at(&mut buf, position).ctx("read segment", path)?;
+        let batch = match Batch::from_bytes(buf.freeze()) {
+            Ok(b) => b,
+            Err(e) => return stop(state, e.to_string()),
+        };
+        if batch.leader_epoch() != 0 {
+            return stop(state, format!("unexpected leader epoch {}", batch.leader_epoch()));
+        }
+        if batch.base_offset() < state.next_offset || (state.size == 0 && batch.base_offset() != base_offset) {
+            let reason = format!("batch base offset {} out of sequence (expected at least {})", batch.base_offset(), state.next_offset);
+            return stop(state, reason);
+        }
+        if batch.base_offset() - base_offset > u64::from(u32::MAX) {
+            return stop(state, "batch offset too far from the segment base".into());
+        }
+        state.record(&batch, position, interval);
+        position += len as u64;
+    }
+    Ok(Scan { state, stopped_early: None })
+}
