@@ -97,11 +97,9 @@ impl TopicConfig {
         if !(4096..=u64::from(u32::MAX)).contains(&self.segment_bytes) {
             return fail(format!("segment_bytes must be 4096 to {}, got {}", u32::MAX, self.segment_bytes));
         }
-        if self.max_batch_bytes < 128 || self.max_batch_bytes as u64 > self.segment_bytes {
-            return fail(format!(
-                "max_batch_bytes must be 128 to segment_bytes ({}), got {}",
-                self.segment_bytes, self.max_batch_bytes
-            ));
+        // A batch larger than a segment is allowed: it gets a segment of its own.
+        if !(128..=256 << 20).contains(&self.max_batch_bytes) {
+            return fail(format!("max_batch_bytes must be 128 to 256 MiB, got {}", self.max_batch_bytes));
         }
         if self.durability == Durability::Interval && self.flush_interval_ms == 0 {
             return fail("flush_interval_ms must be at least 1".into());

@@ -69,7 +69,7 @@ impl OffsetIndex {
             .collect();
         let ordered = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
         let in_bounds = entries.last().is_none_or(|&(_, pos)| u64::from(pos) < segment_len);
-        let starts_at_zero = entries.first().is_none_or(|&e| e == (0, 0));
+        let starts_at_zero = entries.first().is_none_or(|&(_, pos)| pos == 0);
         (ordered && in_bounds && starts_at_zero).then_some(OffsetIndex { entries })
     }
 }

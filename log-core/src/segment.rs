@@ -113,7 +113,7 @@ impl Segment {
     pub(crate) fn open_active(storage: &dyn Storage, dir: &Path, base_offset: u64, index_interval: u64) -> Result<Segment> {
         let paths = SegmentPaths::new(dir, base_offset);
         let log = storage.open(&paths.log, false).ctx("open segment", &paths.log)?;
-        let scan = scan(&*log, &paths.log, base_offset, index_interval)?;
+        let scan = scan(&*log, &paths.log, base_offset, index_interval, true)?;
         let file_len = log.len().ctx("stat segment", &paths.log)?;
         if scan.state.size < file_len {
             let reason = scan.stopped_early.as_deref().unwrap_or("trailing bytes");
@@ -151,7 +151,7 @@ impl Segment {
             Some(state) => state,
             None => {
                 tracing::info!(file = %paths.log.display(), "rebuilding index files of closed segment");
-                let scan = scan(&*log, &paths.log, base_offset, index_interval)?;
+                let scan = scan(&*log, &paths.log, base_offset, index_interval, false)?;
                 if let Some(reason) = scan.stopped_early {
                     return Err(LogError::Corrupt {
                         path: paths.log.clone(),
@@ -495,7 +495,9 @@ fn load_indexes(storage: &dyn Storage, log: &dyn StorageFile, paths: &SegmentPat
 /// Scans a segment file from the start, validating every batch and
 /// rebuilding the indexes, and stops at the first batch that is torn,
 /// corrupt or out of sequence.
-fn scan(log: &dyn StorageFile, path: &Path, base_offset: u64, interval: u64) -> Result<Scan> {
+/// `active` segments must start exactly at their base offset; closed ones
+/// may start later (compaction removes records from the front).
+fn scan(log: &dyn StorageFile, path: &Path, base_offset: u64, interval: u64, active: bool) -> Result<Scan> {
     let file_len = log.len().ctx("stat segment", path)?;
     let mut state = State::empty(base_offset);
     let mut position = 0u64;
@@ -521,7 +523,7 @@ fn scan(log: &dyn StorageFile, path: &Path, base_offset: u64, interval: u64) -> 
         if batch.leader_epoch() != 0 {
             return stop(state, format!("unexpected leader epoch {}", batch.leader_epoch()));
         }
-        if batch.base_offset() < state.next_offset || (state.size == 0 && batch.base_offset() != base_offset) {
+        if batch.base_offset() < state.next_offset || (active && state.size == 0 && batch.base_offset() != base_offset) {
             let reason = format!("batch base offset {} out of sequence (expected at least {})", batch.base_offset(), state.next_offset);
             return stop(state, reason);
         }
