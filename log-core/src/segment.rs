@@ -523,8 +523,10 @@ fn scan(log: &dyn StorageFile, path: &Path, base_offset: u64, interval: u64, act
         if batch.leader_epoch() != 0 {
             return stop(state, format!("unexpected leader epoch {}", batch.leader_epoch()));
         }
-        if batch.base_offset() < state.next_offset || (active && state.size == 0 && batch.base_offset() != base_offset) {
-            let reason = format!("batch base offset {} out of sequence (expected at least {})", batch.base_offset(), state.next_offset);
+        // Active segments are contiguous; compaction leaves gaps in closed ones.
+        let in_sequence = if active { batch.base_offset() == state.next_offset } else { batch.base_offset() >= state.next_offset };
+        if !in_sequence {
+            let reason = format!("batch base offset {} out of sequence (expected {})", batch.base_offset(), state.next_offset);
             return stop(state, reason);
         }
         if batch.base_offset() - base_offset > u64::from(u32::MAX) {
