@@ -101,9 +101,11 @@ impl<'a> Iterator for Headers<'a> {
         }
         self.remaining -= 1;
         let mut pos = 0;
-        let (name, value) = parse_header(self.buf, &mut pos).expect("headers are validated when the batch is made");
+        let (name, value) =
+            parse_header(self.buf, &mut pos).expect("headers are validated when the batch is made");
         self.buf = &self.buf[pos..];
-        let name = std::str::from_utf8(name).expect("header names are validated as UTF-8 when the batch is made");
+        let name = std::str::from_utf8(name)
+            .expect("header names are validated as UTF-8 when the batch is made");
         Some(Header { name, value })
     }
 
@@ -223,7 +225,8 @@ impl Header61 {
         put_i64(buf, field::BASE_TIMESTAMP, self.base_timestamp);
         put_i64(buf, field::MAX_TIMESTAMP, self.max_timestamp);
         put_i64(buf, field::PRODUCER_ID, -1);
-        buf[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_be_bytes());
+        buf[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2]
+            .copy_from_slice(&(-1i16).to_be_bytes());
         put_i32(buf, field::BASE_SEQUENCE, -1);
         put_i32(buf, field::RECORD_COUNT, self.count);
         let crc = crc32c::crc32c(&buf[field::ATTRIBUTES..]);
@@ -271,7 +274,11 @@ impl Batch {
         if magic != MAGIC {
             return Err(BatchError::BadMagic(magic));
         }
-        let stored = u32::from_be_bytes(bytes[field::CRC..field::CRC + 4].try_into().expect("4 bytes"));
+        let stored = u32::from_be_bytes(
+            bytes[field::CRC..field::CRC + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
         let computed = crc32c::crc32c(&bytes[field::ATTRIBUTES..]);
         if stored != computed {
             return Err(BatchError::BadCrc { stored, computed });
@@ -313,7 +320,9 @@ impl Batch {
             };
             let raw = parse_record(buf, &mut pos).map_err(bad)?;
             if raw.offset_delta <= previous_delta || raw.offset_delta > i64::from(last_delta) {
-                return Err(bad("offset delta out of order or beyond the batch's last offset"));
+                return Err(bad(
+                    "offset delta out of order or beyond the batch's last offset",
+                ));
             }
             previous_delta = raw.offset_delta;
             let mut headers = raw.headers;
@@ -326,7 +335,10 @@ impl Batch {
             found += 1;
         }
         if found != declared {
-            return Err(BatchError::CountMismatch { declared, actual: found });
+            return Err(BatchError::CountMismatch {
+                declared,
+                actual: found,
+            });
         }
         Ok(())
     }
@@ -383,7 +395,10 @@ impl Batch {
     }
 
     fn attributes(&self) -> i16 {
-        i16::from_be_bytes([self.bytes[field::ATTRIBUTES], self.bytes[field::ATTRIBUTES + 1]])
+        i16::from_be_bytes([
+            self.bytes[field::ATTRIBUTES],
+            self.bytes[field::ATTRIBUTES + 1],
+        ])
     }
 
     /// The encoded records, without the header: what crosses the WASM boundary.
@@ -405,7 +420,9 @@ impl Batch {
     pub fn with_base_offset(self, base_offset: u64) -> Batch {
         let mut bytes = BytesMut::from(self.bytes);
         put_i64(&mut bytes, field::BASE_OFFSET, base_offset as i64);
-        Batch { bytes: bytes.freeze() }
+        Batch {
+            bytes: bytes.freeze(),
+        }
     }
 
     /// Keeps the records for which `keep` returns true, each copied byte for
@@ -439,7 +456,9 @@ impl Batch {
         };
         header.write(&mut buf);
         put_i64(&mut buf, field::BASE_OFFSET, self.base_offset() as i64);
-        Some(Batch { bytes: Bytes::from(buf) })
+        Some(Batch {
+            bytes: Bytes::from(buf),
+        })
     }
 }
 
@@ -460,7 +479,8 @@ impl<'a> Iterator for Records<'a> {
             return None;
         }
         let mut pos = 0;
-        let raw = parse_record(self.buf, &mut pos).expect("records are validated when the batch is made");
+        let raw =
+            parse_record(self.buf, &mut pos).expect("records are validated when the batch is made");
         self.buf = &self.buf[pos..];
         Some(RecordView {
             offset: self.base_offset + raw.offset_delta as u64,
@@ -489,7 +509,10 @@ struct RawRecord<'a> {
 fn parse_record<'a>(buf: &'a [u8], pos: &mut usize) -> Result<RawRecord<'a>, &'static str> {
     let len = varint::get(buf, pos).ok_or("truncated record length")?;
     let len = usize::try_from(len).map_err(|_| "negative record length")?;
-    let end = pos.checked_add(len).filter(|&e| e <= buf.len()).ok_or("record length runs past the batch")?;
+    let end = pos
+        .checked_add(len)
+        .filter(|&e| e <= buf.len())
+        .ok_or("record length runs past the batch")?;
     let body = &buf[..end];
     let mut p = *pos + 1; // attributes byte
     if p > end {
@@ -522,8 +545,13 @@ fn parse_record<'a>(buf: &'a [u8], pos: &mut usize) -> Result<RawRecord<'a>, &'s
     })
 }
 
-fn parse_header<'a>(buf: &'a [u8], pos: &mut usize) -> Result<(&'a [u8], Option<&'a [u8]>), &'static str> {
-    let name = get_nullable(buf, pos).ok_or("bad header name length")?.ok_or("null header name")?;
+fn parse_header<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+) -> Result<(&'a [u8], Option<&'a [u8]>), &'static str> {
+    let name = get_nullable(buf, pos)
+        .ok_or("bad header name length")?
+        .ok_or("null header name")?;
     let value = get_nullable(buf, pos).ok_or("bad header value length")?;
     Ok((name, value))
 }
@@ -627,7 +655,13 @@ mod tests {
         assert_eq!(records[0].value, Some(&b"hello"[..]));
         assert_eq!(records[0].timestamp, 1_000);
         let headers: Vec<_> = records[0].headers().collect();
-        assert_eq!(headers, [Header { name: "trace", value: Some(b"abc") }]);
+        assert_eq!(
+            headers,
+            [Header {
+                name: "trace",
+                value: Some(b"abc")
+            }]
+        );
         assert_eq!(records[1].offset, 41);
         assert_eq!(records[1].timestamp, 990);
         assert!(records[1].is_tombstone());
@@ -648,7 +682,10 @@ mod tests {
         for i in field::ATTRIBUTES..good.len() {
             let mut bad = good.to_vec();
             bad[i] ^= 0x10;
-            assert!(Batch::from_bytes(Bytes::from(bad)).is_err(), "flip at byte {i} went unnoticed");
+            assert!(
+                Batch::from_bytes(Bytes::from(bad)).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
         }
     }
 
@@ -656,7 +693,10 @@ mod tests {
     fn truncations_are_refused_without_panicking() {
         let good = sample().into_bytes();
         for len in 0..good.len() {
-            assert!(Batch::from_bytes(good.slice(..len)).is_err(), "truncated to {len}");
+            assert!(
+                Batch::from_bytes(good.slice(..len)).is_err(),
+                "truncated to {len}"
+            );
         }
     }
 
@@ -666,10 +706,19 @@ mod tests {
         // sealed with a correct CRC: only the framing check can catch it.
         let mut buf = vec![0u8; HEADER_LEN];
         buf.extend_from_slice(&[0x7e, 0, 0, 0]);
-        Header61 { length: (buf.len() - LENGTH_PREFIX) as i32, last_offset_delta: 0, base_timestamp: 0, max_timestamp: 0, count: 1 }
-            .write(&mut buf);
+        Header61 {
+            length: (buf.len() - LENGTH_PREFIX) as i32,
+            last_offset_delta: 0,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            count: 1,
+        }
+        .write(&mut buf);
         let err = Batch::from_bytes(Bytes::from(buf)).unwrap_err();
-        assert!(matches!(err, BatchError::BadRecord { index: 0, .. }), "{err}");
+        assert!(
+            matches!(err, BatchError::BadRecord { index: 0, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -678,7 +727,10 @@ mod tests {
         buf[field::ATTRIBUTES + 1] = 1; // gzip
         let crc = crc32c::crc32c(&buf[field::ATTRIBUTES..]);
         buf[field::CRC..field::CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(Batch::from_bytes(Bytes::from(buf)).unwrap_err(), BatchError::Compressed(1));
+        assert_eq!(
+            Batch::from_bytes(Bytes::from(buf)).unwrap_err(),
+            BatchError::Compressed(1)
+        );
     }
 
     #[test]

@@ -50,22 +50,27 @@ pub(crate) fn compact(partition: &Partition) -> Result<CompactionStats> {
             }
         }
     }
-    let horizon = s.clock.now_ms().saturating_sub(s.config.tombstone_retention_ms as i64);
+    let horizon = s
+        .clock
+        .now_ms()
+        .saturating_sub(s.config.tombstone_retention_ms as i64);
     for segment in closed {
         let batches = segment.batches()?;
         let mut removed = 0;
         let kept: Vec<_> = batches
             .iter()
             .filter_map(|batch| {
-                let kept = batch.retain(|r| {
+                batch.retain(|r| {
                     let keep = match r.key {
                         None => true,
-                        Some(key) => latest.get(key) == Some(&r.offset) && !(r.is_tombstone() && r.timestamp < horizon),
+                        Some(key) => {
+                            latest.get(key) == Some(&r.offset)
+                                && !(r.is_tombstone() && r.timestamp < horizon)
+                        }
                     };
                     removed += usize::from(!keep);
                     keep
-                });
-                kept
+                })
             })
             .collect();
         if removed == 0 {
@@ -73,7 +78,10 @@ pub(crate) fn compact(partition: &Partition) -> Result<CompactionStats> {
         }
         let replacement = rewrite(partition, segment, &kept)?;
         s.update_segments(|list| {
-            if let Some(slot) = list.iter_mut().find(|seg| seg.base_offset() == segment.base_offset()) {
+            if let Some(slot) = list
+                .iter_mut()
+                .find(|seg| seg.base_offset() == segment.base_offset())
+            {
                 *slot = replacement.clone();
             }
         });
@@ -84,29 +92,50 @@ pub(crate) fn compact(partition: &Partition) -> Result<CompactionStats> {
 }
 
 /// Replaces `segment`'s file with `batches`, crash-safely (see the module docs).
-fn rewrite(partition: &Partition, segment: &Segment, batches: &[crate::Batch]) -> Result<Arc<Segment>> {
+fn rewrite(
+    partition: &Partition,
+    segment: &Segment,
+    batches: &[crate::Batch],
+) -> Result<Arc<Segment>> {
     let s = partition.shared();
     let storage = &*s.storage;
     let paths = segment.paths();
     let cleaned = with_suffix(&paths.log, CLEANED);
     let swap = with_suffix(&paths.log, SWAP);
-    let file = storage.open(&cleaned, true).ctx("create compacted segment", &cleaned)?;
-    file.set_len(0).ctx("truncate compacted segment", &cleaned)?;
+    let file = storage
+        .open(&cleaned, true)
+        .ctx("create compacted segment", &cleaned)?;
+    file.set_len(0)
+        .ctx("truncate compacted segment", &cleaned)?;
     let mut position = 0;
     for batch in batches {
-        file.write_all_at(batch.as_bytes(), position).ctx("write compacted segment", &cleaned)?;
+        file.write_all_at(batch.as_bytes(), position)
+            .ctx("write compacted segment", &cleaned)?;
         position += batch.size() as u64;
     }
     file.sync_data().ctx("sync compacted segment", &cleaned)?;
     drop(file);
-    storage.rename(&cleaned, &swap).ctx("commit compacted segment", &cleaned)?;
-    storage.sync_dir(&s.dir).ctx("sync partition directory", &s.dir)?;
+    storage
+        .rename(&cleaned, &swap)
+        .ctx("commit compacted segment", &cleaned)?;
+    storage
+        .sync_dir(&s.dir)
+        .ctx("sync partition directory", &s.dir)?;
     for index in [&paths.index, &paths.time_index] {
         if storage.exists(index) {
             storage.remove_file(index).ctx("remove old index", index)?;
         }
     }
-    storage.rename(&swap, &paths.log).ctx("install compacted segment", &swap)?;
-    storage.sync_dir(&s.dir).ctx("sync partition directory", &s.dir)?;
-    Ok(Arc::new(Segment::open_closed(storage, &s.dir, segment.base_offset(), s.config.index_interval_bytes)?))
+    storage
+        .rename(&swap, &paths.log)
+        .ctx("install compacted segment", &swap)?;
+    storage
+        .sync_dir(&s.dir)
+        .ctx("sync partition directory", &s.dir)?;
+    Ok(Arc::new(Segment::open_closed(
+        storage,
+        &s.dir,
+        segment.base_offset(),
+        s.config.index_interval_bytes,
+    )?))
 }

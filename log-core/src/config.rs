@@ -92,14 +92,24 @@ impl TopicConfig {
             })
         };
         if !(1..=4096).contains(&self.partitions) {
-            return fail(format!("partitions must be 1 to 4096, got {}", self.partitions));
+            return fail(format!(
+                "partitions must be 1 to 4096, got {}",
+                self.partitions
+            ));
         }
         if !(4096..=u64::from(u32::MAX)).contains(&self.segment_bytes) {
-            return fail(format!("segment_bytes must be 4096 to {}, got {}", u32::MAX, self.segment_bytes));
+            return fail(format!(
+                "segment_bytes must be 4096 to {}, got {}",
+                u32::MAX,
+                self.segment_bytes
+            ));
         }
         // A batch larger than a segment is allowed: it gets a segment of its own.
         if !(128..=256 << 20).contains(&self.max_batch_bytes) {
-            return fail(format!("max_batch_bytes must be 128 to 256 MiB, got {}", self.max_batch_bytes));
+            return fail(format!(
+                "max_batch_bytes must be 128 to 256 MiB, got {}",
+                self.max_batch_bytes
+            ));
         }
         if self.durability == Durability::Interval && self.flush_interval_ms == 0 {
             return fail("flush_interval_ms must be at least 1".into());
@@ -120,7 +130,10 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
         Some("must be 1 to 200 characters")
     } else if name == "." || name == ".." {
         Some("must not be '.' or '..'")
-    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         Some("may only contain A-Z, a-z, 0-9, '.', '_' and '-'")
     } else {
         None
@@ -143,25 +156,45 @@ mod tests {
         for good in ["orders", "a", "A.b_c-9", &"x".repeat(200)] {
             assert!(validate_topic_name(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", "a/b", "../etc", "a b", "é", &"x".repeat(201), "a\0"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../etc",
+            "a b",
+            "é",
+            &"x".repeat(201),
+            "a\0",
+        ] {
             assert!(validate_topic_name(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn config_reads_from_partial_json_with_defaults() {
-        let c: TopicConfig = serde_json::from_str(r#"{"partitions": 3, "durability": "interval"}"#).unwrap();
+        let c: TopicConfig =
+            serde_json::from_str(r#"{"partitions": 3, "durability": "interval"}"#).unwrap();
         assert_eq!(c.partitions, 3);
         assert_eq!(c.durability, Durability::Interval);
         assert_eq!(c.segment_bytes, TopicConfig::default().segment_bytes);
-        assert!(serde_json::from_str::<TopicConfig>(r#"{"partitons": 3}"#).is_err(), "typos are refused");
+        assert!(
+            serde_json::from_str::<TopicConfig>(r#"{"partitons": 3}"#).is_err(),
+            "typos are refused"
+        );
     }
 
     #[test]
     fn out_of_range_settings_are_refused() {
-        let bad = TopicConfig { partitions: 0, ..TopicConfig::default() };
+        let bad = TopicConfig {
+            partitions: 0,
+            ..TopicConfig::default()
+        };
         assert!(bad.validate("t").is_err());
-        let bad = TopicConfig { max_batch_bytes: 1 << 30, ..TopicConfig::default() };
+        let bad = TopicConfig {
+            max_batch_bytes: 1 << 30,
+            ..TopicConfig::default()
+        };
         assert!(bad.validate("t").is_err());
     }
 }

@@ -55,7 +55,11 @@ impl GroupCommit {
     /// log durable and returns the offset it covered; it runs in at most one
     /// thread at a time, outside the lock. Returns the durable end, or the
     /// reason the log can no longer be synced.
-    pub(crate) fn sync_until(&self, target: u64, sync: impl FnOnce() -> Result<u64, String>) -> Result<u64, String> {
+    pub(crate) fn sync_until(
+        &self,
+        target: u64,
+        sync: impl FnOnce() -> Result<u64, String>,
+    ) -> Result<u64, String> {
         let mut state = self.lock();
         loop {
             if let Some(reason) = &state.failed {
@@ -80,7 +84,9 @@ impl GroupCommit {
                 if state.synced >= target {
                     Ok(state.synced)
                 } else {
-                    Err(format!("sync covered offsets up to {upto} but {target} was needed"))
+                    Err(format!(
+                        "sync covered offsets up to {upto} but {target} was needed"
+                    ))
                 }
             }
             Err(reason) => {
@@ -148,7 +154,10 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(commit.synced(), 400);
-        assert!(syncs.load(Ordering::SeqCst) < 400, "8 threads never shared a sync");
+        assert!(
+            syncs.load(Ordering::SeqCst) < 400,
+            "8 threads never shared a sync"
+        );
     }
 
     #[test]

@@ -49,7 +49,11 @@ pub enum LogError {
     },
 
     #[error("batch of {size} bytes exceeds the maximum of {max} bytes for topic {topic:?}")]
-    BatchTooLarge { topic: String, size: usize, max: usize },
+    BatchTooLarge {
+        topic: String,
+        size: usize,
+        max: usize,
+    },
 
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] BatchError),

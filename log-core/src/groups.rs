@@ -55,7 +55,10 @@ impl ConsumerOffsets {
             for record in batches.iter().flat_map(|b| b.records()) {
                 let key = record.key.and_then(decode_key);
                 let Some(key) = key else {
-                    tracing::warn!(offset = record.offset, "skipping malformed consumer-offset record");
+                    tracing::warn!(
+                        offset = record.offset,
+                        "skipping malformed consumer-offset record"
+                    );
                     continue;
                 };
                 match record.value.and_then(|v| <[u8; 8]>::try_from(v).ok()) {
@@ -75,10 +78,17 @@ impl ConsumerOffsets {
     }
 
     /// Durably commits `offsets` (topic, partition, offset) for `group`, all together.
-    pub(crate) fn commit(&self, clock: &dyn Clock, group: &str, offsets: &[(&str, u32, u64)]) -> Result<()> {
+    pub(crate) fn commit(
+        &self,
+        clock: &dyn Clock,
+        group: &str,
+        offsets: &[(&str, u32, u64)],
+    ) -> Result<()> {
         validate_group(group)?;
-        let entries: Vec<(Vec<u8>, Option<[u8; 8]>)> =
-            offsets.iter().map(|&(t, p, o)| (encode_key(group, t, p), Some(o.to_be_bytes()))).collect();
+        let entries: Vec<(Vec<u8>, Option<[u8; 8]>)> = offsets
+            .iter()
+            .map(|&(t, p, o)| (encode_key(group, t, p), Some(o.to_be_bytes())))
+            .collect();
         self.write(clock, &entries)?;
         let mut committed = self.lock();
         for &(topic, partition, offset) in offsets {
@@ -89,7 +99,9 @@ impl ConsumerOffsets {
 
     /// The committed offset of `group` for one partition, if any.
     pub(crate) fn get(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
-        self.lock().get(&(group.to_string(), topic.to_string(), partition)).copied()
+        self.lock()
+            .get(&(group.to_string(), topic.to_string(), partition))
+            .copied()
     }
 
     /// Every committed offset of `group`: (topic, partition, offset), sorted.
@@ -106,11 +118,19 @@ impl ConsumerOffsets {
 
     /// Forgets every committed offset for `topic` (when the topic is deleted).
     pub(crate) fn forget_topic(&self, clock: &dyn Clock, topic: &str) -> Result<()> {
-        let keys: Vec<Key> = self.lock().keys().filter(|(_, t, _)| t == topic).cloned().collect();
+        let keys: Vec<Key> = self
+            .lock()
+            .keys()
+            .filter(|(_, t, _)| t == topic)
+            .cloned()
+            .collect();
         if keys.is_empty() {
             return Ok(());
         }
-        let entries: Vec<_> = keys.iter().map(|(g, t, p)| (encode_key(g, t, *p), None)).collect();
+        let entries: Vec<_> = keys
+            .iter()
+            .map(|(g, t, p)| (encode_key(g, t, *p), None))
+            .collect();
         self.write(clock, &entries)?;
         let mut committed = self.lock();
         for key in keys {
@@ -142,7 +162,10 @@ fn validate_group(group: &str) -> Result<()> {
     if group.is_empty() || group.len() > 255 {
         return Err(LogError::InvalidConfig {
             topic: OFFSETS_TOPIC.to_string(),
-            reason: format!("consumer group names must be 1 to 255 bytes, got {}", group.len()),
+            reason: format!(
+                "consumer group names must be 1 to 255 bytes, got {}",
+                group.len()
+            ),
         });
     }
     Ok(())

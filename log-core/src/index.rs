@@ -60,15 +60,19 @@ impl OffsetIndex {
     /// a segment of `segment_len` bytes: wrong size, entries out of order, or
     /// positions past the end.
     pub(crate) fn decode(bytes: &[u8], segment_len: u64) -> Option<OffsetIndex> {
-        if bytes.len() % OFFSET_ENTRY != 0 {
+        if !bytes.len().is_multiple_of(OFFSET_ENTRY) {
             return None;
         }
         let entries: Vec<(u32, u32)> = bytes
             .chunks_exact(OFFSET_ENTRY)
             .map(|c| (be32(&c[..4]), be32(&c[4..])))
             .collect();
-        let ordered = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
-        let in_bounds = entries.last().is_none_or(|&(_, pos)| u64::from(pos) < segment_len);
+        let ordered = entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        let in_bounds = entries
+            .last()
+            .is_none_or(|&(_, pos)| u64::from(pos) < segment_len);
         let starts_at_zero = entries.first().is_none_or(|&(_, pos)| pos == 0);
         (ordered && in_bounds && starts_at_zero).then_some(OffsetIndex { entries })
     }
@@ -115,14 +119,21 @@ impl TimeIndex {
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<TimeIndex> {
-        if bytes.len() % TIME_ENTRY != 0 {
+        if !bytes.len().is_multiple_of(TIME_ENTRY) {
             return None;
         }
         let entries: Vec<(i64, u32)> = bytes
             .chunks_exact(TIME_ENTRY)
-            .map(|c| (i64::from_be_bytes(c[..8].try_into().expect("8 bytes")), be32(&c[8..])))
+            .map(|c| {
+                (
+                    i64::from_be_bytes(c[..8].try_into().expect("8 bytes")),
+                    be32(&c[8..]),
+                )
+            })
             .collect();
-        let ordered = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
+        let ordered = entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
         ordered.then_some(TimeIndex { entries })
     }
 }

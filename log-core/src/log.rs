@@ -97,35 +97,47 @@ struct Inner {
 impl Log {
     /// Opens (or creates) the log in `dir` on the real file system.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Log> {
-        Self::open_with(LogConfig::new(dir), Arc::new(FsStorage), Arc::new(SystemClock))
+        Self::open_with(
+            LogConfig::new(dir),
+            Arc::new(FsStorage),
+            Arc::new(SystemClock),
+        )
     }
 
     /// Opens the log with an explicit storage and clock (tests use the
     /// simulated disk and a manual clock).
-    pub fn open_with(config: LogConfig, storage: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Result<Log> {
+    pub fn open_with(
+        config: LogConfig,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Log> {
         let dir = config.dir.clone();
-        storage.create_dir_all(&dir).ctx("create data directory", &dir)?;
+        storage
+            .create_dir_all(&dir)
+            .ctx("create data directory", &dir)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            storage.sync_dir(parent).ctx("sync parent of data directory", parent)?;
+            storage
+                .sync_dir(parent)
+                .ctx("sync parent of data directory", parent)?;
         }
-        let lock_path = dir.join("LOCK");
-        let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => LogError::Locked { path: dir.clone() },
-            _ => LogError::Io {
-                op: "lock data directory",
-                path: lock_path.clone(),
-                source: e,
-            },
-        })?;
+        let lock = lock_data_dir(&*storage, &dir)?;
         for sub in ["topics", "trash"] {
-            storage.create_dir_all(&dir.join(sub)).ctx("create directory", dir.join(sub))?;
+            storage
+                .create_dir_all(&dir.join(sub))
+                .ctx("create directory", dir.join(sub))?;
         }
         storage.sync_dir(&dir).ctx("sync data directory", &dir)?;
         empty_trash(&*storage, &dir.join("trash"))?;
         let topics = load_topics(&storage, &clock, &dir.join("topics"))?;
         let offsets_topic = match topics.get(OFFSETS_TOPIC) {
             Some(t) => t.clone(),
-            None => create_topic_files(&storage, &clock, &dir.join("topics"), OFFSETS_TOPIC, offsets_topic_config())?,
+            None => create_topic_files(
+                &storage,
+                &clock,
+                &dir.join("topics"),
+                OFFSETS_TOPIC,
+                offsets_topic_config(),
+            )?,
         };
         let offsets = ConsumerOffsets::load(offsets_topic.partition(0)?.clone())?;
         let mut topics = topics;
@@ -162,24 +174,46 @@ impl Log {
         config.validate(name)?;
         let inner = &*self.inner;
         let _admin = inner.admin.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.topics.read().unwrap_or_else(|e| e.into_inner()).contains_key(name) {
+        if inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+        {
             return Err(LogError::TopicExists(name.to_string()));
         }
-        let topic = create_topic_files(&inner.storage, &inner.clock, &inner.dir.join("topics"), name, config)?;
-        inner.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), topic.clone());
+        let topic = create_topic_files(
+            &inner.storage,
+            &inner.clock,
+            &inner.dir.join("topics"),
+            name,
+            config,
+        )?;
+        inner
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), topic.clone());
         Ok(topic)
     }
 
     /// Looks a topic up by name (internal topics included).
     pub fn topic(&self, name: &str) -> Result<Topic> {
         let topics = self.inner.topics.read().unwrap_or_else(|e| e.into_inner());
-        topics.get(name).cloned().ok_or_else(|| LogError::UnknownTopic(name.to_string()))
+        topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))
     }
 
     /// Every user topic, sorted by name (internal topics are left out).
     pub fn topics(&self) -> Vec<Topic> {
         let topics = self.inner.topics.read().unwrap_or_else(|e| e.into_inner());
-        topics.values().filter(|t| !t.name().starts_with("__")).cloned().collect()
+        topics
+            .values()
+            .filter(|t| !t.name().starts_with("__"))
+            .cloned()
+            .collect()
     }
 
     /// Deletes a topic and its data. Handles to it fail from then on with
@@ -201,10 +235,18 @@ impl Log {
         let from = inner.dir.join("topics").join(name);
         let trash = inner.dir.join("trash");
         let to = trash.join(format!("{name}.{}", inner.clock.now_ms()));
-        storage.rename(&from, &to).ctx("move deleted topic to trash", &from)?;
-        storage.sync_dir(&inner.dir.join("topics")).ctx("sync topics directory", inner.dir.join("topics"))?;
-        storage.sync_dir(&trash).ctx("sync trash directory", &trash)?;
-        storage.remove_dir_all(&to).ctx("remove deleted topic", &to)?;
+        storage
+            .rename(&from, &to)
+            .ctx("move deleted topic to trash", &from)?;
+        storage
+            .sync_dir(&inner.dir.join("topics"))
+            .ctx("sync topics directory", inner.dir.join("topics"))?;
+        storage
+            .sync_dir(&trash)
+            .ctx("sync trash directory", &trash)?;
+        storage
+            .remove_dir_all(&to)
+            .ctx("remove deleted topic", &to)?;
         inner.offsets.forget_topic(&*inner.clock, name)
     }
 
@@ -213,7 +255,9 @@ impl Log {
         for &(topic, partition, _) in offsets {
             self.topic(topic)?.partition(partition)?;
         }
-        self.inner.offsets.commit(&*self.inner.clock, group, offsets)
+        self.inner
+            .offsets
+            .commit(&*self.inner.clock, group, offsets)
     }
 
     /// The offset `group` last committed for a partition.
@@ -264,7 +308,10 @@ impl Drop for Log {
 impl Inner {
     fn partitions(&self) -> Vec<Partition> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        topics.values().flat_map(|t| t.partitions().iter().cloned()).collect()
+        topics
+            .values()
+            .flat_map(|t| t.partitions().iter().cloned())
+            .collect()
     }
 
     fn maintain(&self) -> Result<MaintenanceStats> {
@@ -308,10 +355,40 @@ fn spawn_background(inner: Weak<Inner>, maintenance_ms: u64) -> (mpsc::Sender<()
     (stop, handle)
 }
 
+/// Takes the data directory's lock. A lock that is busy is retried for a
+/// moment: a process that just exited (or a child process between fork and
+/// exec, which briefly shares open files) may still hold it.
+fn lock_data_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn DirLock>> {
+    let path = dir.join("LOCK");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match storage.lock(&path) {
+            Ok(lock) => return Ok(lock),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(LogError::Locked {
+                        path: dir.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(LogError::Io {
+                    op: "lock data directory",
+                    path,
+                    source,
+                });
+            }
+        }
+    }
+}
+
 fn empty_trash(storage: &dyn Storage, trash: &Path) -> Result<()> {
     let names = storage.list(trash).ctx("list trash", trash)?;
     for name in &names {
-        storage.remove_dir_all(&trash.join(name)).ctx("empty trash", trash.join(name))?;
+        storage
+            .remove_dir_all(&trash.join(name))
+            .ctx("empty trash", trash.join(name))?;
     }
     if !names.is_empty() {
         storage.sync_dir(trash).ctx("sync trash", trash)?;
@@ -319,27 +396,38 @@ fn empty_trash(storage: &dyn Storage, trash: &Path) -> Result<()> {
     Ok(())
 }
 
-fn load_topics(storage: &Arc<dyn Storage>, clock: &Arc<dyn Clock>, topics_dir: &Path) -> Result<BTreeMap<String, Topic>> {
+fn load_topics(
+    storage: &Arc<dyn Storage>,
+    clock: &Arc<dyn Clock>,
+    topics_dir: &Path,
+) -> Result<BTreeMap<String, Topic>> {
     let mut topics = BTreeMap::new();
     for name in storage.list(topics_dir).ctx("list topics", topics_dir)? {
         let dir = topics_dir.join(&name);
         let config_path = dir.join("topic.json");
         let tmp = tmp_path(&config_path);
         if storage.exists(&tmp) {
-            storage.remove_file(&tmp).ctx("remove leftover file", &tmp)?;
+            storage
+                .remove_file(&tmp)
+                .ctx("remove leftover file", &tmp)?;
         }
         if !storage.exists(&config_path) {
             tracing::warn!(topic = %name, "removing topic directory without topic.json (creation interrupted)");
-            storage.remove_dir_all(&dir).ctx("remove unfinished topic", &dir)?;
-            storage.sync_dir(topics_dir).ctx("sync topics directory", topics_dir)?;
+            storage
+                .remove_dir_all(&dir)
+                .ctx("remove unfinished topic", &dir)?;
+            storage
+                .sync_dir(topics_dir)
+                .ctx("sync topics directory", topics_dir)?;
             continue;
         }
         let bytes = read_all(&**storage, &config_path).ctx("read topic config", &config_path)?;
-        let config: TopicConfig = serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
-            path: config_path.clone(),
-            position: e.column() as u64,
-            reason: format!("invalid topic configuration: {e}"),
-        })?;
+        let config: TopicConfig =
+            serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
+                path: config_path.clone(),
+                position: e.column() as u64,
+                reason: format!("invalid topic configuration: {e}"),
+            })?;
         let topic = open_topic(storage, clock, &dir, &name, config)?;
         topics.insert(name, topic);
     }
@@ -354,19 +442,38 @@ fn create_topic_files(
     config: TopicConfig,
 ) -> Result<Topic> {
     let dir = topics_dir.join(name);
-    storage.create_dir_all(&dir).ctx("create topic directory", &dir)?;
+    storage
+        .create_dir_all(&dir)
+        .ctx("create topic directory", &dir)?;
     let json = serde_json::to_vec_pretty(&config).expect("topic config serializes");
     let config_path = dir.join("topic.json");
     write_atomic(&**storage, &config_path, &json).ctx("write topic config", &config_path)?;
-    storage.sync_dir(topics_dir).ctx("sync topics directory", topics_dir)?;
+    storage
+        .sync_dir(topics_dir)
+        .ctx("sync topics directory", topics_dir)?;
     let topic = open_topic(storage, clock, &dir, name, config)?;
     storage.sync_dir(&dir).ctx("sync topic directory", &dir)?;
     Ok(topic)
 }
 
-fn open_topic(storage: &Arc<dyn Storage>, clock: &Arc<dyn Clock>, dir: &Path, name: &str, config: TopicConfig) -> Result<Topic> {
+fn open_topic(
+    storage: &Arc<dyn Storage>,
+    clock: &Arc<dyn Clock>,
+    dir: &Path,
+    name: &str,
+    config: TopicConfig,
+) -> Result<Topic> {
     let partitions = (0..config.partitions)
-        .map(|id| Partition::open(storage.clone(), clock.clone(), name, id, dir.join(id.to_string()), config.clone()))
+        .map(|id| {
+            Partition::open(
+                storage.clone(),
+                clock.clone(),
+                name,
+                id,
+                dir.join(id.to_string()),
+                config.clone(),
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Topic::new(name.to_string(), config, partitions))
 }

@@ -74,7 +74,10 @@ impl Partition {
         config: TopicConfig,
     ) -> Result<Partition> {
         let segments = recovery::open_segments(&*storage, &dir, &config)?;
-        let active = segments.last().expect("recovery leaves at least one segment").clone();
+        let active = segments
+            .last()
+            .expect("recovery leaves at least one segment")
+            .clone();
         let next_offset = active.next_offset();
         let shared = Shared {
             topic: topic.to_string(),
@@ -84,7 +87,10 @@ impl Partition {
             storage,
             last_flush_ms: AtomicI64::new(clock.now_ms()),
             clock,
-            writer: Mutex::new(Writer { next_offset, active }),
+            writer: Mutex::new(Writer {
+                next_offset,
+                active,
+            }),
             segments: RwLock::new(Arc::new(segments)),
             // Recovery synced what it kept, so everything found is durable.
             commit: GroupCommit::new(next_offset),
@@ -92,7 +98,9 @@ impl Partition {
             deleted: AtomicBool::new(false),
             maintenance: Mutex::new(()),
         };
-        Ok(Partition { shared: Arc::new(shared) })
+        Ok(Partition {
+            shared: Arc::new(shared),
+        })
     }
 
     pub(crate) fn shared(&self) -> &Shared {
@@ -119,10 +127,13 @@ impl Partition {
                 max: s.config.max_batch_bytes,
             });
         }
-        if s.config.cleanup == Cleanup::Compact {
-            if let Some(index) = batch.records().position(|r| r.key.is_none()) {
-                return Err(LogError::MissingKey { topic: s.topic.clone(), index });
-            }
+        if s.config.cleanup == Cleanup::Compact
+            && let Some(index) = batch.records().position(|r| r.key.is_none())
+        {
+            return Err(LogError::MissingKey {
+                topic: s.topic.clone(),
+                index,
+            });
         }
         let info = {
             let mut w = s.lock_writer();
@@ -239,7 +250,11 @@ impl Partition {
         s.check_live()?;
         let mut w = s.lock_writer();
         s.check_failed()?;
-        if w.active.size() > 0 { s.roll(&mut w) } else { Ok(()) }
+        if w.active.size() > 0 {
+            s.roll(&mut w)
+        } else {
+            Ok(())
+        }
     }
 
     /// Syncs everything written so far (used for `interval` durability and
@@ -255,8 +270,10 @@ impl Partition {
     /// Flushes if the topic's flush interval has passed since the last flush.
     pub(crate) fn flush_if_due(&self, now_ms: i64) -> Result<()> {
         let s = &*self.shared;
-        let due = s.last_flush_ms.load(Ordering::Relaxed) + s.config.flush_interval_ms as i64 <= now_ms;
-        if s.config.durability == Durability::Interval && due && !s.deleted.load(Ordering::Acquire) {
+        let due =
+            s.last_flush_ms.load(Ordering::Relaxed) + s.config.flush_interval_ms as i64 <= now_ms;
+        if s.config.durability == Durability::Interval && due && !s.deleted.load(Ordering::Acquire)
+        {
             self.flush()?;
         }
         Ok(())
@@ -275,7 +292,10 @@ impl Shared {
     }
 
     pub(crate) fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
-        self.segments.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replaces the segment list; `change` gets the current one.
@@ -339,7 +359,8 @@ impl Shared {
             (Some(limit), Some(first)) => now - first >= limit as i64,
             _ => false,
         };
-        let offsets_exhausted = w.next_offset + batch.record_count() as u64 - active.base_offset() > u64::from(u32::MAX);
+        let offsets_exhausted = w.next_offset + batch.record_count() as u64 - active.base_offset()
+            > u64::from(u32::MAX);
         too_big || too_old || offsets_exhausted
     }
 
@@ -360,8 +381,15 @@ impl Shared {
             w.active.close()?;
             self.commit.advance(w.next_offset);
             self.publish(w.next_offset);
-            let segment = Arc::new(Segment::create(&*self.storage, &self.dir, w.next_offset, self.config.index_interval_bytes)?);
-            self.storage.sync_dir(&self.dir).ctx("sync partition directory", &self.dir)?;
+            let segment = Arc::new(Segment::create(
+                &*self.storage,
+                &self.dir,
+                w.next_offset,
+                self.config.index_interval_bytes,
+            )?);
+            self.storage
+                .sync_dir(&self.dir)
+                .ctx("sync partition directory", &self.dir)?;
             self.update_segments(|list| list.push(segment.clone()));
             w.active = segment;
             Ok(())

@@ -46,21 +46,33 @@ pub(crate) fn enforce(partition: &Partition) -> Result<usize> {
     let doomed = &segments[..doomed];
     for segment in doomed {
         let log = &segment.paths().log;
-        s.storage.rename(log, &with_suffix(log, DELETED)).ctx("mark segment deleted", log)?;
+        s.storage
+            .rename(log, &with_suffix(log, DELETED))
+            .ctx("mark segment deleted", log)?;
     }
-    s.storage.sync_dir(&s.dir).ctx("sync partition directory", &s.dir)?;
+    s.storage
+        .sync_dir(&s.dir)
+        .ctx("sync partition directory", &s.dir)?;
     let first_kept = segments[doomed.len()].base_offset();
     s.update_segments(|list| list.retain(|seg| seg.base_offset() >= first_kept));
     for segment in doomed {
         let paths = segment.paths();
-        for path in [with_suffix(&paths.log, DELETED), paths.index.clone(), paths.time_index.clone()] {
+        for path in [
+            with_suffix(&paths.log, DELETED),
+            paths.index.clone(),
+            paths.time_index.clone(),
+        ] {
             if s.storage.exists(&path) {
-                s.storage.remove_file(&path).ctx("remove deleted segment", &path)?;
+                s.storage
+                    .remove_file(&path)
+                    .ctx("remove deleted segment", &path)?;
             }
         }
         tracing::debug!(topic = %s.topic, partition = s.id, base_offset = segment.base_offset(), "retention deleted segment");
     }
-    s.storage.sync_dir(&s.dir).ctx("sync partition directory", &s.dir)?;
+    s.storage
+        .sync_dir(&s.dir)
+        .ctx("sync partition directory", &s.dir)?;
     Ok(doomed.len())
 }
 

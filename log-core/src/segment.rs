@@ -92,9 +92,16 @@ struct Scan {
 impl Segment {
     /// Creates a new empty active segment starting at `base_offset`.
     /// The caller syncs the directory.
-    pub(crate) fn create(storage: &dyn Storage, dir: &Path, base_offset: u64, index_interval: u64) -> Result<Segment> {
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: u64,
+        index_interval: u64,
+    ) -> Result<Segment> {
         let paths = SegmentPaths::new(dir, base_offset);
-        let log = storage.open(&paths.log, true).ctx("create segment", &paths.log)?;
+        let log = storage
+            .open(&paths.log, true)
+            .ctx("create segment", &paths.log)?;
         log.set_len(0).ctx("truncate new segment", &paths.log)?;
         let index_files = open_index_files(storage, &paths, true)?;
         let mut state = State::empty(base_offset);
@@ -110,9 +117,16 @@ impl Segment {
 
     /// Opens the active (newest) segment: scans every batch, truncates a torn
     /// or corrupt tail, and rewrites both index files from the scan.
-    pub(crate) fn open_active(storage: &dyn Storage, dir: &Path, base_offset: u64, index_interval: u64) -> Result<Segment> {
+    pub(crate) fn open_active(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: u64,
+        index_interval: u64,
+    ) -> Result<Segment> {
         let paths = SegmentPaths::new(dir, base_offset);
-        let log = storage.open(&paths.log, false).ctx("open segment", &paths.log)?;
+        let log = storage
+            .open(&paths.log, false)
+            .ctx("open segment", &paths.log)?;
         let scan = scan(&*log, &paths.log, base_offset, index_interval, true)?;
         let file_len = log.len().ctx("stat segment", &paths.log)?;
         if scan.state.size < file_len {
@@ -124,7 +138,8 @@ impl Segment {
                 reason,
                 "truncating torn or corrupt tail of the active segment"
             );
-            log.set_len(scan.state.size).ctx("truncate torn tail", &paths.log)?;
+            log.set_len(scan.state.size)
+                .ctx("truncate torn tail", &paths.log)?;
             log.sync_data().ctx("sync truncated segment", &paths.log)?;
         }
         let mut state = scan.state;
@@ -144,9 +159,16 @@ impl Segment {
     /// formed; otherwise the segment is scanned and they are rewritten.
     /// Any damage found in the data is an error: closed segments were synced
     /// when they were closed, so damage there is not a torn write.
-    pub(crate) fn open_closed(storage: &dyn Storage, dir: &Path, base_offset: u64, index_interval: u64) -> Result<Segment> {
+    pub(crate) fn open_closed(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: u64,
+        index_interval: u64,
+    ) -> Result<Segment> {
         let paths = SegmentPaths::new(dir, base_offset);
-        let log = storage.open(&paths.log, false).ctx("open segment", &paths.log)?;
+        let log = storage
+            .open(&paths.log, false)
+            .ctx("open segment", &paths.log)?;
         let state = match load_indexes(storage, &*log, &paths, base_offset)? {
             Some(state) => state,
             None => {
@@ -213,7 +235,9 @@ impl Segment {
     pub(crate) fn append(&self, batch: &Batch, now_ms: i64) -> Result<()> {
         let mut state = self.write_state();
         let position = state.size;
-        self.log.write_all_at(batch.as_bytes(), position).ctx("append to segment", &self.paths.log)?;
+        self.log
+            .write_all_at(batch.as_bytes(), position)
+            .ctx("append to segment", &self.paths.log)?;
         state.first_append_ms.get_or_insert(now_ms);
         let entries = state.record(batch, position, self.index_interval);
         state.write_entries(&self.paths, entries)
@@ -242,13 +266,20 @@ impl Segment {
 
     /// Reads whole batches starting with the one that holds `offset`, up to
     /// about `max_bytes` (at least one batch), stopping before `end_offset`.
-    pub(crate) fn read(&self, offset: u64, max_bytes: usize, end_offset: u64) -> Result<Vec<Batch>> {
+    pub(crate) fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        end_offset: u64,
+    ) -> Result<Vec<Batch>> {
         let (start, size) = {
             let state = self.read_state();
             if offset >= state.next_offset {
                 return Ok(Vec::new());
             }
-            let relative = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
+            let relative = offset
+                .saturating_sub(self.base_offset)
+                .min(u64::from(u32::MAX)) as u32;
             (u64::from(state.offsets.lookup(relative)), state.size)
         };
         let mut position = start;
@@ -306,7 +337,9 @@ impl Segment {
         let mut offset = start;
         loop {
             let batches = self.read(offset, SCAN_CHUNK, end_offset)?;
-            let Some(last) = batches.last() else { return Ok(None) };
+            let Some(last) = batches.last() else {
+                return Ok(None);
+            };
             offset = last.next_offset();
             for batch in batches.iter().filter(|b| b.max_timestamp() >= timestamp) {
                 if let Some(r) = batch.records().find(|r| r.timestamp >= timestamp) {
@@ -323,7 +356,9 @@ impl Segment {
         let mut offset = self.base_offset;
         loop {
             let batches = self.read(offset, SCAN_CHUNK, end)?;
-            let Some(last) = batches.last() else { return Ok(out) };
+            let Some(last) = batches.last() else {
+                return Ok(out);
+            };
             offset = last.next_offset();
             out.extend(batches);
         }
@@ -331,7 +366,9 @@ impl Segment {
 
     fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes> {
         let mut buf = BytesMut::zeroed(len);
-        self.log.read_exact_at(&mut buf, position).ctx("read segment", &self.paths.log)?;
+        self.log
+            .read_exact_at(&mut buf, position)
+            .ctx("read segment", &self.paths.log)?;
         Ok(buf.freeze())
     }
 
@@ -385,8 +422,15 @@ impl State {
             return NewEntries::default();
         }
         self.bytes_since_entry = batch.size() as u64;
-        let offset = (self.offsets.push(relative, position as u32), self.offsets.len() - 1);
-        let time = (self.times.last().is_none_or(|(t, _)| self.max_timestamp > t)).then(|| self.push_time());
+        let offset = (
+            self.offsets.push(relative, position as u32),
+            self.offsets.len() - 1,
+        );
+        let time = (self
+            .times
+            .last()
+            .is_none_or(|(t, _)| self.max_timestamp > t))
+        .then(|| self.push_time());
         NewEntries {
             offset: Some(offset),
             time,
@@ -396,23 +440,37 @@ impl State {
     /// Adds the segment's final maximum timestamp to the time index, so a
     /// closed segment's maximum can be read from its last entry.
     fn seal_time_index(&mut self) -> Option<([u8; TIME_ENTRY], usize)> {
-        let sealed = self.times.last().is_some_and(|(t, _)| t >= self.max_timestamp);
+        let sealed = self
+            .times
+            .last()
+            .is_some_and(|(t, _)| t >= self.max_timestamp);
         (self.size > 0 && !sealed).then(|| self.push_time())
     }
 
     fn push_time(&mut self) -> ([u8; TIME_ENTRY], usize) {
-        let at = self.max_timestamp_at.max(self.times.last().map_or(0, |(_, o)| o));
-        (self.times.push(self.max_timestamp, at), self.times.len() - 1)
+        let at = self
+            .max_timestamp_at
+            .max(self.times.last().map_or(0, |(_, o)| o));
+        (
+            self.times.push(self.max_timestamp, at),
+            self.times.len() - 1,
+        )
     }
 
     /// Mirrors new index entries into the index files while they are open.
     fn write_entries(&self, paths: &SegmentPaths, entries: NewEntries) -> Result<()> {
-        let Some((index, time_index)) = &self.index_files else { return Ok(()) };
+        let Some((index, time_index)) = &self.index_files else {
+            return Ok(());
+        };
         if let Some((bytes, i)) = entries.offset {
-            index.write_all_at(&bytes, (i * OFFSET_ENTRY) as u64).ctx("append to index", &paths.index)?;
+            index
+                .write_all_at(&bytes, (i * OFFSET_ENTRY) as u64)
+                .ctx("append to index", &paths.index)?;
         }
         if let Some((bytes, i)) = entries.time {
-            time_index.write_all_at(&bytes, (i * TIME_ENTRY) as u64).ctx("append to time index", &paths.time_index)?;
+            time_index
+                .write_all_at(&bytes, (i * TIME_ENTRY) as u64)
+                .ctx("append to time index", &paths.time_index)?;
         }
         Ok(())
     }
@@ -425,43 +483,84 @@ struct NewEntries {
     time: Option<([u8; TIME_ENTRY], usize)>,
 }
 
-fn open_index_files(storage: &dyn Storage, paths: &SegmentPaths, create: bool) -> Result<(Arc<dyn StorageFile>, Arc<dyn StorageFile>)> {
-    let index = storage.open(&paths.index, create).ctx("open index", &paths.index)?;
-    let time_index = storage.open(&paths.time_index, create).ctx("open time index", &paths.time_index)?;
+fn open_index_files(
+    storage: &dyn Storage,
+    paths: &SegmentPaths,
+    create: bool,
+) -> Result<(Arc<dyn StorageFile>, Arc<dyn StorageFile>)> {
+    let index = storage
+        .open(&paths.index, create)
+        .ctx("open index", &paths.index)?;
+    let time_index = storage
+        .open(&paths.time_index, create)
+        .ctx("open time index", &paths.time_index)?;
     Ok((index, time_index))
 }
 
-fn write_index_files(paths: &SegmentPaths, index: &dyn StorageFile, time_index: &dyn StorageFile, offsets: &OffsetIndex, times: &TimeIndex) -> Result<()> {
+fn write_index_files(
+    paths: &SegmentPaths,
+    index: &dyn StorageFile,
+    time_index: &dyn StorageFile,
+    offsets: &OffsetIndex,
+    times: &TimeIndex,
+) -> Result<()> {
     let offset_bytes = offsets.encode();
     index.set_len(0).ctx("truncate index", &paths.index)?;
-    index.write_all_at(&offset_bytes, 0).ctx("write index", &paths.index)?;
+    index
+        .write_all_at(&offset_bytes, 0)
+        .ctx("write index", &paths.index)?;
     let time_bytes = times.encode();
-    time_index.set_len(0).ctx("truncate time index", &paths.time_index)?;
-    time_index.write_all_at(&time_bytes, 0).ctx("write time index", &paths.time_index)
+    time_index
+        .set_len(0)
+        .ctx("truncate time index", &paths.time_index)?;
+    time_index
+        .write_all_at(&time_bytes, 0)
+        .ctx("write time index", &paths.time_index)
 }
 
-fn sync_index_files(paths: &SegmentPaths, index: &dyn StorageFile, time_index: &dyn StorageFile) -> Result<()> {
+fn sync_index_files(
+    paths: &SegmentPaths,
+    index: &dyn StorageFile,
+    time_index: &dyn StorageFile,
+) -> Result<()> {
     index.sync_data().ctx("sync index", &paths.index)?;
-    time_index.sync_data().ctx("sync time index", &paths.time_index)
+    time_index
+        .sync_data()
+        .ctx("sync time index", &paths.time_index)
 }
 
 /// Loads a closed segment's state from its index files, reading only the
 /// batches after the last offset-index entry to find where the segment
 /// ends. Returns `None` when the files are missing or fail their checks.
-fn load_indexes(storage: &dyn Storage, log: &dyn StorageFile, paths: &SegmentPaths, base_offset: u64) -> Result<Option<State>> {
+fn load_indexes(
+    storage: &dyn Storage,
+    log: &dyn StorageFile,
+    paths: &SegmentPaths,
+    base_offset: u64,
+) -> Result<Option<State>> {
     let size = log.len().ctx("stat segment", &paths.log)?;
-    let (Ok(index_bytes), Ok(time_bytes)) = (read_all(storage, &paths.index), read_all(storage, &paths.time_index)) else {
+    let (Ok(index_bytes), Ok(time_bytes)) = (
+        read_all(storage, &paths.index),
+        read_all(storage, &paths.time_index),
+    ) else {
         return Ok(None);
     };
-    let (Some(offsets), Some(times)) = (OffsetIndex::decode(&index_bytes, size), TimeIndex::decode(&time_bytes)) else {
+    let (Some(offsets), Some(times)) = (
+        OffsetIndex::decode(&index_bytes, size),
+        TimeIndex::decode(&time_bytes),
+    ) else {
         return Ok(None);
     };
     let mut state = State::empty(base_offset);
     if size == 0 {
         return Ok((offsets.len() == 0).then_some(state));
     }
-    let Some((last_relative, last_position)) = offsets.last() else { return Ok(None) };
-    let Some((max_timestamp, max_at)) = times.last() else { return Ok(None) };
+    let Some((last_relative, last_position)) = offsets.last() else {
+        return Ok(None);
+    };
+    let Some((max_timestamp, max_at)) = times.last() else {
+        return Ok(None);
+    };
     // Walk the tail after the last index entry to find the end offset; the
     // walk also proves the index's last entry points at a batch boundary.
     let mut position = u64::from(last_position);
@@ -471,7 +570,9 @@ fn load_indexes(storage: &dyn Storage, log: &dyn StorageFile, paths: &SegmentPat
         if log.read_exact_at(&mut header, position).is_err() {
             return Ok(None);
         }
-        let Some(len) = Batch::declared_len(&header) else { return Ok(None) };
+        let Some(len) = Batch::declared_len(&header) else {
+            return Ok(None);
+        };
         let base = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
         if position == u64::from(last_position) && base != base_offset + u64::from(last_relative) {
             return Ok(None);
@@ -497,36 +598,63 @@ fn load_indexes(storage: &dyn Storage, log: &dyn StorageFile, paths: &SegmentPat
 /// corrupt or out of sequence.
 /// `active` segments must start exactly at their base offset; closed ones
 /// may start later (compaction removes records from the front).
-fn scan(log: &dyn StorageFile, path: &Path, base_offset: u64, interval: u64, active: bool) -> Result<Scan> {
+fn scan(
+    log: &dyn StorageFile,
+    path: &Path,
+    base_offset: u64,
+    interval: u64,
+    active: bool,
+) -> Result<Scan> {
     let file_len = log.len().ctx("stat segment", path)?;
     let mut state = State::empty(base_offset);
     let mut position = 0u64;
-    let stop = |state: State, reason: String| Ok(Scan { state, stopped_early: Some(reason) });
+    let stop = |state: State, reason: String| {
+        Ok(Scan {
+            state,
+            stopped_early: Some(reason),
+        })
+    };
     while position < file_len {
         let mut prefix = [0u8; LENGTH_PREFIX];
         if position + LENGTH_PREFIX as u64 > file_len {
             return stop(state, "incomplete batch header at the end".into());
         }
-        log.read_exact_at(&mut prefix, position).ctx("read segment", path)?;
+        log.read_exact_at(&mut prefix, position)
+            .ctx("read segment", path)?;
         let Some(len) = Batch::declared_len(&prefix) else {
             return stop(state, "invalid batch length".into());
         };
         if position + len as u64 > file_len {
-            return stop(state, format!("batch of {len} bytes runs past the end of the file"));
+            return stop(
+                state,
+                format!("batch of {len} bytes runs past the end of the file"),
+            );
         }
         let mut buf = BytesMut::zeroed(len);
-        log.read_exact_at(&mut buf, position).ctx("read segment", path)?;
+        log.read_exact_at(&mut buf, position)
+            .ctx("read segment", path)?;
         let batch = match Batch::from_bytes(buf.freeze()) {
             Ok(b) => b,
             Err(e) => return stop(state, e.to_string()),
         };
         if batch.leader_epoch() != 0 {
-            return stop(state, format!("unexpected leader epoch {}", batch.leader_epoch()));
+            return stop(
+                state,
+                format!("unexpected leader epoch {}", batch.leader_epoch()),
+            );
         }
         // Active segments are contiguous; compaction leaves gaps in closed ones.
-        let in_sequence = if active { batch.base_offset() == state.next_offset } else { batch.base_offset() >= state.next_offset };
+        let in_sequence = if active {
+            batch.base_offset() == state.next_offset
+        } else {
+            batch.base_offset() >= state.next_offset
+        };
         if !in_sequence {
-            let reason = format!("batch base offset {} out of sequence (expected {})", batch.base_offset(), state.next_offset);
+            let reason = format!(
+                "batch base offset {} out of sequence (expected {})",
+                batch.base_offset(),
+                state.next_offset
+            );
             return stop(state, reason);
         }
         if batch.base_offset() - base_offset > u64::from(u32::MAX) {
@@ -535,5 +663,8 @@ fn scan(log: &dyn StorageFile, path: &Path, base_offset: u64, interval: u64, act
         state.record(&batch, position, interval);
         position += len as u64;
     }
-    Ok(Scan { state, stopped_early: None })
+    Ok(Scan {
+        state,
+        stopped_early: None,
+    })
 }

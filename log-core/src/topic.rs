@@ -22,7 +22,11 @@ struct Inner {
 impl Topic {
     pub(crate) fn new(name: String, config: TopicConfig, partitions: Vec<Partition>) -> Topic {
         Topic {
-            inner: Arc::new(Inner { name, config, partitions }),
+            inner: Arc::new(Inner {
+                name,
+                config,
+                partitions,
+            }),
         }
     }
 
@@ -41,11 +45,14 @@ impl Topic {
 
     /// One partition, or a clear error if the topic has no such partition.
     pub fn partition(&self, id: u32) -> Result<&Partition> {
-        self.inner.partitions.get(id as usize).ok_or_else(|| LogError::UnknownPartition {
-            topic: self.inner.name.clone(),
-            partition: id,
-            partitions: self.inner.partitions.len() as u32,
-        })
+        self.inner
+            .partitions
+            .get(id as usize)
+            .ok_or_else(|| LogError::UnknownPartition {
+                topic: self.inner.name.clone(),
+                partition: id,
+                partitions: self.inner.partitions.len() as u32,
+            })
     }
 
     pub(crate) fn mark_deleted(&self) {

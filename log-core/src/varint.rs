@@ -47,7 +47,20 @@ mod tests {
 
     #[test]
     fn round_trips_edge_values() {
-        for v in [0, 1, -1, 63, -64, 64, 300, -300, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+        for v in [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut buf = Vec::new();
             put(&mut buf, v);
             assert_eq!(buf.len(), len(v), "length of {v}");

@@ -16,9 +16,16 @@ const GROUP: &str = "demo-reader";
 const PAGES: [&str; 5] = ["/", "/pricing", "/docs", "/blog", "/signup"];
 
 pub fn run(data_dir: &Path, events: u64) -> Result<()> {
-    let log = Log::open(data_dir).with_context(|| format!("while opening the log in {}", data_dir.display()))?;
+    let log = Log::open(data_dir)
+        .with_context(|| format!("while opening the log in {}", data_dir.display()))?;
     println!("log open in {}", data_dir.display());
-    let topic = match log.create_topic(TOPIC, TopicConfig { partitions: 3, ..TopicConfig::default() }) {
+    let topic = match log.create_topic(
+        TOPIC,
+        TopicConfig {
+            partitions: 3,
+            ..TopicConfig::default()
+        },
+    ) {
         Ok(topic) => topic,
         Err(LogError::TopicExists(_)) => log.topic(TOPIC)?,
         Err(e) => return Err(e).context("while creating the demo topic"),
@@ -34,7 +41,13 @@ pub fn run(data_dir: &Path, events: u64) -> Result<()> {
         let partition = topic.partition((written / per_batch % 3) as u32)?;
         let mut builder = BatchBuilder::with_capacity(n as usize * 120);
         let values: Vec<String> = (written..written + n)
-            .map(|i| format!(r#"{{"page":"{}","user":"u{}","seq":{i}}}"#, PAGES[(i % 5) as usize], i % 997))
+            .map(|i| {
+                format!(
+                    r#"{{"page":"{}","user":"u{}","seq":{i}}}"#,
+                    PAGES[(i % 5) as usize],
+                    i % 997
+                )
+            })
             .collect();
         for (i, value) in values.iter().enumerate() {
             let user = format!("u{}", (written + i as u64) % 997);
@@ -45,11 +58,16 @@ pub fn run(data_dir: &Path, events: u64) -> Result<()> {
                 timestamp: base_ts + (written + i as u64) as i64,
             });
         }
-        partition.append(builder.finish()?).context("while appending")?;
+        partition
+            .append(builder.finish()?)
+            .context("while appending")?;
         written += n;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("appended {written} events (durability always, group commit) in {secs:.2} s: {:.0} events/s", written as f64 / secs);
+    println!(
+        "appended {written} events (durability always, group commit) in {secs:.2} s: {:.0} events/s",
+        written as f64 / secs
+    );
 
     let started = Instant::now();
     let mut read = 0u64;
@@ -62,13 +80,19 @@ pub fn run(data_dir: &Path, events: u64) -> Result<()> {
             read += batches.iter().map(|b| b.record_count() as u64).sum::<u64>();
         }
     }
-    println!("replayed {read} events from offset 0 of every partition in {:.3} s", started.elapsed().as_secs_f64());
+    println!(
+        "replayed {read} events from offset 0 of every partition in {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let p0 = topic.partition(0)?;
     let probe = base_ts + (events / 2) as i64;
     let offset = p0.offset_for_timestamp(probe)?;
     let first = p0.read(offset, 4096)?;
-    let record = first.iter().flat_map(|b| b.records()).find(|r| r.offset == offset);
+    let record = first
+        .iter()
+        .flat_map(|b| b.records())
+        .find(|r| r.offset == offset);
     if let Some(r) = record {
         println!(
             "first event at or after t={probe} in partition 0: offset {offset}, t={}, {}",
@@ -85,8 +109,14 @@ pub fn run(data_dir: &Path, events: u64) -> Result<()> {
     let log = Log::open(data_dir).context("while reopening the log")?;
     let topic = log.topic(TOPIC)?;
     let reopened: Vec<u64> = topic.partitions().iter().map(|p| p.end_offset()).collect();
-    ensure!(reopened == ends, "end offsets changed across a restart: {ends:?} before, {reopened:?} after");
-    ensure!(log.committed_offset(GROUP, TOPIC, 0) == Some(offset), "the committed offset was not kept");
+    ensure!(
+        reopened == ends,
+        "end offsets changed across a restart: {ends:?} before, {reopened:?} after"
+    );
+    ensure!(
+        log.committed_offset(GROUP, TOPIC, 0) == Some(offset),
+        "the committed offset was not kept"
+    );
     println!(
         "reopened in {:.1} ms: end offsets {reopened:?} (were {before:?} before this run), committed offset kept",
         started.elapsed().as_secs_f64() * 1000.0

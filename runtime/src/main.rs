@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Weir: a WebAssembly-based pluggable stream processor")]
+#[command(
+    name = "weir",
+    version,
+    about = "Weir: a WebAssembly-based pluggable stream processor"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,7 +36,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use log_core::storage::FsStorage;
 use log_core::{
-    BatchBuilder, Cleanup, Durability, Header, Log, LogConfig, LogError, ManualClock, Record, TopicConfig,
+    BatchBuilder, Cleanup, Durability, Header, Log, LogConfig, LogError, ManualClock, Record,
+    TopicConfig,
 };
 
 use crate::support::{Rec, batch, read_all, read_from};
@@ -33,16 +34,34 @@ fn small_segments(cleanup: Cleanup) -> TopicConfig {
 fn appended_records_read_back_in_order_with_assigned_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let topic = log.create_topic("orders", TopicConfig { partitions: 3, ..TopicConfig::default() }).unwrap();
+    let topic = log
+        .create_topic(
+            "orders",
+            TopicConfig {
+                partitions: 3,
+                ..TopicConfig::default()
+            },
+        )
+        .unwrap();
     let p = topic.partition(1).unwrap();
-    let a = p.append(batch(&[Rec::new("a", "1", 10), Rec::new("b", "2", 11)])).unwrap();
+    let a = p
+        .append(batch(&[Rec::new("a", "1", 10), Rec::new("b", "2", 11)]))
+        .unwrap();
     let b = p.append(batch(&[Rec::new("c", "3", 12)])).unwrap();
     assert_eq!((a.base_offset, a.last_offset, b.base_offset), (0, 1, 2));
     let all = read_all(p);
     assert_eq!(all.iter().map(|(o, _)| *o).collect::<Vec<_>>(), [0, 1, 2]);
     assert_eq!(all[2].1, Rec::new("c", "3", 12));
-    assert_eq!(read_from(p, 1).len(), 2, "a read from the middle of a batch skips earlier records");
-    assert_eq!(topic.partition(0).unwrap().end_offset(), 0, "other partitions are untouched");
+    assert_eq!(
+        read_from(p, 1).len(),
+        2,
+        "a read from the middle of a batch skips earlier records"
+    );
+    assert_eq!(
+        topic.partition(0).unwrap().end_offset(),
+        0,
+        "other partitions are untouched"
+    );
 }
 
 #[test]
@@ -55,10 +74,23 @@ fn headers_and_tombstones_survive_a_restart() {
         b.push(&Record {
             key: Some(b"k"),
             value: None,
-            headers: &[Header { name: "trace-id", value: Some(b"xyz") }, Header { name: "empty", value: None }],
+            headers: &[
+                Header {
+                    name: "trace-id",
+                    value: Some(b"xyz"),
+                },
+                Header {
+                    name: "empty",
+                    value: None,
+                },
+            ],
             timestamp: 5,
         });
-        topic.partition(0).unwrap().append(b.finish().unwrap()).unwrap();
+        topic
+            .partition(0)
+            .unwrap()
+            .append(b.finish().unwrap())
+            .unwrap();
         log.close().unwrap();
     }
     let log = Log::open(dir.path()).unwrap();
@@ -67,23 +99,46 @@ fn headers_and_tombstones_survive_a_restart() {
     let record = batches[0].records().next().unwrap();
     assert!(record.is_tombstone());
     let headers: Vec<_> = record.headers().collect();
-    assert_eq!(headers, [Header { name: "trace-id", value: Some(b"xyz") }, Header { name: "empty", value: None }]);
+    assert_eq!(
+        headers,
+        [
+            Header {
+                name: "trace-id",
+                value: Some(b"xyz")
+            },
+            Header {
+                name: "empty",
+                value: None
+            }
+        ]
+    );
 }
 
 #[test]
 fn segments_roll_by_size_and_reads_cross_them() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let topic = log.create_topic("t", small_segments(Cleanup::Delete)).unwrap();
+    let topic = log
+        .create_topic("t", small_segments(Cleanup::Delete))
+        .unwrap();
     let p = topic.partition(0).unwrap();
     let value = "v".repeat(300);
     for i in 0..100 {
-        p.append(batch(&[Rec::new(&format!("k{i}"), &value, i)])).unwrap();
+        p.append(batch(&[Rec::new(&format!("k{i}"), &value, i)]))
+            .unwrap();
     }
-    assert!(p.segment_count() > 5, "expected several segments, got {}", p.segment_count());
+    assert!(
+        p.segment_count() > 5,
+        "expected several segments, got {}",
+        p.segment_count()
+    );
     let all = read_all(p);
     assert_eq!(all.len(), 100);
-    assert!(all.iter().enumerate().all(|(i, (o, r))| *o == i as u64 && r.timestamp == i as i64));
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, (o, r))| *o == i as u64 && r.timestamp == i as i64)
+    );
     // Every offset can be the start of a read, through the sparse index.
     for start in [0, 1, 13, 50, 99] {
         assert_eq!(read_from(p, start).first().map(|(o, _)| *o), Some(start));
@@ -91,7 +146,11 @@ fn segments_roll_by_size_and_reads_cross_them() {
     drop(log);
     let log = Log::open(dir.path()).unwrap();
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
-    assert_eq!(read_all(&p).len(), 100, "closed segments reopen through their index files");
+    assert_eq!(
+        read_all(&p).len(),
+        100,
+        "closed segments reopen through their index files"
+    );
 }
 
 #[test]
@@ -99,7 +158,15 @@ fn segments_roll_by_age() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
     let log = manual_log(dir.path(), &clock);
-    let topic = log.create_topic("t", TopicConfig { segment_ms: Some(60_000), ..TopicConfig::default() }).unwrap();
+    let topic = log
+        .create_topic(
+            "t",
+            TopicConfig {
+                segment_ms: Some(60_000),
+                ..TopicConfig::default()
+            },
+        )
+        .unwrap();
     let p = topic.partition(0).unwrap();
     p.append(batch(&[Rec::new("a", "1", 0)])).unwrap();
     clock.advance(59_000);
@@ -114,7 +181,9 @@ fn segments_roll_by_age() {
 fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let topic = log.create_topic("t", small_segments(Cleanup::Delete)).unwrap();
+    let topic = log
+        .create_topic("t", small_segments(Cleanup::Delete))
+        .unwrap();
     let p = topic.partition(0).unwrap();
     let value = "v".repeat(200);
     // Timestamps 0, 10, 20, ... with one late record (5) at offset 30.
@@ -126,9 +195,17 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     assert_eq!(p.offset_for_timestamp(0).unwrap(), 0);
     assert_eq!(p.offset_for_timestamp(1).unwrap(), 1);
     assert_eq!(p.offset_for_timestamp(250).unwrap(), 25);
-    assert_eq!(p.offset_for_timestamp(301).unwrap(), 31, "the late record at 30 is older");
+    assert_eq!(
+        p.offset_for_timestamp(301).unwrap(),
+        31,
+        "the late record at 30 is older"
+    );
     assert_eq!(p.offset_for_timestamp(590).unwrap(), 59);
-    assert_eq!(p.offset_for_timestamp(591).unwrap(), 60, "past every record: the end offset");
+    assert_eq!(
+        p.offset_for_timestamp(591).unwrap(),
+        60,
+        "past every record: the end offset"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,8 +221,14 @@ async fn a_reader_at_the_end_wakes_when_data_arrives() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished(), "nothing was appended yet");
     let writer = p.clone();
-    tokio::task::spawn_blocking(move || writer.append(batch(&[Rec::new("a", "1", 0)])).unwrap()).await.unwrap();
-    let end = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").unwrap().unwrap();
+    tokio::task::spawn_blocking(move || writer.append(batch(&[Rec::new("a", "1", 0)])).unwrap())
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken")
+        .unwrap()
+        .unwrap();
     assert_eq!(end, 1);
 }
 
@@ -158,14 +241,30 @@ async fn deleting_a_topic_wakes_its_readers_with_an_error() {
     let waiter = tokio::spawn(async move { p.wait_for(0).await });
     tokio::time::sleep(Duration::from_millis(20)).await;
     log.delete_topic("t").unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").unwrap();
-    assert!(matches!(result, Err(LogError::TopicDeleted(_))), "{result:?}");
-    let append = topic.partition(0).unwrap().append(batch(&[Rec::new("a", "1", 0)]));
-    assert!(matches!(append, Err(LogError::TopicDeleted(_))), "{append:?}");
+    let result = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken")
+        .unwrap();
+    assert!(
+        matches!(result, Err(LogError::TopicDeleted(_))),
+        "{result:?}"
+    );
+    let append = topic
+        .partition(0)
+        .unwrap()
+        .append(batch(&[Rec::new("a", "1", 0)]));
+    assert!(
+        matches!(append, Err(LogError::TopicDeleted(_))),
+        "{append:?}"
+    );
     assert!(matches!(log.topic("t"), Err(LogError::UnknownTopic(_))));
     assert!(!dir.path().join("topics/t").exists());
     let again = log.create_topic("t", TopicConfig::default()).unwrap();
-    assert_eq!(again.partition(0).unwrap().end_offset(), 0, "a re-created topic starts empty");
+    assert_eq!(
+        again.partition(0).unwrap().end_offset(),
+        0,
+        "a re-created topic starts empty"
+    );
 }
 
 #[test]
@@ -173,8 +272,16 @@ fn retention_by_age_deletes_old_segments_and_reports_the_new_start() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
     let log = manual_log(dir.path(), &clock);
-    let config = TopicConfig { retention_ms: Some(60_000), ..small_segments(Cleanup::Delete) };
-    let p = log.create_topic("t", config).unwrap().partition(0).unwrap().clone();
+    let config = TopicConfig {
+        retention_ms: Some(60_000),
+        ..small_segments(Cleanup::Delete)
+    };
+    let p = log
+        .create_topic("t", config)
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
     let value = "v".repeat(500);
     for i in 0..40 {
         let ts = if i < 20 { 900_000 } else { 990_000 };
@@ -186,14 +293,24 @@ fn retention_by_age_deletes_old_segments_and_reports_the_new_start() {
     assert!(start > 0 && start <= 20, "start {start}");
     assert!(read_all(&p).iter().all(|(o, _)| *o >= start));
     match p.read(0, 1024) {
-        Err(LogError::OffsetOutOfRange { start: s, requested: 0, .. }) => assert_eq!(s, start),
+        Err(LogError::OffsetOutOfRange {
+            start: s,
+            requested: 0,
+            ..
+        }) => assert_eq!(s, start),
         other => panic!("expected out of range naming the new start, got {other:?}"),
     }
     // Everything expires: the active segment is rolled and deleted, offsets continue.
     clock.advance(1_000_000);
     log.run_maintenance().unwrap();
     assert_eq!(p.start_offset(), 40);
-    assert_eq!(p.append(batch(&[Rec::new("k", "new", 2_000_000)])).unwrap().base_offset, 40, "offsets are never reused");
+    assert_eq!(
+        p.append(batch(&[Rec::new("k", "new", 2_000_000)]))
+            .unwrap()
+            .base_offset,
+        40,
+        "offsets are never reused"
+    );
     drop(log);
     let log = manual_log(dir.path(), &clock);
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
@@ -205,8 +322,16 @@ fn retention_by_size_keeps_the_partition_under_its_limit() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(0);
     let log = manual_log(dir.path(), &clock);
-    let config = TopicConfig { retention_bytes: Some(10_000), ..small_segments(Cleanup::Delete) };
-    let p = log.create_topic("t", config).unwrap().partition(0).unwrap().clone();
+    let config = TopicConfig {
+        retention_bytes: Some(10_000),
+        ..small_segments(Cleanup::Delete)
+    };
+    let p = log
+        .create_topic("t", config)
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
     let value = "v".repeat(500);
     for _ in 0..100 {
         p.append(batch(&[Rec::new("k", &value, 0)])).unwrap();
@@ -214,7 +339,11 @@ fn retention_by_size_keeps_the_partition_under_its_limit() {
     assert!(p.size_bytes() > 40_000);
     log.run_maintenance().unwrap();
     assert!(p.size_bytes() <= 10_000 + 4096, "size {}", p.size_bytes());
-    assert_eq!(read_all(&p).last().map(|(o, _)| *o), Some(99), "the newest data stays");
+    assert_eq!(
+        read_all(&p).last().map(|(o, _)| *o),
+        Some(99),
+        "the newest data stays"
+    );
 }
 
 #[test]
@@ -222,14 +351,26 @@ fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
     let log = manual_log(dir.path(), &clock);
-    let config = TopicConfig { tombstone_retention_ms: 10_000, ..small_segments(Cleanup::Compact) };
-    let p = log.create_topic("t", config).unwrap().partition(0).unwrap().clone();
+    let config = TopicConfig {
+        tombstone_retention_ms: 10_000,
+        ..small_segments(Cleanup::Compact)
+    };
+    let p = log
+        .create_topic("t", config)
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
     let value = "v".repeat(200);
     // 5 keys written 20 times each; key k0's last write is a tombstone.
     for round in 0..20 {
         for k in 0..5 {
             let rec = if round == 19 && k == 0 {
-                Rec { key: Some(b"k0".to_vec()), value: None, timestamp: 1_000_000 }
+                Rec {
+                    key: Some(b"k0".to_vec()),
+                    value: None,
+                    timestamp: 1_000_000,
+                }
             } else {
                 Rec::new(&format!("k{k}"), &format!("{round}{value}"), 1_000_000)
             };
@@ -246,14 +387,24 @@ fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
         .filter(|(o, r)| !before.iter().any(|(o2, r2)| o2 > o && r2.key == r.key))
         .cloned()
         .collect();
-    assert_eq!(after, expected, "exactly the latest record per key, same offsets");
-    assert!(after.iter().any(|(_, r)| r.value.is_none()), "the young tombstone stays");
+    assert_eq!(
+        after, expected,
+        "exactly the latest record per key, same offsets"
+    );
+    assert!(
+        after.iter().any(|(_, r)| r.value.is_none()),
+        "the young tombstone stays"
+    );
     // Once the tombstone is older than its retention, the key disappears.
     clock.advance(20_000);
     log.run_maintenance().unwrap();
     let after = read_all(&p);
     assert_eq!(after.len(), 4);
-    assert!(after.iter().all(|(_, r)| r.key.as_deref() != Some(&b"k0"[..])));
+    assert!(
+        after
+            .iter()
+            .all(|(_, r)| r.key.as_deref() != Some(&b"k0"[..]))
+    );
     drop(log);
     let log = manual_log(dir.path(), &clock);
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
@@ -264,11 +415,29 @@ fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
 fn compacted_topics_refuse_records_without_keys() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let p = log.create_topic("t", small_segments(Cleanup::Compact)).unwrap().partition(0).unwrap().clone();
-    let keyless = Rec { key: None, value: Some(b"v".to_vec()), timestamp: 0 };
-    let err = p.append(batch(&[Rec::new("k", "v", 0), keyless])).unwrap_err();
-    assert!(matches!(err, LogError::MissingKey { index: 1, .. }), "{err}");
-    assert_eq!(p.end_offset(), 0, "nothing of the refused batch was written");
+    let p = log
+        .create_topic("t", small_segments(Cleanup::Compact))
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
+    let keyless = Rec {
+        key: None,
+        value: Some(b"v".to_vec()),
+        timestamp: 0,
+    };
+    let err = p
+        .append(batch(&[Rec::new("k", "v", 0), keyless]))
+        .unwrap_err();
+    assert!(
+        matches!(err, LogError::MissingKey { index: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        p.end_offset(),
+        0,
+        "nothing of the refused batch was written"
+    );
 }
 
 #[test]
@@ -276,45 +445,120 @@ fn consumer_offsets_are_durable_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = Log::open(dir.path()).unwrap();
-        log.create_topic("a", TopicConfig { partitions: 2, ..TopicConfig::default() }).unwrap();
+        log.create_topic(
+            "a",
+            TopicConfig {
+                partitions: 2,
+                ..TopicConfig::default()
+            },
+        )
+        .unwrap();
         log.create_topic("b", TopicConfig::default()).unwrap();
-        log.commit_offsets("g1", &[("a", 0, 5), ("a", 1, 7)]).unwrap();
+        log.commit_offsets("g1", &[("a", 0, 5), ("a", 1, 7)])
+            .unwrap();
         log.commit_offsets("g1", &[("a", 0, 9)]).unwrap();
         log.commit_offsets("g2", &[("b", 0, 3)]).unwrap();
-        assert!(matches!(log.commit_offsets("g1", &[("nope", 0, 1)]), Err(LogError::UnknownTopic(_))));
-        assert!(matches!(log.commit_offsets("g1", &[("a", 9, 1)]), Err(LogError::UnknownPartition { .. })));
+        assert!(matches!(
+            log.commit_offsets("g1", &[("nope", 0, 1)]),
+            Err(LogError::UnknownTopic(_))
+        ));
+        assert!(matches!(
+            log.commit_offsets("g1", &[("a", 9, 1)]),
+            Err(LogError::UnknownPartition { .. })
+        ));
     }
     let log = Log::open(dir.path()).unwrap();
     assert_eq!(log.committed_offset("g1", "a", 0), Some(9));
     assert_eq!(log.committed_offset("g1", "a", 1), Some(7));
     assert_eq!(log.committed_offset("g2", "b", 0), Some(3));
     assert_eq!(log.committed_offset("g2", "a", 0), None);
-    assert_eq!(log.group_offsets("g1"), [("a".to_string(), 0, 9), ("a".to_string(), 1, 7)]);
-    assert!(log.topics().iter().all(|t| !t.name().starts_with("__")), "internal topics are hidden");
+    assert_eq!(
+        log.group_offsets("g1"),
+        [("a".to_string(), 0, 9), ("a".to_string(), 1, 7)]
+    );
+    assert!(
+        log.topics().iter().all(|t| !t.name().starts_with("__")),
+        "internal topics are hidden"
+    );
     log.delete_topic("a").unwrap();
-    assert_eq!(log.committed_offset("g1", "a", 0), None, "deleting a topic forgets its offsets");
+    assert_eq!(
+        log.committed_offset("g1", "a", 0),
+        None,
+        "deleting a topic forgets its offsets"
+    );
 }
 
 #[test]
 fn bad_input_gets_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    for name in ["", ".", "..", "../escape", "a/b", "__internal", &"x".repeat(201)] {
+    for name in [
+        "",
+        ".",
+        "..",
+        "../escape",
+        "a/b",
+        "__internal",
+        &"x".repeat(201),
+    ] {
         let err = log.create_topic(name, TopicConfig::default()).unwrap_err();
-        assert!(matches!(err, LogError::InvalidTopicName { .. }), "{name:?}: {err}");
+        assert!(
+            matches!(err, LogError::InvalidTopicName { .. }),
+            "{name:?}: {err}"
+        );
     }
     assert!(!dir.path().join("escape").exists());
-    let topic = log.create_topic("t", TopicConfig { max_batch_bytes: 1024, ..TopicConfig::default() }).unwrap();
-    assert!(matches!(log.create_topic("t", TopicConfig::default()), Err(LogError::TopicExists(_))));
-    let err = log.create_topic("u", TopicConfig { partitions: 0, ..TopicConfig::default() }).unwrap_err();
+    let topic = log
+        .create_topic(
+            "t",
+            TopicConfig {
+                max_batch_bytes: 1024,
+                ..TopicConfig::default()
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        log.create_topic("t", TopicConfig::default()),
+        Err(LogError::TopicExists(_))
+    ));
+    let err = log
+        .create_topic(
+            "u",
+            TopicConfig {
+                partitions: 0,
+                ..TopicConfig::default()
+            },
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("partitions"), "{err}");
-    assert!(matches!(topic.partition(1), Err(LogError::UnknownPartition { partition: 1, partitions: 1, .. })));
+    assert!(matches!(
+        topic.partition(1),
+        Err(LogError::UnknownPartition {
+            partition: 1,
+            partitions: 1,
+            ..
+        })
+    ));
     let big = batch(&[Rec::new("k", &"x".repeat(2000), 0)]);
     let err = topic.partition(0).unwrap().append(big).unwrap_err();
-    assert!(matches!(err, LogError::BatchTooLarge { max: 1024, .. }), "{err}");
+    assert!(
+        matches!(err, LogError::BatchTooLarge { max: 1024, .. }),
+        "{err}"
+    );
     let p = topic.partition(0).unwrap();
-    assert!(matches!(p.read(1, 100), Err(LogError::OffsetOutOfRange { requested: 1, start: 0, end: 0, .. })));
-    assert!(matches!(log.delete_topic("missing"), Err(LogError::UnknownTopic(_))));
+    assert!(matches!(
+        p.read(1, 100),
+        Err(LogError::OffsetOutOfRange {
+            requested: 1,
+            start: 0,
+            end: 0,
+            ..
+        })
+    ));
+    assert!(matches!(
+        log.delete_topic("missing"),
+        Err(LogError::UnknownTopic(_))
+    ));
 }
 
 #[test]
@@ -333,11 +577,23 @@ fn a_second_process_cannot_open_the_same_directory() {
 fn interval_topics_show_data_before_it_is_synced_and_keep_it_on_close() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let config = TopicConfig { durability: Durability::Interval, flush_interval_ms: 10, ..TopicConfig::default() };
-    let p = log.create_topic("t", config).unwrap().partition(0).unwrap().clone();
+    let config = TopicConfig {
+        durability: Durability::Interval,
+        flush_interval_ms: 10,
+        ..TopicConfig::default()
+    };
+    let p = log
+        .create_topic("t", config)
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
     p.append(batch(&[Rec::new("a", "1", 0)])).unwrap();
     assert_eq!(p.end_offset(), 1);
     log.close().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    assert_eq!(read_all(log.topic("t").unwrap().partition(0).unwrap()).len(), 1);
+    assert_eq!(
+        read_all(log.topic("t").unwrap().partition(0).unwrap()).len(),
+        1
+    );
 }

@@ -45,13 +45,26 @@ fn run_and_kill(dir: &std::path::Path, cycle: u64, rng: &mut StdRng) -> Vec<Ack>
         .spawn()
         .expect("start the appender");
     let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
     std::thread::sleep(Duration::from_millis(rng.random_range(30..250)));
     child.kill().expect("SIGKILL the appender");
     let status = child.wait().unwrap();
-    assert!(!status.success(), "the appender should have been killed, not exit: {status}");
+    assert!(
+        !status.success(),
+        "the appender should have been killed, not exit: {status}"
+    );
     // A line cut short by the kill is not an acknowledgement.
-    reader.join().unwrap().iter().filter_map(|l| parse(l)).collect()
+    reader
+        .join()
+        .unwrap()
+        .iter()
+        .filter_map(|l| parse(l))
+        .collect()
 }
 
 #[test]
@@ -61,21 +74,49 @@ fn acknowledged_appends_survive_kill_9() {
     let mut acked: Vec<Ack> = Vec::new();
     for cycle in 0..CYCLES {
         let new = run_and_kill(dir.path(), cycle, &mut rng);
-        assert!(!new.is_empty() || cycle > 0, "the first cycle acknowledged nothing: the appender may not work");
+        assert!(
+            !new.is_empty() || cycle > 0,
+            "the first cycle acknowledged nothing: the appender may not work"
+        );
         acked.extend(new);
         let log = Log::open(dir.path()).expect("recovery after kill -9");
-        let p = log.topic("crash").expect("topic exists").partition(0).unwrap().clone();
+        let p = log
+            .topic("crash")
+            .expect("topic exists")
+            .partition(0)
+            .unwrap()
+            .clone();
         let records = read_all(&p);
-        assert!(records.windows(2).all(|w| w[0].0 < w[1].0), "offsets strictly increase");
+        assert!(
+            records.windows(2).all(|w| w[0].0 < w[1].0),
+            "offsets strictly increase"
+        );
         for ack in &acked {
             for i in 0..ack.count {
                 let offset = ack.base_offset + i;
-                let expected = format!("c{}-t{}-s{}-r{i}-{}", ack.cycle, ack.thread, ack.seq, "x".repeat(80));
-                let found = records.binary_search_by_key(&offset, |(o, _)| *o).ok().map(|idx| &records[idx].1);
+                let expected = format!(
+                    "c{}-t{}-s{}-r{i}-{}",
+                    ack.cycle,
+                    ack.thread,
+                    ack.seq,
+                    "x".repeat(80)
+                );
+                let found = records
+                    .binary_search_by_key(&offset, |(o, _)| *o)
+                    .ok()
+                    .map(|idx| &records[idx].1);
                 let value = found.and_then(|r| r.value.clone());
-                assert_eq!(value.as_deref(), Some(expected.as_bytes()), "cycle {cycle}: acknowledged offset {offset} lost or changed");
+                assert_eq!(
+                    value.as_deref(),
+                    Some(expected.as_bytes()),
+                    "cycle {cycle}: acknowledged offset {offset} lost or changed"
+                );
             }
         }
     }
-    assert!(acked.len() > 100, "only {} acknowledged batches over {CYCLES} cycles", acked.len());
+    assert!(
+        acked.len() > 100,
+        "only {} acknowledged batches over {CYCLES} cycles",
+        acked.len()
+    );
 }

@@ -12,7 +12,10 @@ use log_core::{Durability, Log, LogConfig, LogError, ManualClock, SystemClock, T
 use crate::support::{Rec, batch, read_all};
 
 fn open(disk: &SimStorage, background: bool) -> Log {
-    let config = LogConfig { background, ..LogConfig::new("/data") };
+    let config = LogConfig {
+        background,
+        ..LogConfig::new("/data")
+    };
     Log::open_with(config, Arc::new(disk.clone()), Arc::new(SystemClock)).expect("open")
 }
 
@@ -20,12 +23,20 @@ fn open(disk: &SimStorage, background: bool) -> Log {
 fn a_failed_fsync_fails_the_append_and_every_later_one_until_reopen() {
     let disk = SimStorage::new(1);
     let log = open(&disk, false);
-    let p = log.create_topic("t", TopicConfig::default()).unwrap().partition(0).unwrap().clone();
+    let p = log
+        .create_topic("t", TopicConfig::default())
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
     p.append(batch(&[Rec::new("k", "before", 0)])).unwrap();
     disk.inject_fault(FaultOp::SyncData, ".log", 1);
     let err = p.append(batch(&[Rec::new("k", "unlucky", 0)])).unwrap_err();
     assert!(matches!(err, LogError::PartitionFailed { .. }), "{err}");
-    assert!(err.to_string().contains("injected"), "the cause is kept: {err}");
+    assert!(
+        err.to_string().contains("injected"),
+        "the cause is kept: {err}"
+    );
     // The fault is gone, but the partition must not trust its page cache again.
     let err = p.append(batch(&[Rec::new("k", "after", 0)])).unwrap_err();
     assert!(matches!(err, LogError::PartitionFailed { .. }), "{err}");
@@ -33,8 +44,13 @@ fn a_failed_fsync_fails_the_append_and_every_later_one_until_reopen() {
     drop(log);
     let log = open(&disk, false);
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
-    let info = p.append(batch(&[Rec::new("k", "reopened", 0)])).expect("reopening clears the failure");
-    let values: Vec<_> = read_all(&p).into_iter().map(|(_, r)| r.value.unwrap()).collect();
+    let info = p
+        .append(batch(&[Rec::new("k", "reopened", 0)]))
+        .expect("reopening clears the failure");
+    let values: Vec<_> = read_all(&p)
+        .into_iter()
+        .map(|(_, r)| r.value.unwrap())
+        .collect();
     assert_eq!(values.first().map(Vec::as_slice), Some(&b"before"[..]));
     assert_eq!(values.last().map(Vec::as_slice), Some(&b"reopened"[..]));
     assert_eq!(info.base_offset as usize, values.len() - 1);
@@ -44,10 +60,24 @@ fn a_failed_fsync_fails_the_append_and_every_later_one_until_reopen() {
 fn a_failed_write_is_returned_to_the_appender() {
     let disk = SimStorage::new(2);
     let log = open(&disk, false);
-    let p = log.create_topic("t", TopicConfig::default()).unwrap().partition(0).unwrap().clone();
+    let p = log
+        .create_topic("t", TopicConfig::default())
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
     disk.inject_fault(FaultOp::Write, ".log", 1);
     let err = p.append(batch(&[Rec::new("k", "v", 0)])).unwrap_err();
-    assert!(matches!(err, LogError::Io { op: "append to segment", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            LogError::Io {
+                op: "append to segment",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(p.end_offset(), 0);
 }
 
@@ -55,8 +85,17 @@ fn a_failed_write_is_returned_to_the_appender() {
 fn interval_durability_syncs_in_the_background() {
     let disk = SimStorage::new(3);
     let log = open(&disk, true);
-    let config = TopicConfig { durability: Durability::Interval, flush_interval_ms: 20, ..TopicConfig::default() };
-    let p = log.create_topic("t", config).unwrap().partition(0).unwrap().clone();
+    let config = TopicConfig {
+        durability: Durability::Interval,
+        flush_interval_ms: 20,
+        ..TopicConfig::default()
+    };
+    let p = log
+        .create_topic("t", config)
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
     p.append(batch(&[Rec::new("k", "v", 0)])).unwrap();
     assert_eq!(p.end_offset(), 1, "visible before it is synced");
     std::thread::sleep(Duration::from_millis(300));
@@ -64,19 +103,40 @@ fn interval_durability_syncs_in_the_background() {
     drop(log);
     disk.restart();
     let log = open(&disk, false);
-    assert_eq!(read_all(log.topic("t").unwrap().partition(0).unwrap()).len(), 1, "the background flush made it durable");
+    assert_eq!(
+        read_all(log.topic("t").unwrap().partition(0).unwrap()).len(),
+        1,
+        "the background flush made it durable"
+    );
 }
 
 #[test]
 fn never_durability_loses_unsynced_data_on_power_loss_but_stays_consistent() {
     let disk = SimStorage::new(4);
     let clock = ManualClock::new(0);
-    let config = LogConfig { background: false, ..LogConfig::new("/data") };
-    let log = Log::open_with(config.clone(), Arc::new(disk.clone()), Arc::new(clock.clone())).unwrap();
-    let topic_config = TopicConfig { durability: Durability::Never, ..TopicConfig::default() };
-    let p = log.create_topic("t", topic_config).unwrap().partition(0).unwrap().clone();
+    let config = LogConfig {
+        background: false,
+        ..LogConfig::new("/data")
+    };
+    let log = Log::open_with(
+        config.clone(),
+        Arc::new(disk.clone()),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let topic_config = TopicConfig {
+        durability: Durability::Never,
+        ..TopicConfig::default()
+    };
+    let p = log
+        .create_topic("t", topic_config)
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
     for i in 0..50 {
-        p.append(batch(&[Rec::new("k", &format!("v{i}"), 0)])).unwrap();
+        p.append(batch(&[Rec::new("k", &format!("v{i}"), 0)]))
+            .unwrap();
     }
     disk.crash_now();
     drop(log);
@@ -85,5 +145,12 @@ fn never_durability_loses_unsynced_data_on_power_loss_but_stays_consistent() {
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
     let records = read_all(&p);
     assert!(records.len() <= 50);
-    assert!(records.iter().enumerate().all(|(i, (o, r))| *o == i as u64 && r.value.as_deref() == Some(format!("v{i}").as_bytes())), "a prefix survives");
+    assert!(
+        records
+            .iter()
+            .enumerate()
+            .all(|(i, (o, r))| *o == i as u64
+                && r.value.as_deref() == Some(format!("v{i}").as_bytes())),
+        "a prefix survives"
+    );
 }

@@ -25,7 +25,11 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let record = (0u8..8, prop::option::weighted(0.9, 1usize..400), 0i64..30_000);
+    let record = (
+        0u8..8,
+        prop::option::weighted(0.9, 1usize..400),
+        0i64..30_000,
+    );
     prop_oneof![
         8 => prop::collection::vec(record, 1..5).prop_map(Op::Append),
         2 => any::<usize>().prop_map(Op::Read),
@@ -54,7 +58,13 @@ struct Segment {
 
 impl Model {
     fn new() -> Model {
-        Model { segments: vec![Segment { max_ts: i64::MIN, ..Segment::default() }], next_offset: 0 }
+        Model {
+            segments: vec![Segment {
+                max_ts: i64::MIN,
+                ..Segment::default()
+            }],
+            next_offset: 0,
+        }
     }
 
     fn active(&mut self) -> &mut Segment {
@@ -64,7 +74,11 @@ impl Model {
     fn roll(&mut self) {
         if self.active().size > 0 {
             let base = self.next_offset;
-            self.segments.push(Segment { base, max_ts: i64::MIN, ..Segment::default() });
+            self.segments.push(Segment {
+                base,
+                max_ts: i64::MIN,
+                ..Segment::default()
+            });
         }
     }
 
@@ -93,7 +107,7 @@ impl Model {
         let closed = self.segments.len() - 1;
         let mut doomed = 0;
         for s in &self.segments[..closed] {
-            if !expired(s.max_ts) && !config.retention_bytes.is_some_and(|m| total > m) {
+            if !expired(s.max_ts) && config.retention_bytes.is_none_or(|m| total <= m) {
                 break;
             }
             total -= s.size;
@@ -110,12 +124,17 @@ impl Model {
         }
         let horizon = now - config.tombstone_retention_ms as i64;
         for s in &mut self.segments[..closed] {
-            s.records.retain(|(o, r)| latest[&r.key] == *o && !(r.value.is_none() && r.timestamp < horizon));
+            s.records.retain(|(o, r)| {
+                latest[&r.key] == *o && !(r.value.is_none() && r.timestamp < horizon)
+            });
         }
     }
 
     fn records(&self) -> Vec<(u64, Rec)> {
-        self.segments.iter().flat_map(|s| s.records.iter().cloned()).collect()
+        self.segments
+            .iter()
+            .flat_map(|s| s.records.iter().cloned())
+            .collect()
     }
 
     fn start(&self) -> u64 {
@@ -124,7 +143,10 @@ impl Model {
 }
 
 fn open(dir: &std::path::Path, clock: &ManualClock) -> Log {
-    let config = LogConfig { background: false, ..LogConfig::new(dir) };
+    let config = LogConfig {
+        background: false,
+        ..LogConfig::new(dir)
+    };
     Log::open_with(config, Arc::new(FsStorage), Arc::new(clock.clone())).expect("open")
 }
 
@@ -141,7 +163,12 @@ fn run(ops: Vec<Op>, cleanup: Cleanup) -> Result<(), TestCaseError> {
         ..TopicConfig::default()
     };
     let mut log = open(dir.path(), &clock);
-    let mut partition: Partition = log.create_topic("t", config.clone()).unwrap().partition(0).unwrap().clone();
+    let mut partition: Partition = log
+        .create_topic("t", config.clone())
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
     let mut model = Model::new();
     for op in ops {
         match op {
@@ -163,12 +190,20 @@ fn run(ops: Vec<Op>, cleanup: Cleanup) -> Result<(), TestCaseError> {
             Op::Read(pick) => {
                 let span = partition.end_offset() - partition.start_offset() + 1;
                 let from = partition.start_offset() + (pick as u64 % span);
-                let want: Vec<_> = model.records().into_iter().filter(|(o, _)| *o >= from).collect();
+                let want: Vec<_> = model
+                    .records()
+                    .into_iter()
+                    .filter(|(o, _)| *o >= from)
+                    .collect();
                 prop_assert_eq!(read_from(&partition, from), want);
             }
             Op::FindTime(back) => {
                 let t = clock.now_ms() - back;
-                let want = model.records().iter().find(|(_, r)| r.timestamp >= t).map_or(model.next_offset, |(o, _)| *o);
+                let want = model
+                    .records()
+                    .iter()
+                    .find(|(_, r)| r.timestamp >= t)
+                    .map_or(model.next_offset, |(o, _)| *o);
                 prop_assert_eq!(partition.offset_for_timestamp(t).unwrap(), want);
             }
             Op::Roll => {

@@ -44,7 +44,14 @@ struct Model {
 }
 
 /// Runs random operations until the simulated disk crashes (or `ops` run out).
-fn run_until_crash(partition: &Partition, log: &Log, clock: &ManualClock, rng: &mut StdRng, model: &mut Model, ops: usize) {
+fn run_until_crash(
+    partition: &Partition,
+    log: &Log,
+    clock: &ManualClock,
+    rng: &mut StdRng,
+    model: &mut Model,
+    ops: usize,
+) {
     for _ in 0..ops {
         let choice = rng.random_range(0..100);
         let outcome = if choice < 80 {
@@ -52,21 +59,35 @@ fn run_until_crash(partition: &Partition, log: &Log, clock: &ManualClock, rng: &
             let records: Vec<Rec> = (0..n)
                 .map(|_| {
                     let key = format!("k{}", rng.random_range(0..6));
-                    let value = (rng.random_range(0..10) > 0).then(|| vec![b'a' + rng.random_range(0..26u8); rng.random_range(1..300)]);
-                    Rec { key: Some(key.into_bytes()), value, timestamp: clock.now_ms() }
+                    let value = (rng.random_range(0..10) > 0)
+                        .then(|| vec![b'a' + rng.random_range(0..26u8); rng.random_range(1..300)]);
+                    Rec {
+                        key: Some(key.into_bytes()),
+                        value,
+                        timestamp: clock.now_ms(),
+                    }
                 })
                 .collect();
-            let next = partition.end_offset().max(model.attempted.keys().next_back().map_or(0, |o| o + 1));
+            let next = partition
+                .end_offset()
+                .max(model.attempted.keys().next_back().map_or(0, |o| o + 1));
             // Offsets are assigned contiguously from the writer's next offset.
             let result = partition.append(batch(&records));
             if let Ok(info) = &result {
                 for (i, r) in records.iter().enumerate() {
-                    model.acknowledged.insert(info.base_offset + i as u64, r.clone());
-                    model.attempted.insert(info.base_offset + i as u64, r.clone());
+                    model
+                        .acknowledged
+                        .insert(info.base_offset + i as u64, r.clone());
+                    model
+                        .attempted
+                        .insert(info.base_offset + i as u64, r.clone());
                 }
             } else {
                 for (i, r) in records.iter().enumerate() {
-                    model.attempted.entry(next + i as u64).or_insert_with(|| r.clone());
+                    model
+                        .attempted
+                        .entry(next + i as u64)
+                        .or_insert_with(|| r.clone());
                 }
             }
             result.map(|_| ())
@@ -91,14 +112,20 @@ fn check(partition: &Partition, cleanup: Cleanup, model: &Model, seed: u64) {
     let recovered = read_all(partition);
     let present: BTreeMap<u64, Rec> = recovered.iter().cloned().collect();
     for (offset, rec) in &recovered {
-        assert_eq!(model.attempted.get(offset), Some(rec), "seed {seed}: offset {offset} holds a record never written there");
+        assert_eq!(
+            model.attempted.get(offset),
+            Some(rec),
+            "seed {seed}: offset {offset} holds a record never written there"
+        );
     }
     let start = partition.start_offset();
     for (offset, rec) in &model.acknowledged {
         if present.contains_key(offset) || *offset < start {
             continue;
         }
-        let superseded = model.attempted.range(offset + 1..).any(|(later, r)| r.key == rec.key && (present.contains_key(later) || r.value.is_none()));
+        let superseded = model.attempted.range(offset + 1..).any(|(later, r)| {
+            r.key == rec.key && (present.contains_key(later) || r.value.is_none())
+        });
         let expired_tombstone = rec.value.is_none();
         assert!(
             cleanup == Cleanup::Compact && (superseded || expired_tombstone),
@@ -107,7 +134,10 @@ fn check(partition: &Partition, cleanup: Cleanup, model: &Model, seed: u64) {
         );
     }
     if let Some((&last_acked, _)) = model.acknowledged.iter().next_back() {
-        assert!(partition.end_offset() > last_acked, "seed {seed}: end offset went back below an acknowledged record");
+        assert!(
+            partition.end_offset() > last_acked,
+            "seed {seed}: end offset went back below an acknowledged record"
+        );
     }
 }
 
@@ -116,8 +146,14 @@ fn assert_no_leftover_files(disk: &SimStorage, seed: u64) {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let ok = name == "LOCK"
             || name == "topic.json"
-            || [".log", ".index", ".timeindex"].iter().any(|ext| name.ends_with(ext) && name.len() == 20 + ext.len());
-        assert!(ok, "seed {seed}: leftover file {} after recovery", path.display());
+            || [".log", ".index", ".timeindex"]
+                .iter()
+                .any(|ext| name.ends_with(ext) && name.len() == 20 + ext.len());
+        assert!(
+            ok,
+            "seed {seed}: leftover file {} after recovery",
+            path.display()
+        );
     }
 }
 
@@ -128,7 +164,9 @@ fn crash_cycle(seed: u64, cleanup: Cleanup) {
     let mut model = Model::default();
     {
         let log = open(&disk, &clock).expect("fresh open");
-        let topic = log.create_topic("t", topic_config(cleanup)).expect("create");
+        let topic = log
+            .create_topic("t", topic_config(cleanup))
+            .expect("create");
         let partition = topic.partition(0).unwrap().clone();
         // Warm up without crashing so that crashes land in steady state too.
         let warm_up = rng.random_range(0..40);
@@ -139,12 +177,19 @@ fn crash_cycle(seed: u64, cleanup: Cleanup) {
     }
     disk.restart();
     let log = open(&disk, &clock).unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
-    let partition = log.topic("t").expect("topic survives").partition(0).unwrap().clone();
+    let partition = log
+        .topic("t")
+        .expect("topic survives")
+        .partition(0)
+        .unwrap()
+        .clone();
     check(&partition, cleanup, &model, seed);
     assert_no_leftover_files(&disk, seed);
     // The recovered log keeps working and continues after what it kept.
     let end = partition.end_offset();
-    let info = partition.append(batch(&[Rec::new("k0", "after", 0)])).expect("append after recovery");
+    let info = partition
+        .append(batch(&[Rec::new("k0", "after", 0)]))
+        .expect("append after recovery");
     assert_eq!(info.base_offset, end, "seed {seed}");
 }
 
@@ -172,18 +217,33 @@ fn power_loss_during_topic_creation_and_deletion_leaves_a_clean_directory() {
             log.create_topic("keep", TopicConfig::default()).unwrap();
             log.create_topic("gone", TopicConfig::default()).unwrap();
             disk.crash_after(seed % 40);
-            let _ = log.create_topic("new", TopicConfig { partitions: 3, ..TopicConfig::default() });
+            let _ = log.create_topic(
+                "new",
+                TopicConfig {
+                    partitions: 3,
+                    ..TopicConfig::default()
+                },
+            );
             let _ = log.delete_topic("gone");
             disk.crash_now();
         }
         disk.restart();
-        let log = open(&disk, &clock).unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
+        let log =
+            open(&disk, &clock).unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
         assert!(log.topic("keep").is_ok(), "seed {seed}");
         if let Ok(t) = log.topic("new") {
-            assert_eq!(t.partitions().len(), 3, "seed {seed}: a topic that exists is whole");
+            assert_eq!(
+                t.partitions().len(),
+                3,
+                "seed {seed}: a topic that exists is whole"
+            );
         }
         assert_no_leftover_files(&disk, seed);
-        let trash = disk.files().into_iter().filter(|p| p.starts_with(Path::new(DIR).join("trash"))).count();
+        let trash = disk
+            .files()
+            .into_iter()
+            .filter(|p| p.starts_with(Path::new(DIR).join("trash")))
+            .count();
         assert_eq!(trash, 0, "seed {seed}: trash emptied on open");
     }
 }

@@ -45,7 +45,9 @@ pub fn read_from(partition: &Partition, from: u64) -> Vec<(u64, Rec)> {
     let mut offset = from;
     loop {
         let batches = partition.read(offset, 64 * 1024).expect("read");
-        let Some(last) = batches.last() else { return out };
+        let Some(last) = batches.last() else {
+            return out;
+        };
         offset = last.next_offset();
         for b in &batches {
             for r in b.records().filter(|r| r.offset >= from) {

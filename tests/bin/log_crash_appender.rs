@@ -21,7 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let cycle: u64 = cycle.parse()?;
     let log = Log::open(dir)?;
-    let config = TopicConfig { segment_bytes: 64 * 1024, ..TopicConfig::default() };
+    let config = TopicConfig {
+        segment_bytes: 64 * 1024,
+        ..TopicConfig::default()
+    };
     let topic = match log.create_topic("crash", config) {
         Ok(t) => t,
         Err(LogError::TopicExists(_)) => log.topic("crash")?,
@@ -34,10 +37,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::thread::spawn(move || -> Result<(), LogError> {
                 for seq in 0.. {
                     let count = 1 + (seq % 4);
-                    let values: Vec<Vec<u8>> = (0..count).map(|i| value(cycle, thread, seq, i)).collect();
+                    let values: Vec<Vec<u8>> =
+                        (0..count).map(|i| value(cycle, thread, seq, i)).collect();
                     let mut builder = BatchBuilder::new();
                     for v in &values {
-                        builder.push(&Record { key: Some(b"k"), value: Some(v), headers: &[], timestamp: seq as i64 });
+                        builder.push(&Record {
+                            key: Some(b"k"),
+                            value: Some(v),
+                            headers: &[],
+                            timestamp: seq as i64,
+                        });
                     }
                     let info = partition.append(builder.finish()?)?;
                     let mut out = std::io::stdout().lock();

@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// An open file, usable from many threads at once (all I/O is positional).
+#[allow(
+    clippy::len_without_is_empty,
+    reason = "a file's length is a number to compare, not a container size"
+)]
 pub trait StorageFile: Send + Sync + Debug {
     /// Reads up to `buf.len()` bytes at `pos`; returns how many were read (0 at end of file).
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
@@ -97,7 +101,12 @@ impl DirLock for FsLock {}
 
 impl Storage for FsStorage {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
         Ok(Arc::new(FsFile(file)))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -127,7 +136,12 @@ impl Storage for FsStorage {
         File::open(path)?.sync_all()
     }
     fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         file.try_lock().map_err(|e| match e {
             fs::TryLockError::WouldBlock => io::ErrorKind::WouldBlock.into(),
             fs::TryLockError::Error(e) => e,

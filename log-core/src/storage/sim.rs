@@ -79,7 +79,10 @@ fn crashed() -> io::Error {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
 }
 
 impl State {
@@ -113,7 +116,9 @@ impl State {
         match hit {
             Some(fault) => {
                 fault.remaining -= 1;
-                Err(io::Error::other(format!("injected {op:?} failure on {path}")))
+                Err(io::Error::other(format!(
+                    "injected {op:?} failure on {path}"
+                )))
             }
             None => Ok(()),
         }
@@ -215,9 +220,17 @@ impl SimStorage {
             let mut data = std::mem::take(&mut inode.durable);
             for (i, op) in pending.iter().take(keep).enumerate() {
                 match op {
-                    Pending::Write { pos, bytes } if i + 1 == keep && state.next_random() % 2 == 0 => {
+                    Pending::Write { pos, bytes }
+                        if i + 1 == keep && state.next_random().is_multiple_of(2) =>
+                    {
                         let torn = (state.next_random() % (bytes.len() as u64 + 1)) as usize;
-                        apply(&mut data, &Pending::Write { pos: *pos, bytes: bytes[..torn].to_vec() });
+                        apply(
+                            &mut data,
+                            &Pending::Write {
+                                pos: *pos,
+                                bytes: bytes[..torn].to_vec(),
+                            },
+                        );
                     }
                     op => apply(&mut data, op),
                 }
@@ -230,7 +243,11 @@ impl SimStorage {
         // An entry survives only if every ancestor directory survived too.
         let reachable: BTreeMap<PathBuf, Entry> = durable
             .iter()
-            .filter(|(path, _)| path.ancestors().skip(1).all(|a| is_root(a) || durable.get(a) == Some(&Entry::Dir)))
+            .filter(|(path, _)| {
+                path.ancestors()
+                    .skip(1)
+                    .all(|a| is_root(a) || durable.get(a) == Some(&Entry::Dir))
+            })
             .map(|(p, e)| (p.clone(), *e))
             .collect();
         state.entries = reachable.clone();
@@ -268,7 +285,10 @@ impl SimStorage {
         let Some(Entry::File(id)) = state.entries.get(path).copied() else {
             return Err(not_found(path));
         };
-        let inode = state.inodes.get_mut(&id).expect("entries point at live inodes");
+        let inode = state
+            .inodes
+            .get_mut(&id)
+            .expect("entries point at live inodes");
         for data in [&mut inode.data, &mut inode.durable] {
             if let Some(b) = data.get_mut(pos as usize) {
                 *b ^= mask;
@@ -311,7 +331,10 @@ impl StorageFile for SimFile {
             pos,
             bytes: buf.to_vec(),
         };
-        let inode = state.inodes.get_mut(&self.inode).expect("open files keep their inode");
+        let inode = state
+            .inodes
+            .get_mut(&self.inode)
+            .expect("open files keep their inode");
         apply(&mut inode.data, &op);
         inode.pending.push(op);
         Ok(())
@@ -327,7 +350,10 @@ impl StorageFile for SimFile {
         let mut state = self.lock();
         state.mutate(self.generation)?;
         let op = Pending::SetLen(len);
-        let inode = state.inodes.get_mut(&self.inode).expect("open files keep their inode");
+        let inode = state
+            .inodes
+            .get_mut(&self.inode)
+            .expect("open files keep their inode");
         apply(&mut inode.data, &op);
         inode.pending.push(op);
         Ok(())
@@ -337,7 +363,10 @@ impl StorageFile for SimFile {
         let mut state = self.lock();
         state.mutate(self.generation)?;
         state.take_fault(FaultOp::SyncData, &self.path)?;
-        let inode = state.inodes.get_mut(&self.inode).expect("open files keep their inode");
+        let inode = state
+            .inodes
+            .get_mut(&self.inode)
+            .expect("open files keep their inode");
         inode.durable = inode.data.clone();
         inode.pending.clear();
         Ok(())
@@ -369,7 +398,12 @@ impl Storage for SimStorage {
         let generation = state.generation;
         let inode = match state.entries.get(path) {
             Some(Entry::File(id)) => *id,
-            Some(Entry::Dir) => return Err(io::Error::other(format!("{} is a directory", path.display()))),
+            Some(Entry::Dir) => {
+                return Err(io::Error::other(format!(
+                    "{} is a directory",
+                    path.display()
+                )));
+            }
             None if !create => return Err(not_found(path)),
             None => {
                 if !state.parent_is_dir(path) {
@@ -404,7 +438,10 @@ impl Storage for SimStorage {
             state.entries.insert(dir.to_path_buf(), Entry::Dir);
         }
         if !state.is_dir(path) {
-            return Err(io::Error::other(format!("{} is not a directory", path.display())));
+            return Err(io::Error::other(format!(
+                "{} is not a directory",
+                path.display()
+            )));
         }
         Ok(())
     }
@@ -447,8 +484,14 @@ impl Storage for SimStorage {
             state.entries.remove(p);
         }
         for (p, e) in moved {
-            let rest = p.strip_prefix(from).expect("taken from the range of `from`");
-            let target = if rest.as_os_str().is_empty() { to.to_path_buf() } else { to.join(rest) };
+            let rest = p
+                .strip_prefix(from)
+                .expect("taken from the range of `from`");
+            let target = if rest.as_os_str().is_empty() {
+                to.to_path_buf()
+            } else {
+                to.join(rest)
+            };
             state.entries.insert(target, e);
         }
         Ok(())
