@@ -7,18 +7,15 @@ use std::time::Duration;
 
 use log_core::storage::FsStorage;
 use log_core::{
-    BatchBuilder, Cleanup, Durability, Header, Log, LogConfig, LogError, ManualClock, Record,
-    TopicConfig,
+    BatchBuilder, Cleanup, Durability, Header, Log, LogError, ManualClock, Record, TopicConfig,
 };
 
-use crate::support::{Rec, batch, read_all, read_from};
+use crate::support::{
+    Rec, batch, existing_partition, first_partition, open_log, read_all, read_from,
+};
 
 fn manual_log(dir: &std::path::Path, clock: &ManualClock) -> Log {
-    let config = LogConfig {
-        background: false,
-        ..LogConfig::new(dir)
-    };
-    Log::open_with(config, Arc::new(FsStorage), Arc::new(clock.clone())).expect("open log")
+    open_log(dir, Arc::new(FsStorage), Arc::new(clock.clone()), false).expect("open log")
 }
 
 fn small_segments(cleanup: Cleanup) -> TopicConfig {
@@ -94,7 +91,7 @@ fn headers_and_tombstones_survive_a_restart() {
         log.close().unwrap();
     }
     let log = Log::open(dir.path()).unwrap();
-    let p = log.topic("events").unwrap().partition(0).unwrap().clone();
+    let p = existing_partition(&log, "events");
     let batches = p.read(0, 1024).unwrap();
     let record = batches[0].records().next().unwrap();
     assert!(record.is_tombstone());
@@ -145,7 +142,7 @@ fn segments_roll_by_size_and_reads_cross_them() {
     }
     drop(log);
     let log = Log::open(dir.path()).unwrap();
-    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let p = existing_partition(&log, "t");
     assert_eq!(
         read_all(&p).len(),
         100,
@@ -276,12 +273,7 @@ fn retention_by_age_deletes_old_segments_and_reports_the_new_start() {
         retention_ms: Some(60_000),
         ..small_segments(Cleanup::Delete)
     };
-    let p = log
-        .create_topic("t", config)
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let p = first_partition(&log, "t", config);
     let value = "v".repeat(500);
     for i in 0..40 {
         let ts = if i < 20 { 900_000 } else { 990_000 };
@@ -313,7 +305,7 @@ fn retention_by_age_deletes_old_segments_and_reports_the_new_start() {
     );
     drop(log);
     let log = manual_log(dir.path(), &clock);
-    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let p = existing_partition(&log, "t");
     assert_eq!((p.start_offset(), p.end_offset()), (40, 41));
 }
 
@@ -326,12 +318,7 @@ fn retention_by_size_keeps_the_partition_under_its_limit() {
         retention_bytes: Some(10_000),
         ..small_segments(Cleanup::Delete)
     };
-    let p = log
-        .create_topic("t", config)
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let p = first_partition(&log, "t", config);
     let value = "v".repeat(500);
     for _ in 0..100 {
         p.append(batch(&[Rec::new("k", &value, 0)])).unwrap();
@@ -355,12 +342,7 @@ fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
         tombstone_retention_ms: 10_000,
         ..small_segments(Cleanup::Compact)
     };
-    let p = log
-        .create_topic("t", config)
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let p = first_partition(&log, "t", config);
     let value = "v".repeat(200);
     // 5 keys written 20 times each; key k0's last write is a tombstone.
     for round in 0..20 {
@@ -407,7 +389,7 @@ fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
     );
     drop(log);
     let log = manual_log(dir.path(), &clock);
-    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let p = existing_partition(&log, "t");
     assert_eq!(read_all(&p).len(), 4, "compacted segments reopen cleanly");
 }
 
@@ -415,12 +397,7 @@ fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
 fn compacted_topics_refuse_records_without_keys() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let p = log
-        .create_topic("t", small_segments(Cleanup::Compact))
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let p = first_partition(&log, "t", small_segments(Cleanup::Compact));
     let keyless = Rec {
         key: None,
         value: Some(b"v".to_vec()),
@@ -582,12 +559,7 @@ fn interval_topics_show_data_before_it_is_synced_and_keep_it_on_close() {
         flush_interval_ms: 10,
         ..TopicConfig::default()
     };
-    let p = log
-        .create_topic("t", config)
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let p = first_partition(&log, "t", config);
     p.append(batch(&[Rec::new("a", "1", 0)])).unwrap();
     assert_eq!(p.end_offset(), 1);
     log.close().unwrap();

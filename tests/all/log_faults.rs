@@ -7,28 +7,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log_core::storage::sim::{FaultOp, SimStorage};
-use log_core::{Durability, Log, LogConfig, LogError, ManualClock, SystemClock, TopicConfig};
+use log_core::{Durability, Log, LogError, SystemClock, TopicConfig};
 
-use crate::support::{Rec, batch, read_all};
+use crate::support::{Rec, batch, existing_partition, first_partition, open_log, read_all};
 
 fn open(disk: &SimStorage, background: bool) -> Log {
-    let config = LogConfig {
+    open_log(
+        "/data",
+        Arc::new(disk.clone()),
+        Arc::new(SystemClock),
         background,
-        ..LogConfig::new("/data")
-    };
-    Log::open_with(config, Arc::new(disk.clone()), Arc::new(SystemClock)).expect("open")
+    )
+    .expect("open")
 }
 
 #[test]
 fn a_failed_fsync_fails_the_append_and_every_later_one_until_reopen() {
     let disk = SimStorage::new(1);
     let log = open(&disk, false);
-    let p = log
-        .create_topic("t", TopicConfig::default())
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let p = first_partition(&log, "t", TopicConfig::default());
     p.append(batch(&[Rec::new("k", "before", 0)])).unwrap();
     disk.inject_fault(FaultOp::SyncData, ".log", 1);
     let err = p.append(batch(&[Rec::new("k", "unlucky", 0)])).unwrap_err();
@@ -43,7 +40,7 @@ fn a_failed_fsync_fails_the_append_and_every_later_one_until_reopen() {
     assert_eq!(p.end_offset(), 1, "readers never see the unsynced record");
     drop(log);
     let log = open(&disk, false);
-    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let p = existing_partition(&log, "t");
     let info = p
         .append(batch(&[Rec::new("k", "reopened", 0)]))
         .expect("reopening clears the failure");
@@ -60,12 +57,7 @@ fn a_failed_fsync_fails_the_append_and_every_later_one_until_reopen() {
 fn a_failed_write_is_returned_to_the_appender() {
     let disk = SimStorage::new(2);
     let log = open(&disk, false);
-    let p = log
-        .create_topic("t", TopicConfig::default())
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let p = first_partition(&log, "t", TopicConfig::default());
     disk.inject_fault(FaultOp::Write, ".log", 1);
     let err = p.append(batch(&[Rec::new("k", "v", 0)])).unwrap_err();
     assert!(
@@ -90,12 +82,7 @@ fn interval_durability_syncs_in_the_background() {
         flush_interval_ms: 20,
         ..TopicConfig::default()
     };
-    let p = log
-        .create_topic("t", config)
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let p = first_partition(&log, "t", config);
     p.append(batch(&[Rec::new("k", "v", 0)])).unwrap();
     assert_eq!(p.end_offset(), 1, "visible before it is synced");
     std::thread::sleep(Duration::from_millis(300));
@@ -113,27 +100,12 @@ fn interval_durability_syncs_in_the_background() {
 #[test]
 fn never_durability_loses_unsynced_data_on_power_loss_but_stays_consistent() {
     let disk = SimStorage::new(4);
-    let clock = ManualClock::new(0);
-    let config = LogConfig {
-        background: false,
-        ..LogConfig::new("/data")
-    };
-    let log = Log::open_with(
-        config.clone(),
-        Arc::new(disk.clone()),
-        Arc::new(clock.clone()),
-    )
-    .unwrap();
+    let log = open(&disk, false);
     let topic_config = TopicConfig {
         durability: Durability::Never,
         ..TopicConfig::default()
     };
-    let p = log
-        .create_topic("t", topic_config)
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let p = first_partition(&log, "t", topic_config);
     for i in 0..50 {
         p.append(batch(&[Rec::new("k", &format!("v{i}"), 0)]))
             .unwrap();
@@ -141,8 +113,8 @@ fn never_durability_loses_unsynced_data_on_power_loss_but_stays_consistent() {
     disk.crash_now();
     drop(log);
     disk.restart();
-    let log = Log::open_with(config, Arc::new(disk.clone()), Arc::new(clock)).unwrap();
-    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let log = open(&disk, false);
+    let p = existing_partition(&log, "t");
     let records = read_all(&p);
     assert!(records.len() <= 50);
     assert!(

@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use log_core::storage::FsStorage;
-use log_core::{Cleanup, Clock, Log, LogConfig, ManualClock, Partition, TopicConfig};
+use log_core::{Cleanup, Clock, Log, ManualClock, Partition, TopicConfig};
 use proptest::prelude::*;
 
-use crate::support::{Rec, batch, read_all, read_from};
+use crate::support::{
+    Rec, batch, existing_partition, first_partition, open_log, read_all, read_from,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -143,11 +145,7 @@ impl Model {
 }
 
 fn open(dir: &std::path::Path, clock: &ManualClock) -> Log {
-    let config = LogConfig {
-        background: false,
-        ..LogConfig::new(dir)
-    };
-    Log::open_with(config, Arc::new(FsStorage), Arc::new(clock.clone())).expect("open")
+    open_log(dir, Arc::new(FsStorage), Arc::new(clock.clone()), false).expect("open")
 }
 
 fn run(ops: Vec<Op>, cleanup: Cleanup) -> Result<(), TestCaseError> {
@@ -163,12 +161,7 @@ fn run(ops: Vec<Op>, cleanup: Cleanup) -> Result<(), TestCaseError> {
         ..TopicConfig::default()
     };
     let mut log = open(dir.path(), &clock);
-    let mut partition: Partition = log
-        .create_topic("t", config.clone())
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let mut partition: Partition = first_partition(&log, "t", config.clone());
     let mut model = Model::new();
     for op in ops {
         match op {
@@ -222,7 +215,7 @@ fn run(ops: Vec<Op>, cleanup: Cleanup) -> Result<(), TestCaseError> {
                 drop(partition);
                 drop(log);
                 log = open(dir.path(), &clock);
-                partition = log.topic("t").unwrap().partition(0).unwrap().clone();
+                partition = existing_partition(&log, "t");
             }
         }
         prop_assert_eq!(read_all(&partition), model.records());

@@ -9,20 +9,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use log_core::storage::sim::SimStorage;
-use log_core::{Cleanup, Clock, Log, LogConfig, ManualClock, Partition, TopicConfig};
+use log_core::{Cleanup, Clock, Log, ManualClock, Partition, TopicConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::support::{Rec, batch, read_all};
+use crate::support::{Rec, batch, open_log, read_all};
 
 const DIR: &str = "/data";
 
 fn open(disk: &SimStorage, clock: &ManualClock) -> log_core::Result<Log> {
-    let config = LogConfig {
-        background: false,
-        ..LogConfig::new(DIR)
-    };
-    Log::open_with(config, Arc::new(disk.clone()), Arc::new(clock.clone()))
+    open_log(DIR, Arc::new(disk.clone()), Arc::new(clock.clone()), false)
 }
 
 fn topic_config(cleanup: Cleanup) -> TopicConfig {

@@ -11,7 +11,7 @@ use log_core::{Log, LogError, TopicConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::support::{Rec, batch, read_all};
+use crate::support::{Rec, batch, existing_partition, fill, first_partition, read_all};
 
 /// Where a batch lies in the segment file, and the offset after it.
 struct Placed {
@@ -22,12 +22,7 @@ struct Placed {
 /// Writes `n` batches of 1 to 3 records and returns where each landed.
 fn write_batches(dir: &Path, n: usize, rng: &mut StdRng) -> Vec<Placed> {
     let log = Log::open(dir).unwrap();
-    let p = log
-        .create_topic("t", TopicConfig::default())
-        .unwrap()
-        .partition(0)
-        .unwrap()
-        .clone();
+    let p = first_partition(&log, "t", TopicConfig::default());
     let mut layout = Vec::new();
     let mut start = 0;
     for i in 0..n {
@@ -76,7 +71,7 @@ fn recovery_truncates_a_torn_tail_back_to_the_last_whole_batch() {
             .set_len(cut)
             .unwrap();
         let log = Log::open(dir.path()).unwrap();
-        let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+        let p = existing_partition(&log, "t");
         let (want, _) = kept(&layout, cut);
         assert_eq!(p.end_offset(), want, "cut at {cut} of {len}");
         assert_eq!(read_all(&p).len() as u64, want);
@@ -109,7 +104,7 @@ fn recovery_drops_the_first_corrupt_batch_and_everything_after_it() {
         file.write_all_at(&[byte[0] ^ (1 << rng.random_range(0..8))], at)
             .unwrap();
         let log = Log::open(dir.path()).unwrap();
-        let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+        let p = existing_partition(&log, "t");
         let (want, valid_bytes) = kept(&layout, at);
         assert_eq!(p.end_offset(), want, "flip at byte {at} of {len}");
         let records = read_all(&p);
@@ -132,16 +127,8 @@ fn corruption_in_a_closed_segment_is_an_error_naming_file_and_position() {
     };
     {
         let log = Log::open(dir.path()).unwrap();
-        let p = log
-            .create_topic("t", config)
-            .unwrap()
-            .partition(0)
-            .unwrap()
-            .clone();
-        for i in 0..100 {
-            p.append(batch(&[Rec::new("k", &"v".repeat(200), i)]))
-                .unwrap();
-        }
+        let p = first_partition(&log, "t", config);
+        fill(&p, 100, 200);
         log.close().unwrap();
     }
     let closed = active_segment(dir.path());
@@ -153,7 +140,7 @@ fn corruption_in_a_closed_segment_is_an_error_naming_file_and_position() {
     file.write_all_at(b"\xff\xff\xff", 1000).unwrap();
     // Reads that reach the damage fail clearly, with the file and position.
     let log = Log::open(dir.path()).unwrap();
-    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let p = existing_partition(&log, "t");
     let mut offset = 0;
     let err = loop {
         match p.read(offset, 512) {
@@ -197,23 +184,15 @@ fn damaged_index_files_are_rebuilt() {
     };
     {
         let log = Log::open(dir.path()).unwrap();
-        let p = log
-            .create_topic("t", config)
-            .unwrap()
-            .partition(0)
-            .unwrap()
-            .clone();
-        for i in 0..100 {
-            p.append(batch(&[Rec::new("k", &"v".repeat(200), i)]))
-                .unwrap();
-        }
+        let p = first_partition(&log, "t", config);
+        fill(&p, 100, 200);
         log.close().unwrap();
     }
     let seg = dir.path().join("topics/t/0/00000000000000000000");
     std::fs::write(seg.with_extension("index"), b"garbage!garbage").unwrap();
     std::fs::remove_file(seg.with_extension("timeindex")).unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let p = existing_partition(&log, "t");
     assert_eq!(read_all(&p).len(), 100);
     assert_eq!(p.offset_for_timestamp(5).unwrap(), 5);
     assert_eq!(

@@ -1,6 +1,54 @@
 //! Helpers shared by the log tests: building batches and reading a whole partition back.
 
-use log_core::{Batch, BatchBuilder, Partition, Record};
+use std::path::Path;
+use std::sync::Arc;
+
+use log_core::storage::Storage;
+use log_core::{Batch, BatchBuilder, Clock, Log, LogConfig, Partition, Record, TopicConfig};
+
+/// Opens the log in `dir` over `storage` and `clock`, without the
+/// background thread unless asked (tests drive maintenance themselves).
+pub fn open_log(
+    dir: impl AsRef<Path>,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    background: bool,
+) -> log_core::Result<Log> {
+    let config = LogConfig {
+        background,
+        ..LogConfig::new(dir.as_ref())
+    };
+    Log::open_with(config, storage, clock)
+}
+
+/// Creates `topic` and returns its partition 0.
+pub fn first_partition(log: &Log, topic: &str, config: TopicConfig) -> Partition {
+    log.create_topic(topic, config)
+        .expect("create topic")
+        .partition(0)
+        .expect("partition 0")
+        .clone()
+}
+
+/// Partition 0 of an existing topic.
+pub fn existing_partition(log: &Log, topic: &str) -> Partition {
+    log.topic(topic)
+        .expect("topic exists")
+        .partition(0)
+        .expect("partition 0")
+        .clone()
+}
+
+/// Appends `n` single-record batches with key `k`, a value of `value_len`
+/// bytes and timestamps 0, 1, 2...
+pub fn fill(partition: &Partition, n: i64, value_len: usize) {
+    let value = "v".repeat(value_len);
+    for i in 0..n {
+        partition
+            .append(batch(&[Rec::new("k", &value, i)]))
+            .expect("append");
+    }
+}
 
 /// A record as the tests model it: key, value (None = tombstone), timestamp.
 #[derive(Debug, Clone, PartialEq, Eq)]
