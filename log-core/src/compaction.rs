@@ -38,6 +38,9 @@ pub(crate) fn compact(partition: &Partition) -> Result<CompactionStats> {
         return Ok(stats);
     }
     let _maintenance = s.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+    // Only durable segments are rewritten: recovery may still need to
+    // verify (and cut) the others.
+    s.sync_closed()?;
     let segments = s.segments();
     let closed = &segments[..segments.len() - 1];
     let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();

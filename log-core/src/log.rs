@@ -339,8 +339,8 @@ fn spawn_background(inner: Weak<Inner>, maintenance_ms: u64) -> (mpsc::Sender<()
                 let Some(inner) = inner.upgrade() else { return };
                 let now = inner.clock.now_ms();
                 for partition in inner.partitions() {
-                    if let Err(e) = partition.flush_if_due(now) {
-                        tracing::error!(topic = partition.topic(), partition = partition.id(), error = %e, "interval flush failed");
+                    if let Err(e) = partition.background_sync(now) {
+                        tracing::error!(topic = partition.topic(), partition = partition.id(), error = %e, "background sync failed");
                     }
                 }
                 if Instant::now() >= next_maintenance {

@@ -56,6 +56,10 @@ pub(crate) struct Shared {
     writer: Mutex<Writer>,
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     commit: GroupCommit,
+    /// Closed segments of `interval`/`never` topics not yet synced, oldest first.
+    unsynced: Mutex<Vec<Arc<Segment>>>,
+    /// Serializes syncing closed segments, so recovery points only move forward.
+    syncing_closed: Mutex<()>,
     visible: watch::Sender<u64>,
     deleted: AtomicBool,
     last_flush_ms: AtomicI64,
@@ -94,6 +98,8 @@ impl Partition {
             segments: RwLock::new(Arc::new(segments)),
             // Recovery synced what it kept, so everything found is durable.
             commit: GroupCommit::new(next_offset),
+            unsynced: Mutex::new(Vec::new()),
+            syncing_closed: Mutex::new(()),
             visible: watch::Sender::new(next_offset),
             deleted: AtomicBool::new(false),
             maintenance: Mutex::new(()),
@@ -261,22 +267,26 @@ impl Partition {
     /// on shutdown).
     pub fn flush(&self) -> Result<()> {
         let s = &*self.shared;
+        s.sync_closed()?;
         let target = s.lock_writer().next_offset;
         s.sync_until(target)?;
         s.last_flush_ms.store(s.clock.now_ms(), Ordering::Relaxed);
         Ok(())
     }
 
-    /// Flushes if the topic's flush interval has passed since the last flush.
-    pub(crate) fn flush_if_due(&self, now_ms: i64) -> Result<()> {
+    /// Background upkeep: syncs closed segments waiting for it, and flushes
+    /// `interval` topics whose flush interval has passed.
+    pub(crate) fn background_sync(&self, now_ms: i64) -> Result<()> {
         let s = &*self.shared;
+        if s.deleted.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let due =
             s.last_flush_ms.load(Ordering::Relaxed) + s.config.flush_interval_ms as i64 <= now_ms;
-        if s.config.durability == Durability::Interval && due && !s.deleted.load(Ordering::Acquire)
-        {
-            self.flush()?;
+        if s.config.durability == Durability::Interval && due {
+            return self.flush();
         }
-        Ok(())
+        s.sync_closed()
     }
 
     /// Marks the partition deleted and wakes every waiting reader.
@@ -284,6 +294,10 @@ impl Partition {
         self.shared.deleted.store(true, Ordering::Release);
         self.shared.visible.send_modify(|_| {});
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
@@ -343,6 +357,7 @@ impl Shared {
                     let w = self.lock_writer();
                     (w.active.clone(), w.next_offset)
                 };
+                self.sync_closed().map_err(|e| e.to_string())?;
                 segment.sync().map_err(|e| e.to_string())?;
                 Ok(end)
             })
@@ -378,22 +393,55 @@ impl Shared {
     /// next offset. Any failure fails the partition.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let result: Result<()> = (|| {
-            w.active.close()?;
-            self.commit.advance(w.next_offset);
-            self.publish(w.next_offset);
+            match self.config.durability {
+                // Every acknowledged append is synced already; syncing the
+                // rest now keeps "closed means durable" for these topics.
+                Durability::Always => {
+                    w.active.close()?;
+                    self.commit.advance(w.next_offset);
+                    self.publish(w.next_offset);
+                }
+                // Off the append path: the background thread (or the next
+                // flush) syncs it and then moves the recovery point.
+                Durability::Interval | Durability::Never => {
+                    w.active.seal()?;
+                    lock(&self.unsynced).push(w.active.clone());
+                }
+            }
             let segment = Arc::new(Segment::create(
                 &*self.storage,
                 &self.dir,
                 w.next_offset,
                 self.config.index_interval_bytes,
             )?);
-            self.storage
-                .sync_dir(&self.dir)
-                .ctx("sync partition directory", &self.dir)?;
+            if self.config.durability == Durability::Always {
+                self.storage
+                    .sync_dir(&self.dir)
+                    .ctx("sync partition directory", &self.dir)?;
+            }
             self.update_segments(|list| list.push(segment.clone()));
             w.active = segment;
             Ok(())
         })();
+        if let Err(e) = &result {
+            self.commit.fail(e.to_string());
+        }
+        result
+    }
+
+    /// Syncs closed segments that are not yet durable, then records the new
+    /// recovery point (which also makes their directory entries durable).
+    pub(crate) fn sync_closed(&self) -> Result<()> {
+        let _one_at_a_time = lock(&self.syncing_closed);
+        let active_base = self.lock_writer().active.base_offset();
+        let pending = std::mem::take(&mut *lock(&self.unsynced));
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let result = pending
+            .iter()
+            .try_for_each(|segment| segment.sync_all())
+            .and_then(|()| recovery::write_recovery_point(&*self.storage, &self.dir, active_base));
         if let Err(e) = &result {
             self.commit.fail(e.to_string());
         }

@@ -115,28 +115,32 @@ impl Segment {
         })
     }
 
-    /// Opens the active (newest) segment: scans every batch, truncates a torn
-    /// or corrupt tail, and rewrites both index files from the scan.
-    pub(crate) fn open_active(
+    /// Opens a segment whose data may not all be durable: the active
+    /// (newest) segment, or closed segments written after the partition's
+    /// recovery point. Scans every batch, truncates a torn or corrupt tail
+    /// and rewrites both index files from the scan. Returns the segment and
+    /// whether a tail was cut off.
+    pub(crate) fn open_unverified(
         storage: &dyn Storage,
         dir: &Path,
         base_offset: u64,
         index_interval: u64,
-    ) -> Result<Segment> {
+    ) -> Result<(Segment, bool)> {
         let paths = SegmentPaths::new(dir, base_offset);
         let log = storage
             .open(&paths.log, false)
             .ctx("open segment", &paths.log)?;
         let scan = scan(&*log, &paths.log, base_offset, index_interval, true)?;
         let file_len = log.len().ctx("stat segment", &paths.log)?;
-        if scan.state.size < file_len {
+        let truncated = scan.state.size < file_len;
+        if truncated {
             let reason = scan.stopped_early.as_deref().unwrap_or("trailing bytes");
             tracing::warn!(
                 file = %paths.log.display(),
                 valid_bytes = scan.state.size,
                 dropped_bytes = file_len - scan.state.size,
                 reason,
-                "truncating torn or corrupt tail of the active segment"
+                "truncating torn or corrupt tail of a segment"
             );
             log.set_len(scan.state.size)
                 .ctx("truncate torn tail", &paths.log)?;
@@ -146,13 +150,14 @@ impl Segment {
         let (index, time_index) = open_index_files(storage, &paths, true)?;
         write_index_files(&paths, &*index, &*time_index, &state.offsets, &state.times)?;
         state.index_files = Some((index, time_index));
-        Ok(Segment {
+        let segment = Segment {
             base_offset,
             paths,
             log,
             index_interval,
             state: RwLock::new(state),
-        })
+        };
+        Ok((segment, truncated))
     }
 
     /// Opens a closed segment. Its index files are used when they are well
@@ -248,16 +253,27 @@ impl Segment {
         self.log.sync_data().ctx("sync segment", &self.paths.log)
     }
 
-    /// Closes the active segment: syncs its data, records its final maximum
-    /// timestamp in the time index and syncs both index files.
+    /// Closes the active segment: [`seal`](Self::seal) then [`sync_all`](Self::sync_all).
     pub(crate) fn close(&self) -> Result<()> {
-        self.sync()?;
+        self.seal()?;
+        self.sync_all()
+    }
+
+    /// Records the segment's final maximum timestamp in the time index. Done
+    /// when the segment stops being the active one.
+    pub(crate) fn seal(&self) -> Result<()> {
         let mut state = self.write_state();
         let entries = NewEntries {
             offset: None,
             time: state.seal_time_index(),
         };
-        state.write_entries(&self.paths, entries)?;
+        state.write_entries(&self.paths, entries)
+    }
+
+    /// Syncs a sealed segment's data and index files and closes the index files.
+    pub(crate) fn sync_all(&self) -> Result<()> {
+        self.sync()?;
+        let mut state = self.write_state();
         if let Some((index, time_index)) = state.index_files.take() {
             sync_index_files(&self.paths, &*index, &*time_index)?;
         }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use log_core::storage::sim::SimStorage;
-use log_core::{Cleanup, Clock, Log, ManualClock, Partition, TopicConfig};
+use log_core::{Cleanup, Clock, Durability, Log, ManualClock, Partition, TopicConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -46,6 +46,7 @@ fn run_until_crash(
     clock: &ManualClock,
     rng: &mut StdRng,
     model: &mut Model,
+    durability: Durability,
     ops: usize,
 ) {
     for _ in 0..ops {
@@ -71,9 +72,11 @@ fn run_until_crash(
             let result = partition.append(batch(&records));
             if let Ok(info) = &result {
                 for (i, r) in records.iter().enumerate() {
-                    model
-                        .acknowledged
-                        .insert(info.base_offset + i as u64, r.clone());
+                    if durability == Durability::Always {
+                        model
+                            .acknowledged
+                            .insert(info.base_offset + i as u64, r.clone());
+                    }
                     model
                         .attempted
                         .insert(info.base_offset + i as u64, r.clone());
@@ -87,8 +90,15 @@ fn run_until_crash(
                 }
             }
             result.map(|_| ())
-        } else if choice < 88 {
+        } else if choice < 85 {
             partition.roll()
+        } else if choice < 88 {
+            // A successful flush makes everything written so far durable.
+            let flushed = partition.flush();
+            if flushed.is_ok() {
+                model.acknowledged = model.attempted.clone();
+            }
+            flushed
         } else if choice < 94 {
             clock.advance(rng.random_range(0..20_000));
             Ok(())
@@ -112,6 +122,18 @@ fn check(partition: &Partition, cleanup: Cleanup, model: &Model, seed: u64) {
             model.attempted.get(offset),
             Some(rec),
             "seed {seed}: offset {offset} holds a record never written there"
+        );
+    }
+    if cleanup == Cleanup::Delete {
+        let holes = recovered
+            .windows(2)
+            .filter(|w| w[1].0 != w[0].0 + 1)
+            .count();
+        assert_eq!(
+            holes,
+            0,
+            "seed {seed}: recovered records have gaps: {:?}",
+            recovered.iter().map(|(o, _)| o).collect::<Vec<_>>()
         );
     }
     let start = partition.start_offset();
@@ -142,6 +164,7 @@ fn assert_no_leftover_files(disk: &SimStorage, seed: u64) {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let ok = name == "LOCK"
             || name == "topic.json"
+            || name == "recovery-point"
             || [".log", ".index", ".timeindex"]
                 .iter()
                 .any(|ext| name.ends_with(ext) && name.len() == 20 + ext.len());
@@ -153,7 +176,7 @@ fn assert_no_leftover_files(disk: &SimStorage, seed: u64) {
     }
 }
 
-fn crash_cycle(seed: u64, cleanup: Cleanup) {
+fn crash_cycle(seed: u64, cleanup: Cleanup, durability: Durability) {
     let mut rng = StdRng::seed_from_u64(seed);
     let disk = SimStorage::new(seed);
     let clock = ManualClock::new(1_000_000);
@@ -161,14 +184,24 @@ fn crash_cycle(seed: u64, cleanup: Cleanup) {
     {
         let log = open(&disk, &clock).expect("fresh open");
         let topic = log
-            .create_topic("t", topic_config(cleanup))
+            .create_topic(
+                "t",
+                TopicConfig {
+                    durability,
+                    ..topic_config(cleanup)
+                },
+            )
             .expect("create");
         let partition = topic.partition(0).unwrap().clone();
         // Warm up without crashing so that crashes land in steady state too.
         let warm_up = rng.random_range(0..40);
-        run_until_crash(&partition, &log, &clock, &mut rng, &mut model, warm_up);
+        run_until_crash(
+            &partition, &log, &clock, &mut rng, &mut model, durability, warm_up,
+        );
         disk.crash_after(rng.random_range(0..200));
-        run_until_crash(&partition, &log, &clock, &mut rng, &mut model, 400);
+        run_until_crash(
+            &partition, &log, &clock, &mut rng, &mut model, durability, 400,
+        );
         disk.crash_now();
     }
     disk.restart();
@@ -192,14 +225,28 @@ fn crash_cycle(seed: u64, cleanup: Cleanup) {
 #[test]
 fn acknowledged_records_survive_power_loss_during_appends_rolls_and_retention() {
     for seed in 0..1500 {
-        crash_cycle(seed, Cleanup::Delete);
+        crash_cycle(seed, Cleanup::Delete, Durability::Always);
     }
 }
 
 #[test]
 fn acknowledged_records_survive_power_loss_during_compaction() {
     for seed in 10_000..11_500 {
-        crash_cycle(seed, Cleanup::Compact);
+        crash_cycle(seed, Cleanup::Compact, Durability::Always);
+    }
+}
+
+#[test]
+fn flushed_records_of_never_topics_survive_power_loss_and_nothing_follows_a_hole() {
+    for seed in 20_000..21_500 {
+        crash_cycle(seed, Cleanup::Delete, Durability::Never);
+    }
+}
+
+#[test]
+fn flushed_records_of_never_topics_survive_power_loss_during_compaction() {
+    for seed in 30_000..30_800 {
+        crash_cycle(seed, Cleanup::Compact, Durability::Never);
     }
 }
 
