@@ -292,6 +292,12 @@ impl Batch {
         Ok(batch)
     }
 
+    /// Wraps bytes that were validated by `from_bytes` before (the log
+    /// re-reading a batch it verified earlier in this process).
+    pub(crate) fn from_verified(bytes: Bytes) -> Batch {
+        Batch { bytes }
+    }
+
     /// Total length of the batch that starts at `header`, from its length
     /// field, or `None` if the field is negative or too small to be a batch.
     /// `header` needs at least [`LENGTH_PREFIX`] bytes.

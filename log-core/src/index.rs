@@ -38,6 +38,14 @@ impl OffsetIndex {
         if i == 0 { 0 } else { self.entries[i - 1].1 }
     }
 
+    /// The largest indexed batch position in `(after, up_to]`: a batch
+    /// boundary a read from `after` can stop at without cutting a batch.
+    pub(crate) fn boundary_within(&self, after: u32, up_to: u32) -> Option<u32> {
+        let i = self.entries.partition_point(|&(_, pos)| pos <= up_to);
+        let pos = self.entries[..i].last()?.1;
+        (pos > after).then_some(pos)
+    }
+
     /// The last entry, if any.
     pub(crate) fn last(&self) -> Option<(u32, u32)> {
         self.entries.last().copied()
@@ -156,6 +164,18 @@ mod tests {
         assert_eq!(idx.lookup(9), 0);
         assert_eq!(idx.lookup(10), 4096);
         assert_eq!(idx.lookup(25), 8192);
+    }
+
+    #[test]
+    fn boundaries_are_found_within_a_range() {
+        let mut idx = OffsetIndex::default();
+        idx.push(0, 0);
+        idx.push(10, 4096);
+        idx.push(20, 8192);
+        assert_eq!(idx.boundary_within(0, 9000), Some(8192));
+        assert_eq!(idx.boundary_within(0, 8191), Some(4096));
+        assert_eq!(idx.boundary_within(4096, 8000), None);
+        assert_eq!(idx.boundary_within(0, 100), None);
     }
 
     #[test]

@@ -317,6 +317,7 @@ impl Inner {
     fn maintain(&self) -> Result<MaintenanceStats> {
         let mut stats = MaintenanceStats::default();
         for partition in self.partitions() {
+            partition.shared().sync_closed()?;
             stats.segments_deleted += retention::enforce(&partition)?;
             let compacted = compaction::compact(&partition)?;
             stats.compaction.segments_rewritten += compacted.segments_rewritten;
@@ -327,7 +328,8 @@ impl Inner {
 }
 
 /// Flushes `interval` topics every few milliseconds and runs maintenance
-/// every `maintenance_ms`, until the log is dropped.
+/// (syncing closed segments, retention, compaction) every
+/// `maintenance_ms`, until the log is dropped.
 fn spawn_background(inner: Weak<Inner>, maintenance_ms: u64) -> (mpsc::Sender<()>, JoinHandle<()>) {
     let (stop, stopped) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
@@ -339,8 +341,8 @@ fn spawn_background(inner: Weak<Inner>, maintenance_ms: u64) -> (mpsc::Sender<()
                 let Some(inner) = inner.upgrade() else { return };
                 let now = inner.clock.now_ms();
                 for partition in inner.partitions() {
-                    if let Err(e) = partition.background_sync(now) {
-                        tracing::error!(topic = partition.topic(), partition = partition.id(), error = %e, "background sync failed");
+                    if let Err(e) = partition.flush_if_due(now) {
+                        tracing::error!(topic = partition.topic(), partition = partition.id(), error = %e, "interval flush failed");
                     }
                 }
                 if Instant::now() >= next_maintenance {

@@ -274,19 +274,16 @@ impl Partition {
         Ok(())
     }
 
-    /// Background upkeep: syncs closed segments waiting for it, and flushes
-    /// `interval` topics whose flush interval has passed.
-    pub(crate) fn background_sync(&self, now_ms: i64) -> Result<()> {
+    /// Flushes an `interval` topic if its flush interval has passed.
+    pub(crate) fn flush_if_due(&self, now_ms: i64) -> Result<()> {
         let s = &*self.shared;
-        if s.deleted.load(Ordering::Acquire) {
-            return Ok(());
-        }
         let due =
             s.last_flush_ms.load(Ordering::Relaxed) + s.config.flush_interval_ms as i64 <= now_ms;
-        if s.config.durability == Durability::Interval && due {
-            return self.flush();
+        if s.config.durability == Durability::Interval && due && !s.deleted.load(Ordering::Acquire)
+        {
+            self.flush()?;
         }
-        s.sync_closed()
+        Ok(())
     }
 
     /// Marks the partition deleted and wakes every waiting reader.
@@ -401,8 +398,10 @@ impl Shared {
                     self.commit.advance(w.next_offset);
                     self.publish(w.next_offset);
                 }
-                // Off the append path: the background thread (or the next
-                // flush) syncs it and then moves the recovery point.
+                // Off the append path: the next flush or maintenance pass
+                // syncs it and then moves the recovery point. For `never`
+                // topics that is like the kernel's own delayed writeback,
+                // and it bounds what recovery must verify.
                 Durability::Interval | Durability::Never => {
                     w.active.seal()?;
                     lock(&self.unsynced).push(w.active.clone());

@@ -12,9 +12,10 @@
 //! otherwise, and there any damage is an error naming file and position.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::batch::{Batch, HEADER_LEN, LENGTH_PREFIX};
 use crate::error::{IoContext, LogError, Result};
@@ -80,6 +81,10 @@ pub(crate) struct Segment {
     log: Arc<dyn StorageFile>,
     index_interval: u64,
     state: RwLock<State>,
+    /// Bytes from the start known to hold valid batches in this process
+    /// (written by it, or checked by a scan or an earlier read): reads skip
+    /// the CRC and framing checks below this position.
+    verified: AtomicU64,
 }
 
 /// Result of a sequential scan of a segment file.
@@ -112,6 +117,7 @@ impl Segment {
             log,
             index_interval,
             state: RwLock::new(state),
+            verified: AtomicU64::new(0),
         })
     }
 
@@ -155,6 +161,7 @@ impl Segment {
             paths,
             log,
             index_interval,
+            verified: AtomicU64::new(state.size),
             state: RwLock::new(state),
         };
         Ok((segment, truncated))
@@ -174,8 +181,8 @@ impl Segment {
         let log = storage
             .open(&paths.log, false)
             .ctx("open segment", &paths.log)?;
-        let state = match load_indexes(storage, &*log, &paths, base_offset)? {
-            Some(state) => state,
+        let (state, verified) = match load_indexes(storage, &*log, &paths, base_offset)? {
+            Some(state) => (state, 0),
             None => {
                 tracing::info!(file = %paths.log.display(), "rebuilding index files of closed segment");
                 let scan = scan(&*log, &paths.log, base_offset, index_interval, false)?;
@@ -191,7 +198,8 @@ impl Segment {
                 let (index, time_index) = open_index_files(storage, &paths, true)?;
                 write_index_files(&paths, &*index, &*time_index, &state.offsets, &state.times)?;
                 sync_index_files(&paths, &*index, &*time_index)?;
-                state
+                let verified = state.size;
+                (state, verified)
             }
         };
         Ok(Segment {
@@ -200,6 +208,7 @@ impl Segment {
             log,
             index_interval,
             state: RwLock::new(state),
+            verified: AtomicU64::new(verified),
         })
     }
 
@@ -245,6 +254,8 @@ impl Segment {
             .ctx("append to segment", &self.paths.log)?;
         state.first_append_ms.get_or_insert(now_ms);
         let entries = state.record(batch, position, self.index_interval);
+        // A `Batch` is validated when made, so what this process writes is verified.
+        self.verified.fetch_max(state.size, Ordering::Release);
         state.write_entries(&self.paths, entries)
     }
 
@@ -281,14 +292,18 @@ impl Segment {
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to
-    /// about `max_bytes` (at least one batch), stopping before `end_offset`.
+    /// `max_bytes` (at least one batch), stopping before `end_offset`.
+    ///
+    /// The read ends at a batch boundary taken from the offset index, so no
+    /// bytes are read twice; batches past the verified position are checked
+    /// (CRC and framing) and then count as verified.
     pub(crate) fn read(
         &self,
         offset: u64,
         max_bytes: usize,
         end_offset: u64,
     ) -> Result<Vec<Batch>> {
-        let (start, size) = {
+        let (mut position, size) = {
             let state = self.read_state();
             if offset >= state.next_offset {
                 return Ok(Vec::new());
@@ -298,24 +313,23 @@ impl Segment {
                 .min(u64::from(u32::MAX)) as u32;
             (u64::from(state.offsets.lookup(relative)), state.size)
         };
-        let mut position = start;
         let mut batches = Vec::new();
         let mut budget = max_bytes;
-        while position < size {
-            let chunk_len = (size - position).min(budget.max(HEADER_LEN) as u64) as usize;
-            let chunk = self.read_bytes(position, chunk_len)?;
+        // The index lands at or before the wanted batch: walk forward until
+        // the first wanted batch is found, then fill the budget.
+        while position < size && batches.is_empty() {
+            let read_end = self.read_end(position, budget, size)?;
+            let chunk = self.read_bytes(position, (read_end - position) as usize)?;
             let mut at = 0;
-            while at + LENGTH_PREFIX <= chunk.len() {
-                let len = self.batch_len(&chunk[at..], position + at as u64)?;
-                let bytes = if at + len <= chunk.len() {
-                    chunk.slice(at..at + len)
-                } else if batches.is_empty() && at == 0 {
-                    // The first wanted batch is larger than the budget: return it whole.
-                    self.read_bytes(position, len)?
-                } else {
-                    break;
-                };
-                let batch = self.parse(bytes, position + at as u64)?;
+            while at < chunk.len() {
+                let batch_position = position + at as u64;
+                let len = self.batch_len(chunk.get(at..).unwrap_or_default(), batch_position)?;
+                let bytes = chunk.get(at..at + len).ok_or_else(|| LogError::Corrupt {
+                    path: self.paths.log.clone(),
+                    position: batch_position,
+                    reason: format!("batch of {len} bytes runs past the end of the segment"),
+                })?;
+                let batch = self.parse(chunk.slice_ref(bytes), batch_position)?;
                 at += len;
                 if batch.base_offset() >= end_offset {
                     return Ok(batches);
@@ -323,21 +337,37 @@ impl Segment {
                 if batch.next_offset() <= offset {
                     continue;
                 }
-                budget = budget.saturating_sub(len);
-                batches.push(batch);
-                if budget == 0 {
+                if !batches.is_empty() && len > budget {
                     return Ok(batches);
                 }
+                budget = budget.saturating_sub(len);
+                batches.push(batch);
             }
-            if at == 0 {
-                break;
-            }
-            position += at as u64;
-            if !batches.is_empty() {
-                return Ok(batches);
-            }
+            position = read_end;
         }
         Ok(batches)
+    }
+
+    /// Where a read from batch boundary `position` with `budget` bytes should
+    /// end: the segment end if it is within budget, else the last indexed
+    /// batch boundary within budget, else the end of the batch at `position`.
+    fn read_end(&self, position: u64, budget: usize, size: u64) -> Result<u64> {
+        let limit = position.saturating_add(budget as u64);
+        if limit >= size {
+            return Ok(size);
+        }
+        let boundary = {
+            let state = self.read_state();
+            let up_to = u32::try_from(limit).unwrap_or(u32::MAX);
+            state.offsets.boundary_within(position as u32, up_to)
+        };
+        match boundary {
+            Some(end) => Ok(u64::from(end)),
+            None => {
+                let prefix = self.read_bytes(position, LENGTH_PREFIX)?;
+                Ok(position + self.batch_len(&prefix, position)? as u64)
+            }
+        }
     }
 
     /// The first offset at or after `offset` whose record has a timestamp of
@@ -381,11 +411,9 @@ impl Segment {
     }
 
     fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes> {
-        let mut buf = BytesMut::zeroed(len);
         self.log
-            .read_exact_at(&mut buf, position)
-            .ctx("read segment", &self.paths.log)?;
-        Ok(buf.freeze())
+            .read_bytes_at(position, len)
+            .ctx("read segment", &self.paths.log)
     }
 
     fn batch_len(&self, header: &[u8], position: u64) -> Result<usize> {
@@ -397,11 +425,22 @@ impl Segment {
     }
 
     fn parse(&self, bytes: Bytes, position: u64) -> Result<Batch> {
-        Batch::from_bytes(bytes).map_err(|e| LogError::Corrupt {
+        let end = position + bytes.len() as u64;
+        if end <= self.verified.load(Ordering::Acquire) {
+            return Ok(Batch::from_verified(bytes));
+        }
+        let batch = Batch::from_bytes(bytes).map_err(|e| LogError::Corrupt {
             path: self.paths.log.clone(),
             position,
             reason: e.to_string(),
-        })
+        })?;
+        // Extend the verified prefix when this batch continues it.
+        let _ = self
+            .verified
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v >= position).then_some(v.max(end))
+            });
+        Ok(batch)
     }
 }
 
@@ -630,14 +669,24 @@ fn scan(
             stopped_early: Some(reason),
         })
     };
+    // The file is read in large chunks; a batch that straddles a chunk's
+    // end starts the next chunk.
+    let mut chunk = Bytes::new();
+    let mut chunk_start = 0u64;
+    let read_chunk = |from: u64, at_least: usize| {
+        let len = (file_len - from).min(SCAN_CHUNK.max(at_least) as u64) as usize;
+        log.read_bytes_at(from, len).ctx("read segment", path)
+    };
     while position < file_len {
-        let mut prefix = [0u8; LENGTH_PREFIX];
         if position + LENGTH_PREFIX as u64 > file_len {
             return stop(state, "incomplete batch header at the end".into());
         }
-        log.read_exact_at(&mut prefix, position)
-            .ctx("read segment", path)?;
-        let Some(len) = Batch::declared_len(&prefix) else {
+        if position + LENGTH_PREFIX as u64 > chunk_start + chunk.len() as u64 {
+            chunk = read_chunk(position, LENGTH_PREFIX)?;
+            chunk_start = position;
+        }
+        let at = (position - chunk_start) as usize;
+        let Some(len) = Batch::declared_len(&chunk[at..]) else {
             return stop(state, "invalid batch length".into());
         };
         if position + len as u64 > file_len {
@@ -646,10 +695,13 @@ fn scan(
                 format!("batch of {len} bytes runs past the end of the file"),
             );
         }
-        let mut buf = BytesMut::zeroed(len);
-        log.read_exact_at(&mut buf, position)
-            .ctx("read segment", path)?;
-        let batch = match Batch::from_bytes(buf.freeze()) {
+        if at + len > chunk.len() {
+            chunk = read_chunk(position, len)?;
+            chunk_start = position;
+        }
+        let at = (position - chunk_start) as usize;
+        let bytes = chunk.slice(at..at + len);
+        let batch = match Batch::from_bytes(bytes) {
             Ok(b) => b,
             Err(e) => return stop(state, e.to_string()),
         };

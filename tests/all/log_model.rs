@@ -11,14 +11,15 @@ use log_core::{Cleanup, Clock, Log, ManualClock, Partition, TopicConfig};
 use proptest::prelude::*;
 
 use crate::support::{
-    Rec, batch, existing_partition, first_partition, open_log, read_all, read_from,
+    Rec, batch, existing_partition, first_partition, open_log, read_all, read_in_steps,
 };
 
 #[derive(Debug, Clone)]
 enum Op {
     /// Records as (key index, value length or None for a tombstone, age in ms).
     Append(Vec<(u8, Option<usize>, i64)>),
-    Read(usize),
+    /// A read from a random offset, with a random byte budget per read.
+    Read(usize, usize),
     FindTime(i64),
     Roll,
     Advance(i64),
@@ -34,7 +35,7 @@ fn op() -> impl Strategy<Value = Op> {
     );
     prop_oneof![
         8 => prop::collection::vec(record, 1..5).prop_map(Op::Append),
-        2 => any::<usize>().prop_map(Op::Read),
+        2 => (any::<usize>(), 1usize..20_000).prop_map(|(at, budget)| Op::Read(at, budget)),
         1 => (0i64..200_000).prop_map(Op::FindTime),
         1 => Just(Op::Roll),
         2 => (0i64..40_000).prop_map(Op::Advance),
@@ -180,7 +181,7 @@ fn run(ops: Vec<Op>, cleanup: Cleanup) -> Result<(), TestCaseError> {
                 prop_assert_eq!(info.base_offset, model.next_offset);
                 model.append(&records, size, &config);
             }
-            Op::Read(pick) => {
+            Op::Read(pick, budget) => {
                 let span = partition.end_offset() - partition.start_offset() + 1;
                 let from = partition.start_offset() + (pick as u64 % span);
                 let want: Vec<_> = model
@@ -188,7 +189,7 @@ fn run(ops: Vec<Op>, cleanup: Cleanup) -> Result<(), TestCaseError> {
                     .into_iter()
                     .filter(|(o, _)| *o >= from)
                     .collect();
-                prop_assert_eq!(read_from(&partition, from), want);
+                prop_assert_eq!(read_in_steps(&partition, from, budget), want);
             }
             Op::FindTime(back) => {
                 let t = clock.now_ms() - back;

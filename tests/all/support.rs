@@ -89,10 +89,15 @@ pub fn read_all(partition: &Partition) -> Vec<(u64, Rec)> {
 
 /// Reads every record at or after `from`.
 pub fn read_from(partition: &Partition, from: u64) -> Vec<(u64, Rec)> {
+    read_in_steps(partition, from, 64 * 1024)
+}
+
+/// Reads every record at or after `from`, asking for `max_bytes` per read.
+pub fn read_in_steps(partition: &Partition, from: u64, max_bytes: usize) -> Vec<(u64, Rec)> {
     let mut out = Vec::new();
     let mut offset = from;
     loop {
-        let batches = partition.read(offset, 64 * 1024).expect("read");
+        let batches = partition.read(offset, max_bytes).expect("read");
         let Some(last) = batches.last() else {
             return out;
         };

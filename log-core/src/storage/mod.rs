@@ -12,9 +12,12 @@ pub mod sim;
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 
 /// An open file, usable from many threads at once (all I/O is positional).
 #[allow(
@@ -32,6 +35,13 @@ pub trait StorageFile: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes all written data (and the length) durable.
     fn sync_data(&self) -> io::Result<()>;
+
+    /// Reads exactly `len` bytes at `pos` into a new buffer, failing at end of file.
+    fn read_bytes_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let mut buf = BytesMut::zeroed(len);
+        self.read_exact_at(&mut buf, pos)?;
+        Ok(buf.freeze())
+    }
 
     /// Reads exactly `buf.len()` bytes at `pos`, failing at end of file.
     fn read_exact_at(&self, buf: &mut [u8], mut pos: u64) -> io::Result<()> {
@@ -91,6 +101,44 @@ impl StorageFile for FsFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+
+    /// Reads straight into uninitialized memory: segment reads are large,
+    /// and zero-filling the buffer first cost a tenth of read throughput.
+    fn read_bytes_at(&self, mut pos: u64, len: usize) -> io::Result<Bytes> {
+        let mut buf = BytesMut::with_capacity(len);
+        while buf.len() < len {
+            let wanted = len - buf.len();
+            let spare = &mut buf.spare_capacity_mut()[..wanted];
+            let offset = libc::off_t::try_from(pos)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: `spare` is writable memory of `spare.len()` bytes owned
+            // by `buf`; pread writes at most that many bytes into it and
+            // reports how many, which are then the only ones marked initialized.
+            let n = unsafe {
+                libc::pread(
+                    self.0.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    offset,
+                )
+            };
+            match n {
+                n if n > 0 => {
+                    // SAFETY: pread initialized the first `n` spare bytes.
+                    unsafe { buf.set_len(buf.len() + n as usize) };
+                    pos += n as u64;
+                }
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                _ => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        Ok(buf.freeze())
     }
 }
 
