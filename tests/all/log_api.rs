@@ -569,3 +569,47 @@ fn interval_topics_show_data_before_it_is_synced_and_keep_it_on_close() {
         1
     );
 }
+
+#[test]
+fn concurrent_readers_see_a_growing_prefix_while_one_writer_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let config = TopicConfig {
+        durability: Durability::Interval,
+        ..small_segments(Cleanup::Delete)
+    };
+    let p = first_partition(&log, "t", config);
+    let writer = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            for i in 0..2_000i64 {
+                p.append(batch(&[Rec::new("k", &format!("{i:0>100}"), i)]))
+                    .unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while seen < 2_000 {
+                    let records = read_from(&p, seen);
+                    for (offset, rec) in &records {
+                        assert_eq!(*offset, seen, "readers see offsets in order, without gaps");
+                        assert_eq!(
+                            rec.value.as_deref(),
+                            Some(format!("{seen:0>100}").as_bytes())
+                        );
+                        seen += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    assert!(p.segment_count() > 10, "the readers crossed segment rolls");
+}
