@@ -9,7 +9,7 @@
 //! offsets. It knows nothing of pipelines, WASM or HTTP.
 //!
 //! Table of contents, following the data path:
-//! - [`batch`]: the record batch format (Kafka RecordBatch v2, see `FORMAT.md`)
+//! - [`batch`]: the owned record batch (format in `weir-format`, see `FORMAT.md`)
 //! - [`log`]: the data directory, topics, consumer offsets, background work
 //! - `topic`, `partition`: handles for appending, reading and tailing
 //! - `segment`, `index`: segment files and their sparse indexes
@@ -33,14 +33,14 @@ mod retention;
 mod segment;
 pub mod storage;
 mod topic;
-mod varint;
 
 pub use batch::{Batch, BatchBuilder, Header, Headers, Record, RecordView, Records};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compaction::CompactionStats;
 pub use config::{Cleanup, Durability, TopicConfig, validate_topic_name};
-pub use error::{BatchError, LogError, Result};
+pub use error::{LogError, Result};
 pub use groups::OFFSETS_TOPIC;
 pub use log::{Log, LogConfig, MaintenanceStats};
 pub use partition::{AppendInfo, Partition};
 pub use topic::Topic;
+pub use weir_format::BatchError;

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
-use crate::batch::{Batch, HEADER_LEN, LENGTH_PREFIX};
+use crate::batch::{Batch, HEADER_LEN, LENGTH_PREFIX, declared_len};
 use crate::error::{IoContext, LogError, Result};
 use crate::index::{OFFSET_ENTRY, OffsetIndex, TIME_ENTRY, TimeIndex};
 use crate::storage::{Storage, StorageFile, read_all};
@@ -417,7 +417,7 @@ impl Segment {
     }
 
     fn batch_len(&self, header: &[u8], position: u64) -> Result<usize> {
-        Batch::declared_len(header).ok_or_else(|| LogError::Corrupt {
+        declared_len(header).ok_or_else(|| LogError::Corrupt {
             path: self.paths.log.clone(),
             position,
             reason: "batch length field is invalid".into(),
@@ -625,7 +625,7 @@ fn load_indexes(
         if log.read_exact_at(&mut header, position).is_err() {
             return Ok(None);
         }
-        let Some(len) = Batch::declared_len(&header) else {
+        let Some(len) = declared_len(&header) else {
             return Ok(None);
         };
         let base = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
@@ -686,7 +686,7 @@ fn scan(
             chunk_start = position;
         }
         let at = (position - chunk_start) as usize;
-        let Some(len) = Batch::declared_len(&chunk[at..]) else {
+        let Some(len) = declared_len(&chunk[at..]) else {
             return stop(state, "invalid batch length".into());
         };
         if position + len as u64 > file_len {

@@ -1,0 +1,29 @@
+//! `weir-format`: Weir's record batch format, Kafka's RecordBatch v2
+//! (uncompressed), laid out field by field in `log-core/FORMAT.md`.
+//!
+//! One format serves the log on disk, readers, and the WASM boundary, so this
+//! crate is shared by the log (`log-core`) and the guest SDK
+//! (`weir-operator`) and depends on neither. Everything works on borrowed
+//! byte slices: parsing copies nothing, and a validated batch iterates its
+//! records without failing.
+//!
+//! - `batch`: header layout, [`BatchRef`] (validate and view), [`Batches`]
+//!   (concatenated batches), [`seal`] (the CRC)
+//! - `record`: [`Record`] (to write), [`RecordView`] (read, zero-copy), headers
+//! - `writer`: [`BatchWriter`] and [`retain`]
+//! - `varint`: Kafka's zig-zag varints
+
+#![forbid(unsafe_code)]
+
+mod batch;
+mod error;
+mod record;
+mod varint;
+mod writer;
+
+pub use batch::{
+    BatchRef, Batches, HEADER_LEN, LENGTH_PREFIX, MAGIC, declared_len, field, seal, set_base_offset,
+};
+pub use error::BatchError;
+pub use record::{Header, Headers, Record, RecordView, Records};
+pub use writer::{BatchWriter, retain};
