@@ -36,6 +36,8 @@ pub struct RecordView<'a> {
     pub value: Option<&'a [u8]>,
     pub(crate) headers: &'a [u8],
     pub(crate) header_count: usize,
+    /// The encoded key, value and headers, copied as is by `BatchWriter::push_view`.
+    pub(crate) tail: &'a [u8],
 }
 
 impl<'a> RecordView<'a> {
@@ -109,6 +111,7 @@ impl<'a> Iterator for Records<'a> {
             value: raw.value,
             headers: raw.headers,
             header_count: raw.header_count,
+            tail: raw.tail,
         })
     }
 }
@@ -121,6 +124,7 @@ pub(crate) struct RawRecord<'a> {
     pub(crate) value: Option<&'a [u8]>,
     pub(crate) headers: &'a [u8],
     pub(crate) header_count: usize,
+    pub(crate) tail: &'a [u8],
 }
 
 /// Parses the record at `*pos`, checking every length against the buffer
@@ -146,6 +150,7 @@ pub(crate) fn parse_record<'a>(
     if !(0..=i64::from(i32::MAX)).contains(&offset_delta) {
         return Err("offset delta out of range");
     }
+    let tail_start = p;
     let key = get_nullable(body, &mut p).ok_or("bad key length")?;
     let value = get_nullable(body, &mut p).ok_or("bad value length")?;
     let header_count = varint::get(body, &mut p).ok_or("truncated header count")?;
@@ -165,6 +170,7 @@ pub(crate) fn parse_record<'a>(
         value,
         headers: &body[headers_start..end],
         header_count,
+        tail: &body[tail_start..end],
     })
 }
 

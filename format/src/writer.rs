@@ -65,6 +65,27 @@ impl BatchWriter {
         self
     }
 
+    /// Appends a record read from another batch, with the same key, value,
+    /// headers and timestamp. Faster than [`push`](Self::push): the encoded
+    /// key, value and headers are copied in one piece.
+    pub fn push_view(&mut self, record: &RecordView<'_>) -> &mut Self {
+        if self.count == 0 {
+            self.base_timestamp = record.timestamp;
+        }
+        let timestamp_delta = record.timestamp.wrapping_sub(self.base_timestamp);
+        let offset_delta = i64::from(self.count);
+        let body_len =
+            1 + varint::len(timestamp_delta) + varint::len(offset_delta) + record.tail.len();
+        varint::put(&mut self.buf, body_len as i64);
+        self.buf.push(0);
+        varint::put(&mut self.buf, timestamp_delta);
+        varint::put(&mut self.buf, offset_delta);
+        self.buf.extend_from_slice(record.tail);
+        self.count += 1;
+        self.max_timestamp = self.max_timestamp.max(record.timestamp);
+        self
+    }
+
     /// Number of records pushed so far.
     pub fn len(&self) -> usize {
         self.count as usize
@@ -212,6 +233,30 @@ mod tests {
             Batches::new(&buf[..70]).next().unwrap().is_err(),
             "a torn batch is an error"
         );
+    }
+
+    #[test]
+    fn copied_records_read_back_identical_with_fresh_offsets() {
+        let mut bytes = sample();
+        set_base_offset(&mut bytes, 100);
+        let input = BatchRef::parse(&bytes).unwrap();
+        let mut w = BatchWriter::new();
+        for r in input.records().collect::<Vec<_>>().iter().rev() {
+            w.push_view(r);
+        }
+        let out = w.finish().unwrap();
+        let out = BatchRef::parse(&out).unwrap();
+        let copied: Vec<_> = out.records().collect();
+        let original: Vec<_> = input.records().collect();
+        assert_eq!(copied.len(), 2);
+        for (c, o) in copied.iter().zip(original.iter().rev()) {
+            assert_eq!((c.key, c.value, c.timestamp), (o.key, o.value, o.timestamp));
+            assert_eq!(
+                c.headers().collect::<Vec<_>>(),
+                o.headers().collect::<Vec<_>>()
+            );
+        }
+        assert_eq!((copied[0].offset, copied[1].offset), (0, 1));
     }
 
     #[test]
