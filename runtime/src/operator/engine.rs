@@ -1,0 +1,93 @@
+//! The shared wasmtime engine: one per process, configured for sandboxing.
+//!
+//! Fuel metering bounds each call's CPU deterministically; epoch
+//! interruption (a ticker thread advancing the epoch every 10 ms) is only a
+//! wall-clock backstop for calls blocked outside WebAssembly, because under
+//! CPU contention a tight wall-clock deadline interrupts well-behaved code.
+//! The linker holds WASI preview 2 (with a context that grants nothing, see
+//! `host/wasi.rs`) and the contract's own imports.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::OperatorError;
+use super::cache::ArtifactCache;
+use super::host::{HostState, Operator};
+use super::limits::Limits;
+use super::module::{self, OperatorModule};
+
+/// How often the epoch advances.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Compiles and runs operators. Cheap to share (`Arc` inside).
+#[derive(Clone)]
+pub struct OperatorEngine {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+    pub limits: Limits,
+    pub cache: Option<ArtifactCache>,
+}
+
+impl OperatorEngine {
+    /// An engine with `limits`, caching compiled modules in `cache_dir` when given.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> anyhow::Result<OperatorEngine> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("while creating the wasmtime engine")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("while linking WASI")?;
+        Operator::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("while linking the operator contract")?;
+        let cache = cache_dir.map(ArtifactCache::open).transpose()?;
+        spawn_epoch_ticker(&engine);
+        Ok(OperatorEngine {
+            shared: Arc::new(Shared {
+                engine,
+                linker,
+                limits,
+                cache,
+            }),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    /// Validates and compiles a module (or loads it from the cache).
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<OperatorModule>, OperatorError> {
+        module::load(self, name, bytes)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the engine lives.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("weir-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker");
+}

@@ -1,0 +1,23 @@
+//! `weir:operator/timers`: the watermark and event-time timers, backed by
+//! [`KeyedState`](super::KeyedState). The instance fires due timers after
+//! each `process` call.
+
+use super::HostState;
+use super::weir::operator::timers::Host;
+
+impl Host for HostState {
+    fn watermark(&mut self) -> wasmtime::Result<i64> {
+        Ok(self.keyed.watermark())
+    }
+
+    fn set(&mut self, key: Vec<u8>, at: i64) -> wasmtime::Result<()> {
+        self.keyed
+            .set_timer(key, at)
+            .map_err(|e| self.refuse("pending timers", e))
+    }
+
+    fn cancel(&mut self, key: Vec<u8>, at: i64) -> wasmtime::Result<()> {
+        self.keyed.cancel_timer(key, at);
+        Ok(())
+    }
+}

@@ -1,0 +1,417 @@
+//! An operator instance: one configured operator, called batch by batch.
+//!
+//! Each call runs with a fresh fuel budget (CPU) and a wall-clock
+//! backstop; its output is checked against the output limits and every
+//! emitted batch is sealed and validated before anyone sees it. A call is
+//! all or nothing: keyed state, timers and the watermark changed during a
+//! call that fails are rolled back. After a trap the component instance can
+//! never be entered again, so it is dropped; the next call instantiates a
+//! fresh one (about a millisecond) with the same configuration and the
+//! state kept by the host.
+//!
+//! After each `process` call the watermark moves to the largest input
+//! timestamp minus the allowed lateness (setting `weir.lateness-ms`), and
+//! timers it passed are fired through `on-timer` in the same unit of work.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use log_core::Batch;
+use wasmtime::{Store, Trap};
+
+use super::OperatorError;
+use super::engine::EPOCH_TICK;
+use super::host::{Failure, HostState, KeyedState, Operator, Outcome, Timer};
+use super::limits::Limits;
+use super::module::OperatorModule;
+
+/// Setting (read by the host, also passed to the operator) for how late,
+/// in event-time milliseconds, records may arrive before timers fire.
+pub const LATENESS_SETTING: &str = "weir.lateness-ms";
+
+/// How many rounds of timers (timers set by timers) one call may fire.
+const MAX_TIMER_ROUNDS: usize = 1_000;
+
+/// An input record the operator refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// What a successful call produced.
+#[derive(Debug, Default)]
+pub struct CallOutput {
+    /// (output name, batch) in the order they were produced. Batches are
+    /// validated; their offsets are relative (0, 1, 2, ...).
+    pub emitted: Vec<(String, Batch)>,
+    pub rejected: Vec<Rejection>,
+}
+
+impl CallOutput {
+    /// Number of emitted records.
+    pub fn record_count(&self) -> usize {
+        self.emitted.iter().map(|(_, b)| b.record_count()).sum()
+    }
+
+    fn extend(&mut self, other: CallOutput) {
+        self.emitted.extend(other.emitted);
+        self.rejected.extend(other.rejected);
+    }
+}
+
+struct Live {
+    store: Store<HostState>,
+    bindings: Operator,
+}
+
+/// A running operator.
+pub struct OperatorInstance {
+    module: Arc<OperatorModule>,
+    config: Vec<(String, String)>,
+    lateness_ms: i64,
+    live: Option<Live>,
+    /// Keyed state while no instance is live (it lives in the store otherwise).
+    parked: Option<KeyedState>,
+    scratch: Vec<u8>,
+}
+
+impl OperatorInstance {
+    /// Instantiates `module` and calls its `init` with `config`.
+    pub fn new(
+        module: Arc<OperatorModule>,
+        config: Vec<(String, String)>,
+    ) -> Result<OperatorInstance, OperatorError> {
+        let lateness_ms = match config.iter().rev().find(|(k, _)| k == LATENESS_SETTING) {
+            None => 0,
+            Some((_, v)) => v.parse::<i64>().ok().filter(|l| *l >= 0).ok_or_else(|| {
+                OperatorError::Config(format!(
+                    "{LATENESS_SETTING} must be a whole number of milliseconds >= 0, got {v:?}"
+                ))
+            })?,
+        };
+        let limits = module.engine.limits().clone();
+        let mut instance = OperatorInstance {
+            module,
+            config,
+            lateness_ms,
+            live: None,
+            parked: Some(KeyedState::new(limits.max_state_bytes, limits.max_timers)),
+            scratch: Vec::new(),
+        };
+        instance.live()?;
+        Ok(instance)
+    }
+
+    pub fn module(&self) -> &OperatorModule {
+        &self.module
+    }
+
+    fn limits(&self) -> &Limits {
+        self.module.engine.limits()
+    }
+
+    /// The keyed state, timers and watermark (for checkpoints and tests).
+    pub fn keyed_state(&self) -> &KeyedState {
+        match &self.live {
+            Some(live) => &live.store.data().keyed,
+            None => self
+                .parked
+                .as_ref()
+                .expect("state is parked while no instance is live"),
+        }
+    }
+
+    /// The live instance, instantiating (and initialising) one if needed.
+    fn live(&mut self) -> Result<&mut Live, OperatorError> {
+        if self.live.is_none() {
+            let live = self.instantiate()?;
+            self.live = Some(live);
+        }
+        Ok(self.live.as_mut().expect("just made live"))
+    }
+
+    fn instantiate(&mut self) -> Result<Live, OperatorError> {
+        let limits = self.limits().clone();
+        let keyed = self
+            .parked
+            .take()
+            .expect("state is parked while no instance is live");
+        let data = HostState::new(
+            &self.module.name,
+            keyed,
+            limits.max_memory_bytes,
+            limits.max_stdio_bytes,
+        );
+        let mut store = Store::new(&self.module.engine.shared.engine, data);
+        store.limiter(|state| state);
+        prepare_call(&mut store, &limits)?;
+        let outcome = self
+            .module
+            .pre
+            .instantiate(&mut store)
+            .and_then(|bindings| {
+                bindings
+                    .call_init(&mut store, &self.config)
+                    .map(|r| (bindings, r))
+            });
+        store.data_mut().drain_stdio();
+        match outcome {
+            Ok((bindings, Ok(()))) => Ok(Live { store, bindings }),
+            Ok((_, Err(message))) => {
+                self.parked = Some(store.into_data().keyed);
+                Err(OperatorError::Config(message))
+            }
+            Err(e) => {
+                let error = classify_trap(&store, e);
+                self.parked = Some(store.into_data().keyed);
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs a batch of input records through the operator, then any timers
+    /// the new watermark fires. All or nothing: on error, state is as before.
+    pub fn process(&mut self, batches: &[Batch]) -> Result<CallOutput, OperatorError> {
+        let records: usize = batches.iter().map(Batch::record_count).sum();
+        let Some(max_timestamp) = batches.iter().map(Batch::max_timestamp).max() else {
+            return Ok(CallOutput::default());
+        };
+        let mut input = std::mem::take(&mut self.scratch);
+        input.clear();
+        for batch in batches {
+            input.extend_from_slice(batch.as_bytes());
+        }
+        let result = self.run(|this| {
+            let mut output = this.call(records, |bindings, store| {
+                bindings.call_process(store, &input)
+            })?;
+            let watermark = max_timestamp.saturating_sub(this.lateness_ms);
+            this.live()?
+                .store
+                .data_mut()
+                .keyed
+                .advance_watermark(watermark);
+            output.extend(this.fire_timers()?);
+            Ok(output)
+        });
+        self.scratch = input;
+        result
+    }
+
+    /// Moves the watermark to `to` (for example `i64::MAX` at the end of a
+    /// bounded input, closing every window) and fires the timers it passes.
+    pub fn advance_watermark(&mut self, to: i64) -> Result<CallOutput, OperatorError> {
+        self.run(|this| {
+            this.live()?.store.data_mut().keyed.advance_watermark(to);
+            this.fire_timers()
+        })
+    }
+
+    /// Runs one unit of work, committing state on success and rolling it
+    /// back on failure.
+    fn run(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<CallOutput, OperatorError>,
+    ) -> Result<CallOutput, OperatorError> {
+        let result = work(self);
+        let keyed = match &mut self.live {
+            Some(live) => &mut live.store.data_mut().keyed,
+            None => self
+                .parked
+                .as_mut()
+                .expect("state is parked while no instance is live"),
+        };
+        match &result {
+            Ok(_) => keyed.commit(),
+            Err(_) => keyed.rollback(),
+        }
+        result
+    }
+
+    fn fire_timers(&mut self) -> Result<CallOutput, OperatorError> {
+        let mut output = CallOutput::default();
+        for _ in 0..MAX_TIMER_ROUNDS {
+            let due = self.live()?.store.data_mut().keyed.take_due_timers();
+            if due.is_empty() {
+                return Ok(output);
+            }
+            let fired: Vec<Timer> = due.into_iter().map(|(at, key)| Timer { key, at }).collect();
+            let count = fired.len();
+            output.extend(self.call(count, |bindings, store| {
+                bindings.call_on_timer(store, &fired)
+            })?);
+        }
+        Err(OperatorError::Limit {
+            limit: "timer rounds per call",
+            detail: format!("timers kept setting due timers for {MAX_TIMER_ROUNDS} rounds"),
+        })
+    }
+
+    /// Makes one guest call with fresh budgets and checks its outcome.
+    fn call(
+        &mut self,
+        inputs: usize,
+        f: impl FnOnce(&Operator, &mut Store<HostState>) -> wasmtime::Result<Result<Outcome, Failure>>,
+    ) -> Result<CallOutput, OperatorError> {
+        let limits = self.limits().clone();
+        let live = self.live()?;
+        prepare_call(&mut live.store, &limits)?;
+        let result = f(&live.bindings, &mut live.store);
+        live.store.data_mut().drain_stdio();
+        match result {
+            Ok(Ok(outcome)) => check_outcome(outcome, inputs, &limits),
+            Ok(Err(failure)) => Err(OperatorError::Failed {
+                offset: failure.offset,
+                reason: failure.reason,
+            }),
+            Err(e) => {
+                let live = self.live.take().expect("the call ran on a live instance");
+                let error = classify_trap(&live.store, e);
+                self.parked = Some(live.store.into_data().keyed);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Resets the per-call budgets: fuel, wall-clock deadline, log messages.
+fn prepare_call(store: &mut Store<HostState>, limits: &Limits) -> Result<(), OperatorError> {
+    store
+        .set_fuel(limits.fuel_per_call)
+        .map_err(|e| OperatorError::Host(format!("cannot set fuel: {e}")))?;
+    store.set_epoch_deadline((limits.max_call_ms / EPOCH_TICK.as_millis() as u64).max(1));
+    store.epoch_deadline_trap();
+    store
+        .data_mut()
+        .begin_call(limits.max_log_messages_per_call);
+    Ok(())
+}
+
+/// Names the limit or reason behind a trap.
+fn classify_trap(store: &Store<HostState>, error: wasmtime::Error) -> OperatorError {
+    let state = store.data();
+    if let Some(asked) = state.memory_denied {
+        return OperatorError::Limit {
+            limit: "memory per instance",
+            detail: format!("the operator asked for {asked} bytes of linear memory"),
+        };
+    }
+    if let Some(limit) = &state.limit_hit {
+        return OperatorError::Limit {
+            limit: limit.0,
+            detail: limit.1.clone(),
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => {
+            return OperatorError::Limit {
+                limit: "CPU per call",
+                detail: "the call used its whole fuel budget (an endless loop?)".into(),
+            };
+        }
+        Some(Trap::Interrupt) => {
+            return OperatorError::Limit {
+                limit: "wall-clock time per call",
+                detail: "the call ran past its deadline".into(),
+            };
+        }
+        _ => {}
+    }
+    let message = format!("{error:#}");
+    if message.contains("beyond capacity") {
+        return OperatorError::Limit {
+            limit: "stdout/stderr output per instance",
+            detail: "the operator wrote more than its limit to stdout or stderr".into(),
+        };
+    }
+    if let Some((offset, reason)) = &state.fatal {
+        return OperatorError::Trap {
+            offset: *offset,
+            reason: reason.clone(),
+        };
+    }
+    let reason = match error.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => "call stack exhausted (unbounded recursion?)".to_string(),
+        _ => message,
+    };
+    OperatorError::Trap {
+        offset: None,
+        reason,
+    }
+}
+
+/// Checks a call's outcome against the output limits and validates every
+/// emitted batch (sealing it: guests leave the CRC to the host).
+fn check_outcome(
+    outcome: Outcome,
+    inputs: usize,
+    limits: &Limits,
+) -> Result<CallOutput, OperatorError> {
+    let bytes: usize = outcome.emitted.iter().map(|e| e.batch.len()).sum();
+    if bytes > limits.max_output_bytes_per_call {
+        return Err(OperatorError::Limit {
+            limit: "output bytes per call",
+            detail: format!(
+                "emitted {bytes} bytes, the limit is {}",
+                limits.max_output_bytes_per_call
+            ),
+        });
+    }
+    let max_records = limits
+        .max_output_records_per_call
+        .min(limits.max_outputs_per_input.saturating_mul(inputs.max(1)));
+    let mut output = CallOutput::default();
+    let mut records = 0;
+    for emitted in outcome.emitted {
+        check_output_name(&emitted.output)?;
+        let mut batch = emitted.batch;
+        if batch.len() < weir_format::HEADER_LEN {
+            return Err(OperatorError::BadOutput(format!(
+                "a batch for output {:?} is only {} bytes",
+                emitted.output,
+                batch.len()
+            )));
+        }
+        weir_format::seal(&mut batch);
+        let batch = Batch::from_bytes(Bytes::from(batch)).map_err(|e| {
+            OperatorError::BadOutput(format!("batch for output {:?}: {e}", emitted.output))
+        })?;
+        records += batch.record_count();
+        if records > max_records {
+            return Err(OperatorError::Limit {
+                limit: "output records per call",
+                detail: format!(
+                    "emitted more than {max_records} records for {inputs} input(s) \
+                     (limits: {} per call, {} per input)",
+                    limits.max_output_records_per_call, limits.max_outputs_per_input
+                ),
+            });
+        }
+        output.emitted.push((emitted.output, batch));
+    }
+    output.rejected = outcome
+        .rejected
+        .into_iter()
+        .map(|r| Rejection {
+            offset: r.offset,
+            reason: r.reason,
+        })
+        .collect();
+    Ok(output)
+}
+
+fn check_output_name(name: &str) -> Result<(), OperatorError> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(OperatorError::BadOutput(format!(
+            "output name {:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}

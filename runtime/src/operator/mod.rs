@@ -1,0 +1,23 @@
+//! Running operators: sandboxed WebAssembly components that implement the
+//! contract in `wit/operator.wit`.
+//!
+//! - [`engine`]: the one shared wasmtime engine, linker and epoch ticker
+//! - [`module`]: validating, compiling (with an on-disk cache) and loading modules
+//! - [`instance`]: an operator instance: calls, limits, state, timers, recovery from traps
+//! - `host`: the store's data and the contract's imports, one interface per file
+//! - [`limits`], [`error`]
+
+mod cache;
+pub mod engine;
+pub mod error;
+mod host;
+pub mod instance;
+pub mod limits;
+pub mod module;
+
+pub use engine::OperatorEngine;
+pub use error::OperatorError;
+pub use host::KeyedState;
+pub use instance::{CallOutput, OperatorInstance, Rejection};
+pub use limits::Limits;
+pub use module::OperatorModule;
