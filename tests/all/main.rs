@@ -6,4 +6,5 @@ mod log_faults;
 mod log_model;
 mod log_power_loss;
 mod log_torn_writes;
+mod operators;
 mod support;

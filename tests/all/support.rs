@@ -116,3 +116,69 @@ pub fn read_in_steps(partition: &Partition, from: u64, max_bytes: usize) -> Vec<
         }
     }
 }
+
+/// Path of a guest component built by `tests/build.rs` (`name` as in its crate, with `_`).
+pub fn guest(name: &str) -> std::path::PathBuf {
+    Path::new(env!("WEIR_GUESTS_DIR")).join(format!("{name}.wasm"))
+}
+
+/// An operator engine with default limits (or `limits`) and no disk cache.
+pub fn engine_with(limits: weir::operator::Limits) -> weir::operator::OperatorEngine {
+    weir::operator::OperatorEngine::new(limits, None).expect("engine")
+}
+
+/// Loads and instantiates a guest with `config`.
+pub fn operator(
+    engine: &weir::operator::OperatorEngine,
+    name: &str,
+    config: &[(&str, &str)],
+) -> Result<weir::operator::OperatorInstance, weir::operator::OperatorError> {
+    let bytes = std::fs::read(guest(name)).expect("guest built");
+    let module = engine.load(name, &bytes)?;
+    let config = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    weir::operator::OperatorInstance::new(module, config)
+}
+
+/// One input batch from (key, value, timestamp) triples, offsets from `base`.
+pub fn input(base: u64, records: &[(Option<&str>, &str, i64)]) -> Batch {
+    let recs: Vec<Rec> = records
+        .iter()
+        .map(|(k, v, t)| Rec {
+            key: k.map(|k| k.as_bytes().to_vec()),
+            value: Some(v.as_bytes().to_vec()),
+            timestamp: *t,
+        })
+        .collect();
+    batch(&recs).with_base_offset(base)
+}
+
+/// An emitted record, decoded: (output, key, value as JSON or string, timestamp).
+pub type Out = (String, Option<String>, serde_json::Value, i64);
+
+/// The records a call emitted, in order.
+pub fn outputs(output: &weir::operator::CallOutput) -> Vec<Out> {
+    output
+        .emitted
+        .iter()
+        .flat_map(|(name, b)| {
+            b.records()
+                .map(|r| {
+                    let value = r.value.map_or(serde_json::Value::Null, |v| {
+                        serde_json::from_slice(v).unwrap_or_else(|_| {
+                            serde_json::Value::String(String::from_utf8_lossy(v).into_owned())
+                        })
+                    });
+                    (
+                        name.clone(),
+                        r.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+                        value,
+                        r.timestamp,
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

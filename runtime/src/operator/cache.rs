@@ -28,14 +28,14 @@ impl ArtifactCache {
     /// The cached component for `digest`, if there is a usable one.
     pub fn get(&self, engine: &Engine, digest: &str) -> Option<Component> {
         let path = self.path(digest);
-        if !path.exists() {
-            return None;
-        }
-        // SAFETY: the file was written by `put` below from
+        let bytes = fs::read(&path).ok()?;
+        // SAFETY: the bytes were written by `put` below from
         // `Component::serialize` of this engine's configuration, in a
         // directory only Weir writes to; wasmtime checks the version and
-        // configuration recorded in it and refuses a mismatch.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        // configuration recorded in them and refuses a mismatch. They are
+        // read into memory rather than mapped, so a file changed on disk
+        // later cannot pull code out from under a running module.
+        match unsafe { Component::deserialize(engine, &bytes) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "discarding unusable cached module");

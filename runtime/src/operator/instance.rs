@@ -76,6 +76,15 @@ pub struct OperatorInstance {
     scratch: Vec<u8>,
 }
 
+impl std::fmt::Debug for OperatorInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorInstance")
+            .field("module", &self.module)
+            .field("live", &self.live.is_some())
+            .finish()
+    }
+}
+
 impl OperatorInstance {
     /// Instantiates `module` and calls its `init` with `config`.
     pub fn new(
@@ -318,8 +327,7 @@ fn classify_trap(store: &Store<HostState>, error: wasmtime::Error) -> OperatorEr
         }
         _ => {}
     }
-    let message = format!("{error:#}");
-    if message.contains("beyond capacity") {
+    if state.stdio_full() || format!("{error:#}").contains("beyond capacity") {
         return OperatorError::Limit {
             limit: "stdout/stderr output per instance",
             detail: "the operator wrote more than its limit to stdout or stderr".into(),
@@ -331,9 +339,11 @@ fn classify_trap(store: &Store<HostState>, error: wasmtime::Error) -> OperatorEr
             reason: reason.clone(),
         };
     }
+    tracing::debug!(operator = %state.operator, error = %format!("{error:#}"), "operator trapped");
     let reason = match error.downcast_ref::<Trap>() {
         Some(Trap::StackOverflow) => "call stack exhausted (unbounded recursion?)".to_string(),
-        _ => message,
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
     };
     OperatorError::Trap {
         offset: None,

@@ -38,6 +38,7 @@ pub struct HostState {
     /// What the guest reported just before trapping (the SDK's panic hook).
     pub fatal: Option<(Option<u64>, String)>,
     max_memory_bytes: usize,
+    max_stdio_bytes: usize,
     /// Set when the guest asked for more memory than its limit.
     pub memory_denied: Option<usize>,
     /// Set when a host function refused a request over a limit (which limit, why).
@@ -64,6 +65,7 @@ impl HostState {
             log_budget: 0,
             fatal: None,
             max_memory_bytes,
+            max_stdio_bytes,
             memory_denied: None,
             limit_hit: None,
         }
@@ -82,6 +84,13 @@ impl HostState {
         let error = wasmtime::Error::msg(detail.clone());
         self.limit_hit = Some((limit, detail));
         error
+    }
+
+    /// True once stdout or stderr reached its capacity (further writes fail).
+    pub fn stdio_full(&self) -> bool {
+        [&self.stdout, &self.stderr]
+            .iter()
+            .any(|p| p.contents().len() >= self.max_stdio_bytes)
     }
 
     /// Copies what the guest printed since the last call into the host's log.

@@ -1,8 +1,10 @@
 //! `deep-recursion`: hostile fixture. Models unbounded recursion: on every
 //! record, `process` calls a function that calls itself with no reachable
-//! end, each frame holding a few hundred bytes that `black_box` keeps alive
-//! (so it is neither a tail call nor a loop), until the WebAssembly stack
-//! overflows and the instance traps. Settings: none. Output: none.
+//! end (the end condition depends on a value `black_box` hides, and never
+//! holds), doing work after each call so it is neither a tail call nor a
+//! loop, until the WebAssembly call stack is exhausted and the instance
+//! traps. Frames live in WebAssembly locals, not in linear memory, so it is
+//! the engine's stack limit that stops it. Settings: none. Output: none.
 
 use std::hint::black_box;
 
@@ -12,21 +14,21 @@ struct DeepRecursion;
 
 impl Operator for DeepRecursion {
     fn process(&mut self, record: &Input<'_>, _out: &mut Emitter) -> Result<(), Error> {
-        black_box(descend(record.offset()));
+        black_box(descend(black_box(record.offset()), black_box(u64::MAX), 1));
         Ok(())
     }
 }
 
-/// Recurses until the stack runs out: `black_box` hides that the end
-/// condition never holds, and the work after the call defeats tail calls.
+/// Recurses until the stack runs out: `depth` starts below `end` and only
+/// grows by one per call, far too slowly to ever reach it.
 #[inline(never)]
-fn descend(depth: u64) -> u64 {
-    let frame = black_box([depth; 32]);
-    if black_box(depth) == u64::MAX {
-        return depth;
+fn descend(depth: u64, end: u64, seed: u64) -> u64 {
+    if depth == end {
+        return seed;
     }
-    let below = descend(black_box(depth.wrapping_add(1)));
-    black_box(below.wrapping_add(frame[31]))
+    let below = descend(depth.wrapping_add(1), end, seed.wrapping_mul(31).wrapping_add(depth));
+    // Work after the call, not an accumulation LLVM could turn into a loop.
+    below.rotate_left((depth % 63) as u32).wrapping_sub(seed)
 }
 
 fn build(_config: &Config) -> Result<DeepRecursion, String> {

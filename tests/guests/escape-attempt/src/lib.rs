@@ -12,18 +12,28 @@
 
 use std::io::Read;
 
+use serde::Serialize;
 use weir_operator::{Config, Emitter, Error, Input, Operator, export};
 
 struct EscapeAttempt;
 
+/// What each attempt gave, in the output's field order.
+#[derive(Serialize)]
+struct Report {
+    file: String,
+    dir: String,
+    socket: String,
+    env_vars: usize,
+}
+
 impl Operator for EscapeAttempt {
     fn process(&mut self, record: &Input<'_>, out: &mut Emitter) -> Result<(), Error> {
-        let report = serde_json::json!({
-            "file": read_file(),
-            "dir": list_dir(),
-            "socket": connect(),
-            "env_vars": std::env::vars_os().count(),
-        });
+        let report = Report {
+            file: read_file(),
+            dir: list_dir(),
+            socket: connect(),
+            env_vars: std::env::vars_os().count(),
+        };
         out.emit_json(record, &report)
     }
 }
