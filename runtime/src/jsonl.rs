@@ -104,7 +104,7 @@ pub fn render(output: &str, record: &RecordView<'_>) -> Value {
     object.insert("timestamp".into(), json!(record.timestamp));
     let headers: BTreeMap<&str, Value> = record
         .headers()
-        .map(|h| (h.name, h.value.map_or(Value::Null, |v| text_or_b64(v))))
+        .map(|h| (h.name, h.value.map_or(Value::Null, text_or_b64)))
         .collect();
     if !headers.is_empty() {
         object.insert("headers".into(), json!(headers));
