@@ -8,3 +8,4 @@ mod log_power_loss;
 mod log_torn_writes;
 mod operators;
 mod support;
+mod weir_run;
