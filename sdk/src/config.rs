@@ -15,12 +15,17 @@ impl Config {
 
     /// The value of `key` (the last one, if given more than once).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The value of `key`, or an error message naming it.
     pub fn require(&self, key: &str) -> Result<&str, String> {
-        self.get(key).ok_or_else(|| format!("missing required setting `{key}`"))
+        self.get(key)
+            .ok_or_else(|| format!("missing required setting `{key}`"))
     }
 
     /// The value of `key` parsed as `T`, or `default` when absent; an error
@@ -31,7 +36,9 @@ impl Config {
     {
         match self.get(key) {
             None => Ok(default),
-            Some(raw) => raw.parse().map_err(|e| format!("setting `{key}` = {raw:?}: {e}")),
+            Some(raw) => raw
+                .parse()
+                .map_err(|e| format!("setting `{key}` = {raw:?}: {e}")),
         }
     }
 

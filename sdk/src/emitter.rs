@@ -46,7 +46,8 @@ impl Emitter {
 
     /// Sends `value` as JSON to the main output, with `record`'s key and timestamp.
     pub fn emit_json<T: Serialize>(&mut self, record: &Input<'_>, value: &T) -> Result<(), Error> {
-        let bytes = serde_json::to_vec(value).map_err(|e| Error::fail(format!("cannot encode JSON: {e}")))?;
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| Error::fail(format!("cannot encode JSON: {e}")))?;
         self.emit(record, &bytes);
         Ok(())
     }
@@ -57,8 +58,15 @@ impl Emitter {
     }
 
     /// Sends `value` as JSON to the named output.
-    pub fn send_json<T: Serialize>(&mut self, output: &str, key: Option<&[u8]>, timestamp: i64, value: &T) -> Result<(), Error> {
-        let bytes = serde_json::to_vec(value).map_err(|e| Error::fail(format!("cannot encode JSON: {e}")))?;
+    pub fn send_json<T: Serialize>(
+        &mut self,
+        output: &str,
+        key: Option<&[u8]>,
+        timestamp: i64,
+        value: &T,
+    ) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| Error::fail(format!("cannot encode JSON: {e}")))?;
         self.send(
             output,
             Record {
@@ -76,7 +84,13 @@ impl Emitter {
         self.outputs
             .into_iter()
             .filter(|(_, w)| !w.is_empty())
-            .map(|(name, w)| (name, w.finish_unsealed().expect("only non-empty writers are finished")))
+            .map(|(name, w)| {
+                (
+                    name,
+                    w.finish_unsealed()
+                        .expect("only non-empty writers are finished"),
+                )
+            })
             .collect()
     }
 }

@@ -53,6 +53,9 @@ impl<'a> Input<'a> {
 
     /// The value of the first header named `name`.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.view.headers().find(|h| h.name == name).and_then(|h| h.value)
+        self.view
+            .headers()
+            .find(|h| h.name == name)
+            .and_then(|h| h.value)
     }
 }

@@ -13,7 +13,8 @@
 //! use weir_operator::{Config, Input, export, filter};
 //!
 //! // Keeps records whose value does not start with the configured prefix.
-//! fn build(config: &Config) -> Result<impl weir_operator::Operator, String> {
+//! // (`use<>`: the operator does not borrow from `config`.)
+//! fn build(config: &Config) -> Result<impl weir_operator::Operator + use<>, String> {
 //!     let prefix = config.get("prefix").unwrap_or("x").as_bytes().to_vec();
 //!     Ok(filter(move |record: &Input| !record.value().starts_with(&prefix)))
 //! }
@@ -76,7 +77,8 @@ pub trait Operator {
 }
 
 /// Exports an operator from this crate. The argument is a function (or
-/// closure) from [`&Config`](Config) to `Result<impl Operator, String>`,
+/// closure) from [`&Config`](Config) to `Result<O, String>` for an
+/// [`Operator`] type `O` (write `impl Operator + use<>` to return a shape),
 /// called once when the operator starts; an `Err` reports bad configuration.
 #[macro_export]
 macro_rules! export {

@@ -78,12 +78,14 @@ pub fn on_timer(fired: Vec<Timer>) -> Result<Outcome, Failure> {
     with_operator(|operator| {
         let mut out = Emitter::default();
         for timer in &fired {
-            operator.on_timer(&timer.key, timer.at, &mut out).map_err(|e| Failure {
-                offset: None,
-                reason: match e {
-                    Error::Reject(r) | Error::Fail(r) => format!("timer at {}: {r}", timer.at),
-                },
-            })?;
+            operator
+                .on_timer(&timer.key, timer.at, &mut out)
+                .map_err(|e| Failure {
+                    offset: None,
+                    reason: match e {
+                        Error::Reject(r) | Error::Fail(r) => format!("timer at {}: {r}", timer.at),
+                    },
+                })?;
         }
         Ok(outcome(out, Vec::new()))
     })

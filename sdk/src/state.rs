@@ -27,15 +27,19 @@ pub fn delete(key: &[u8]) {
 pub fn get_json<T: DeserializeOwned>(key: &[u8]) -> Result<Option<T>, Error> {
     match get(key) {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::fail(format!("state under key {:?} is not valid JSON: {e}", String::from_utf8_lossy(key)))),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::fail(format!(
+                "state under key {:?} is not valid JSON: {e}",
+                String::from_utf8_lossy(key)
+            ))
+        }),
     }
 }
 
 /// Stores `value` as JSON under `key`.
 pub fn put_json<T: Serialize>(key: &[u8], value: &T) -> Result<(), Error> {
-    let bytes = serde_json::to_vec(value).map_err(|e| Error::fail(format!("cannot encode state as JSON: {e}")))?;
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| Error::fail(format!("cannot encode state as JSON: {e}")))?;
     put(key, &bytes);
     Ok(())
 }

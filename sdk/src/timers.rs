@@ -3,7 +3,10 @@
 use crate::bindings::weir::operator::timers as host;
 
 /// The current watermark (ms since the Unix epoch): records older than this
-/// are late. `i64::MIN` before any record.
+/// are late. `i64::MIN` before any record. It moves between calls, after
+/// each `process` call (to the largest timestamp of its input minus the
+/// allowed lateness), so during `process` it is the watermark from before
+/// the batch: a record with a timestamp below it is late.
 pub fn watermark() -> i64 {
     host::watermark()
 }

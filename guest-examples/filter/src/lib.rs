@@ -13,12 +13,19 @@ struct FieldEquals {
 }
 
 impl Operator for FieldEquals {
-    fn process(&mut self, record: &Input<'_>, out: &mut weir_operator::Emitter) -> Result<(), Error> {
+    fn process(
+        &mut self,
+        record: &Input<'_>,
+        out: &mut weir_operator::Emitter,
+    ) -> Result<(), Error> {
         let value: serde_json::Value = record.json()?;
-        let object = value.as_object().ok_or_else(|| Error::reject("not a JSON object"))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| Error::reject("not a JSON object"))?;
         let matches = match object.get(&self.field) {
-            Some(serde_json::Value::String(s)) => *s == self.equals,
-            Some(other) => other.to_string() == self.equals,
+            Some(serde_json::Value::String(s)) => s == &self.equals,
+            // Numbers, booleans and null match their JSON text (`5`, `true`).
+            Some(other) => self.equals == other.to_string(),
             None => false,
         };
         if matches {

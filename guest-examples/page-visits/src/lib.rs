@@ -80,13 +80,18 @@ impl Operator for PageVisits {
         let mut visits = load(key)?;
         add(&mut visits, t);
         state::put_json(key, &visits)?;
-        timers::set(key, t.saturating_add(self.window_ms).saturating_add(self.bucket_ms));
+        timers::set(
+            key,
+            t.saturating_add(self.window_ms)
+                .saturating_add(self.bucket_ms),
+        );
         let count = self.count(&visit.page, &visits, t);
         out.send_json(MAIN, Some(key), record.timestamp(), &count)
     }
 
     fn on_timer(&mut self, key: &[u8], at: i64, out: &mut Emitter) -> Result<(), Error> {
-        let page = std::str::from_utf8(key).map_err(|_| Error::fail("timer key is not a page name"))?;
+        let page =
+            std::str::from_utf8(key).map_err(|_| Error::fail("timer key is not a page name"))?;
         // The visits at `at - B - W` have left the window ending at `at - B`.
         let end = at.saturating_sub(self.bucket_ms);
         let mut visits = load(key)?;
@@ -143,7 +148,10 @@ fn build(config: &Config) -> Result<PageVisits, String> {
             "settings `window-ms` ({window_ms}) and `bucket-ms` ({bucket_ms}) must be at least 1, and `window-ms` a multiple of `bucket-ms`"
         ));
     }
-    Ok(PageVisits { window_ms, bucket_ms })
+    Ok(PageVisits {
+        window_ms,
+        bucket_ms,
+    })
 }
 
 export!(build);

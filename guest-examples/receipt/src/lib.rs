@@ -73,7 +73,12 @@ impl Operator for Receipts {
             lines,
             currency: &self.currency,
         };
-        out.send_json(MAIN, Some(purchase.customer.as_bytes()), record.timestamp(), &receipt)
+        out.send_json(
+            MAIN,
+            Some(purchase.customer.as_bytes()),
+            record.timestamp(),
+            &receipt,
+        )
     }
 }
 
@@ -85,10 +90,12 @@ fn line(index: usize, item: &Item) -> Result<Line<'_>, Error> {
             item.sku
         )));
     }
-    let line_total_cents = item
-        .qty
-        .checked_mul(item.price_cents)
-        .ok_or_else(|| Error::reject(format!("item {index} (sku {:?}): line total overflows", item.sku)))?;
+    let line_total_cents = item.qty.checked_mul(item.price_cents).ok_or_else(|| {
+        Error::reject(format!(
+            "item {index} (sku {:?}): line total overflows",
+            item.sku
+        ))
+    })?;
     Ok(Line {
         sku: &item.sku,
         qty: item.qty,

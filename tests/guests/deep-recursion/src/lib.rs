@@ -26,7 +26,11 @@ fn descend(depth: u64, end: u64, seed: u64) -> u64 {
     if depth == end {
         return seed;
     }
-    let below = descend(depth.wrapping_add(1), end, seed.wrapping_mul(31).wrapping_add(depth));
+    let below = descend(
+        depth.wrapping_add(1),
+        end,
+        seed.wrapping_mul(31).wrapping_add(depth),
+    );
     // Work after the call, not an accumulation LLVM could turn into a loop.
     below.rotate_left((depth % 63) as u32).wrapping_sub(seed)
 }

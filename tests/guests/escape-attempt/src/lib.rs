@@ -40,7 +40,9 @@ impl Operator for EscapeAttempt {
 
 fn read_file() -> String {
     let mut content = Vec::new();
-    match std::fs::File::open("/etc/passwd").and_then(|file| file.take(200).read_to_end(&mut content)) {
+    match std::fs::File::open("/etc/passwd")
+        .and_then(|file| file.take(200).read_to_end(&mut content))
+    {
         Ok(_) => format!("opened: {}", String::from_utf8_lossy(&content)),
         Err(e) => format!("error: {e}"),
     }

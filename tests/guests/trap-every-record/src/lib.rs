@@ -10,7 +10,10 @@ struct TrapEveryRecord;
 
 impl Operator for TrapEveryRecord {
     fn process(&mut self, record: &Input<'_>, _out: &mut Emitter) -> Result<(), Error> {
-        panic!("trap-every-record: refusing record at offset {}", record.offset());
+        panic!(
+            "trap-every-record: refusing record at offset {}",
+            record.offset()
+        );
     }
 }
 

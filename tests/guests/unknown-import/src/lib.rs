@@ -42,7 +42,10 @@ impl Guest for Evil {
 /// Calls the missing import and logs how much it got.
 fn steal() {
     let loot = steal_secrets();
-    log(Level::Warn, &format!("unknown-import: stole {} bytes", loot.len()));
+    log(
+        Level::Warn,
+        &format!("unknown-import: stole {} bytes", loot.len()),
+    );
 }
 
 fn nothing() -> Outcome {

@@ -6,7 +6,9 @@
 use weir_operator::{Config, Input, Operator, export, filter};
 
 fn build(_config: &Config) -> Result<impl Operator + use<>, String> {
-    Ok(filter(|record: &Input<'_>| !record.value().starts_with(b"x")))
+    Ok(filter(|record: &Input<'_>| {
+        !record.value().starts_with(b"x")
+    }))
 }
 
 export!(build);
