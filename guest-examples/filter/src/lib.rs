@@ -25,7 +25,10 @@ impl Operator for FieldEquals {
         let matches = match object.get(&self.field) {
             Some(serde_json::Value::String(s)) => s == &self.equals,
             // Numbers, booleans and null match their JSON text (`5`, `true`).
-            Some(other) => self.equals == other.to_string(),
+            Some(other) => {
+                let text = other.to_string();
+                text == self.equals
+            }
             None => false,
         };
         if matches {
