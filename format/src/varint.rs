@@ -9,6 +9,7 @@
 const MAX_LEN: usize = 10;
 
 /// Appends `value` to `buf`.
+#[inline]
 pub(crate) fn put(buf: &mut Vec<u8>, value: i64) {
     let mut z = ((value << 1) ^ (value >> 63)) as u64;
     while z >= 0x80 {
@@ -19,6 +20,7 @@ pub(crate) fn put(buf: &mut Vec<u8>, value: i64) {
 }
 
 /// Number of bytes `put` writes for `value`.
+#[inline]
 pub(crate) fn len(value: i64) -> usize {
     let z = ((value << 1) ^ (value >> 63)) as u64;
     let bits = 64 - (z | 1).leading_zeros() as usize;

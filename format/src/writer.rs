@@ -68,6 +68,7 @@ impl BatchWriter {
     /// Appends a record read from another batch, with the same key, value,
     /// headers and timestamp. Faster than [`push`](Self::push): the encoded
     /// key, value and headers are copied in one piece.
+    #[inline]
     pub fn push_view(&mut self, record: &RecordView<'_>) -> &mut Self {
         if self.count == 0 {
             self.base_timestamp = record.timestamp;

@@ -91,11 +91,11 @@ macro_rules! export {
             }
 
             fn process(input: ::std::vec::Vec<u8>) -> ::std::result::Result<$crate::bindings::Outcome, $crate::bindings::Failure> {
-                $crate::runtime::process(&input)
+                $crate::runtime::process(&input, $build)
             }
 
             fn on_timer(fired: ::std::vec::Vec<$crate::bindings::Timer>) -> ::std::result::Result<$crate::bindings::Outcome, $crate::bindings::Failure> {
-                $crate::runtime::on_timer(fired)
+                $crate::runtime::on_timer(fired, $build)
             }
         }
 

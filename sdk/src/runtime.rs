@@ -1,6 +1,12 @@
 //! The glue behind [`export!`](crate::export): keeps the operator between
 //! calls, walks input batches, collects outcomes, and reports panics.
+//!
+//! Every entry point is generic over the operator type `O`, inferred from
+//! the build function the macro passes along, so the per-record loop is
+//! compiled for the concrete operator: no dynamic call per record, and the
+//! operator's code inlines into the loop.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 
 use weir_format::Batches;
@@ -9,7 +15,7 @@ use crate::bindings::{Emitted, Failure, Outcome, Rejection, Timer};
 use crate::{Config, Emitter, Error, Input, Operator};
 
 thread_local! {
-    static OPERATOR: RefCell<Option<Box<dyn Operator>>> = RefCell::new(None);
+    static OPERATOR: RefCell<Option<Box<dyn Any>>> = RefCell::new(None);
     /// Offset of the record being processed, for panic reports.
     static CURRENT: Cell<Option<u64>> = const { Cell::new(None) };
 }
@@ -29,8 +35,8 @@ where
     Ok(())
 }
 
-fn with_operator<T>(f: impl FnOnce(&mut dyn Operator) -> Result<T, Failure>) -> Result<T, Failure> {
-    OPERATOR.with(|slot| match slot.borrow_mut().as_deref_mut() {
+fn with_operator<O: Operator + 'static, T>(f: impl FnOnce(&mut O) -> Result<T, Failure>) -> Result<T, Failure> {
+    OPERATOR.with(|slot| match slot.borrow_mut().as_deref_mut().and_then(|op| op.downcast_mut::<O>()) {
         Some(operator) => f(operator),
         None => Err(Failure {
             offset: None,
@@ -40,8 +46,13 @@ fn with_operator<T>(f: impl FnOnce(&mut dyn Operator) -> Result<T, Failure>) -> 
 }
 
 /// Runs every record of `input` (concatenated batches) through the operator.
-pub fn process(input: &[u8]) -> Result<Outcome, Failure> {
-    with_operator(|operator| {
+/// `_build` only names the operator type.
+pub fn process<O, F>(input: &[u8], _build: F) -> Result<Outcome, Failure>
+where
+    O: Operator + 'static,
+    F: FnOnce(&Config) -> Result<O, String>,
+{
+    with_operator(|operator: &mut O| {
         let mut out = Emitter::default();
         let mut rejected = Vec::new();
         // The host validated these batches (CRC included) before sending them.
@@ -73,9 +84,13 @@ pub fn process(input: &[u8]) -> Result<Outcome, Failure> {
     })
 }
 
-/// Runs fired timers through the operator.
-pub fn on_timer(fired: Vec<Timer>) -> Result<Outcome, Failure> {
-    with_operator(|operator| {
+/// Runs fired timers through the operator. `_build` only names the operator type.
+pub fn on_timer<O, F>(fired: Vec<Timer>, _build: F) -> Result<Outcome, Failure>
+where
+    O: Operator + 'static,
+    F: FnOnce(&Config) -> Result<O, String>,
+{
+    with_operator(|operator: &mut O| {
         let mut out = Emitter::default();
         for timer in &fired {
             operator
