@@ -92,7 +92,13 @@ impl Emitter {
         std::iter::once((MAIN.to_string(), self.main))
             .chain(self.others)
             .filter(|(_, w)| !w.is_empty())
-            .map(|(name, w)| (name, w.finish_unsealed().expect("only non-empty writers are finished")))
+            .map(|(name, w)| {
+                (
+                    name,
+                    w.finish_unsealed()
+                        .expect("only non-empty writers are finished"),
+                )
+            })
             .collect()
     }
 }

@@ -35,13 +35,21 @@ where
     Ok(())
 }
 
-fn with_operator<O: Operator + 'static, T>(f: impl FnOnce(&mut O) -> Result<T, Failure>) -> Result<T, Failure> {
-    OPERATOR.with(|slot| match slot.borrow_mut().as_deref_mut().and_then(|op| op.downcast_mut::<O>()) {
-        Some(operator) => f(operator),
-        None => Err(Failure {
-            offset: None,
-            reason: "the operator was called before init".into(),
-        }),
+fn with_operator<O: Operator + 'static, T>(
+    f: impl FnOnce(&mut O) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    OPERATOR.with(|slot| {
+        match slot
+            .borrow_mut()
+            .as_deref_mut()
+            .and_then(|op| op.downcast_mut::<O>())
+        {
+            Some(operator) => f(operator),
+            None => Err(Failure {
+                offset: None,
+                reason: "the operator was called before init".into(),
+            }),
+        }
     })
 }
 
