@@ -62,26 +62,24 @@ pub(crate) fn load(
     check_header(bytes)?;
     let digest = hex::encode(Sha256::digest(bytes));
     let shared = &engine.shared;
-    let component = match shared
+    let cached = shared
         .cache
         .as_ref()
-        .and_then(|c| c.get(&shared.engine, &digest))
-    {
+        .and_then(|c| c.get(&shared.engine, &digest));
+    let fresh = cached.is_none();
+    let component = match cached {
         Some(component) => component,
-        None => {
-            let component = compile(
-                &shared.engine,
-                bytes,
-                Duration::from_millis(limits.max_compile_ms),
-            )?;
-            check_world(&shared.engine, &component)?;
-            if let Some(cache) = &shared.cache {
-                cache.put(&digest, &component);
-            }
-            component
-        }
+        None => compile(
+            &shared.engine,
+            bytes,
+            Duration::from_millis(limits.max_compile_ms),
+        )?,
     };
+    // Checked on every load, so a cache written under older rules is no loophole.
     check_world(&shared.engine, &component)?;
+    if let (true, Some(cache)) = (fresh, &shared.cache) {
+        cache.put(&digest, &component);
+    }
     let pre = shared
         .linker
         .instantiate_pre(&component)
