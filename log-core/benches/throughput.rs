@@ -38,6 +38,11 @@
 //! live in a temporary directory under the target directory, removed at the
 //! end. The output ends with a markdown table for `BENCHMARKS.md`.
 
+#[path = "../../bench/report.rs"]
+mod report;
+
+use report::{Row, median, print_table};
+
 use std::error::Error;
 use std::fs::{self, File, OpenOptions};
 use std::hint::black_box;
@@ -838,34 +843,3 @@ fn append_torn_batch(active: &Path, shape: &Shape) -> BenchResult<()> {
 
 // ---------------------------------------------------------------------------
 // Output
-
-/// One line of the final table.
-struct Row {
-    measurement: String,
-    weir: String,
-    baseline: String,
-    /// weir's speed as a fraction of the baseline's (above 1: weir is faster).
-    ratio: f64,
-    goal: String,
-}
-
-fn print_table(rows: &[Row]) {
-    println!();
-    println!(
-        "## Summary (ratio = weir speed / baseline speed; for times, baseline time / weir time)"
-    );
-    println!();
-    println!("| measurement | weir | baseline | ratio | goal |");
-    println!("|---|---|---|---|---|");
-    for row in rows {
-        println!(
-            "| {} | {} | {} | {:.2} | {} |",
-            row.measurement, row.weir, row.baseline, row.ratio, row.goal
-        );
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}

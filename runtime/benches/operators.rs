@@ -42,6 +42,11 @@
 //! or from `WEIR_GUESTS_DIR` when set. The output ends with a markdown table
 //! for `BENCHMARKS.md`.
 
+#[path = "../../bench/report.rs"]
+mod report;
+
+use report::{Row, median, print_table};
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -568,36 +573,6 @@ fn bench_load(settings: &Settings) -> Vec<Row> {
 
 // ---------------------------------------------------------------------------
 // Reporting
-
-struct Row {
-    measurement: String,
-    weir: String,
-    baseline: String,
-    /// Above 1: weir is faster than its baseline.
-    ratio: f64,
-    goal: String,
-}
-
-fn print_table(rows: &[Row]) {
-    println!();
-    println!(
-        "## Summary (ratio = weir speed / baseline speed; for times, baseline time / weir time)"
-    );
-    println!();
-    println!("| measurement | weir | baseline | ratio | goal |");
-    println!("|---|---|---|---|---|");
-    for row in rows {
-        println!(
-            "| {} | {} | {} | {:.2} | {} |",
-            row.measurement, row.weir, row.baseline, row.ratio, row.goal
-        );
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
