@@ -6,7 +6,7 @@
 //! encodings longer than a 64-bit value can need.
 
 /// Longest encoding of a 64-bit value.
-const MAX_LEN: usize = 10;
+pub(crate) const MAX_LEN: usize = 10;
 
 /// Appends `value` to `buf`.
 #[inline]
@@ -17,6 +17,20 @@ pub(crate) fn put(buf: &mut Vec<u8>, value: i64) {
         z >>= 7;
     }
     buf.push(z as u8);
+}
+
+/// Writes `value` into `out` at `*at` and advances `*at`; `out` must have
+/// room for [`MAX_LEN`] more bytes.
+#[inline]
+pub(crate) fn put_at(out: &mut [u8], at: &mut usize, value: i64) {
+    let mut z = ((value << 1) ^ (value >> 63)) as u64;
+    while z >= 0x80 {
+        out[*at] = z as u8 | 0x80;
+        *at += 1;
+        z >>= 7;
+    }
+    out[*at] = z as u8;
+    *at += 1;
 }
 
 /// Number of bytes `put` writes for `value`.
@@ -31,6 +45,18 @@ pub(crate) fn len(value: i64) -> usize {
 /// Returns `None` when the buffer ends first or the encoding is too long.
 #[inline]
 pub(crate) fn get(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    // Most fields (deltas, small lengths) fit in one byte: decode those
+    // without entering the loop.
+    let first = *buf.get(*pos)?;
+    if first < 0x80 {
+        *pos += 1;
+        return Some(i64::from(first >> 1) ^ -i64::from(first & 1));
+    }
+    get_long(buf, pos)
+}
+
+#[cold]
+fn get_long(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let mut z: u64 = 0;
     for i in 0..MAX_LEN {
         let byte = *buf.get(*pos + i)?;

@@ -77,10 +77,16 @@ impl BatchWriter {
         let offset_delta = i64::from(self.count);
         let body_len =
             1 + varint::len(timestamp_delta) + varint::len(offset_delta) + record.tail.len();
-        varint::put(&mut self.buf, body_len as i64);
-        self.buf.push(0);
-        varint::put(&mut self.buf, timestamp_delta);
-        varint::put(&mut self.buf, offset_delta);
+        // The record's head is assembled on the stack and appended in one
+        // piece with the copied tail: two copies instead of a push per byte.
+        let mut head = [0u8; 4 * varint::MAX_LEN];
+        let mut n = 0;
+        varint::put_at(&mut head, &mut n, body_len as i64);
+        n += 1; // attributes: 0
+        varint::put_at(&mut head, &mut n, timestamp_delta);
+        varint::put_at(&mut head, &mut n, offset_delta);
+        self.buf.reserve(n + record.tail.len());
+        self.buf.extend_from_slice(&head[..n]);
         self.buf.extend_from_slice(record.tail);
         self.count += 1;
         self.max_timestamp = self.max_timestamp.max(record.timestamp);
