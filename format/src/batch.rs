@@ -77,6 +77,16 @@ impl<'a> BatchRef<'a> {
     /// Validates `bytes` as exactly one batch: header, length, magic, CRC and
     /// the framing of every record. Compressed batches are refused.
     pub fn parse(bytes: &'a [u8]) -> Result<BatchRef<'a>, BatchError> {
+        Self::parse_checking(bytes, true)
+    }
+
+    /// Like [`parse`](Self::parse) but does not check the CRC: for a batch
+    /// whose CRC field is still to be written (see [`seal`]).
+    pub fn parse_unsealed(bytes: &'a [u8]) -> Result<BatchRef<'a>, BatchError> {
+        Self::parse_checking(bytes, false)
+    }
+
+    fn parse_checking(bytes: &'a [u8], check_crc: bool) -> Result<BatchRef<'a>, BatchError> {
         if bytes.len() < HEADER_LEN {
             return Err(BatchError::TooShort {
                 len: bytes.len(),
@@ -97,14 +107,16 @@ impl<'a> BatchRef<'a> {
         if magic != MAGIC {
             return Err(BatchError::BadMagic(magic));
         }
-        let stored = u32::from_be_bytes(
-            bytes[field::CRC..field::CRC + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
-        let computed = crc32c::crc32c(&bytes[field::ATTRIBUTES..]);
-        if stored != computed {
-            return Err(BatchError::BadCrc { stored, computed });
+        if check_crc {
+            let stored = u32::from_be_bytes(
+                bytes[field::CRC..field::CRC + 4]
+                    .try_into()
+                    .expect("4 bytes"),
+            );
+            let computed = crc32c::crc32c(&bytes[field::ATTRIBUTES..]);
+            if stored != computed {
+                return Err(BatchError::BadCrc { stored, computed });
+            }
         }
         let batch = BatchRef { bytes };
         let codec = (batch.attributes() & COMPRESSION_MASK) as u8;

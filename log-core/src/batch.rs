@@ -80,6 +80,17 @@ impl Batch {
         Ok(Batch { bytes })
     }
 
+    /// Validates a batch whose CRC field is not yet written (a WASM guest's
+    /// output), then writes the CRC. One pass over the bytes fewer than
+    /// sealing and then calling [`from_bytes`](Self::from_bytes).
+    pub fn from_unsealed(mut bytes: Vec<u8>) -> Result<Batch, BatchError> {
+        BatchRef::parse_unsealed(&bytes)?;
+        weir_format::seal(&mut bytes);
+        Ok(Batch {
+            bytes: Bytes::from(bytes),
+        })
+    }
+
     /// Wraps bytes that were validated by `from_bytes` before (the log
     /// re-reading a batch it verified earlier in this process).
     pub(crate) fn from_verified(bytes: Bytes) -> Batch {

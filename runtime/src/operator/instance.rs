@@ -15,7 +15,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use log_core::Batch;
 use wasmtime::{Store, Trap};
 
@@ -186,14 +185,21 @@ impl OperatorInstance {
         let Some(max_timestamp) = batches.iter().map(Batch::max_timestamp).max() else {
             return Ok(CallOutput::default());
         };
-        let mut input = std::mem::take(&mut self.scratch);
-        input.clear();
-        for batch in batches {
-            input.extend_from_slice(batch.as_bytes());
-        }
+        // One batch crosses as it is; several are joined in a reused buffer.
+        let mut joined = std::mem::take(&mut self.scratch);
+        joined.clear();
+        let input: &[u8] = match batches {
+            [one] => one.as_bytes(),
+            many => {
+                for batch in many {
+                    joined.extend_from_slice(batch.as_bytes());
+                }
+                &joined
+            }
+        };
         let result = self.run(|this| {
             let mut output = this.call(records, |bindings, store| {
-                bindings.call_process(store, &input)
+                bindings.call_process(store, input)
             })?;
             let watermark = max_timestamp.saturating_sub(this.lateness_ms);
             this.live()?
@@ -204,7 +210,7 @@ impl OperatorInstance {
             output.extend(this.fire_timers()?);
             Ok(output)
         });
-        self.scratch = input;
+        self.scratch = joined;
         result
     }
 
@@ -375,16 +381,7 @@ fn check_outcome(
     let mut records = 0;
     for emitted in outcome.emitted {
         check_output_name(&emitted.output)?;
-        let mut batch = emitted.batch;
-        if batch.len() < weir_format::HEADER_LEN {
-            return Err(OperatorError::BadOutput(format!(
-                "a batch for output {:?} is only {} bytes",
-                emitted.output,
-                batch.len()
-            )));
-        }
-        weir_format::seal(&mut batch);
-        let batch = Batch::from_bytes(Bytes::from(batch)).map_err(|e| {
+        let batch = Batch::from_unsealed(emitted.batch).map_err(|e| {
             OperatorError::BadOutput(format!("batch for output {:?}: {e}", emitted.output))
         })?;
         records += batch.record_count();
