@@ -135,6 +135,7 @@ fn mutated_modules_never_crash_the_host() {
     let engine = engine_with(Limits::default());
     let good = std::fs::read(guest("well_behaved")).unwrap();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let (mut loaded, mut refused) = (0, 0);
     for i in 0..40 {
         let mut bytes = good.clone();
         for _ in 0..(1 + i % 8) {
@@ -144,12 +145,26 @@ fn mutated_modules_never_crash_the_host() {
             let at = (seed as usize) % bytes.len();
             bytes[at] ^= (seed >> 32) as u8 | 1;
         }
-        // Either refused with an error or loaded; never a panic.
-        if let Ok(module) = engine.load("mutant", &bytes) {
-            let _ = weir::operator::OperatorInstance::new(module, Vec::new())
-                .map(|mut op| op.process(&[input(0, &[(None, "v", 0)])]));
+        // Either refused as an invalid module or loaded; never a panic,
+        // and never an error of the host itself.
+        match engine.load("mutant", &bytes) {
+            Ok(module) => {
+                loaded += 1;
+                let run = weir::operator::OperatorInstance::new(module, Vec::new())
+                    .and_then(|mut op| op.process(&[input(0, &[(None, "v", 0)])]));
+                if let Err(e) = run {
+                    assert!(!matches!(e, OperatorError::Host(_)), "mutant {i}: {e}");
+                }
+            }
+            Err(OperatorError::InvalidModule(_) | OperatorError::UnknownImports(_)) => refused += 1,
+            Err(other) => panic!("mutant {i}: unexpected error {other}"),
         }
     }
+    assert_eq!(loaded + refused, 40);
+    assert!(
+        refused > 0,
+        "random byte flips should break at least one module"
+    );
 }
 
 #[test]
