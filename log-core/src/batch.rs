@@ -38,6 +38,12 @@ impl BatchBuilder {
         self
     }
 
+    /// Adds a record read from another batch, copying its encoded form.
+    pub fn push_view(&mut self, record: &RecordView<'_>) -> &mut Self {
+        self.0.push_view(record);
+        self
+    }
+
     /// Number of records pushed so far.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -171,6 +171,23 @@ impl Log {
                 reason: "names starting with '__' are reserved for internal topics",
             });
         }
+        self.create_any_topic(name, config)
+    }
+
+    /// Creates an internal topic (its name must start with `__`): for the
+    /// log's users to keep their own bookkeeping, hidden from [`Log::topics`].
+    pub fn create_internal_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        validate_topic_name(name)?;
+        if !name.starts_with("__") {
+            return Err(LogError::InvalidTopicName {
+                name: name.to_string(),
+                reason: "internal topic names start with '__'",
+            });
+        }
+        self.create_any_topic(name, config)
+    }
+
+    fn create_any_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
         config.validate(name)?;
         let inner = &*self.inner;
         let _admin = inner.admin.lock().unwrap_or_else(|e| e.into_inner());
@@ -219,10 +236,22 @@ impl Log {
     /// Deletes a topic and its data. Handles to it fail from then on with
     /// `TopicDeleted`, and readers waiting on it wake up.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
-        let inner = &*self.inner;
         if name.starts_with("__") {
             return Err(LogError::UnknownTopic(name.to_string()));
         }
+        self.delete_any_topic(name)
+    }
+
+    /// Deletes an internal topic made by [`Log::create_internal_topic`].
+    pub fn delete_internal_topic(&self, name: &str) -> Result<()> {
+        if !name.starts_with("__") || name == crate::groups::OFFSETS_TOPIC {
+            return Err(LogError::UnknownTopic(name.to_string()));
+        }
+        self.delete_any_topic(name)
+    }
+
+    fn delete_any_topic(&self, name: &str) -> Result<()> {
+        let inner = &*self.inner;
         let _admin = inner.admin.lock().unwrap_or_else(|e| e.into_inner());
         let topic = inner
             .topics
