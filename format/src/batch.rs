@@ -57,6 +57,21 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     put_i64(batch, field::BASE_OFFSET, base_offset as i64);
 }
 
+/// The producer id of a batch that carries none (Kafka's `NO_PRODUCER_ID`).
+pub const NO_PRODUCER_ID: i64 = -1;
+
+/// Writes the idempotent-producer fields (producer id, epoch and the
+/// sequence number of the first record) and re-seals the batch: the fields
+/// are inside the CRC, so the CRC is recomputed here and the batch is
+/// complete when this returns (no separate [`seal`] needed). `batch` must be
+/// at least [`HEADER_LEN`] long.
+pub fn set_producer(batch: &mut [u8], id: i64, epoch: i16, base_sequence: i32) {
+    put_i64(batch, field::PRODUCER_ID, id);
+    batch[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
+    put_i32(batch, field::BASE_SEQUENCE, base_sequence);
+    seal(batch);
+}
+
 /// A borrowed, validated batch.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct BatchRef<'a> {
@@ -196,7 +211,10 @@ impl<'a> BatchRef<'a> {
         self.last_offset() + 1
     }
 
-    pub(crate) fn last_offset_delta(&self) -> u32 {
+    /// Offset of the last record slot relative to the base offset. For an
+    /// idempotent producer's batch, also the last record's sequence number
+    /// relative to [`base_sequence`](Self::base_sequence) (compaction keeps it).
+    pub fn last_offset_delta(&self) -> u32 {
         get_i32(self.bytes, field::LAST_OFFSET_DELTA).max(0) as u32
     }
 
@@ -216,6 +234,25 @@ impl<'a> BatchRef<'a> {
     /// Partition leader epoch; the embedded log always writes 0.
     pub fn leader_epoch(&self) -> i32 {
         get_i32(self.bytes, field::LEADER_EPOCH)
+    }
+
+    /// The idempotent producer that wrote the batch, or [`NO_PRODUCER_ID`] (−1).
+    pub fn producer_id(&self) -> i64 {
+        get_i64(self.bytes, field::PRODUCER_ID)
+    }
+
+    /// The producer's epoch (−1 when the batch has no producer).
+    pub fn producer_epoch(&self) -> i16 {
+        i16::from_be_bytes([
+            self.bytes[field::PRODUCER_EPOCH],
+            self.bytes[field::PRODUCER_EPOCH + 1],
+        ])
+    }
+
+    /// The producer's sequence number of the first record (−1 when the
+    /// batch has no producer); record `i` has `base_sequence + i`.
+    pub fn base_sequence(&self) -> i32 {
+        get_i32(self.bytes, field::BASE_SEQUENCE)
     }
 
     fn attributes(&self) -> i16 {

@@ -8,7 +8,7 @@
 //! records without failing.
 //!
 //! - `batch`: header layout, [`BatchRef`] (validate and view), [`Batches`]
-//!   (concatenated batches), [`seal`] (the CRC)
+//!   (concatenated batches), [`seal`] (the CRC), [`set_producer`]
 //! - `record`: [`Record`] (to write), [`RecordView`] (read, zero-copy), headers
 //! - `writer`: [`BatchWriter`] and [`retain`]
 //! - `varint`: Kafka's zig-zag varints
@@ -22,7 +22,8 @@ mod varint;
 mod writer;
 
 pub use batch::{
-    BatchRef, Batches, HEADER_LEN, LENGTH_PREFIX, MAGIC, declared_len, field, seal, set_base_offset,
+    BatchRef, Batches, HEADER_LEN, LENGTH_PREFIX, MAGIC, NO_PRODUCER_ID, declared_len, field, seal,
+    set_base_offset, set_producer,
 };
 pub use error::BatchError;
 pub use record::{Header, Headers, Record, RecordView, Records};

@@ -2,7 +2,8 @@
 //! [`retain`] rewrites one keeping some of its records (compaction).
 
 use crate::batch::{
-    BatchRef, HEADER_LEN, LENGTH_PREFIX, MAGIC, field, put_i32, put_i64, seal, set_base_offset,
+    BatchRef, HEADER_LEN, LENGTH_PREFIX, MAGIC, NO_PRODUCER_ID, field, put_i32, put_i64, seal,
+    set_base_offset,
 };
 use crate::error::BatchError;
 use crate::record::{Record, RecordView, parse_record, put_nullable, record_body_len};
@@ -130,6 +131,7 @@ impl BatchWriter {
             base_timestamp: self.base_timestamp,
             max_timestamp: self.max_timestamp,
             count: self.count as i32,
+            producer: (NO_PRODUCER_ID, -1, -1),
         };
         header.write(&mut buf);
         Ok(buf)
@@ -168,6 +170,13 @@ pub fn retain(
         base_timestamp: batch.base_timestamp(),
         max_timestamp,
         count,
+        // The producer's sequence range stays that of the original batch,
+        // so producer state rebuilt from a compacted segment is unchanged.
+        producer: (
+            batch.producer_id(),
+            batch.producer_epoch(),
+            batch.base_sequence(),
+        ),
     };
     header.write(&mut buf);
     set_base_offset(&mut buf, batch.base_offset());
@@ -176,13 +185,15 @@ pub fn retain(
 }
 
 /// The header fields the writer and `retain` set; the rest are fixed
-/// (no producer, no compression, create-time timestamps).
+/// (no compression, create-time timestamps).
 struct Header61 {
     length: i32,
     last_offset_delta: i32,
     base_timestamp: i64,
     max_timestamp: i64,
     count: i32,
+    /// Producer id, epoch and base sequence; the writer sets none (−1).
+    producer: (i64, i16, i32),
 }
 
 impl Header61 {
@@ -194,10 +205,10 @@ impl Header61 {
         put_i32(buf, field::LAST_OFFSET_DELTA, self.last_offset_delta);
         put_i64(buf, field::BASE_TIMESTAMP, self.base_timestamp);
         put_i64(buf, field::MAX_TIMESTAMP, self.max_timestamp);
-        put_i64(buf, field::PRODUCER_ID, -1);
-        buf[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2]
-            .copy_from_slice(&(-1i16).to_be_bytes());
-        put_i32(buf, field::BASE_SEQUENCE, -1);
+        let (id, epoch, base_sequence) = self.producer;
+        put_i64(buf, field::PRODUCER_ID, id);
+        buf[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
+        put_i32(buf, field::BASE_SEQUENCE, base_sequence);
         put_i32(buf, field::RECORD_COUNT, self.count);
     }
 }
@@ -205,7 +216,7 @@ impl Header61 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BatchRef, Batches, Header};
+    use crate::{BatchRef, Batches, Header, set_producer};
 
     fn sample() -> Vec<u8> {
         let mut b = BatchWriter::new();
@@ -345,6 +356,7 @@ mod tests {
             base_timestamp: 0,
             max_timestamp: 0,
             count: 1,
+            producer: (NO_PRODUCER_ID, -1, -1),
         }
         .write(&mut buf);
         seal(&mut buf);
@@ -380,5 +392,40 @@ mod tests {
         assert_eq!(records[0].offset, 8);
         assert_eq!(records[0].timestamp, 990);
         assert!(retain(&batch, |_| false).is_none());
+    }
+
+    #[test]
+    fn producer_fields_are_written_sealed_and_kept_by_retain() {
+        let mut bytes = sample();
+        let plain = BatchRef::parse(&bytes).unwrap();
+        assert_eq!(
+            (
+                plain.producer_id(),
+                plain.producer_epoch(),
+                plain.base_sequence()
+            ),
+            (NO_PRODUCER_ID, -1, -1)
+        );
+        set_producer(&mut bytes, 42, 3, 1_000);
+        let stamped = BatchRef::parse(&bytes).expect("set_producer re-seals the batch");
+        assert_eq!(
+            (
+                stamped.producer_id(),
+                stamped.producer_epoch(),
+                stamped.base_sequence()
+            ),
+            (42, 3, 1_000)
+        );
+        let kept = retain(&stamped, |r| r.key.is_none()).unwrap();
+        let kept = BatchRef::parse(&kept).unwrap();
+        assert_eq!(
+            (
+                kept.producer_id(),
+                kept.producer_epoch(),
+                kept.base_sequence()
+            ),
+            (42, 3, 1_000)
+        );
+        assert_eq!(kept.last_offset_delta(), 1);
     }
 }

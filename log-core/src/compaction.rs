@@ -5,7 +5,12 @@
 //! copying kept records byte for byte (offsets and timestamps unchanged,
 //! see `Batch::retain`). A tombstone is kept while it is the latest record
 //! for its key and younger than `tombstone_retention_ms`, then dropped.
-//! The active segment is never touched.
+//! The active segment is never touched. A batch that is an idempotent
+//! producer's latest in the closed segments is never removed whole: if none
+//! of its records survive, its last record is kept, so that its header (and
+//! with it the producer's last sequence) stays for producer state rebuilt
+//! by replaying these segments (`producers.rs`; Kafka keeps such a batch
+//! empty, which this format does not allow).
 //!
 //! Each rewrite is crash-safe: the new data is written to `B.log.cleaned`
 //! and synced, renamed to `B.log.swap` and the directory synced (the commit
@@ -16,6 +21,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::batch::Batch;
 use crate::config::Cleanup;
 use crate::error::{IoContext, Result};
 use crate::partition::Partition;
@@ -44,8 +50,12 @@ pub(crate) fn compact(partition: &Partition) -> Result<CompactionStats> {
     let segments = s.segments();
     let closed = &segments[..segments.len() - 1];
     let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
+    let mut producers_last: HashMap<i64, u64> = HashMap::new();
     for segment in closed {
         for batch in segment.batches()? {
+            if let Some(stamp) = batch.producer() {
+                producers_last.insert(stamp.id, batch.base_offset());
+            }
             for record in batch.records() {
                 if let Some(key) = record.key {
                     latest.insert(key.to_vec(), record.offset);
@@ -63,7 +73,8 @@ pub(crate) fn compact(partition: &Partition) -> Result<CompactionStats> {
         let kept: Vec<_> = batches
             .iter()
             .filter_map(|batch| {
-                batch.retain(|r| {
+                let mut dropped = 0;
+                let retained = batch.retain(|r| {
                     let keep = match r.key {
                         None => true,
                         Some(key) => {
@@ -71,9 +82,16 @@ pub(crate) fn compact(partition: &Partition) -> Result<CompactionStats> {
                                 && !(r.is_tombstone() && r.timestamp < horizon)
                         }
                     };
-                    removed += usize::from(!keep);
+                    dropped += usize::from(!keep);
                     keep
-                })
+                });
+                if retained.is_none() && is_producers_last(batch, &producers_last) {
+                    dropped -= 1;
+                    removed += dropped;
+                    return keep_last_record(batch);
+                }
+                removed += dropped;
+                retained
             })
             .collect();
         if removed == 0 {
@@ -94,12 +112,20 @@ pub(crate) fn compact(partition: &Partition) -> Result<CompactionStats> {
     Ok(stats)
 }
 
+fn is_producers_last(batch: &Batch, producers_last: &HashMap<i64, u64>) -> bool {
+    batch
+        .producer()
+        .is_some_and(|stamp| producers_last.get(&stamp.id) == Some(&batch.base_offset()))
+}
+
+/// The batch with only its last record, header range unchanged.
+fn keep_last_record(batch: &Batch) -> Option<Batch> {
+    let last = batch.records().last()?.offset;
+    batch.retain(|r| r.offset == last)
+}
+
 /// Replaces `segment`'s file with `batches`, crash-safely (see the module docs).
-fn rewrite(
-    partition: &Partition,
-    segment: &Segment,
-    batches: &[crate::Batch],
-) -> Result<Arc<Segment>> {
+fn rewrite(partition: &Partition, segment: &Segment, batches: &[Batch]) -> Result<Arc<Segment>> {
     let s = partition.shared();
     let storage = &*s.storage;
     let paths = segment.paths();

@@ -78,6 +78,57 @@ pub enum LogError {
         reason: String,
     },
 
+    #[error(
+        "producer {producer} is fenced on {topic}/{partition}: its epoch {epoch} is older \
+         than the current epoch {current_epoch}"
+    )]
+    ProducerFenced {
+        topic: String,
+        partition: u32,
+        producer: i64,
+        epoch: i16,
+        current_epoch: i16,
+    },
+
+    #[error(
+        "out-of-order sequence from producer {producer} on {topic}/{partition}: \
+         expected base sequence {expected}, got {got}"
+    )]
+    OutOfOrderSequence {
+        topic: String,
+        partition: u32,
+        producer: i64,
+        expected: i32,
+        got: i32,
+    },
+
+    #[error(
+        "batch with sequences {base_sequence} to {last_sequence} from producer {producer} on \
+         {topic}/{partition} was already written (the producer's last sequence is \
+         {producer_last_sequence}) but is not one of its last batches, so its offsets are unknown"
+    )]
+    DuplicateSequence {
+        topic: String,
+        partition: u32,
+        producer: i64,
+        base_sequence: i32,
+        last_sequence: i64,
+        producer_last_sequence: i32,
+    },
+
+    #[error(
+        "invalid sequence range from producer {producer} on {topic}/{partition}: base sequence \
+         {base_sequence} with {last_offset_delta} more records must be 0 to {max}",
+        max = i32::MAX
+    )]
+    InvalidSequence {
+        topic: String,
+        partition: u32,
+        producer: i64,
+        base_sequence: i32,
+        last_offset_delta: u32,
+    },
+
     #[error("data directory {path} is already in use by another process")]
     Locked { path: PathBuf },
 

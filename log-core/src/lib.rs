@@ -14,6 +14,7 @@
 //! - `topic`, `partition`: handles for appending, reading and tailing
 //! - `segment`, `index`: segment files and their sparse indexes
 //! - `durability`: group commit; `recovery`: repairing a directory on open
+//! - `producers`: idempotent producers (sequence checks, snapshots, ids)
 //! - `retention`, `compaction`: removing old and superseded data
 //! - [`storage`]: the file-system trait, real and simulated
 //! - [`config`], [`clock`], [`error`]
@@ -28,13 +29,14 @@ mod groups;
 mod index;
 pub mod log;
 mod partition;
+mod producers;
 mod recovery;
 mod retention;
 mod segment;
 pub mod storage;
 mod topic;
 
-pub use batch::{Batch, BatchBuilder, Header, Headers, Record, RecordView, Records};
+pub use batch::{Batch, BatchBuilder, Header, Headers, ProducerStamp, Record, RecordView, Records};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compaction::CompactionStats;
 pub use config::{Cleanup, Durability, TopicConfig, validate_topic_name};

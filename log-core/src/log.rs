@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! LOCK                         held (flock) while a process has the log open
+//! producer-ids                 next producer id not yet reserved (written atomically)
 //! topics/<name>/topic.json     the topic's configuration (written atomically)
 //! topics/<name>/<partition>/   segments of one partition (see segment.rs)
 //! trash/                       deleted topics on their way out
@@ -31,6 +32,7 @@ use crate::config::{TopicConfig, validate_topic_name};
 use crate::error::{IoContext, LogError, Result};
 use crate::groups::{ConsumerOffsets, OFFSETS_TOPIC, offsets_topic_config};
 use crate::partition::Partition;
+use crate::producers::{ProducerIds, producer_ids_path};
 use crate::retention;
 use crate::storage::{DirLock, FsStorage, Storage, read_all, tmp_path, write_atomic};
 use crate::topic::Topic;
@@ -91,6 +93,7 @@ struct Inner {
     /// Serializes topic creation and deletion.
     admin: Mutex<()>,
     offsets: ConsumerOffsets,
+    producer_ids: ProducerIds,
     _lock: Box<dyn DirLock>,
 }
 
@@ -126,6 +129,7 @@ impl Log {
                 .create_dir_all(&dir.join(sub))
                 .ctx("create directory", dir.join(sub))?;
         }
+        remove_leftover_tmp(&*storage, &producer_ids_path(&dir))?;
         storage.sync_dir(&dir).ctx("sync data directory", &dir)?;
         empty_trash(&*storage, &dir.join("trash"))?;
         let topics = load_topics(&storage, &clock, &dir.join("topics"))?;
@@ -149,6 +153,7 @@ impl Log {
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
             offsets,
+            producer_ids: ProducerIds::default(),
             _lock: lock,
         });
         let background = config
@@ -299,6 +304,15 @@ impl Log {
         self.inner.offsets.group(group)
     }
 
+    /// Allocates a producer id for an idempotent producer: unique for the
+    /// life of the data directory, never handed out twice, even across
+    /// crashes (ids are reserved in blocks, durably, before use).
+    pub fn init_producer_id(&self) -> Result<i64> {
+        self.inner
+            .producer_ids
+            .allocate(&*self.inner.storage, &self.inner.dir)
+    }
+
     /// Runs retention and compaction once over every partition.
     pub fn run_maintenance(&self) -> Result<MaintenanceStats> {
         self.inner.maintain()
@@ -427,6 +441,17 @@ fn empty_trash(storage: &dyn Storage, trash: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes the temporary file an interrupted `write_atomic` of `path` left.
+fn remove_leftover_tmp(storage: &dyn Storage, path: &Path) -> Result<()> {
+    let tmp = tmp_path(path);
+    if storage.exists(&tmp) {
+        storage
+            .remove_file(&tmp)
+            .ctx("remove leftover file", &tmp)?;
+    }
+    Ok(())
+}
+
 fn load_topics(
     storage: &Arc<dyn Storage>,
     clock: &Arc<dyn Clock>,
@@ -436,12 +461,7 @@ fn load_topics(
     for name in storage.list(topics_dir).ctx("list topics", topics_dir)? {
         let dir = topics_dir.join(&name);
         let config_path = dir.join("topic.json");
-        let tmp = tmp_path(&config_path);
-        if storage.exists(&tmp) {
-            storage
-                .remove_file(&tmp)
-                .ctx("remove leftover file", &tmp)?;
-        }
+        remove_leftover_tmp(&**storage, &config_path)?;
         if !storage.exists(&config_path) {
             tracing::warn!(topic = %name, "removing topic directory without topic.json (creation interrupted)");
             storage

@@ -8,6 +8,11 @@
 //! a power cut could take back), otherwise everything written. Async
 //! readers wait for the visible end to move through a `watch` channel.
 //!
+//! Batches from idempotent producers are checked under the writer lock
+//! against the partition's producer state (`producers.rs`): retries are
+//! answered with the original offsets instead of being written twice.
+//! Batches without a producer skip this entirely.
+//!
 //! Retention and compaction (their own modules) replace or remove closed
 //! segments under the partition's maintenance lock.
 
@@ -17,11 +22,12 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio::sync::watch;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, ProducerStamp};
 use crate::clock::Clock;
 use crate::config::{Cleanup, Durability, TopicConfig};
 use crate::durability::GroupCommit;
 use crate::error::{IoContext, LogError, Result};
+use crate::producers::{self, Producers, Snapshot, Verdict};
 use crate::recovery;
 use crate::segment::Segment;
 use crate::storage::Storage;
@@ -31,6 +37,9 @@ use crate::storage::Storage;
 pub struct AppendInfo {
     pub base_offset: u64,
     pub last_offset: u64,
+    /// The batch was a producer's retry of a batch already written: nothing
+    /// was written, and the offsets are those of the original append.
+    pub duplicate: bool,
 }
 
 /// A handle to one partition; clones share it and work from any thread.
@@ -43,6 +52,7 @@ pub struct Partition {
 struct Writer {
     next_offset: u64,
     active: Arc<Segment>,
+    producers: Producers,
 }
 
 #[derive(Debug)]
@@ -56,8 +66,9 @@ pub(crate) struct Shared {
     writer: Mutex<Writer>,
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     commit: GroupCommit,
-    /// Closed segments of `interval`/`never` topics not yet synced, oldest first.
-    unsynced: Mutex<Vec<Arc<Segment>>>,
+    /// Closed segments of `interval`/`never` topics not yet synced, oldest
+    /// first, each with the producer snapshot taken when it closed.
+    unsynced: Mutex<Vec<(Arc<Segment>, Snapshot)>>,
     /// Serializes syncing closed segments, so recovery points only move forward.
     syncing_closed: Mutex<()>,
     visible: watch::Sender<u64>,
@@ -83,6 +94,7 @@ impl Partition {
             .expect("recovery leaves at least one segment")
             .clone();
         let next_offset = active.next_offset();
+        let producers = producers::load(&*storage, &dir, &segments)?;
         let shared = Shared {
             topic: topic.to_string(),
             id,
@@ -94,6 +106,7 @@ impl Partition {
             writer: Mutex::new(Writer {
                 next_offset,
                 active,
+                producers,
             }),
             segments: RwLock::new(Arc::new(segments)),
             // Recovery synced what it kept, so everything found is durable.
@@ -123,6 +136,14 @@ impl Partition {
 
     /// Appends a batch and assigns its offsets. Returns once the batch is as
     /// durable as the topic's policy asks (for `always`, on disk).
+    ///
+    /// A batch stamped by an idempotent producer ([`Batch::producer`]) is
+    /// checked first: a retry of one of the producer's last 5 batches is not
+    /// written again but answered with the original offsets and
+    /// `duplicate: true` (once those are as durable as the policy asks);
+    /// an older epoch fails with `ProducerFenced`, a sequence gap with
+    /// `OutOfOrderSequence`, an older sequence that is not one of those
+    /// batches with `DuplicateSequence`.
     pub fn append(&self, batch: Batch) -> Result<AppendInfo> {
         let s = &*self.shared;
         s.check_live()?;
@@ -144,19 +165,25 @@ impl Partition {
         let info = {
             let mut w = s.lock_writer();
             s.check_failed()?;
-            let now = s.clock.now_ms();
-            if s.should_roll(&w, &batch, now) {
-                s.roll(&mut w)?;
-            }
-            let batch = batch.with_base_offset(w.next_offset);
-            if let Err(e) = w.active.append(&batch, now) {
-                s.commit.fail(e.to_string());
-                return Err(e);
-            }
-            w.next_offset = batch.next_offset();
-            AppendInfo {
-                base_offset: batch.base_offset(),
-                last_offset: batch.last_offset(),
+            let stamp = producers::stamp_of(&batch);
+            if let Some((stamp, last_delta)) = &stamp
+                && let Verdict::Duplicate {
+                    base_offset,
+                    last_offset,
+                } = s.check_producer(&w, stamp, *last_delta)?
+            {
+                AppendInfo {
+                    base_offset,
+                    last_offset,
+                    duplicate: true,
+                }
+            } else {
+                let info = s.write(&mut w, batch)?;
+                if let Some((stamp, last_delta)) = &stamp {
+                    w.producers
+                        .record(stamp, *last_delta, info.base_offset, info.last_offset);
+                }
+                info
             }
         };
         match s.config.durability {
@@ -361,6 +388,37 @@ impl Shared {
             .map_err(|reason| self.failed(reason))
     }
 
+    fn check_producer(
+        &self,
+        w: &Writer,
+        stamp: &ProducerStamp,
+        last_offset_delta: u32,
+    ) -> Result<Verdict> {
+        w.producers
+            .check(stamp, last_offset_delta)
+            .map_err(|refusal| refusal.into_error(&self.topic, self.id, stamp, last_offset_delta))
+    }
+
+    /// Assigns the batch its offsets and writes it to the active segment,
+    /// rolling first if it is due.
+    fn write(&self, w: &mut Writer, batch: Batch) -> Result<AppendInfo> {
+        let now = self.clock.now_ms();
+        if self.should_roll(w, &batch, now) {
+            self.roll(w)?;
+        }
+        let batch = batch.with_base_offset(w.next_offset);
+        if let Err(e) = w.active.append(&batch, now) {
+            self.commit.fail(e.to_string());
+            return Err(e);
+        }
+        w.next_offset = batch.next_offset();
+        Ok(AppendInfo {
+            base_offset: batch.base_offset(),
+            last_offset: batch.last_offset(),
+            duplicate: false,
+        })
+    }
+
     fn should_roll(&self, w: &Writer, batch: &Batch, now: i64) -> bool {
         let active = &w.active;
         if active.size() == 0 {
@@ -390,21 +448,25 @@ impl Shared {
     /// next offset. Any failure fails the partition.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let result: Result<()> = (|| {
+            // The producer state as of the new segment's base offset, so
+            // that recovery replays only the segment after it.
+            let snapshot = w.producers.encode(w.next_offset);
             match self.config.durability {
                 // Every acknowledged append is synced already; syncing the
                 // rest now keeps "closed means durable" for these topics.
                 Durability::Always => {
                     w.active.close()?;
+                    snapshot.write(&*self.storage, &self.dir)?;
                     self.commit.advance(w.next_offset);
                     self.publish(w.next_offset);
                 }
                 // Off the append path: the next flush or maintenance pass
-                // syncs it and then moves the recovery point. For `never`
-                // topics that is like the kernel's own delayed writeback,
-                // and it bounds what recovery must verify.
+                // syncs it, writes the snapshot and then moves the recovery
+                // point. For `never` topics that is like the kernel's own
+                // delayed writeback, and it bounds what recovery must verify.
                 Durability::Interval | Durability::Never => {
                     w.active.seal()?;
-                    lock(&self.unsynced).push(w.active.clone());
+                    lock(&self.unsynced).push((w.active.clone(), snapshot));
                 }
             }
             let segment = Arc::new(Segment::create(
@@ -439,7 +501,12 @@ impl Shared {
         }
         let result = pending
             .iter()
-            .try_for_each(|segment| segment.sync_all())
+            .try_for_each(|(segment, _)| segment.sync_all())
+            .and_then(|()| {
+                pending
+                    .iter()
+                    .try_for_each(|(_, snapshot)| snapshot.write(&*self.storage, &self.dir))
+            })
             .and_then(|()| recovery::write_recovery_point(&*self.storage, &self.dir, active_base));
         if let Err(e) = &result {
             self.commit.fail(e.to_string());

@@ -11,9 +11,12 @@
 //! doomed segment's log file is renamed to `*.deleted` and the directory
 //! synced (the commit point) before the segment leaves the in-memory list
 //! and its files are removed. Recovery removes any `*.deleted` leftovers.
+//! Producer snapshots below the new first segment go too (on open if a
+//! crash came first).
 
 use crate::error::{IoContext, Result};
 use crate::partition::Partition;
+use crate::producers;
 use crate::recovery::DELETED;
 
 /// Applies the topic's retention limits; returns how many segments were deleted.
@@ -73,6 +76,7 @@ pub(crate) fn enforce(partition: &Partition) -> Result<usize> {
     s.storage
         .sync_dir(&s.dir)
         .ctx("sync partition directory", &s.dir)?;
+    producers::remove_snapshots_below(&*s.storage, &s.dir, first_kept)?;
     Ok(doomed.len())
 }
 

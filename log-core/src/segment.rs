@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
-use crate::batch::{Batch, HEADER_LEN, LENGTH_PREFIX, declared_len};
+use crate::batch::{Batch, BatchRef, HEADER_LEN, LENGTH_PREFIX, declared_len};
 use crate::error::{IoContext, LogError, Result};
 use crate::index::{OFFSET_ENTRY, OffsetIndex, TIME_ENTRY, TimeIndex};
 use crate::storage::{Storage, StorageFile, read_all};
@@ -408,6 +408,57 @@ impl Segment {
             offset = last.next_offset();
             out.extend(batches);
         }
+    }
+
+    /// Calls `visit` with the header of every batch, in order, reading
+    /// headers only: the view passed holds just the [`HEADER_LEN`] header
+    /// bytes, so only its header fields may be used. Large batches are
+    /// skipped with one small read each; runs of small ones are read in
+    /// windows. The framing is checked, the CRC is not (used on open, for
+    /// segments recovery has already verified or that were synced).
+    pub(crate) fn for_each_header(&self, mut visit: impl FnMut(BatchRef<'_>)) -> Result<()> {
+        const WINDOW: usize = 64 << 10;
+        const SMALL_BATCH: usize = 4 << 10;
+        let size = self.size();
+        let mut window = Bytes::new();
+        let mut window_start = 0u64;
+        let mut position = 0u64;
+        let mut last_len = 0usize;
+        while position < size {
+            let in_window = position >= window_start
+                && position + HEADER_LEN as u64 <= window_start + window.len() as u64;
+            if !in_window {
+                let want = if last_len >= SMALL_BATCH {
+                    HEADER_LEN
+                } else {
+                    WINDOW
+                };
+                let len = (size - position).min(want as u64) as usize;
+                if len < HEADER_LEN {
+                    return Err(LogError::Corrupt {
+                        path: self.paths.log.clone(),
+                        position,
+                        reason: "incomplete batch header at the end of the segment".into(),
+                    });
+                }
+                window = self.read_bytes(position, len)?;
+                window_start = position;
+            }
+            let at = (position - window_start) as usize;
+            let header = &window[at..at + HEADER_LEN];
+            let len = self.batch_len(header, position)?;
+            if position + len as u64 > size {
+                return Err(LogError::Corrupt {
+                    path: self.paths.log.clone(),
+                    position,
+                    reason: format!("batch of {len} bytes runs past the end of the segment"),
+                });
+            }
+            visit(BatchRef::assume_valid(header));
+            position += len as u64;
+            last_len = len;
+        }
+        Ok(())
     }
 
     fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes> {

@@ -165,7 +165,8 @@ fn assert_no_leftover_files(disk: &SimStorage, seed: u64) {
         let ok = name == "LOCK"
             || name == "topic.json"
             || name == "recovery-point"
-            || [".log", ".index", ".timeindex"]
+            || name == "producer-ids"
+            || [".log", ".index", ".timeindex", ".producers"]
                 .iter()
                 .any(|ext| name.ends_with(ext) && name.len() == 20 + ext.len());
         assert!(
