@@ -47,7 +47,9 @@ pub fn parse_line(line: &str, now: i64) -> Result<JsonRecord, String> {
     parse_object(&object, now)
 }
 
-fn parse_object(object: &Map<String, Value>, now: i64) -> Result<JsonRecord, String> {
+/// Reads a record object (`key`, `value`, `headers`, `timestamp` and the
+/// `_b64` forms); other fields are the caller's business.
+pub fn parse_object(object: &Map<String, Value>, now: i64) -> Result<JsonRecord, String> {
     let timestamp = match object.get("timestamp") {
         None | Some(Value::Null) => now,
         Some(t) => t
@@ -99,8 +101,14 @@ fn bytes_of(value: &Value) -> Vec<u8> {
 pub fn render(output: &str, record: &RecordView<'_>) -> Value {
     let mut object = Map::new();
     object.insert("output".into(), json!(output));
-    put_bytes(&mut object, "key", record.key);
-    put_bytes(&mut object, "value", record.value);
+    render_into(&mut object, record);
+    Value::Object(object)
+}
+
+/// Adds a record's key, value, timestamp and headers to `object`.
+pub fn render_into(object: &mut Map<String, Value>, record: &RecordView<'_>) {
+    put_bytes(object, "key", record.key);
+    put_bytes(object, "value", record.value);
     object.insert("timestamp".into(), json!(record.timestamp));
     let headers: BTreeMap<&str, Value> = record
         .headers()
@@ -109,7 +117,6 @@ pub fn render(output: &str, record: &RecordView<'_>) -> Value {
     if !headers.is_empty() {
         object.insert("headers".into(), json!(headers));
     }
-    Value::Object(object)
 }
 
 fn put_bytes(object: &mut Map<String, Value>, name: &str, bytes: Option<&[u8]>) {

@@ -1,5 +1,7 @@
 //! Weir's integration tests: one binary, one module per area.
 
+mod exactly_once;
+mod http_api;
 mod log_api;
 mod log_crash;
 mod log_faults;
@@ -8,5 +10,6 @@ mod log_power_loss;
 mod log_torn_writes;
 mod operator_examples;
 mod operators;
+mod pipelines;
 mod support;
 mod weir_run;

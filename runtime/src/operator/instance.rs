@@ -20,7 +20,7 @@ use wasmtime::{Store, Trap};
 
 use super::OperatorError;
 use super::engine::EPOCH_TICK;
-use super::host::{Failure, HostState, KeyedState, Operator, Outcome, Timer};
+use super::host::{Failure, HostState, KeyedState, Operator, Outcome, StateDelta, Timer};
 use super::limits::Limits;
 use super::module::OperatorModule;
 
@@ -53,7 +53,8 @@ impl CallOutput {
         self.emitted.iter().map(|(_, b)| b.record_count()).sum()
     }
 
-    fn extend(&mut self, other: CallOutput) {
+    /// Appends `other`'s outputs and rejections after these.
+    pub fn extend(&mut self, other: CallOutput) {
         self.emitted.extend(other.emitted);
         self.rejected.extend(other.rejected);
     }
@@ -90,6 +91,16 @@ impl OperatorInstance {
         module: Arc<OperatorModule>,
         config: Vec<(String, String)>,
     ) -> Result<OperatorInstance, OperatorError> {
+        Self::with_state(module, config, Vec::new())
+    }
+
+    /// Like [`new`](Self::new), with keyed state, timers and watermark
+    /// rebuilt from checkpoints (a snapshot, then deltas) before `init`.
+    pub fn with_state(
+        module: Arc<OperatorModule>,
+        config: Vec<(String, String)>,
+        checkpoints: Vec<StateDelta>,
+    ) -> Result<OperatorInstance, OperatorError> {
         let lateness_ms = match config.iter().rev().find(|(k, _)| k == LATENESS_SETTING) {
             None => 0,
             Some((_, v)) => v.parse::<i64>().ok().filter(|l| *l >= 0).ok_or_else(|| {
@@ -99,12 +110,16 @@ impl OperatorInstance {
             })?,
         };
         let limits = module.engine.limits().clone();
+        let mut state = KeyedState::new(limits.max_state_bytes, limits.max_timers);
+        for checkpoint in checkpoints {
+            state.apply(checkpoint);
+        }
         let mut instance = OperatorInstance {
             module,
             config,
             lateness_ms,
             live: None,
-            parked: Some(KeyedState::new(limits.max_state_bytes, limits.max_timers)),
+            parked: Some(state),
             scratch: Vec::new(),
         };
         instance.live()?;
@@ -126,6 +141,21 @@ impl OperatorInstance {
             None => self
                 .parked
                 .as_ref()
+                .expect("state is parked while no instance is live"),
+        }
+    }
+
+    /// State changes since the last checkpoint, for the next one.
+    pub fn take_state_delta(&mut self) -> StateDelta {
+        self.keyed_state_mut().take_delta()
+    }
+
+    fn keyed_state_mut(&mut self) -> &mut KeyedState {
+        match &mut self.live {
+            Some(live) => &mut live.store.data_mut().keyed,
+            None => self
+                .parked
+                .as_mut()
                 .expect("state is parked while no instance is live"),
         }
     }
@@ -230,13 +260,7 @@ impl OperatorInstance {
         work: impl FnOnce(&mut Self) -> Result<CallOutput, OperatorError>,
     ) -> Result<CallOutput, OperatorError> {
         let result = work(self);
-        let keyed = match &mut self.live {
-            Some(live) => &mut live.store.data_mut().keyed,
-            None => self
-                .parked
-                .as_mut()
-                .expect("state is parked while no instance is live"),
-        };
+        let keyed = self.keyed_state_mut();
         match &result {
             Ok(_) => keyed.commit(),
             Err(_) => keyed.rollback(),

@@ -17,7 +17,10 @@ pub mod module;
 
 pub use engine::OperatorEngine;
 pub use error::OperatorError;
-pub use host::KeyedState;
+pub use host::{KeyedState, StateDelta};
 pub use instance::{CallOutput, OperatorInstance, Rejection};
 pub use limits::Limits;
 pub use module::OperatorModule;
+
+/// The output a plain operator writes to (the SDK's `emit` and `forward`).
+pub const MAIN_OUTPUT: &str = "main";

@@ -4,8 +4,16 @@
 //! Changes made during a call are journaled: a call that fails or traps is
 //! rolled back, so state always matches the inputs that were processed
 //! successfully (what pipelines checkpoint). Sizes are bounded by limits.
+//!
+//! For checkpoints, the keys and timers touched since the last one are
+//! remembered: [`KeyedState::take_delta`] hands out their current values,
+//! [`KeyedState::snapshot`] everything, and [`KeyedState::apply`] replays
+//! either onto a fresh state.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 
 /// The watermark before any record.
 pub const NO_WATERMARK: i64 = i64::MIN;
@@ -18,6 +26,17 @@ enum Undo {
     Watermark(i64),
 }
 
+/// Keyed state, timers and watermark as of a checkpoint: either the
+/// changes since the previous checkpoint or (a snapshot) all of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateDelta {
+    /// Keys and their values; `None` deletes the key.
+    pub values: Vec<(ByteBuf, Option<ByteBuf>)>,
+    /// Timers as (time, key, set): `false` removes the timer.
+    pub timers: Vec<(i64, ByteBuf, bool)>,
+    pub watermark: i64,
+}
+
 /// State, timers and watermark of one operator instance.
 #[derive(Debug, Clone)]
 pub struct KeyedState {
@@ -26,6 +45,9 @@ pub struct KeyedState {
     timers: BTreeSet<(i64, Vec<u8>)>,
     watermark: i64,
     undo: Vec<Undo>,
+    /// Keys and timers changed since the last `take_delta`.
+    dirty_keys: BTreeSet<Vec<u8>>,
+    dirty_timers: BTreeSet<(i64, Vec<u8>)>,
     max_bytes: usize,
     max_timers: usize,
 }
@@ -38,6 +60,8 @@ impl KeyedState {
             timers: BTreeSet::new(),
             watermark: NO_WATERMARK,
             undo: Vec::new(),
+            dirty_keys: BTreeSet::new(),
+            dirty_timers: BTreeSet::new(),
             max_bytes,
             max_timers,
         }
@@ -58,6 +82,7 @@ impl KeyedState {
             ));
         }
         self.bytes = new_bytes;
+        self.dirty_keys.insert(key.clone());
         let old = self.values.insert(key.clone(), value);
         self.undo.push(Undo::Value { key, old });
         Ok(())
@@ -66,6 +91,7 @@ impl KeyedState {
     pub fn delete(&mut self, key: &[u8]) {
         if let Some(old) = self.values.remove(key) {
             self.bytes -= key.len() + old.len();
+            self.dirty_keys.insert(key.to_vec());
             self.undo.push(Undo::Value {
                 key: key.to_vec(),
                 old: Some(old),
@@ -90,6 +116,7 @@ impl KeyedState {
             return Err(format!("timer limit of {} exceeded", self.max_timers));
         }
         if self.timers.insert((at, key.clone())) {
+            self.dirty_timers.insert((at, key.clone()));
             self.undo.push(Undo::TimerAdded(at, key));
         }
         Ok(())
@@ -98,6 +125,7 @@ impl KeyedState {
     pub fn cancel_timer(&mut self, key: Vec<u8>, at: i64) {
         let entry = (at, key);
         if self.timers.remove(&entry) {
+            self.dirty_timers.insert(entry.clone());
             self.undo.push(Undo::TimerRemoved(entry.0, entry.1));
         }
     }
@@ -111,6 +139,7 @@ impl KeyedState {
                 break;
             }
             let (at, key) = self.timers.pop_first().expect("just looked at it");
+            self.dirty_timers.insert((at, key.clone()));
             self.undo.push(Undo::TimerRemoved(at, key.clone()));
             due.push((at, key));
         }
@@ -144,6 +173,71 @@ impl KeyedState {
                 Undo::Watermark(w) => self.watermark = w,
             }
         }
+    }
+
+    /// The keys and timers changed since the last call (rolled-back changes
+    /// may be included, with their current values), and the watermark.
+    pub fn take_delta(&mut self) -> StateDelta {
+        let keys = std::mem::take(&mut self.dirty_keys);
+        let timers = std::mem::take(&mut self.dirty_timers);
+        StateDelta {
+            values: keys
+                .into_iter()
+                .map(|key| {
+                    let value = self.values.get(&key).cloned().map(ByteBuf::from);
+                    (ByteBuf::from(key), value)
+                })
+                .collect(),
+            timers: timers
+                .into_iter()
+                .map(|(at, key)| {
+                    let set = self.timers.contains(&(at, key.clone()));
+                    (at, ByteBuf::from(key), set)
+                })
+                .collect(),
+            watermark: self.watermark,
+        }
+    }
+
+    /// All of the state, timers and watermark.
+    pub fn snapshot(&self) -> StateDelta {
+        StateDelta {
+            values: self
+                .values
+                .iter()
+                .map(|(k, v)| (ByteBuf::from(k.clone()), Some(ByteBuf::from(v.clone()))))
+                .collect(),
+            timers: self
+                .timers
+                .iter()
+                .map(|(at, key)| (*at, ByteBuf::from(key.clone()), true))
+                .collect(),
+            watermark: self.watermark,
+        }
+    }
+
+    /// Replays a checkpointed delta (or snapshot) onto this state. Limits
+    /// are not checked: the state was within them when it was taken.
+    pub fn apply(&mut self, delta: StateDelta) {
+        for (key, value) in delta.values {
+            let key = key.into_vec();
+            if let Some(old) = self.values.remove(&key) {
+                self.bytes -= key.len() + old.len();
+            }
+            if let Some(value) = value {
+                self.bytes += key.len() + value.len();
+                self.values.insert(key, value.into_vec());
+            }
+        }
+        for (at, key, set) in delta.timers {
+            let entry = (at, key.into_vec());
+            if set {
+                self.timers.insert(entry);
+            } else {
+                self.timers.remove(&entry);
+            }
+        }
+        self.watermark = delta.watermark;
     }
 
     /// Number of stored keys.
@@ -183,6 +277,30 @@ mod tests {
             (s.watermark(), s.timer_count(), s.bytes),
             (NO_WATERMARK, 1, 2)
         );
+    }
+
+    #[test]
+    fn deltas_replayed_on_a_snapshot_rebuild_the_state() {
+        let mut live = KeyedState::new(1 << 20, 100);
+        live.put(b"a".to_vec(), b"1".to_vec()).unwrap();
+        live.set_timer(b"a".to_vec(), 10).unwrap();
+        live.commit();
+        let snapshot = live.snapshot();
+        live.take_delta();
+        live.put(b"b".to_vec(), b"2".to_vec()).unwrap();
+        live.delete(b"a");
+        live.advance_watermark(20);
+        assert_eq!(live.take_due_timers(), vec![(10, b"a".to_vec())]);
+        live.set_timer(b"b".to_vec(), 30).unwrap();
+        live.commit();
+        let delta = live.take_delta();
+
+        let mut rebuilt = KeyedState::new(1 << 20, 100);
+        rebuilt.apply(snapshot);
+        rebuilt.apply(delta);
+        assert_eq!(rebuilt.snapshot(), live.snapshot());
+        assert_eq!(rebuilt.bytes, live.bytes);
+        assert_eq!(live.take_delta().values, vec![], "taking a delta resets it");
     }
 
     #[test]

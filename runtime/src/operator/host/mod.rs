@@ -13,7 +13,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use keyed::KeyedState;
+pub use keyed::{KeyedState, StateDelta};
 
 wasmtime::component::bindgen!({
     world: "operator",

@@ -182,3 +182,5 @@ pub fn outputs(output: &weir::operator::CallOutput) -> Vec<Out> {
         })
         .collect()
 }
+
+pub mod server;

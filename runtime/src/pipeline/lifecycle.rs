@@ -1,0 +1,569 @@
+//! The pipelines of a server and their lifecycle: create or update (apply),
+//! pause, resume, delete, status; specs kept on disk so they run again
+//! after a restart.
+//!
+//! Applying a spec checks it completely before anything changes: shape,
+//! topics, modules (resolved to versions and compiled) and every stage's
+//! configuration (each operator is instantiated once). An update stops the
+//! old tasks after their current commit and starts new ones, which resume
+//! from the committed position with the committed state (state is keyed
+//! by module name, so a new version of a module keeps it).
+//!
+//! Each pipeline record is `<dir>/<name>.json`: the spec, the module
+//! versions it resolved to, and whether it is paused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use log_core::validate_topic_name;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::spec::{ModuleRef, PipelineSpec, check_name};
+use super::stats::{StageCounts, TaskState, TaskStats};
+use super::task::{self, Control, StagePlan, TaskKey, TaskSetup, commit_log_name};
+use crate::files::{remove_durably, write_durably};
+use crate::modules::{ModuleError, ModuleStore, now_ms};
+use crate::operator::OperatorInstance;
+use crate::stream_log::StreamLog;
+
+/// What can go wrong managing pipelines.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("unknown pipeline {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+    #[error(transparent)]
+    Storage(#[from] anyhow::Error),
+}
+
+/// A pipeline as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineRecord {
+    pub name: String,
+    pub spec: PipelineSpec,
+    /// The module version each stage runs, as `name@version`.
+    pub modules: Vec<String>,
+    pub paused: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// A pipeline's state, counters and lag.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineStatus {
+    pub name: String,
+    /// `running`, `paused`, `failed` or `starting`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub modules: Vec<String>,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub errors: u64,
+    pub rejected: u64,
+    pub dead_lettered: u64,
+    pub unrouted: u64,
+    /// Input records not processed yet, over all partitions.
+    pub lag: u64,
+    pub processing_ms: u64,
+    pub stages: Vec<StageStatus>,
+    pub tasks: Vec<TaskStatus>,
+    pub spec: PipelineSpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageStatus {
+    pub module: String,
+    #[serde(flatten)]
+    pub counts: StageCounts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskStatus {
+    pub input: String,
+    pub partition: u32,
+    #[serde(flatten)]
+    pub state: TaskState,
+    /// The next input offset to process.
+    pub position: u64,
+    pub lag: u64,
+}
+
+struct TaskHandle {
+    key: TaskKey,
+    control: watch::Sender<Control>,
+    join: JoinHandle<()>,
+    stats: Arc<TaskStats>,
+}
+
+struct Running {
+    record: PipelineRecord,
+    tasks: Vec<TaskHandle>,
+}
+
+/// Every pipeline of the server.
+pub struct Pipelines {
+    log: Arc<dyn StreamLog>,
+    modules: Arc<ModuleStore>,
+    dir: PathBuf,
+    running: Mutex<BTreeMap<String, Running>>,
+    /// Serializes changes (apply, pause, resume, delete, shutdown).
+    admin: tokio::sync::Mutex<()>,
+}
+
+impl Pipelines {
+    /// Opens the pipelines stored in `dir` and starts those not paused.
+    pub async fn open(
+        log: Arc<dyn StreamLog>,
+        modules: Arc<ModuleStore>,
+        dir: PathBuf,
+    ) -> anyhow::Result<Pipelines> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("while creating {}", dir.display()))?;
+        let pipelines = Pipelines {
+            log,
+            modules,
+            dir,
+            running: Mutex::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+        };
+        for entry in std::fs::read_dir(&pipelines.dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let text = std::fs::read(&path)?;
+            let record: PipelineRecord = serde_json::from_slice(&text)
+                .with_context(|| format!("while reading {}", path.display()))?;
+            let name = record.name.clone();
+            let tasks = match pipelines.plan(&record).await {
+                Ok(plans) => pipelines.start(&record, plans),
+                Err(e) => {
+                    tracing::error!(pipeline = %name, error = %e, "pipeline cannot start");
+                    failed_tasks(&record, e.to_string())
+                }
+            };
+            pipelines.lock().insert(name, Running { record, tasks });
+        }
+        Ok(pipelines)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates or updates a pipeline. Returns its status and whether it is new.
+    pub async fn apply(
+        &self,
+        name: &str,
+        mut spec: PipelineSpec,
+    ) -> Result<(PipelineStatus, bool), PipelineError> {
+        let _admin = self.admin.lock().await;
+        check_name("pipeline", name).map_err(PipelineError::Invalid)?;
+        if let Some(named) = &spec.name
+            && named != name
+        {
+            return Err(PipelineError::Invalid(format!(
+                "the spec names pipeline {named:?} but the request is for {name:?}"
+            )));
+        }
+        spec.name = Some(name.to_string());
+        spec.check().map_err(PipelineError::Invalid)?;
+        self.check_topics(name, &spec)?;
+        let mut modules = Vec::new();
+        for stage in &spec.stages {
+            let reference = ModuleRef::parse(&stage.module).map_err(PipelineError::Invalid)?;
+            let version = self.modules.resolve(&reference)?;
+            modules.push(format!("{}@{}", reference.name, version.version));
+        }
+        let existing = self.lock().get(name).map(|r| r.record.clone());
+        let now = now_ms();
+        let record = PipelineRecord {
+            name: name.to_string(),
+            spec,
+            modules,
+            paused: existing.as_ref().is_some_and(|r| r.paused),
+            created_ms: existing.as_ref().map_or(now, |r| r.created_ms),
+            updated_ms: now,
+        };
+        let plans = self.plan(&record).await?;
+        self.check_configs(&plans).await?;
+        self.save(&record)?;
+        self.stop(name).await;
+        let tasks = self.start(&record, plans);
+        // Once recovered, every task has fixed its start position (so
+        // `latest` means records after this call) and reports real lag.
+        for task in &tasks {
+            task.stats.started().await;
+        }
+        self.lock().insert(
+            name.to_string(),
+            Running {
+                record: record.clone(),
+                tasks,
+            },
+        );
+        let status = self.status(name)?;
+        Ok((status, existing.is_none()))
+    }
+
+    fn check_topics(&self, name: &str, spec: &PipelineSpec) -> Result<(), PipelineError> {
+        for input in &spec.inputs {
+            self.log
+                .topic(input)
+                .map_err(|e| PipelineError::Invalid(format!("input topic: {e}")))?;
+            validate_topic_name(&format!("__commits.{}", commit_log_name(name, input))).map_err(
+                |_| {
+                    PipelineError::Invalid(format!(
+                        "pipeline name {name:?} and input topic {input:?} are too long together \
+                         (at most 189 characters)"
+                    ))
+                },
+            )?;
+        }
+        for output in spec.output_topics() {
+            self.log
+                .topic(output)
+                .map_err(|e| PipelineError::Invalid(format!("output topic: {e}")))?;
+            if spec.inputs.iter().any(|i| i == output) {
+                return Err(PipelineError::Invalid(format!(
+                    "topic {output:?} is both an input and an output (a loop)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the modules of a record and plans its stages.
+    async fn plan(&self, record: &PipelineRecord) -> Result<Vec<StagePlan>, PipelineError> {
+        let modules = self.modules.clone();
+        let record = record.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            record
+                .spec
+                .stages
+                .iter()
+                .zip(&record.modules)
+                .map(|(stage, label)| {
+                    let (name, version) = label
+                        .split_once('@')
+                        .and_then(|(n, v)| Some((n, v.parse::<u32>().ok()?)))
+                        .ok_or_else(|| PipelineError::Invalid(format!("bad module {label:?}")))?;
+                    let module = modules.load(name, version)?;
+                    let occurrence = seen.entry(name.to_string()).or_default();
+                    *occurrence += 1;
+                    Ok(StagePlan {
+                        module,
+                        label: label.clone(),
+                        state_key: format!("{name}#{occurrence}"),
+                        config: stage
+                            .config
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.as_text()))
+                            .collect(),
+                        routes: stage.outputs.clone(),
+                    })
+                })
+                .collect()
+        })
+        .await
+        .expect("planning does not panic")
+    }
+
+    /// Instantiates each stage once, so a bad configuration is refused
+    /// before anything changes.
+    async fn check_configs(&self, plans: &[StagePlan]) -> Result<(), PipelineError> {
+        let plans = plans.to_vec();
+        tokio::task::spawn_blocking(move || {
+            for (i, plan) in plans.into_iter().enumerate() {
+                OperatorInstance::new(plan.module, plan.config).map_err(|e| {
+                    PipelineError::Invalid(format!("stage {} ({}): {e}", i + 1, plan.label))
+                })?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("checking configurations does not panic")
+    }
+
+    fn save(&self, record: &PipelineRecord) -> Result<(), PipelineError> {
+        let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        write_durably(&self.dir.join(format!("{}.json", record.name)), &bytes)?;
+        Ok(())
+    }
+
+    /// Starts one task per partition of each input.
+    fn start(&self, record: &PipelineRecord, plans: Vec<StagePlan>) -> Vec<TaskHandle> {
+        let spec = &record.spec;
+        let output_partitions: HashMap<String, u32> = spec
+            .output_topics()
+            .filter_map(|t| {
+                let info = self.log.topic(t).ok()?;
+                Some((t.to_string(), info.partitions.len() as u32))
+            })
+            .collect();
+        let initial = if record.paused {
+            Control::Pause
+        } else {
+            Control::Run
+        };
+        let mut tasks = Vec::new();
+        for input in &spec.inputs {
+            let partitions = self.log.topic(input).map_or(0, |t| t.partitions.len());
+            for partition in 0..partitions as u32 {
+                let key = TaskKey {
+                    pipeline: record.name.clone(),
+                    input: input.clone(),
+                    partition,
+                };
+                let (control, receiver) = watch::channel(initial);
+                let stats = Arc::new(TaskStats::new(plans.len()));
+                let setup = TaskSetup {
+                    key: key.clone(),
+                    log: self.log.clone(),
+                    stages: plans.clone(),
+                    policy: spec.on_error,
+                    dead_letter: spec.dead_letter.clone(),
+                    start: spec.start,
+                    output_partitions: output_partitions.clone(),
+                    stats: stats.clone(),
+                    control: receiver,
+                };
+                let join = tokio::spawn(task::run(setup));
+                tasks.push(TaskHandle {
+                    key,
+                    control,
+                    join,
+                    stats,
+                });
+            }
+        }
+        tasks
+    }
+
+    /// Stops a pipeline's tasks (each after its current commit) and waits.
+    async fn stop(&self, name: &str) {
+        let tasks = match self.lock().get_mut(name) {
+            Some(running) => std::mem::take(&mut running.tasks),
+            None => return,
+        };
+        for task in &tasks {
+            let _ = task.control.send(Control::Stop);
+        }
+        for task in tasks {
+            if let Err(e) = task.join.await {
+                tracing::error!(pipeline = name, error = %e, "pipeline task ended abnormally");
+            }
+        }
+    }
+
+    /// Pauses a pipeline: its tasks finish their current commit and wait.
+    pub async fn pause(&self, name: &str) -> Result<PipelineStatus, PipelineError> {
+        self.set_paused(name, true).await
+    }
+
+    /// Resumes a paused pipeline, or restarts the failed tasks of one.
+    pub async fn resume(&self, name: &str) -> Result<PipelineStatus, PipelineError> {
+        self.set_paused(name, false).await
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<PipelineStatus, PipelineError> {
+        let _admin = self.admin.lock().await;
+        let mut record = self
+            .lock()
+            .get(name)
+            .map(|r| r.record.clone())
+            .ok_or_else(|| PipelineError::NotFound(name.to_string()))?;
+        record.paused = paused;
+        self.save(&record)?;
+        let restart = !paused && {
+            let running = self.lock();
+            let tasks = &running[name].tasks;
+            tasks.is_empty()
+                || tasks
+                    .iter()
+                    .any(|t| matches!(t.stats.state(), TaskState::Failed(_)))
+        };
+        if restart {
+            self.stop(name).await;
+            let tasks = match self.plan(&record).await {
+                Ok(plans) => self.start(&record, plans),
+                Err(e) => failed_tasks(&record, e.to_string()),
+            };
+            self.lock()
+                .insert(name.to_string(), Running { record, tasks });
+        } else {
+            let mut running = self.lock();
+            let entry = running.get_mut(name).expect("checked above");
+            entry.record = record;
+            let control = if paused { Control::Pause } else { Control::Run };
+            for task in &entry.tasks {
+                let _ = task.control.send(control);
+            }
+        }
+        self.status(name)
+    }
+
+    /// Deletes a pipeline: stops it and removes its spec and commit logs.
+    /// Its output topics stay.
+    pub async fn delete(&self, name: &str) -> Result<(), PipelineError> {
+        let _admin = self.admin.lock().await;
+        let inputs = self
+            .lock()
+            .get(name)
+            .map(|r| r.record.spec.inputs.clone())
+            .ok_or_else(|| PipelineError::NotFound(name.to_string()))?;
+        self.stop(name).await;
+        remove_durably(&self.dir.join(format!("{name}.json")))?;
+        self.lock().remove(name);
+        for input in inputs {
+            if let Err(e) = self
+                .log
+                .delete_commit_log(&commit_log_name(name, &input))
+                .await
+            {
+                tracing::warn!(pipeline = name, error = %e, "could not delete a commit log");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every pipeline (each task after its current commit).
+    pub async fn shutdown(&self) {
+        let _admin = self.admin.lock().await;
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        for name in names {
+            self.stop(&name).await;
+        }
+    }
+
+    /// Names of the pipelines running a module.
+    pub fn using_module(&self, module: &str) -> Vec<String> {
+        let prefix = format!("{module}@");
+        self.lock()
+            .values()
+            .filter(|r| r.record.modules.iter().any(|m| m.starts_with(&prefix)))
+            .map(|r| r.record.name.clone())
+            .collect()
+    }
+
+    /// Names of the pipelines reading or writing a topic.
+    pub fn using_topic(&self, topic: &str) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|r| {
+                let spec = &r.record.spec;
+                spec.inputs.iter().any(|i| i == topic) || spec.output_topics().any(|o| o == topic)
+            })
+            .map(|r| r.record.name.clone())
+            .collect()
+    }
+
+    /// A pipeline's status and counters.
+    pub fn status(&self, name: &str) -> Result<PipelineStatus, PipelineError> {
+        let running = self.lock();
+        let entry = running
+            .get(name)
+            .ok_or_else(|| PipelineError::NotFound(name.to_string()))?;
+        Ok(self.summarize(entry))
+    }
+
+    /// The status of every pipeline.
+    pub fn statuses(&self) -> Vec<PipelineStatus> {
+        self.lock().values().map(|r| self.summarize(r)).collect()
+    }
+
+    fn summarize(&self, running: &Running) -> PipelineStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        let record = &running.record;
+        let mut stages: Vec<StageStatus> = record
+            .modules
+            .iter()
+            .map(|m| StageStatus {
+                module: m.clone(),
+                counts: StageCounts::default(),
+            })
+            .collect();
+        let mut status = PipelineStatus {
+            name: record.name.clone(),
+            state: if record.paused { "paused" } else { "running" },
+            reason: None,
+            modules: record.modules.clone(),
+            records_in: 0,
+            records_out: 0,
+            errors: 0,
+            rejected: 0,
+            dead_lettered: 0,
+            unrouted: 0,
+            lag: 0,
+            processing_ms: 0,
+            stages: Vec::new(),
+            tasks: Vec::new(),
+            spec: record.spec.clone(),
+        };
+        for task in &running.tasks {
+            let stats = &task.stats;
+            let state = stats.state();
+            if let TaskState::Failed(reason) = &state {
+                status.state = "failed";
+                status.reason.get_or_insert_with(|| reason.clone());
+            }
+            let position = stats.position.load(Relaxed);
+            let end = self
+                .log
+                .topic(&task.key.input)
+                .ok()
+                .and_then(|t| t.partitions.get(task.key.partition as usize).copied())
+                .map_or(position, |p| p.end_offset);
+            let lag = end.saturating_sub(position);
+            status.records_in += stats.records_in.load(Relaxed);
+            status.records_out += stats.records_out.load(Relaxed);
+            status.dead_lettered += stats.dead_lettered.load(Relaxed);
+            status.unrouted += stats.unrouted.load(Relaxed);
+            status.lag += lag;
+            for (stage, counts) in stages.iter_mut().zip(&stats.stages) {
+                stage.counts.add(&counts.counts());
+            }
+            status.tasks.push(TaskStatus {
+                input: task.key.input.clone(),
+                partition: task.key.partition,
+                state,
+                position,
+                lag,
+            });
+        }
+        for stage in &stages {
+            status.errors += stage.counts.errors;
+            status.rejected += stage.counts.rejected;
+            status.processing_ms += stage.counts.processing_ms;
+        }
+        status.stages = stages;
+        status
+    }
+}
+
+/// Task handles standing for a pipeline that could not start, so its
+/// status says why.
+fn failed_tasks(record: &PipelineRecord, reason: String) -> Vec<TaskHandle> {
+    let (control, _) = watch::channel(Control::Stop);
+    let stats = Arc::new(TaskStats::new(record.modules.len()));
+    stats.set_state(TaskState::Failed(reason));
+    vec![TaskHandle {
+        key: TaskKey {
+            pipeline: record.name.clone(),
+            input: record.spec.inputs.first().cloned().unwrap_or_default(),
+            partition: 0,
+        },
+        control,
+        join: tokio::spawn(async {}),
+        stats,
+    }]
+}

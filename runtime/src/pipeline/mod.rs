@@ -1,0 +1,19 @@
+//! Pipelines: chains of operators running continually over topics, with
+//! exactly-once results (design in `docs/pipelines.md`).
+//!
+//! - [`spec`]: what a user writes, and its checks
+//! - [`lifecycle`]: the server's pipelines: apply, pause, resume, delete, status
+//! - [`task`]: one input partition through the chain, forever
+//! - [`chain`]: the fused stages, error policies and dead letters
+//! - [`checkpoint`]: commit records and recovery from them
+//! - [`stats`]: counters for status and metrics
+
+pub mod chain;
+pub mod checkpoint;
+pub mod lifecycle;
+pub mod spec;
+pub mod stats;
+pub mod task;
+
+pub use lifecycle::{PipelineError, PipelineStatus, Pipelines};
+pub use spec::PipelineSpec;

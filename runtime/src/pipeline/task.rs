@@ -1,0 +1,398 @@
+//! A pipeline task: one input partition through the fused stages, forever.
+//!
+//! The loop: read a bounded range of input, run it through the chain (on
+//! the blocking pool: guest calls never run on the async threads), route
+//! the outputs to output partitions and stamp them with sequence numbers,
+//! append one commit record (the commit point), publish the outputs, and
+//! only then read on, so a task never reads faster than its outputs are
+//! written (backpressure). When the input is exhausted the task waits for
+//! new data, woken by the log as soon as it arrives.
+//!
+//! On start the task folds its commit log (see `checkpoint`): state,
+//! position and sequences come back as of the last commit, whose outputs
+//! are published again (the log refuses the ones already written). A new
+//! task first commits its starting position, so `latest` or a timestamp is
+//! resolved once, not again after a crash.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log_core::{Batch, BatchBuilder, LogError, ProducerStamp};
+use serde_bytes::ByteBuf;
+use tokio::sync::watch;
+
+use super::chain::{Chain, ChainOutput, Stage};
+use super::checkpoint::{Commit, Output, Pending, Recovered, next_sequence};
+use super::spec::{ErrorPolicy, StartAt, StartName};
+use super::stats::{TaskState, TaskStats, bump};
+use crate::operator::{OperatorInstance, OperatorModule};
+use crate::partitioner::partition_for_key;
+use crate::stream_log::StreamLog;
+
+/// Input read per round.
+const MAX_READ_BYTES: usize = 1 << 20;
+/// Longest wait for new input before checking the controls again.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// What the owner wants a task to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Run,
+    Pause,
+    Stop,
+}
+
+/// Identifies a task: a pipeline and one partition of one of its inputs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TaskKey {
+    pub pipeline: String,
+    pub input: String,
+    pub partition: u32,
+}
+
+impl TaskKey {
+    /// The commit log of every task of this pipeline and input.
+    pub fn commit_log(&self) -> String {
+        commit_log_name(&self.pipeline, &self.input)
+    }
+}
+
+/// The commit log name for a pipeline's input topic.
+pub fn commit_log_name(pipeline: &str, input: &str) -> String {
+    format!("{pipeline}.{input}")
+}
+
+/// A stage as planned: the module to run and how.
+#[derive(Clone)]
+pub struct StagePlan {
+    pub module: Arc<OperatorModule>,
+    pub label: String,
+    pub state_key: String,
+    pub config: Vec<(String, String)>,
+    pub routes: BTreeMap<String, String>,
+}
+
+/// Everything a task needs to run.
+pub struct TaskSetup {
+    pub key: TaskKey,
+    pub log: Arc<dyn StreamLog>,
+    pub stages: Vec<StagePlan>,
+    pub policy: ErrorPolicy,
+    pub dead_letter: Option<String>,
+    pub start: StartAt,
+    /// Partition count of every output topic.
+    pub output_partitions: HashMap<String, u32>,
+    pub stats: Arc<TaskStats>,
+    pub control: watch::Receiver<Control>,
+}
+
+/// Runs a task until it is stopped or fails; the outcome is in its stats.
+pub async fn run(setup: TaskSetup) {
+    let stats = setup.stats.clone();
+    let key = setup.key.clone();
+    match run_until_stopped(setup).await {
+        Ok(()) => stats.set_state(TaskState::Stopped),
+        Err(reason) => {
+            tracing::error!(pipeline = %key.pipeline, input = %key.input,
+                partition = key.partition, %reason, "pipeline task failed");
+            stats.set_state(TaskState::Failed(reason));
+        }
+    }
+}
+
+/// The part of a task that runs on the blocking pool.
+struct Work {
+    chain: Chain,
+    producer_id: i64,
+    sequences: BTreeMap<(String, u32), i32>,
+    output_partitions: HashMap<String, u32>,
+    dead_letter: Option<String>,
+    partition: u32,
+    source: String,
+    stats: Arc<TaskStats>,
+}
+
+async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
+    let TaskSetup {
+        key,
+        log,
+        stages,
+        policy,
+        dead_letter,
+        start,
+        output_partitions,
+        stats,
+        mut control,
+    } = setup;
+    let input_partitions = log
+        .topic(&key.input)
+        .map_err(|e| format!("input: {e}"))?
+        .partitions
+        .len() as u32;
+    let commit_log = key.commit_log();
+    log.open_commit_log(&commit_log, input_partitions)
+        .await
+        .map_err(|e| format!("opening the commit log: {e}"))?;
+    let records = log
+        .commits(&commit_log, key.partition)
+        .await
+        .map_err(|e| format!("reading the commit log: {e}"))?;
+    let mut recovered = Recovered::fold(&records)?;
+
+    let producer_id = match recovered.producer_id {
+        Some(id) => id,
+        None => log
+            .init_producer_id()
+            .await
+            .map_err(|e| format!("getting a producer id: {e}"))?,
+    };
+    let mut position = match recovered.input_end {
+        Some(position) => position,
+        None => {
+            let position = start_position(&*log, &key, start).await?;
+            let first = Commit::new(position, producer_id, Vec::new(), Vec::new());
+            log.commit(&commit_log, key.partition, first.encode())
+                .await
+                .map_err(|e| format!("committing the start position: {e}"))?;
+            position
+        }
+    };
+    stats
+        .position
+        .store(position, std::sync::atomic::Ordering::Relaxed);
+    publish(&*log, &recovered.unpublished, &stats).await?;
+
+    let chain_stats = stats.clone();
+    let states = std::mem::take(&mut recovered.states);
+    let chain =
+        tokio::task::spawn_blocking(move || build_chain(stages, states, policy, chain_stats))
+            .await
+            .expect("building a chain does not panic")?;
+    let mut work = Work {
+        chain,
+        producer_id,
+        sequences: recovered.sequences,
+        output_partitions,
+        dead_letter,
+        partition: key.partition,
+        source: format!("{}/{}", key.input, key.partition),
+        stats: stats.clone(),
+    };
+
+    loop {
+        let wanted = *control.borrow_and_update();
+        match wanted {
+            Control::Stop => return Ok(()),
+            Control::Pause => {
+                stats.set_state(TaskState::Paused);
+                if control.changed().await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            Control::Run => stats.set_state(TaskState::Running),
+        }
+        let batches = match log
+            .read(&key.input, key.partition, position, MAX_READ_BYTES)
+            .await
+        {
+            Ok(batches) => batches,
+            Err(LogError::OffsetOutOfRange { start, .. }) if position < start => {
+                tracing::warn!(pipeline = %key.pipeline, input = %work.source, from = position,
+                    to = start, "input records were deleted by retention before being processed");
+                position = start;
+                continue;
+            }
+            Err(e) => return Err(format!("reading input: {e}")),
+        };
+        let batches = skip_below(batches, position);
+        let Some(end) = batches.last().map(Batch::next_offset) else {
+            tokio::select! {
+                waited = log.wait_for(&key.input, key.partition, position, IDLE_WAIT) => {
+                    waited.map_err(|e| format!("waiting for input: {e}"))?;
+                }
+                _ = control.changed() => {}
+            }
+            continue;
+        };
+        let count: usize = batches.iter().map(Batch::record_count).sum();
+        bump(&stats.records_in, count as u64);
+        let (back, result) = tokio::task::spawn_blocking(move || {
+            let result = work.process(batches, end);
+            (work, result)
+        })
+        .await
+        .expect("processing does not panic");
+        work = back;
+        let (commit, outputs) = result?;
+        log.commit(&commit_log, key.partition, commit)
+            .await
+            .map_err(|e| format!("committing: {e}"))?;
+        bump(&stats.commits, 1);
+        publish(&*log, &outputs, &stats).await?;
+        position = end;
+        stats
+            .position
+            .store(position, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn build_chain(
+    stages: Vec<StagePlan>,
+    mut states: BTreeMap<String, Vec<crate::operator::StateDelta>>,
+    policy: ErrorPolicy,
+    stats: Arc<TaskStats>,
+) -> Result<Chain, String> {
+    let stages = stages
+        .into_iter()
+        .map(|plan| {
+            let checkpoints = states.remove(&plan.state_key).unwrap_or_default();
+            let instance = OperatorInstance::with_state(plan.module, plan.config, checkpoints)
+                .map_err(|e| format!("starting stage {}: {e}", plan.label))?;
+            Ok(Stage {
+                module: plan.state_key,
+                label: plan.label,
+                instance,
+                routes: plan.routes,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Chain::new(stages, policy, stats))
+}
+
+async fn start_position(log: &dyn StreamLog, key: &TaskKey, start: StartAt) -> Result<u64, String> {
+    let info = log.topic(&key.input).map_err(|e| format!("input: {e}"))?;
+    let partition = info
+        .partitions
+        .get(key.partition as usize)
+        .ok_or_else(|| format!("input {} has no partition {}", key.input, key.partition))?;
+    match start {
+        StartAt::Named(StartName::Earliest) => Ok(partition.start_offset),
+        StartAt::Named(StartName::Latest) => Ok(partition.end_offset),
+        StartAt::Timestamp(ms) => log
+            .offset_for_timestamp(&key.input, key.partition, ms)
+            .await
+            .map_err(|e| format!("finding the start time: {e}")),
+    }
+}
+
+/// Drops records below `position` (the first batch read may start before it).
+fn skip_below(mut batches: Vec<Batch>, position: u64) -> Vec<Batch> {
+    if let Some(first) = batches.first()
+        && first.base_offset() < position
+    {
+        match first.retain(|r| r.offset >= position) {
+            Some(kept) => batches[0] = kept,
+            None => {
+                batches.remove(0);
+            }
+        }
+    }
+    batches
+}
+
+/// Appends outputs, in order. A batch the log already holds (same
+/// producer and sequence) is not written twice.
+async fn publish(
+    log: &dyn StreamLog,
+    outputs: &[Pending],
+    stats: &TaskStats,
+) -> Result<(), String> {
+    for Pending {
+        topic,
+        partition,
+        batch,
+    } in outputs
+    {
+        match log.append(topic, *partition, batch.clone()).await {
+            Ok(info) if !info.duplicate => bump(&stats.records_out, batch.record_count() as u64),
+            Ok(_) | Err(LogError::DuplicateSequence { .. }) => {}
+            Err(e) => return Err(format!("publishing to {topic}/{partition}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+impl Work {
+    /// Runs input through the chain and prepares the commit record and the
+    /// outputs to publish.
+    fn process(
+        &mut self,
+        batches: Vec<Batch>,
+        end: u64,
+    ) -> Result<(Vec<u8>, Vec<Pending>), String> {
+        let output = self
+            .chain
+            .process(batches, &self.source)
+            .map_err(|halt| halt.reason)?;
+        let states = self.chain.take_state_deltas();
+        let outputs = self.route(output)?;
+        let encoded = outputs
+            .iter()
+            .map(|p| Output {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                batch: ByteBuf::from(p.batch.as_bytes().to_vec()),
+            })
+            .collect();
+        let commit = Commit::new(end, self.producer_id, states, encoded);
+        Ok((commit.encode(), outputs))
+    }
+
+    /// Sorts outputs into topic partitions (by key, or the input's
+    /// partition for records without one), one batch per partition,
+    /// stamped with the producer id and the next sequence.
+    fn route(&mut self, output: ChainOutput) -> Result<Vec<Pending>, String> {
+        let dead: usize = output.dead_letters.iter().map(Batch::record_count).sum();
+        bump(&self.stats.dead_lettered, dead as u64);
+        let dead_letters = output
+            .dead_letters
+            .into_iter()
+            .filter_map(|batch| Some((self.dead_letter.clone()?, batch)));
+        let mut grouped: BTreeMap<(String, u32), BatchBuilder> = BTreeMap::new();
+        for (topic, batch) in output.routed.into_iter().chain(dead_letters) {
+            let partitions = *self
+                .output_partitions
+                .get(&topic)
+                .ok_or_else(|| format!("output topic {topic:?} is unknown"))?;
+            for record in batch.records() {
+                let partition = match record.key {
+                    Some(key) => partition_for_key(key, partitions),
+                    None => self.partition % partitions,
+                };
+                grouped
+                    .entry((topic.clone(), partition))
+                    .or_default()
+                    .push_view(&record);
+            }
+        }
+        let mut outputs = Vec::with_capacity(grouped.len());
+        for ((topic, partition), builder) in grouped {
+            let batch = builder
+                .finish()
+                .expect("a grouped batch holds at least one record");
+            let stamp = self.next_stamp(&topic, partition, batch.record_count());
+            outputs.push(Pending {
+                topic,
+                partition,
+                batch: batch.with_producer(stamp),
+            });
+        }
+        Ok(outputs)
+    }
+
+    fn next_stamp(&mut self, topic: &str, partition: u32, records: usize) -> ProducerStamp {
+        let slot = self
+            .sequences
+            .entry((topic.to_string(), partition))
+            .or_insert(0);
+        let base_sequence = *slot;
+        *slot = next_sequence(base_sequence, records);
+        ProducerStamp {
+            id: self.producer_id,
+            epoch: 0,
+            base_sequence,
+        }
+    }
+}

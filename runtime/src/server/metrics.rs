@@ -1,0 +1,171 @@
+//! `GET /metrics`: Prometheus text exposition of topics, pipelines and
+//! stages, computed from live counters on each scrape.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+
+use super::App;
+
+/// Writes one metric family: its help, type and samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    let mut out = String::new();
+    let topics = app.log.topics();
+    let partition_samples = |value: fn(&crate::stream_log::PartitionInfo) -> f64| {
+        topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| {
+                    (
+                        format!("topic=\"{}\",partition=\"{}\"", label(&t.name), p.partition),
+                        value(p),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        &mut out,
+        "weir_topic_end_offset",
+        "gauge",
+        "One past the last offset of a partition.",
+        &partition_samples(|p| p.end_offset as f64),
+    );
+    family(
+        &mut out,
+        "weir_topic_start_offset",
+        "gauge",
+        "First offset still stored in a partition.",
+        &partition_samples(|p| p.start_offset as f64),
+    );
+    family(
+        &mut out,
+        "weir_topic_size_bytes",
+        "gauge",
+        "Bytes stored for a partition.",
+        &partition_samples(|p| p.size_bytes as f64),
+    );
+
+    let statuses = app.pipelines.statuses();
+    let per_pipeline = |value: fn(&crate::pipeline::PipelineStatus) -> f64| {
+        statuses
+            .iter()
+            .map(|s| (format!("pipeline=\"{}\"", label(&s.name)), value(s)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        &mut out,
+        "weir_pipeline_records_in_total",
+        "counter",
+        "Input records processed.",
+        &per_pipeline(|s| s.records_in as f64),
+    );
+    family(
+        &mut out,
+        "weir_pipeline_records_out_total",
+        "counter",
+        "Records appended to output topics.",
+        &per_pipeline(|s| s.records_out as f64),
+    );
+    family(
+        &mut out,
+        "weir_pipeline_errors_total",
+        "counter",
+        "Records whose processing failed.",
+        &per_pipeline(|s| s.errors as f64),
+    );
+    family(
+        &mut out,
+        "weir_pipeline_dead_lettered_total",
+        "counter",
+        "Records sent to the dead-letter topic.",
+        &per_pipeline(|s| s.dead_lettered as f64),
+    );
+    family(
+        &mut out,
+        "weir_pipeline_lag_records",
+        "gauge",
+        "Input records not processed yet.",
+        &per_pipeline(|s| s.lag as f64),
+    );
+    family(
+        &mut out,
+        "weir_pipeline_up",
+        "gauge",
+        "1 if running, 0 if paused or failed.",
+        &per_pipeline(|s| f64::from(u8::from(s.state == "running"))),
+    );
+
+    let per_stage = |value: fn(&crate::pipeline::stats::StageCounts) -> f64| {
+        statuses
+            .iter()
+            .flat_map(|s| {
+                s.stages.iter().enumerate().map(move |(i, stage)| {
+                    (
+                        format!(
+                            "pipeline=\"{}\",stage=\"{}\",module=\"{}\"",
+                            label(&s.name),
+                            i + 1,
+                            label(&stage.module)
+                        ),
+                        value(&stage.counts),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        &mut out,
+        "weir_stage_records_in_total",
+        "counter",
+        "Records into a stage.",
+        &per_stage(|c| c.records_in as f64),
+    );
+    family(
+        &mut out,
+        "weir_stage_records_out_total",
+        "counter",
+        "Records out of a stage.",
+        &per_stage(|c| c.records_out as f64),
+    );
+    family(
+        &mut out,
+        "weir_stage_errors_total",
+        "counter",
+        "Records a stage failed on.",
+        &per_stage(|c| c.errors as f64),
+    );
+    family(
+        &mut out,
+        "weir_stage_rejected_total",
+        "counter",
+        "Records a stage rejected.",
+        &per_stage(|c| c.rejected as f64),
+    );
+    family(
+        &mut out,
+        "weir_stage_processing_seconds_total",
+        "counter",
+        "Time spent in a stage's operator.",
+        &per_stage(|c| c.processing_ms as f64 / 1000.0),
+    );
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

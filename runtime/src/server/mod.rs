@@ -1,0 +1,178 @@
+//! `weir serve`: one process with the embedded log, the module store, the
+//! pipelines and the HTTP API.
+//!
+//! The data directory holds `log/` (the embedded log), `modules/` (uploaded
+//! modules), `pipelines/` (pipeline specs) and `cache/` (compiled modules).
+//! Shutdown (Ctrl-C or SIGTERM) stops accepting requests, stops every
+//! pipeline after its current commit and flushes the log.
+//!
+//! - [`topics`], [`records`], [`modules`], [`pipelines`]: the `/v1` API
+//! - [`metrics`]: `/metrics`; [`error`]: how failures are answered
+
+pub mod error;
+mod metrics;
+mod modules;
+mod pipelines;
+mod records;
+mod topics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::modules::ModuleStore;
+use crate::operator::{Limits, OperatorEngine};
+use crate::pipeline::Pipelines;
+use crate::stream_log::{EmbeddedLog, StreamLog};
+
+/// The server's configuration (the `--config` TOML file; flags override).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Default `./weir-data`.
+    pub data_dir: PathBuf,
+    /// Default `127.0.0.1:7070`.
+    pub listen: SocketAddr,
+    /// Largest request body for records and specs, in bytes. Default 16 MiB.
+    pub max_request_bytes: usize,
+    /// Limits for every operator instance.
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("weir-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            max_request_bytes: 16 << 20,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct App {
+    pub log: Arc<dyn StreamLog>,
+    pub modules: Arc<ModuleStore>,
+    pub pipelines: Arc<Pipelines>,
+}
+
+/// A started server: its address, and the parts to shut down.
+pub struct Server {
+    pub addr: SocketAddr,
+    listener: TcpListener,
+    app: App,
+    embedded: EmbeddedLog,
+    config: ServerConfig,
+}
+
+impl Server {
+    /// Opens the data directory, starts the pipelines and binds the listener.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("while creating the data directory {}", dir.display()))?;
+        let log_dir = dir.join("log");
+        let log = tokio::task::spawn_blocking(move || log_core::Log::open(log_dir))
+            .await
+            .expect("opening the log does not panic")
+            .with_context(|| format!("while opening the log in {}", dir.display()))?;
+        let embedded = EmbeddedLog::new(log);
+        let engine = OperatorEngine::new(config.limits.clone(), Some(dir.join("cache")))
+            .context("while starting the operator engine")?;
+        let modules = Arc::new(ModuleStore::open(dir.join("modules"), engine)?);
+        let log: Arc<dyn StreamLog> = Arc::new(embedded.clone());
+        let pipelines = Arc::new(
+            Pipelines::open(log.clone(), modules.clone(), dir.join("pipelines"))
+                .await
+                .context("while starting the pipelines")?,
+        );
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("while listening on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        Ok(Server {
+            addr,
+            listener,
+            app: App {
+                log,
+                modules,
+                pipelines,
+            },
+            embedded,
+            config,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then stops the pipelines and
+    /// flushes the log.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = router(self.app.clone(), &self.config);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("while serving HTTP")?;
+        tracing::info!("shutting down: stopping pipelines");
+        self.app.pipelines.shutdown().await;
+        let embedded = self.embedded.clone();
+        tokio::task::spawn_blocking(move || embedded.flush())
+            .await
+            .expect("flushing does not panic")
+            .context("while flushing the log")?;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    }
+}
+
+fn router(app: App, config: &ServerConfig) -> Router {
+    let modules = Router::new()
+        .route(
+            "/v1/modules/{name}",
+            put(modules::put).get(modules::get).delete(modules::delete),
+        )
+        // Room for the largest module, so its own check gives the message.
+        .layer(DefaultBodyLimit::max(config.limits.max_module_bytes + 1));
+    Router::new()
+        .route("/v1/topics", post(topics::create).get(topics::list))
+        .route(
+            "/v1/topics/{name}",
+            get(topics::describe).delete(topics::delete),
+        )
+        .route(
+            "/v1/topics/{name}/records",
+            post(records::produce).get(records::read),
+        )
+        .route("/v1/modules", get(modules::list))
+        .route("/v1/pipelines", get(pipelines::list))
+        .route(
+            "/v1/pipelines/{name}",
+            put(pipelines::apply)
+                .get(pipelines::status)
+                .delete(pipelines::delete),
+        )
+        .route("/v1/pipelines/{name}/pause", post(pipelines::pause))
+        .route("/v1/pipelines/{name}/resume", post(pipelines::resume))
+        .route("/metrics", get(metrics::metrics))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({ "status": "ok" })) }),
+        )
+        .layer(DefaultBodyLimit::max(config.max_request_bytes))
+        .merge(modules)
+        .fallback(|| async {
+            error::ApiError::not_found("no such endpoint (the API is under /v1)")
+        })
+        .with_state(app)
+}

@@ -1,0 +1,98 @@
+//! `/v1/modules`: uploading operator modules (each upload a new version,
+//! validated and compiled first), listing and deleting them.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::App;
+use super::error::{ApiError, ApiResult};
+use crate::modules::ModuleVersion;
+
+fn describe(name: &str, versions: &[ModuleVersion]) -> Value {
+    json!({
+        "name": name,
+        "latest": versions.last(),
+        "versions": versions,
+    })
+}
+
+/// `PUT /v1/modules/{name}` with the `.wasm` file as the body.
+pub async fn put(
+    State(app): State<App>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Path(name) = name?;
+    let bytes = body?;
+    let modules = app.modules.clone();
+    let module_name = name.clone();
+    let (version, new) = tokio::task::spawn_blocking(move || modules.put(&module_name, &bytes))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(
+            json!({ "name": name, "version": version.version, "digest": version.digest,
+                     "size": version.size, "new": new }),
+        ),
+    ))
+}
+
+/// `GET /v1/modules`.
+pub async fn list(State(app): State<App>) -> Json<Value> {
+    let modules: Vec<Value> = app
+        .modules
+        .list()
+        .iter()
+        .map(|(name, versions)| describe(name, versions))
+        .collect();
+    Json(json!({ "modules": modules }))
+}
+
+/// `GET /v1/modules/{name}`.
+pub async fn get(
+    State(app): State<App>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
+    let versions = app
+        .modules
+        .versions(&name)
+        .ok_or_else(|| ApiError::not_found(format!("unknown module {name:?}")))?;
+    let mut value = describe(&name, &versions);
+    value["pipelines"] = json!(app.pipelines.using_module(&name));
+    Ok(Json(value))
+}
+
+/// `DELETE /v1/modules/{name}`: refused while a pipeline uses it.
+pub async fn delete(
+    State(app): State<App>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
+    let users = app.pipelines.using_module(&name);
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "module {name:?} is used by pipeline(s) {}",
+                users.join(", ")
+            ),
+        ));
+    }
+    let modules = app.modules.clone();
+    let module_name = name.clone();
+    tokio::task::spawn_blocking(move || modules.delete(&module_name))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(json!({ "deleted": name })))
+}

@@ -1,0 +1,65 @@
+//! `/v1/topics`: create, list, describe and delete topics.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use log_core::TopicConfig;
+use serde_json::{Map, Value, json};
+
+use super::App;
+use super::error::{ApiError, ApiResult};
+use crate::stream_log::TopicInfo;
+
+/// `POST /v1/topics`: `{"name": ..., "partitions": ..., "durability": ...,
+/// "cleanup": ..., "retention_ms": ..., ...}` (every topic setting).
+pub async fn create(
+    State(app): State<App>,
+    body: Result<Json<Map<String, Value>>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<TopicInfo>)> {
+    let Json(mut fields) = body?;
+    let name = match fields.remove("name") {
+        Some(Value::String(name)) => name,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "name must be a string, got {other}"
+            )));
+        }
+        None => return Err(ApiError::bad_request("a topic needs a name")),
+    };
+    let config: TopicConfig = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| ApiError::bad_request(format!("invalid topic settings: {e}")))?;
+    let info = app.log.create_topic(&name, config).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `GET /v1/topics`.
+pub async fn list(State(app): State<App>) -> Json<Value> {
+    Json(json!({ "topics": app.log.topics() }))
+}
+
+/// `GET /v1/topics/{name}`.
+pub async fn describe(
+    State(app): State<App>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<TopicInfo>> {
+    let Path(name) = name?;
+    Ok(Json(app.log.topic(&name)?))
+}
+
+/// `DELETE /v1/topics/{name}`: refused while a pipeline reads or writes it.
+pub async fn delete(
+    State(app): State<App>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
+    let users = app.pipelines.using_topic(&name);
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("topic {name:?} is used by pipeline(s) {}", users.join(", ")),
+        ));
+    }
+    app.log.delete_topic(&name).await?;
+    Ok(Json(json!({ "deleted": name })))
+}

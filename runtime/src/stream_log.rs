@@ -1,0 +1,305 @@
+//! The narrow log interface: everything above the log (pipelines, the HTTP
+//! API) reads and writes streams only through [`StreamLog`], so a
+//! distributed log can later stand in for the embedded one.
+//!
+//! It offers topics (create, describe, delete), appending a batch (made
+//! idempotent by the producer stamp a batch may carry), reading from an
+//! offset, waiting for new data, and commit logs: small internal,
+//! always-durable logs a pipeline task appends its commit records to (its
+//! input position, state changes and outputs in one atomic append).
+//!
+//! [`EmbeddedLog`] implements it over `log-core`. Blocking work (file I/O,
+//! fsync) runs on tokio's blocking pool, never on the async threads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use log_core::{AppendInfo, Batch, BatchBuilder, Log, LogError, Record, TopicConfig};
+use serde::Serialize;
+
+/// Result of the log interface.
+pub type LogResult<T> = Result<T, LogError>;
+
+/// A topic's configuration and where each partition stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// Offsets and size of one partition.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// First offset still stored.
+    pub start_offset: u64,
+    /// One past the last readable offset.
+    pub end_offset: u64,
+    pub size_bytes: u64,
+}
+
+/// One record of a commit log and its offset.
+#[derive(Debug, Clone)]
+pub struct CommitRecord {
+    pub offset: u64,
+    pub value: Bytes,
+}
+
+/// The log as pipelines and the API see it.
+#[async_trait]
+pub trait StreamLog: Send + Sync + 'static {
+    async fn create_topic(&self, name: &str, config: TopicConfig) -> LogResult<TopicInfo>;
+    fn topics(&self) -> Vec<TopicInfo>;
+    fn topic(&self, name: &str) -> LogResult<TopicInfo>;
+    async fn delete_topic(&self, name: &str) -> LogResult<()>;
+
+    /// Appends a batch; returns once it is as durable as the topic asks.
+    /// A batch stamped with a producer id and sequence that was already
+    /// appended is not written again (`AppendInfo::duplicate`).
+    async fn append(&self, topic: &str, partition: u32, batch: Batch) -> LogResult<AppendInfo>;
+    /// Whole batches from the one holding `offset`, about `max_bytes` in
+    /// all; the first may start before `offset`.
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> LogResult<Vec<Batch>>;
+    /// Waits until the partition's end passes `offset` or `timeout` ends;
+    /// returns the end offset either way.
+    async fn wait_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> LogResult<u64>;
+    /// The first offset at or after `timestamp` (ms), or the end.
+    async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> LogResult<u64>;
+    /// A producer id no one else has been or will be given.
+    async fn init_producer_id(&self) -> LogResult<i64>;
+
+    /// Makes sure the commit log `name` with `partitions` exists.
+    async fn open_commit_log(&self, name: &str, partitions: u32) -> LogResult<()>;
+    /// Appends one commit record, durably and atomically; returns its offset.
+    async fn commit(&self, name: &str, partition: u32, record: Vec<u8>) -> LogResult<u64>;
+    /// Every commit record still kept, oldest first.
+    async fn commits(&self, name: &str, partition: u32) -> LogResult<Vec<CommitRecord>>;
+    async fn delete_commit_log(&self, name: &str) -> LogResult<()>;
+}
+
+/// Name prefix of commit logs in the embedded log.
+const COMMIT_LOG_PREFIX: &str = "__commits.";
+
+/// The embedded `log-core` log behind [`StreamLog`].
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    log: Arc<Log>,
+}
+
+impl EmbeddedLog {
+    pub fn new(log: Log) -> EmbeddedLog {
+        EmbeddedLog { log: Arc::new(log) }
+    }
+
+    /// Syncs every partition (on shutdown).
+    pub fn flush(&self) -> LogResult<()> {
+        self.log.flush()
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Log) -> LogResult<T> + Send + 'static,
+    ) -> LogResult<T> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || work(&log))
+            .await
+            .expect("log work does not panic")
+    }
+}
+
+fn topic_info(topic: &log_core::Topic) -> TopicInfo {
+    TopicInfo {
+        name: topic.name().to_string(),
+        config: topic.config().clone(),
+        partitions: topic
+            .partitions()
+            .iter()
+            .map(|p| PartitionInfo {
+                partition: p.id(),
+                start_offset: p.start_offset(),
+                end_offset: p.end_offset(),
+                size_bytes: p.size_bytes(),
+            })
+            .collect(),
+    }
+}
+
+fn commit_topic(name: &str) -> String {
+    format!("{COMMIT_LOG_PREFIX}{name}")
+}
+
+#[async_trait]
+impl StreamLog for EmbeddedLog {
+    async fn create_topic(&self, name: &str, config: TopicConfig) -> LogResult<TopicInfo> {
+        let name = name.to_string();
+        self.blocking(move |log| log.create_topic(&name, config).map(|t| topic_info(&t)))
+            .await
+    }
+
+    fn topics(&self) -> Vec<TopicInfo> {
+        self.log.topics().iter().map(topic_info).collect()
+    }
+
+    fn topic(&self, name: &str) -> LogResult<TopicInfo> {
+        if name.starts_with("__") {
+            return Err(LogError::UnknownTopic(name.to_string()));
+        }
+        self.log.topic(name).map(|t| topic_info(&t))
+    }
+
+    async fn delete_topic(&self, name: &str) -> LogResult<()> {
+        let name = name.to_string();
+        self.blocking(move |log| log.delete_topic(&name)).await
+    }
+
+    async fn append(&self, topic: &str, partition: u32, batch: Batch) -> LogResult<AppendInfo> {
+        let partition = self.log.topic(topic)?.partition(partition)?.clone();
+        tokio::task::spawn_blocking(move || partition.append(batch))
+            .await
+            .expect("appending does not panic")
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> LogResult<Vec<Batch>> {
+        let partition = self.log.topic(topic)?.partition(partition)?.clone();
+        tokio::task::spawn_blocking(move || partition.read(offset, max_bytes))
+            .await
+            .expect("reading does not panic")
+    }
+
+    async fn wait_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> LogResult<u64> {
+        let partition = self.log.topic(topic)?.partition(partition)?.clone();
+        match tokio::time::timeout(timeout, partition.wait_for(offset)).await {
+            Ok(end) => end,
+            Err(_elapsed) => Ok(partition.end_offset()),
+        }
+    }
+
+    async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> LogResult<u64> {
+        let partition = self.log.topic(topic)?.partition(partition)?.clone();
+        tokio::task::spawn_blocking(move || partition.offset_for_timestamp(timestamp))
+            .await
+            .expect("searching by time does not panic")
+    }
+
+    async fn init_producer_id(&self) -> LogResult<i64> {
+        self.blocking(|log| log.init_producer_id()).await
+    }
+
+    async fn open_commit_log(&self, name: &str, partitions: u32) -> LogResult<()> {
+        let topic = commit_topic(name);
+        self.blocking(move |log| {
+            if log.topic(&topic).is_ok() {
+                return Ok(());
+            }
+            let config = TopicConfig {
+                partitions,
+                segment_bytes: 16 << 20,
+                max_batch_bytes: 256 << 20,
+                ..TopicConfig::default()
+            };
+            match log.create_internal_topic(&topic, config) {
+                // Another task of the same pipeline made it first.
+                Ok(_) | Err(LogError::TopicExists(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn commit(&self, name: &str, partition: u32, record: Vec<u8>) -> LogResult<u64> {
+        let partition = self
+            .log
+            .topic(&commit_topic(name))?
+            .partition(partition)?
+            .clone();
+        tokio::task::spawn_blocking(move || {
+            let mut batch = BatchBuilder::with_capacity(record.len() + 64);
+            batch.push(&Record {
+                value: Some(&record),
+                ..Record::default()
+            });
+            partition
+                .append(batch.finish()?)
+                .map(|info| info.base_offset)
+        })
+        .await
+        .expect("committing does not panic")
+    }
+
+    async fn commits(&self, name: &str, partition: u32) -> LogResult<Vec<CommitRecord>> {
+        let partition = self
+            .log
+            .topic(&commit_topic(name))?
+            .partition(partition)?
+            .clone();
+        tokio::task::spawn_blocking(move || {
+            let mut records = Vec::new();
+            let mut offset = partition.start_offset();
+            let end = partition.end_offset();
+            while offset < end {
+                let batches = partition.read(offset, 4 << 20)?;
+                let Some(last) = batches.last() else { break };
+                offset = last.next_offset();
+                for batch in &batches {
+                    let bytes = batch.as_bytes();
+                    for record in batch.records() {
+                        let value = record.value.unwrap_or_default();
+                        records.push(CommitRecord {
+                            offset: record.offset,
+                            value: bytes.slice_ref(value),
+                        });
+                    }
+                }
+            }
+            Ok(records)
+        })
+        .await
+        .expect("reading commits does not panic")
+    }
+
+    async fn delete_commit_log(&self, name: &str) -> LogResult<()> {
+        let topic = commit_topic(name);
+        self.blocking(move |log| match log.delete_internal_topic(&topic) {
+            Err(LogError::UnknownTopic(_)) => Ok(()),
+            other => other,
+        })
+        .await
+    }
+}

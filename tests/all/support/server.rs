@@ -1,0 +1,278 @@
+//! A real `weir serve` process for end-to-end tests: started on a free
+//! loopback port over a data directory, spoken to over HTTP, stopped with
+//! SIGTERM or killed with SIGKILL, and restarted over the same directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The `weir` command line built for the tests.
+pub const WEIR: &str = env!("CARGO_BIN_EXE_weir-under-test");
+
+/// A WebAssembly guest built by `tests/build.rs` (`name` with underscores).
+pub fn guest_path(name: &str) -> PathBuf {
+    Path::new(env!("WEIR_GUESTS_DIR")).join(format!("{name}.wasm"))
+}
+
+/// A running server.
+pub struct WeirServer {
+    child: Option<Child>,
+    pub url: String,
+    pub dir: PathBuf,
+    agent: ureq::Agent,
+}
+
+impl WeirServer {
+    /// Starts `weir serve` over `dir` and waits until it listens.
+    pub fn start(dir: &Path) -> WeirServer {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("server.log"))
+            .expect("open the server log");
+        let mut child = Command::new(WEIR)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start weir serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}; see {}", dir.display()))
+            .to_string();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        WeirServer {
+            child: Some(child),
+            url,
+            dir: dir.to_path_buf(),
+            agent,
+        }
+    }
+
+    /// Kills the server with SIGKILL (no chance to flush or checkpoint).
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL the server");
+        child.wait().expect("reap the server");
+    }
+
+    /// Stops the server with SIGTERM and checks it exits cleanly.
+    pub fn stop(mut self) {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("send SIGTERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("poll the server") {
+                assert!(
+                    status.success(),
+                    "weir serve exited with {status} after SIGTERM"
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answer(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> (u16, Value) {
+        let mut response = response.expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .expect("read the body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.answer(self.agent.get(format!("{}{path}", self.url)).call())
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.answer(
+            self.agent
+                .post(format!("{}{path}", self.url))
+                .send_json(body),
+        )
+    }
+
+    /// POSTs a raw body (for malformed requests).
+    pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        self.answer(
+            self.agent
+                .post(format!("{}{path}", self.url))
+                .header("content-type", "application/json")
+                .send(body),
+        )
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.answer(
+            self.agent
+                .put(format!("{}{path}", self.url))
+                .send_json(body),
+        )
+    }
+
+    pub fn put_bytes(&self, path: &str, body: &[u8]) -> (u16, Value) {
+        self.answer(self.agent.put(format!("{}{path}", self.url)).send(body))
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        self.answer(self.agent.delete(format!("{}{path}", self.url)).call())
+    }
+
+    /// Like `get` etc., but the answer must have `status`.
+    pub fn expect(&self, status: u16, (got, body): (u16, Value)) -> Value {
+        assert_eq!(got, status, "unexpected answer: {body}");
+        body
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let body = json!({ "name": name, "partitions": partitions });
+        self.expect(201, self.post("/v1/topics", &body));
+    }
+
+    /// Uploads a guest built by the tests as module `name`.
+    pub fn push_module(&self, name: &str, guest: &str) {
+        let bytes = std::fs::read(guest_path(guest)).expect("read the guest");
+        let (status, body) = self.put_bytes(&format!("/v1/modules/{name}"), &bytes);
+        assert!(
+            status == 201 || status == 200,
+            "push {name}: {status} {body}"
+        );
+    }
+
+    /// Produces records (API record objects); returns their offsets.
+    pub fn produce(&self, topic: &str, records: Vec<Value>) -> Vec<Value> {
+        let body = self.expect(
+            200,
+            self.post(
+                &format!("/v1/topics/{topic}/records"),
+                &json!({ "records": records }),
+            ),
+        );
+        body["offsets"].as_array().expect("offsets").clone()
+    }
+
+    /// Every record of a topic partition from offset 0 to its end.
+    pub fn records(&self, topic: &str, partition: u32) -> Vec<Value> {
+        let mut records = Vec::new();
+        let mut offset = 0;
+        loop {
+            let body = self.expect(
+                200,
+                self.get(&format!(
+                    "/v1/topics/{topic}/records?partition={partition}&offset={offset}&limit=10000"
+                )),
+            );
+            let batch = body["records"].as_array().expect("records").clone();
+            if batch.is_empty() {
+                return records;
+            }
+            offset = body["next_offset"].as_u64().expect("next_offset");
+            records.extend(batch);
+        }
+    }
+
+    /// The values of every record of partition 0 of a topic.
+    pub fn values(&self, topic: &str) -> Vec<Value> {
+        self.records(topic, 0)
+            .into_iter()
+            .map(|r| r["value"].clone())
+            .collect()
+    }
+
+    /// A pipeline's status.
+    pub fn pipeline(&self, name: &str) -> Value {
+        self.expect(200, self.get(&format!("/v1/pipelines/{name}")))
+    }
+
+    /// Waits (up to 60 s) until `done` holds, polling.
+    pub fn wait_until(&self, what: &str, done: impl Fn(&WeirServer) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}; server log in {}",
+                self.dir.with_extension("server.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until a pipeline has processed all its input.
+    pub fn wait_caught_up(&self, pipeline: &str) {
+        self.wait_until(&format!("pipeline {pipeline} catches up"), |s| {
+            let status = s.pipeline(pipeline);
+            assert_ne!(status["state"], "failed", "pipeline failed: {status}");
+            status["lag"] == 0 && status["state"] == "running"
+        });
+    }
+
+    /// Runs a client command against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.url, args, None)
+    }
+
+    /// Runs a client command with `stdin` as its input.
+    pub fn cli_with_input(&self, args: &[&str], stdin: &str) -> Output {
+        cli(&self.url, args, Some(stdin))
+    }
+}
+
+fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(WEIR)
+        .args(args)
+        .env("WEIR_SERVER", url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the weir command line");
+    let mut input = child.stdin.take().expect("piped stdin");
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("wait for the command")
+}
+
+impl Drop for WeirServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
