@@ -558,3 +558,6 @@ pub(crate) fn stamp_of(batch: &Batch) -> Option<(ProducerStamp, u32)> {
     let stamp = batch.producer()?;
     Some((stamp, batch.view().last_offset_delta()))
 }
+
+#[cfg(test)]
+mod tests;
