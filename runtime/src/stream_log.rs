@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use log_core::{AppendInfo, Batch, BatchBuilder, Log, LogError, Record, TopicConfig};
+use log_core::{AppendInfo, Batch, BatchBuilder, Durability, Log, LogError, Record, TopicConfig};
 use serde::Serialize;
 
 /// Result of the log interface.
@@ -41,11 +41,12 @@ pub struct PartitionInfo {
     pub size_bytes: u64,
 }
 
-/// One record of a commit log and its offset.
+/// One commit of a commit log: the values appended together, and the
+/// offset of the first.
 #[derive(Debug, Clone)]
 pub struct CommitRecord {
     pub offset: u64,
-    pub value: Bytes,
+    pub values: Vec<Bytes>,
 }
 
 /// The log as pipelines and the API see it.
@@ -88,11 +89,18 @@ pub trait StreamLog: Send + Sync + 'static {
     /// A producer id no one else has been or will be given.
     async fn init_producer_id(&self) -> LogResult<i64>;
 
-    /// Makes sure the commit log `name` with `partitions` exists.
-    async fn open_commit_log(&self, name: &str, partitions: u32) -> LogResult<()>;
-    /// Appends one commit record, durably and atomically; returns its offset.
-    async fn commit(&self, name: &str, partition: u32, record: Vec<u8>) -> LogResult<u64>;
-    /// Every commit record still kept, oldest first.
+    /// Makes sure the commit log `name` with `partitions` exists; a new
+    /// one gets `durability`.
+    async fn open_commit_log(
+        &self,
+        name: &str,
+        partitions: u32,
+        durability: Durability,
+    ) -> LogResult<()>;
+    /// Appends one commit: `values` together, atomically, as durable as the
+    /// commit log asks; returns the offset of the first.
+    async fn commit(&self, name: &str, partition: u32, values: Vec<Bytes>) -> LogResult<u64>;
+    /// Every commit still kept, oldest first.
     async fn commits(&self, name: &str, partition: u32) -> LogResult<Vec<CommitRecord>>;
     async fn delete_commit_log(&self, name: &str) -> LogResult<()>;
 }
@@ -222,7 +230,12 @@ impl StreamLog for EmbeddedLog {
         self.blocking(|log| log.init_producer_id()).await
     }
 
-    async fn open_commit_log(&self, name: &str, partitions: u32) -> LogResult<()> {
+    async fn open_commit_log(
+        &self,
+        name: &str,
+        partitions: u32,
+        durability: Durability,
+    ) -> LogResult<()> {
         let topic = commit_topic(name);
         self.blocking(move |log| {
             if log.topic(&topic).is_ok() {
@@ -230,6 +243,7 @@ impl StreamLog for EmbeddedLog {
             }
             let config = TopicConfig {
                 partitions,
+                durability,
                 segment_bytes: 16 << 20,
                 max_batch_bytes: 256 << 20,
                 ..TopicConfig::default()
@@ -243,18 +257,21 @@ impl StreamLog for EmbeddedLog {
         .await
     }
 
-    async fn commit(&self, name: &str, partition: u32, record: Vec<u8>) -> LogResult<u64> {
+    async fn commit(&self, name: &str, partition: u32, values: Vec<Bytes>) -> LogResult<u64> {
         let partition = self
             .log
             .topic(&commit_topic(name))?
             .partition(partition)?
             .clone();
         tokio::task::spawn_blocking(move || {
-            let mut batch = BatchBuilder::with_capacity(record.len() + 64);
-            batch.push(&Record {
-                value: Some(&record),
-                ..Record::default()
-            });
+            let size: usize = values.iter().map(|v| v.len() + 16).sum();
+            let mut batch = BatchBuilder::with_capacity(size + 64);
+            for value in &values {
+                batch.push(&Record {
+                    value: Some(value),
+                    ..Record::default()
+                });
+            }
             partition
                 .append(batch.finish()?)
                 .map(|info| info.base_offset)
@@ -270,25 +287,26 @@ impl StreamLog for EmbeddedLog {
             .partition(partition)?
             .clone();
         tokio::task::spawn_blocking(move || {
-            let mut records = Vec::new();
+            let mut commits = Vec::new();
             let mut offset = partition.start_offset();
             let end = partition.end_offset();
             while offset < end {
                 let batches = partition.read(offset, 4 << 20)?;
                 let Some(last) = batches.last() else { break };
                 offset = last.next_offset();
+                // Each batch is one commit.
                 for batch in &batches {
                     let bytes = batch.as_bytes();
-                    for record in batch.records() {
-                        let value = record.value.unwrap_or_default();
-                        records.push(CommitRecord {
-                            offset: record.offset,
-                            value: bytes.slice_ref(value),
-                        });
-                    }
+                    commits.push(CommitRecord {
+                        offset: batch.base_offset(),
+                        values: batch
+                            .records()
+                            .map(|r| bytes.slice_ref(r.value.unwrap_or_default()))
+                            .collect(),
+                    });
                 }
             }
-            Ok(records)
+            Ok(commits)
         })
         .await
         .expect("reading commits does not panic")

@@ -40,20 +40,25 @@ fn expected(input: &[Value]) -> Vec<Value> {
     kept
 }
 
-/// Produces chunks until `stop` or an error (the server was killed);
-/// returns how many events were acknowledged.
-fn produce_until_killed(url: String, first: i64, stop: Arc<AtomicBool>) -> i64 {
+/// Produces chunks of events from `first` on until `stop` or an error
+/// (the server was killed). Returns the events acknowledged and the end
+/// of those attempted (the chunk in flight at the kill may or may not
+/// have been appended; later rounds start after it, so the input stays in
+/// time order and no record is late).
+fn produce_until_killed(url: String, first: i64, stop: Arc<AtomicBool>) -> (Vec<i64>, i64) {
+    let mut acknowledged = Vec::new();
     let mut next = first;
     while !stop.load(Ordering::Relaxed) {
         let records: Vec<Value> = (next..next + CHUNK).map(event).collect();
         let sent = ureq::post(format!("{url}/v1/topics/events/records"))
             .send_json(json!({ "records": records }));
+        next += CHUNK;
         match sent {
-            Ok(response) if response.status() == 200 => next += CHUNK,
+            Ok(response) if response.status() == 200 => acknowledged.extend(next - CHUNK..next),
             _ => break,
         }
     }
-    next
+    (acknowledged, next)
 }
 
 #[test]
@@ -72,16 +77,15 @@ fn kill_9_loop_keeps_outputs_exactly_once() {
     });
     server.expect(201, server.put("/v1/pipelines/dedupe", &spec));
     let mut server = Some(server);
-    let mut acknowledged = 0;
+    let mut acknowledged = Vec::new();
+    let mut attempted = 0;
     let mut busy_kills = 0;
     for _ in 0..KILLS {
         let live = server.take().unwrap_or_else(|| WeirServer::start(&data));
         let stop = Arc::new(AtomicBool::new(false));
         let producer = {
             let (url, stop) = (live.url.clone(), stop.clone());
-            // Chunks already sent may be re-sent with the same values: the
-            // input is read back below, so only ids matter, not counts.
-            std::thread::spawn(move || produce_until_killed(url, acknowledged, stop))
+            std::thread::spawn(move || produce_until_killed(url, attempted, stop))
         };
         std::thread::sleep(std::time::Duration::from_millis(rng.random_range(20..200)));
         if live.pipeline("dedupe")["lag"].as_u64().unwrap_or(0) > 0 {
@@ -89,14 +93,16 @@ fn kill_9_loop_keeps_outputs_exactly_once() {
         }
         live.kill();
         stop.store(true, Ordering::Relaxed);
-        acknowledged = producer.join().unwrap();
+        let (acked, end) = producer.join().unwrap();
+        acknowledged.extend(acked);
+        attempted = end;
     }
     let server = WeirServer::start(&data);
     server.wait_caught_up("dedupe");
     let input = server.records("events", 0);
     let ids: std::collections::HashSet<i64> =
         input.iter().map(|r| r["value"].as_i64().unwrap()).collect();
-    for i in 0..acknowledged {
+    for &i in &acknowledged {
         assert!(
             ids.contains(&i),
             "acknowledged event {i} is missing from the input"

@@ -13,14 +13,16 @@
 //! stage's checkpoints, the next sequence per output partition and the
 //! last commit's outputs (which may not have been published yet).
 //!
-//! Encoding: postcard (compact, serde), with a format version first.
+//! Encoding: a commit is appended as one batch whose first record is the
+//! commit's description (postcard: compact, serde, with a format version
+//! first) and whose other records are the output batches, as they are, in
+//! the order the description lists their destinations.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use log_core::Batch;
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
 use crate::operator::StateDelta;
 use crate::stream_log::CommitRecord;
@@ -46,16 +48,8 @@ pub struct Commit {
     pub producer_id: i64,
     /// Per stage: its state key (module name and occurrence) and state.
     pub stages: Vec<(String, StateDelta)>,
-    pub outputs: Vec<Output>,
-}
-
-/// An output batch bound for a topic partition, stamped with the task's
-/// producer id and its sequence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Output {
-    pub topic: String,
-    pub partition: u32,
-    pub batch: ByteBuf,
+    /// Where each output batch (the commit's other records) goes.
+    pub outputs: Vec<(String, u32)>,
 }
 
 impl Commit {
@@ -63,7 +57,7 @@ impl Commit {
         input_end: u64,
         producer_id: i64,
         stages: Vec<(String, StateDelta)>,
-        outputs: Vec<Output>,
+        outputs: Vec<(String, u32)>,
     ) -> Commit {
         Commit {
             version: FORMAT_VERSION,
@@ -75,20 +69,54 @@ impl Commit {
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("commit records always serialize")
+    /// The values to append: this description, then `batches` (one per
+    /// entry of `outputs`).
+    pub fn encode(&self, batches: &[Batch]) -> Vec<Bytes> {
+        debug_assert_eq!(batches.len(), self.outputs.len());
+        let description = postcard::to_allocvec(self).expect("commit records always serialize");
+        std::iter::once(Bytes::from(description))
+            .chain(batches.iter().map(|b| b.as_bytes().clone()))
+            .collect()
     }
 
-    pub fn decode(record: &CommitRecord) -> Result<Commit, String> {
-        let commit: Commit = postcard::from_bytes(&record.value)
-            .map_err(|e| format!("commit record at offset {} is corrupt: {e}", record.offset))?;
+    /// A commit and its output batches, checked.
+    pub fn decode(record: &CommitRecord) -> Result<(Commit, Vec<Pending>), String> {
+        let at = record.offset;
+        let (description, batches) = record
+            .values
+            .split_first()
+            .ok_or_else(|| format!("commit at offset {at} is empty"))?;
+        let commit: Commit = postcard::from_bytes(description)
+            .map_err(|e| format!("commit at offset {at} is corrupt: {e}"))?;
         if commit.version != FORMAT_VERSION {
             return Err(format!(
-                "commit record at offset {} has format version {}, this build reads {FORMAT_VERSION}",
-                record.offset, commit.version
+                "commit at offset {at} has format version {}, this build reads {FORMAT_VERSION}",
+                commit.version
             ));
         }
-        Ok(commit)
+        if batches.len() != commit.outputs.len() {
+            return Err(format!(
+                "commit at offset {at} lists {} outputs but holds {}",
+                commit.outputs.len(),
+                batches.len()
+            ));
+        }
+        let outputs = commit
+            .outputs
+            .iter()
+            .zip(batches)
+            .map(|((topic, partition), bytes)| {
+                let batch = Batch::from_bytes(bytes.clone()).map_err(|e| {
+                    format!("commit at offset {at}: output batch for {topic} is invalid: {e}")
+                })?;
+                Ok(Pending {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    batch,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok((commit, outputs))
     }
 }
 
@@ -100,11 +128,17 @@ pub struct Pending {
     pub batch: Batch,
 }
 
-/// The sequence after a batch of `records` starting at `base` (sequences
-/// wrap to 0 after `i32::MAX`, as Kafka's do).
+/// The sequence after a batch of `records` starting at `base`. The log
+/// refuses sequences past `i32::MAX`; tasks move to a new producer id
+/// long before (see [`SEQUENCE_ROTATION`]).
 pub fn next_sequence(base: i32, records: usize) -> i32 {
-    (i64::from(base) + records as i64).rem_euclid(i64::from(i32::MAX) + 1) as i32
+    base.saturating_add(i32::try_from(records).unwrap_or(i32::MAX))
 }
+
+/// A task takes a new producer id (and starts its sequences at 0 again)
+/// once a sequence passes this, far below `i32::MAX` minus the most one
+/// commit can emit.
+pub const SEQUENCE_ROTATION: i32 = 1 << 30;
 
 /// Where a task stands according to its commit log.
 #[derive(Debug, Default)]
@@ -126,12 +160,18 @@ impl Recovered {
     pub fn fold(records: &[CommitRecord]) -> Result<Recovered, String> {
         let mut recovered = Recovered::default();
         for record in records {
-            recovered.apply(record, Commit::decode(record)?)?;
+            let (commit, outputs) = Commit::decode(record)?;
+            recovered.apply(record, commit, outputs)?;
         }
         Ok(recovered)
     }
 
-    fn apply(&mut self, record: &CommitRecord, commit: Commit) -> Result<(), String> {
+    fn apply(
+        &mut self,
+        record: &CommitRecord,
+        commit: Commit,
+        outputs: Vec<Pending>,
+    ) -> Result<(), String> {
         self.input_end = Some(commit.input_end);
         if self.producer_id != Some(commit.producer_id) {
             // A new producer id starts its sequences again.
@@ -145,29 +185,18 @@ impl Recovered {
             }
             checkpoints.push(state);
         }
-        self.unpublished.clear();
-        for output in commit.outputs {
-            let batch = Batch::from_bytes(Bytes::from(output.batch.into_vec())).map_err(|e| {
+        for output in &outputs {
+            let stamp = output.batch.producer().ok_or_else(|| {
                 format!(
-                    "commit record at offset {}: output batch for {} is invalid: {e}",
+                    "commit at offset {}: output batch for {} carries no producer stamp",
                     record.offset, output.topic
                 )
             })?;
-            let stamp = batch.producer().ok_or_else(|| {
-                format!(
-                    "commit record at offset {}: output batch for {} carries no producer stamp",
-                    record.offset, output.topic
-                )
-            })?;
-            let next = next_sequence(stamp.base_sequence, batch.record_count());
+            let next = next_sequence(stamp.base_sequence, output.batch.record_count());
             self.sequences
                 .insert((output.topic.clone(), output.partition), next);
-            self.unpublished.push(Pending {
-                topic: output.topic,
-                partition: output.partition,
-                batch,
-            });
         }
+        self.unpublished = outputs;
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use log_core::validate_topic_name;
+use log_core::{Durability, validate_topic_name};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -303,13 +303,25 @@ impl Pipelines {
     /// Starts one task per partition of each input.
     fn start(&self, record: &PipelineRecord, plans: Vec<StagePlan>) -> Vec<TaskHandle> {
         let spec = &record.spec;
-        let output_partitions: HashMap<String, u32> = spec
+        let outputs: Vec<_> = spec
             .output_topics()
-            .filter_map(|t| {
-                let info = self.log.topic(t).ok()?;
-                Some((t.to_string(), info.partitions.len() as u32))
-            })
+            .filter_map(|t| self.log.topic(t).ok())
             .collect();
+        let output_partitions: HashMap<String, u32> = outputs
+            .iter()
+            .map(|t| (t.name.clone(), t.partitions.len() as u32))
+            .collect();
+        // Exactly-once across power loss needs commits as durable as the
+        // most durable output; across process crashes any setting holds.
+        let commit_durability = outputs
+            .iter()
+            .map(|t| t.config.durability)
+            .max_by_key(|d| match d {
+                Durability::Never => 0,
+                Durability::Interval => 1,
+                Durability::Always => 2,
+            })
+            .unwrap_or(Durability::Always);
         let initial = if record.paused {
             Control::Pause
         } else {
@@ -334,6 +346,7 @@ impl Pipelines {
                     dead_letter: spec.dead_letter.clone(),
                     start: spec.start,
                     output_partitions: output_partitions.clone(),
+                    commit_durability,
                     stats: stats.clone(),
                     control: receiver,
                 };

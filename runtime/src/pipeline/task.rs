@@ -18,12 +18,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use log_core::{Batch, BatchBuilder, LogError, ProducerStamp};
-use serde_bytes::ByteBuf;
+use bytes::Bytes;
+use log_core::{Batch, BatchBuilder, Durability, LogError, ProducerStamp};
 use tokio::sync::watch;
 
 use super::chain::{Chain, ChainOutput, Stage};
-use super::checkpoint::{Commit, Output, Pending, Recovered, next_sequence};
+use super::checkpoint::{Commit, Pending, Recovered, SEQUENCE_ROTATION, next_sequence};
 use super::spec::{ErrorPolicy, StartAt, StartName};
 use super::stats::{TaskState, TaskStats, bump};
 use crate::operator::{OperatorInstance, OperatorModule};
@@ -83,6 +83,8 @@ pub struct TaskSetup {
     pub start: StartAt,
     /// Partition count of every output topic.
     pub output_partitions: HashMap<String, u32>,
+    /// Durability of a new commit log: the strongest of the outputs'.
+    pub commit_durability: Durability,
     pub stats: Arc<TaskStats>,
     pub control: watch::Receiver<Control>,
 }
@@ -122,6 +124,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         dead_letter,
         start,
         output_partitions,
+        commit_durability,
         stats,
         mut control,
     } = setup;
@@ -131,7 +134,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         .partitions
         .len() as u32;
     let commit_log = key.commit_log();
-    log.open_commit_log(&commit_log, input_partitions)
+    log.open_commit_log(&commit_log, input_partitions, commit_durability)
         .await
         .map_err(|e| format!("opening the commit log: {e}"))?;
     let records = log
@@ -152,7 +155,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         None => {
             let position = start_position(&*log, &key, start).await?;
             let first = Commit::new(position, producer_id, Vec::new(), Vec::new());
-            log.commit(&commit_log, key.partition, first.encode())
+            log.commit(&commit_log, key.partition, first.encode(&[]))
                 .await
                 .map_err(|e| format!("committing the start position: {e}"))?;
             position
@@ -216,6 +219,13 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
             }
             continue;
         };
+        if work.sequences.values().any(|&s| s > SEQUENCE_ROTATION) {
+            work.producer_id = log
+                .init_producer_id()
+                .await
+                .map_err(|e| format!("getting a new producer id: {e}"))?;
+            work.sequences.clear();
+        }
         let count: usize = batches.iter().map(Batch::record_count).sum();
         bump(&stats.records_in, count as u64);
         let (back, result) = tokio::task::spawn_blocking(move || {
@@ -314,6 +324,20 @@ async fn publish(
     Ok(())
 }
 
+/// One batch holding the records of `batches`, in order (the batch
+/// itself when there is just one).
+fn merge(mut batches: Vec<Batch>) -> Batch {
+    if batches.len() == 1 {
+        return batches.pop().expect("one batch");
+    }
+    let size = batches.iter().map(Batch::size).sum();
+    let mut builder = BatchBuilder::with_capacity(size);
+    for record in batches.iter().flat_map(Batch::records) {
+        builder.push_view(&record);
+    }
+    builder.finish().expect("merged batches are never empty")
+}
+
 impl Work {
     /// Runs input through the chain and prepares the commit record and the
     /// outputs to publish.
@@ -321,23 +345,20 @@ impl Work {
         &mut self,
         batches: Vec<Batch>,
         end: u64,
-    ) -> Result<(Vec<u8>, Vec<Pending>), String> {
+    ) -> Result<(Vec<Bytes>, Vec<Pending>), String> {
         let output = self
             .chain
             .process(batches, &self.source)
             .map_err(|halt| halt.reason)?;
         let states = self.chain.take_state_deltas();
         let outputs = self.route(output)?;
-        let encoded = outputs
+        let targets = outputs
             .iter()
-            .map(|p| Output {
-                topic: p.topic.clone(),
-                partition: p.partition,
-                batch: ByteBuf::from(p.batch.as_bytes().to_vec()),
-            })
+            .map(|p| (p.topic.clone(), p.partition))
             .collect();
-        let commit = Commit::new(end, self.producer_id, states, encoded);
-        Ok((commit.encode(), outputs))
+        let commit = Commit::new(end, self.producer_id, states, targets);
+        let batches: Vec<Batch> = outputs.iter().map(|p| p.batch.clone()).collect();
+        Ok((commit.encode(&batches), outputs))
     }
 
     /// Sorts outputs into topic partitions (by key, or the input's
@@ -350,28 +371,36 @@ impl Work {
             .dead_letters
             .into_iter()
             .filter_map(|batch| Some((self.dead_letter.clone()?, batch)));
-        let mut grouped: BTreeMap<(String, u32), BatchBuilder> = BTreeMap::new();
+        // (topic, partition) → batches, in order.
+        let mut grouped: BTreeMap<(String, u32), Vec<Batch>> = BTreeMap::new();
         for (topic, batch) in output.routed.into_iter().chain(dead_letters) {
             let partitions = *self
                 .output_partitions
                 .get(&topic)
                 .ok_or_else(|| format!("output topic {topic:?} is unknown"))?;
+            if partitions == 1 {
+                grouped.entry((topic, 0)).or_default().push(batch);
+                continue;
+            }
+            let mut split: BTreeMap<u32, BatchBuilder> = BTreeMap::new();
             for record in batch.records() {
                 let partition = match record.key {
                     Some(key) => partition_for_key(key, partitions),
                     None => self.partition % partitions,
                 };
+                split.entry(partition).or_default().push_view(&record);
+            }
+            for (partition, builder) in split {
+                let part = builder.finish().expect("split batches are never empty");
                 grouped
                     .entry((topic.clone(), partition))
                     .or_default()
-                    .push_view(&record);
+                    .push(part);
             }
         }
         let mut outputs = Vec::with_capacity(grouped.len());
-        for ((topic, partition), builder) in grouped {
-            let batch = builder
-                .finish()
-                .expect("a grouped batch holds at least one record");
+        for ((topic, partition), batches) in grouped {
+            let batch = merge(batches);
             let stamp = self.next_stamp(&topic, partition, batch.record_count());
             outputs.push(Pending {
                 topic,

@@ -2,6 +2,7 @@
 //! and delete pipelines.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -42,19 +43,22 @@ pub async fn status(
     Ok(Json(app.pipelines.status(&name)?))
 }
 
-/// `POST /v1/pipelines/{name}/pause`.
+/// `POST /v1/pipelines/{name}/pause` (any body is read and ignored, so
+/// the connection stays reusable).
 pub async fn pause(
     State(app): State<App>,
     name: Result<Path<String>, PathRejection>,
+    _body: Bytes,
 ) -> ApiResult<Json<PipelineStatus>> {
     let Path(name) = name?;
     Ok(Json(app.pipelines.pause(&name).await?))
 }
 
-/// `POST /v1/pipelines/{name}/resume`.
+/// `POST /v1/pipelines/{name}/resume` (any body is ignored).
 pub async fn resume(
     State(app): State<App>,
     name: Result<Path<String>, PathRejection>,
+    _body: Bytes,
 ) -> ApiResult<Json<PipelineStatus>> {
     let Path(name) = name?;
     Ok(Json(app.pipelines.resume(&name).await?))

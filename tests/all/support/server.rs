@@ -274,5 +274,15 @@ impl Drop for WeirServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if std::thread::panicking() {
+            // The data directory goes with the test: show what the server said.
+            let log =
+                std::fs::read_to_string(self.dir.with_extension("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- server log (last lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }

@@ -1,0 +1,317 @@
+//! Benchmark of pipelines end to end (`runtime/src/pipeline`), in process:
+//! the embedded log, the module store and the pipeline runtime exactly as
+//! `weir serve` puts them together, without HTTP in the way.
+//!
+//! 1. Throughput: N records (8-byte key, 100-byte value, every 10th value
+//!    starting with `x`) are appended in batches of 1000 to a topic nobody
+//!    reads (the baseline: the log's raw append throughput, same run, same
+//!    durability). Then, with a one-stage filter pipeline (the
+//!    `well-behaved` test guest, dropping the `x` records) running from
+//!    the input topic to an output topic, the same records are appended
+//!    to the input, timed from the first append until the last derived
+//!    record is readable. Reported in input records/s and MB/s, and as a
+//!    ratio to the raw append. Topics `always` and `never`.
+//! 2. Latency: the same pipeline over an empty topic; one record is
+//!    appended every millisecond (1000/s), and the time from each append's
+//!    acknowledgement to its output being readable is recorded (p50, p99,
+//!    max), beside the append's own latency.
+//!
+//! ```text
+//! cargo bench -p weir --bench pipeline            # about a minute
+//! cargo bench -p weir --bench pipeline -- --quick
+//! ```
+//!
+//! The guests must be built first (`cargo test -p weir-tests --no-run`).
+
+#[path = "../../bench/report.rs"]
+mod report;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log_core::{Batch, BatchBuilder, Durability, Log, Record, TopicConfig};
+use report::{Row, median, print_table};
+use serde_json::json;
+use weir::modules::ModuleStore;
+use weir::operator::{Limits, OperatorEngine};
+use weir::pipeline::{PipelineSpec, Pipelines};
+use weir::stream_log::{EmbeddedLog, StreamLog};
+
+const KEY_LEN: usize = 8;
+const VALUE_LEN: usize = 100;
+const BATCH: usize = 1000;
+const FILTER_GUEST: &str = "well_behaved";
+
+struct Settings {
+    records: usize,
+    runs: usize,
+    latency_records: usize,
+}
+
+impl Settings {
+    fn parse() -> Settings {
+        let quick = std::env::args().any(|a| a == "--quick");
+        if quick {
+            Settings {
+                records: 200_000,
+                runs: 1,
+                latency_records: 500,
+            }
+        } else {
+            Settings {
+                records: 1_000_000,
+                runs: 3,
+                latency_records: 5_000,
+            }
+        }
+    }
+}
+
+fn guests_dir() -> PathBuf {
+    std::env::var_os("WEIR_GUESTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guests/wasm32-wasip2/release")
+        })
+}
+
+fn batches(records: usize, first: usize) -> Vec<Batch> {
+    let value_x = vec![b'x'; VALUE_LEN];
+    let value_v = vec![b'v'; VALUE_LEN];
+    (first..first + records)
+        .collect::<Vec<_>>()
+        .chunks(BATCH)
+        .map(|chunk| {
+            let mut builder = BatchBuilder::with_capacity(chunk.len() * 128);
+            for &i in chunk {
+                let key = format!("{:08}", i % 100_000_000);
+                builder.push(&Record {
+                    key: Some(key.as_bytes()),
+                    value: Some(if i % 10 == 0 { &value_x } else { &value_v }),
+                    headers: &[],
+                    timestamp: 1_700_000_000_000 + i as i64,
+                });
+            }
+            builder.finish().expect("non-empty")
+        })
+        .collect()
+}
+
+/// A server's worth of parts over a fresh directory.
+struct Bench {
+    _dir: tempfile::TempDir,
+    log: Arc<dyn StreamLog>,
+    pipelines: Pipelines,
+}
+
+async fn setup(output_durability: Durability) -> Bench {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = Log::open(dir.path().join("log")).expect("open log");
+    let log: Arc<dyn StreamLog> = Arc::new(EmbeddedLog::new(log));
+    let engine =
+        OperatorEngine::new(Limits::default(), Some(dir.path().join("cache"))).expect("engine");
+    let modules = Arc::new(ModuleStore::open(dir.path().join("modules"), engine).expect("modules"));
+    let wasm = std::fs::read(guests_dir().join(format!("{FILTER_GUEST}.wasm")))
+        .expect("the guests are built (cargo test -p weir-tests --no-run)");
+    modules.put("filter", &wasm).expect("push the filter");
+    let pipelines = Pipelines::open(log.clone(), modules, dir.path().join("pipelines"))
+        .await
+        .expect("pipelines");
+    let durable = |durability| TopicConfig {
+        durability,
+        ..TopicConfig::default()
+    };
+    log.create_topic("input", durable(output_durability))
+        .await
+        .expect("input topic");
+    log.create_topic("output", durable(output_durability))
+        .await
+        .expect("output topic");
+    Bench {
+        _dir: dir,
+        log,
+        pipelines,
+    }
+}
+
+fn filter_spec() -> PipelineSpec {
+    serde_json::from_value(json!({
+        "inputs": ["input"],
+        "stages": [{ "module": "filter", "outputs": { "main": "output" } }],
+    }))
+    .expect("spec")
+}
+
+fn end(log: &dyn StreamLog, topic: &str) -> u64 {
+    log.topic(topic).expect("topic").partitions[0].end_offset
+}
+
+/// Returns (raw append records/s, end-to-end records/s).
+async fn throughput(records: usize, durability: Durability) -> (f64, f64) {
+    // Baseline: the same appends into a topic nobody reads.
+    let bench = setup(durability).await;
+    let started = Instant::now();
+    for batch in batches(records, 0) {
+        bench.log.append("output", 0, batch).await.expect("append");
+    }
+    let append_rate = records as f64 / started.elapsed().as_secs_f64();
+    drop(bench);
+
+    // End to end: the pipeline runs; the same records are produced; the
+    // clock stops when the last derived record is readable.
+    let bench = setup(durability).await;
+    bench
+        .pipelines
+        .apply("filter", filter_spec())
+        .await
+        .expect("apply");
+    let input = batches(records, 0);
+    let expected = (records - records.div_ceil(10)) as u64;
+    let started = Instant::now();
+    for batch in input {
+        bench.log.append("input", 0, batch).await.expect("append");
+    }
+    while end(&*bench.log, "output") < expected {
+        bench
+            .log
+            .wait_for(
+                "output",
+                0,
+                end(&*bench.log, "output"),
+                Duration::from_millis(100),
+            )
+            .await
+            .expect("wait");
+    }
+    let pipeline_rate = records as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(
+        end(&*bench.log, "output"),
+        expected,
+        "exactly the kept records"
+    );
+    bench.pipelines.shutdown().await;
+    (append_rate, pipeline_rate)
+}
+
+/// Returns (append latencies, append-to-output latencies), in ms.
+async fn latency(records: usize) -> (Vec<f64>, Vec<f64>) {
+    let bench = setup(Durability::Always).await;
+    bench
+        .pipelines
+        .apply("filter", filter_spec())
+        .await
+        .expect("apply");
+    let log = bench.log.clone();
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::with_capacity(records);
+        let mut next = 0u64;
+        while (next as usize) < records {
+            let now_end = log
+                .wait_for("output", 0, next, Duration::from_secs(5))
+                .await
+                .expect("wait");
+            let at = Instant::now();
+            while next < now_end {
+                seen.push(at);
+                next += 1;
+            }
+        }
+        seen
+    });
+    let mut acked = Vec::with_capacity(records);
+    let mut appends = Vec::with_capacity(records);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    for i in 0..records {
+        tick.tick().await;
+        // Values start with `v`: the filter keeps every record.
+        let batch = batches(1, i * 10 + 1).pop().expect("one batch");
+        let sent = Instant::now();
+        bench.log.append("input", 0, batch).await.expect("append");
+        let done = Instant::now();
+        appends.push((done - sent).as_secs_f64() * 1e3);
+        acked.push(done);
+    }
+    let seen = watcher.await.expect("watcher");
+    let through: Vec<f64> = acked
+        .iter()
+        .zip(&seen)
+        .map(|(a, s)| s.saturating_duration_since(*a).as_secs_f64() * 1e3)
+        .collect();
+    bench.pipelines.shutdown().await;
+    (appends, through)
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let settings = Settings::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("# Pipeline benchmark");
+    println!();
+    println!(
+        "{} records of {KEY_LEN}+{VALUE_LEN} bytes per run, {} run(s), filter keeps 9 in 10",
+        settings.records, settings.runs
+    );
+    let mut rows = Vec::new();
+    let record_bytes = (KEY_LEN + VALUE_LEN) as f64;
+    for (durability, name) in [(Durability::Always, "always"), (Durability::Never, "never")] {
+        let mut appends = Vec::new();
+        let mut pipelines = Vec::new();
+        let mut ratios = Vec::new();
+        for run in 0..settings.runs {
+            let (append, pipeline) = runtime.block_on(throughput(settings.records, durability));
+            println!(
+                "  topics {name}, run {}: raw append {:.2} M records/s, pipeline {:.2} M records/s ({:.0} MB/s), ratio {:.2}",
+                run + 1,
+                append / 1e6,
+                pipeline / 1e6,
+                pipeline * record_bytes / 1e6,
+                pipeline / append
+            );
+            appends.push(append);
+            pipelines.push(pipeline);
+            ratios.push(pipeline / append);
+        }
+        let pipeline = median(pipelines);
+        rows.push(Row {
+            measurement: format!(
+                "produce → filter pipeline → topic, topics `{name}`, vs raw append"
+            ),
+            weir: format!(
+                "{:.2} M rec/s ({:.0} MB/s)",
+                pipeline / 1e6,
+                pipeline * record_bytes / 1e6
+            ),
+            baseline: format!("{:.2} M rec/s", median(appends) / 1e6),
+            ratio: median(ratios),
+            goal: "none set".into(),
+        });
+    }
+    let (appends, through) = runtime.block_on(latency(settings.latency_records));
+    println!(
+        "  latency at 1000 records/s over {} records: append p50 {:.2} ms p99 {:.2} ms; \
+         append-to-output p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
+        through.len(),
+        percentile(&appends, 0.5),
+        percentile(&appends, 0.99),
+        percentile(&through, 0.5),
+        percentile(&through, 0.99),
+        percentile(&through, 1.0),
+    );
+    rows.push(Row {
+        measurement: "latency append → output readable, p99, 1000 rec/s, `always`".into(),
+        weir: format!("{:.2} ms", percentile(&through, 0.99)),
+        baseline: format!("append p99 {:.2} ms", percentile(&appends, 0.99)),
+        ratio: percentile(&appends, 0.99) / percentile(&through, 0.99),
+        goal: "p99 < 10 ms".into(),
+    });
+    print_table(&rows);
+}
