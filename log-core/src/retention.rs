@@ -1,4 +1,5 @@
-//! Retention: deleting whole old segments by age and by total size.
+//! Retention: deleting whole old segments by age and by total size, and
+//! on request below an offset (for users that truncate their own logs).
 //!
 //! Only a prefix of closed segments is ever deleted (the oldest first), so
 //! the partition's start offset only moves forward. A segment is expired by
@@ -43,6 +44,30 @@ pub(crate) fn enforce(partition: &Partition) -> Result<usize> {
         total -= segment.size();
         doomed += 1;
     }
+    delete_oldest(partition, &segments, doomed)
+}
+
+/// Deletes the closed segments that hold only offsets below `offset`;
+/// returns how many.
+pub(crate) fn delete_before(partition: &Partition, offset: u64) -> Result<usize> {
+    let s = partition.shared();
+    let _maintenance = s.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+    let segments = s.segments();
+    let doomed = segments
+        .windows(2)
+        .take_while(|pair| pair[1].base_offset() <= offset)
+        .count();
+    delete_oldest(partition, &segments, doomed)
+}
+
+/// Deletes the first `doomed` segments (all closed), crash-safely.
+/// Called under the maintenance lock.
+fn delete_oldest(
+    partition: &Partition,
+    segments: &[std::sync::Arc<crate::segment::Segment>],
+    doomed: usize,
+) -> Result<usize> {
+    let s = partition.shared();
     if doomed == 0 {
         return Ok(0);
     }

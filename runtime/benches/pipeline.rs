@@ -35,6 +35,7 @@ use report::{Row, median, print_table};
 use serde_json::json;
 use weir::modules::ModuleStore;
 use weir::operator::{Limits, OperatorEngine};
+use weir::pipeline::spec::PipelineSettings;
 use weir::pipeline::{PipelineSpec, Pipelines};
 use weir::stream_log::{EmbeddedLog, StreamLog};
 
@@ -115,9 +116,14 @@ async fn setup(output_durability: Durability) -> Bench {
     let wasm = std::fs::read(guests_dir().join(format!("{FILTER_GUEST}.wasm")))
         .expect("the guests are built (cargo test -p weir-tests --no-run)");
     modules.put("filter", &wasm).expect("push the filter");
-    let pipelines = Pipelines::open(log.clone(), modules, dir.path().join("pipelines"))
-        .await
-        .expect("pipelines");
+    let pipelines = Pipelines::open(
+        log.clone(),
+        modules,
+        dir.path().join("pipelines"),
+        PipelineSettings::default(),
+    )
+    .await
+    .expect("pipelines");
     let durable = |durability| TopicConfig {
         durability,
         ..TopicConfig::default()

@@ -49,6 +49,14 @@ pub struct CommitRecord {
     pub values: Vec<Bytes>,
 }
 
+/// How a new commit log is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitLogSettings {
+    pub durability: Durability,
+    /// Size of its storage units: truncation frees whole ones.
+    pub segment_bytes: u64,
+}
+
 /// The log as pipelines and the API see it.
 #[async_trait]
 pub trait StreamLog: Send + Sync + 'static {
@@ -90,16 +98,19 @@ pub trait StreamLog: Send + Sync + 'static {
     async fn init_producer_id(&self) -> LogResult<i64>;
 
     /// Makes sure the commit log `name` with `partitions` exists; a new
-    /// one gets `durability`.
+    /// one gets `settings`.
     async fn open_commit_log(
         &self,
         name: &str,
         partitions: u32,
-        durability: Durability,
+        settings: CommitLogSettings,
     ) -> LogResult<()>;
     /// Appends one commit: `values` together, atomically, as durable as the
     /// commit log asks; returns the offset of the first.
     async fn commit(&self, name: &str, partition: u32, values: Vec<Bytes>) -> LogResult<u64>;
+    /// Lets the log forget commits below `offset` (whole storage units at
+    /// a time, so some may stay).
+    async fn truncate_commits(&self, name: &str, partition: u32, offset: u64) -> LogResult<()>;
     /// Every commit still kept, oldest first.
     async fn commits(&self, name: &str, partition: u32) -> LogResult<Vec<CommitRecord>>;
     async fn delete_commit_log(&self, name: &str) -> LogResult<()>;
@@ -234,7 +245,7 @@ impl StreamLog for EmbeddedLog {
         &self,
         name: &str,
         partitions: u32,
-        durability: Durability,
+        settings: CommitLogSettings,
     ) -> LogResult<()> {
         let topic = commit_topic(name);
         self.blocking(move |log| {
@@ -243,8 +254,8 @@ impl StreamLog for EmbeddedLog {
             }
             let config = TopicConfig {
                 partitions,
-                durability,
-                segment_bytes: 16 << 20,
+                durability: settings.durability,
+                segment_bytes: settings.segment_bytes.clamp(4096, u64::from(u32::MAX)),
                 max_batch_bytes: 256 << 20,
                 ..TopicConfig::default()
             };
@@ -278,6 +289,17 @@ impl StreamLog for EmbeddedLog {
         })
         .await
         .expect("committing does not panic")
+    }
+
+    async fn truncate_commits(&self, name: &str, partition: u32, offset: u64) -> LogResult<()> {
+        let partition = self
+            .log
+            .topic(&commit_topic(name))?
+            .partition(partition)?
+            .clone();
+        tokio::task::spawn_blocking(move || partition.delete_before(offset).map(|_| ()))
+            .await
+            .expect("truncating does not panic")
     }
 
     async fn commits(&self, name: &str, partition: u32) -> LogResult<Vec<CommitRecord>> {

@@ -19,6 +19,9 @@ use crate::support::server::WeirServer;
 const KILLS: usize = 12;
 const CHUNK: i64 = 50;
 const WINDOW_MS: i64 = 40;
+/// Small, so tasks snapshot their state and truncate their commit logs
+/// many times between kills.
+const CONFIG: &str = "[pipelines]\nsnapshot_after_bytes = 16384\n";
 
 fn event(i: i64) -> Value {
     json!({ "key": format!("k{}", i % 13), "value": i, "timestamp": i * 3 })
@@ -66,7 +69,7 @@ fn kill_9_loop_keeps_outputs_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut rng = StdRng::seed_from_u64(0x5eed);
-    let server = WeirServer::start(&data);
+    let server = WeirServer::start_with_config(&data, CONFIG);
     server.create_topic("events", 1);
     server.create_topic("kept", 1);
     server.push_module("dedupe", "dedupe");
@@ -81,7 +84,9 @@ fn kill_9_loop_keeps_outputs_exactly_once() {
     let mut attempted = 0;
     let mut busy_kills = 0;
     for _ in 0..KILLS {
-        let live = server.take().unwrap_or_else(|| WeirServer::start(&data));
+        let live = server
+            .take()
+            .unwrap_or_else(|| WeirServer::start_with_config(&data, CONFIG));
         let stop = Arc::new(AtomicBool::new(false));
         let producer = {
             let (url, stop) = (live.url.clone(), stop.clone());
@@ -97,7 +102,7 @@ fn kill_9_loop_keeps_outputs_exactly_once() {
         acknowledged.extend(acked);
         attempted = end;
     }
-    let server = WeirServer::start(&data);
+    let server = WeirServer::start_with_config(&data, CONFIG);
     server.wait_caught_up("dedupe");
     let input = server.records("events", 0);
     let ids: std::collections::HashSet<i64> =
@@ -120,4 +125,18 @@ fn kill_9_loop_keeps_outputs_exactly_once() {
         "exactly the records one uninterrupted run keeps"
     );
     assert_eq!(kept, want);
+
+    // Snapshots let the commit log forget: far less is kept than was committed.
+    let commits = data.join("log/topics/__commits.dedupe.events/0");
+    let kept_bytes: u64 = std::fs::read_dir(&commits)
+        .expect("the commit log's directory")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let output_bytes = kept.len() as u64 * 30;
+    assert!(
+        kept_bytes < output_bytes / 2,
+        "the commit log keeps {kept_bytes} bytes for about {output_bytes} bytes of outputs"
+    );
 }

@@ -334,6 +334,45 @@ fn retention_by_size_keeps_the_partition_under_its_limit() {
 }
 
 #[test]
+fn delete_before_removes_only_whole_segments_below_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(0);
+    let log = manual_log(dir.path(), &clock);
+    let p = first_partition(&log, "t", small_segments(Cleanup::Delete));
+    let value = "v".repeat(500);
+    for _ in 0..100 {
+        p.append(batch(&[Rec::new("k", &value, 0)])).unwrap();
+    }
+    let segments = p.segment_count();
+    assert!(segments > 5);
+    assert_eq!(p.delete_before(0).unwrap(), 0);
+    let deleted = p.delete_before(50).unwrap();
+    assert!(deleted > 0);
+    assert_eq!(p.segment_count(), segments - deleted);
+    let start = p.start_offset();
+    assert!(
+        start <= 50 && start > 0,
+        "start {start}: rounded down to a segment"
+    );
+    let offsets: Vec<u64> = read_all(&p).iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (start..100).collect::<Vec<_>>());
+    drop(log);
+    let log = manual_log(dir.path(), &clock);
+    let p = existing_partition(&log, "t");
+    assert_eq!(
+        (p.start_offset(), p.end_offset()),
+        (start, 100),
+        "kept across a reopen"
+    );
+    assert!(
+        p.delete_before(1_000).unwrap() > 0,
+        "everything but the active segment goes"
+    );
+    assert_eq!(p.segment_count(), 1);
+    assert_eq!(p.end_offset(), 100, "offsets are never reused");
+}
+
+#[test]
 fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);

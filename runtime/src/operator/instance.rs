@@ -145,6 +145,11 @@ impl OperatorInstance {
         }
     }
 
+    /// All of the state, for a snapshot checkpoint.
+    pub fn state_snapshot(&self) -> StateDelta {
+        self.keyed_state().snapshot()
+    }
+
     /// State changes since the last checkpoint, for the next one.
     pub fn take_state_delta(&mut self) -> StateDelta {
         self.keyed_state_mut().take_delta()

@@ -78,6 +78,14 @@ impl Chain {
             .collect()
     }
 
+    /// Complete state of every stage, keyed by module.
+    pub fn state_snapshots(&self) -> Vec<(String, StateDelta)> {
+        self.stages
+            .iter()
+            .map(|s| (s.module.clone(), s.instance.state_snapshot()))
+            .collect()
+    }
+
     /// Runs `input` (records of the input partition `source`, e.g.
     /// `orders/0`) through every stage.
     pub fn process(&mut self, input: Vec<Batch>, source: &str) -> Result<ChainOutput, Halt> {

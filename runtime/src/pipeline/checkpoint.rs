@@ -50,6 +50,9 @@ pub struct Commit {
     pub stages: Vec<(String, StateDelta)>,
     /// Where each output batch (the commit's other records) goes.
     pub outputs: Vec<(String, u32)>,
+    /// In a snapshot: the next sequence per output partition (earlier
+    /// commits, which imply them, may be gone).
+    pub sequences: Vec<(String, u32, i32)>,
 }
 
 impl Commit {
@@ -66,6 +69,29 @@ impl Commit {
             producer_id,
             stages,
             outputs,
+            sequences: Vec::new(),
+        }
+    }
+
+    /// A snapshot: complete states, the position and the sequences, so
+    /// every earlier commit can be forgotten.
+    pub fn snapshot(
+        input_end: u64,
+        producer_id: i64,
+        stages: Vec<(String, StateDelta)>,
+        sequences: &BTreeMap<(String, u32), i32>,
+    ) -> Commit {
+        Commit {
+            version: FORMAT_VERSION,
+            kind: CommitKind::Snapshot,
+            input_end,
+            producer_id,
+            stages,
+            outputs: Vec::new(),
+            sequences: sequences
+                .iter()
+                .map(|((t, p), s)| (t.clone(), *p, *s))
+                .collect(),
         }
     }
 
@@ -178,12 +204,16 @@ impl Recovered {
             self.sequences.clear();
             self.producer_id = Some(commit.producer_id);
         }
+        if commit.kind == CommitKind::Snapshot {
+            self.states.clear();
+            self.sequences = commit
+                .sequences
+                .into_iter()
+                .map(|(t, p, s)| ((t, p), s))
+                .collect();
+        }
         for (key, state) in commit.stages {
-            let checkpoints = self.states.entry(key).or_default();
-            if commit.kind == CommitKind::Snapshot {
-                checkpoints.clear();
-            }
-            checkpoints.push(state);
+            self.states.entry(key).or_default().push(state);
         }
         for output in &outputs {
             let stamp = output.batch.producer().ok_or_else(|| {

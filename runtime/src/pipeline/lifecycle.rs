@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::spec::{ModuleRef, PipelineSpec, check_name};
+use super::spec::{ModuleRef, PipelineSettings, PipelineSpec, check_name};
 use super::stats::{StageCounts, TaskState, TaskStats};
 use super::task::{self, Control, StagePlan, TaskKey, TaskSetup, commit_log_name};
 use crate::files::{remove_durably, write_durably};
@@ -113,6 +113,7 @@ pub struct Pipelines {
     log: Arc<dyn StreamLog>,
     modules: Arc<ModuleStore>,
     dir: PathBuf,
+    settings: PipelineSettings,
     running: Mutex<BTreeMap<String, Running>>,
     /// Serializes changes (apply, pause, resume, delete, shutdown).
     admin: tokio::sync::Mutex<()>,
@@ -124,6 +125,7 @@ impl Pipelines {
         log: Arc<dyn StreamLog>,
         modules: Arc<ModuleStore>,
         dir: PathBuf,
+        settings: PipelineSettings,
     ) -> anyhow::Result<Pipelines> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("while creating {}", dir.display()))?;
@@ -131,6 +133,7 @@ impl Pipelines {
             log,
             modules,
             dir,
+            settings,
             running: Mutex::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
         };
@@ -347,6 +350,7 @@ impl Pipelines {
                     start: spec.start,
                     output_partitions: output_partitions.clone(),
                     commit_durability,
+                    settings: self.settings,
                     stats: stats.clone(),
                     control: receiver,
                 };

@@ -119,6 +119,28 @@ impl Default for StartAt {
     }
 }
 
+/// Server-wide settings of pipeline tasks (the `[pipelines]` table of
+/// the server's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// A task writes a snapshot of its state (and forgets older commits)
+    /// once its commits since the last one exceed this many bytes, or four
+    /// times the last snapshot's size if that is more. Default 16 MiB.
+    pub snapshot_after_bytes: u64,
+    /// Input read per round, in bytes. Default 1 MiB.
+    pub max_read_bytes: usize,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        PipelineSettings {
+            snapshot_after_bytes: 16 << 20,
+            max_read_bytes: 1 << 20,
+        }
+    }
+}
+
 /// A stage's module reference, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleRef {

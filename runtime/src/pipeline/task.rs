@@ -24,14 +24,12 @@ use tokio::sync::watch;
 
 use super::chain::{Chain, ChainOutput, Stage};
 use super::checkpoint::{Commit, Pending, Recovered, SEQUENCE_ROTATION, next_sequence};
-use super::spec::{ErrorPolicy, StartAt, StartName};
+use super::spec::{ErrorPolicy, PipelineSettings, StartAt, StartName};
 use super::stats::{TaskState, TaskStats, bump};
 use crate::operator::{OperatorInstance, OperatorModule};
 use crate::partitioner::partition_for_key;
-use crate::stream_log::StreamLog;
+use crate::stream_log::{CommitLogSettings, StreamLog};
 
-/// Input read per round.
-const MAX_READ_BYTES: usize = 1 << 20;
 /// Longest wait for new input before checking the controls again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
@@ -85,6 +83,7 @@ pub struct TaskSetup {
     pub output_partitions: HashMap<String, u32>,
     /// Durability of a new commit log: the strongest of the outputs'.
     pub commit_durability: Durability,
+    pub settings: PipelineSettings,
     pub stats: Arc<TaskStats>,
     pub control: watch::Receiver<Control>,
 }
@@ -125,6 +124,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         start,
         output_partitions,
         commit_durability,
+        settings,
         stats,
         mut control,
     } = setup;
@@ -134,7 +134,11 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         .partitions
         .len() as u32;
     let commit_log = key.commit_log();
-    log.open_commit_log(&commit_log, input_partitions, commit_durability)
+    let commit_settings = CommitLogSettings {
+        durability: commit_durability,
+        segment_bytes: settings.snapshot_after_bytes,
+    };
+    log.open_commit_log(&commit_log, input_partitions, commit_settings)
         .await
         .map_err(|e| format!("opening the commit log: {e}"))?;
     let records = log
@@ -183,6 +187,8 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         stats: stats.clone(),
     };
 
+    // Bytes committed since the last snapshot, and that snapshot's size.
+    let (mut since_snapshot, mut last_snapshot) = (0u64, 0u64);
     loop {
         let wanted = *control.borrow_and_update();
         match wanted {
@@ -197,7 +203,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
             Control::Run => stats.set_state(TaskState::Running),
         }
         let batches = match log
-            .read(&key.input, key.partition, position, MAX_READ_BYTES)
+            .read(&key.input, key.partition, position, settings.max_read_bytes)
             .await
         {
             Ok(batches) => batches,
@@ -236,6 +242,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         .expect("processing does not panic");
         work = back;
         let (commit, outputs) = result?;
+        since_snapshot += commit.iter().map(Bytes::len).sum::<usize>() as u64;
         log.commit(&commit_log, key.partition, commit)
             .await
             .map_err(|e| format!("committing: {e}"))?;
@@ -245,6 +252,26 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         stats
             .position
             .store(position, std::sync::atomic::Ordering::Relaxed);
+        // Only after publishing: the snapshot's commit carries no outputs,
+        // so the last outputs must be out before it becomes the last commit.
+        if since_snapshot > settings.snapshot_after_bytes.max(4 * last_snapshot) {
+            let (back, snapshot) = tokio::task::spawn_blocking(move || {
+                let snapshot = work.snapshot(end);
+                (work, snapshot)
+            })
+            .await
+            .expect("snapshots do not panic");
+            work = back;
+            last_snapshot = snapshot.iter().map(Bytes::len).sum::<usize>() as u64;
+            let offset = log
+                .commit(&commit_log, key.partition, snapshot)
+                .await
+                .map_err(|e| format!("committing a snapshot: {e}"))?;
+            log.truncate_commits(&commit_log, key.partition, offset)
+                .await
+                .map_err(|e| format!("truncating the commit log: {e}"))?;
+            since_snapshot = 0;
+        }
     }
 }
 
@@ -409,6 +436,12 @@ impl Work {
             });
         }
         Ok(outputs)
+    }
+
+    /// The snapshot commit for position `end`.
+    fn snapshot(&self, end: u64) -> Vec<Bytes> {
+        let states = self.chain.state_snapshots();
+        Commit::snapshot(end, self.producer_id, states, &self.sequences).encode(&[])
     }
 
     fn next_stamp(&mut self, topic: &str, partition: u32, records: usize) -> ProducerStamp {

@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use crate::modules::ModuleStore;
 use crate::operator::{Limits, OperatorEngine};
 use crate::pipeline::Pipelines;
+use crate::pipeline::spec::PipelineSettings;
 use crate::stream_log::{EmbeddedLog, StreamLog};
 
 /// The server's configuration (the `--config` TOML file; flags override).
@@ -45,6 +46,8 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Limits for every operator instance.
     pub limits: Limits,
+    /// Settings of pipeline tasks.
+    pub pipelines: PipelineSettings,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             max_request_bytes: 16 << 20,
             limits: Limits::default(),
+            pipelines: PipelineSettings::default(),
         }
     }
 }
@@ -92,9 +96,14 @@ impl Server {
         let modules = Arc::new(ModuleStore::open(dir.join("modules"), engine)?);
         let log: Arc<dyn StreamLog> = Arc::new(embedded.clone());
         let pipelines = Arc::new(
-            Pipelines::open(log.clone(), modules.clone(), dir.join("pipelines"))
-                .await
-                .context("while starting the pipelines")?,
+            Pipelines::open(
+                log.clone(),
+                modules.clone(),
+                dir.join("pipelines"),
+                config.pipelines,
+            )
+            .await
+            .context("while starting the pipelines")?,
         );
         let listener = TcpListener::bind(config.listen)
             .await

@@ -28,6 +28,13 @@ pub struct WeirServer {
 impl WeirServer {
     /// Starts `weir serve` over `dir` and waits until it listens.
     pub fn start(dir: &Path) -> WeirServer {
+        Self::start_with_config(dir, "")
+    }
+
+    /// Like `start`, with `config` (TOML) as the server's configuration file.
+    pub fn start_with_config(dir: &Path, config: &str) -> WeirServer {
+        let config_file = dir.with_extension("toml");
+        std::fs::write(&config_file, config).expect("write the server configuration");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -36,6 +43,8 @@ impl WeirServer {
         let mut child = Command::new(WEIR)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .arg("--config")
+            .arg(&config_file)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
