@@ -196,15 +196,17 @@ impl ModuleStore {
     /// Deletes every version of a module.
     pub fn delete(&self, name: &str) -> Result<(), ModuleError> {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        if index.remove(name).is_none() {
+        if !index.contains_key(name) {
             return Err(ModuleError::Unknown(name.to_string()));
         }
+        // The index file first: a crash in between leaves files no index
+        // names, which the next open ignores.
+        remove_durably(&self.dir.join(name).join(INDEX))?;
+        index.remove(name);
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(n, _), _| n != name);
-        // The index first: a crash in between leaves files no index names.
-        remove_durably(&self.dir.join(name).join(INDEX))?;
         remove_durably(&self.dir.join(name))?;
         Ok(())
     }

@@ -297,9 +297,14 @@ impl StreamLog for EmbeddedLog {
             .topic(&commit_topic(name))?
             .partition(partition)?
             .clone();
-        tokio::task::spawn_blocking(move || partition.delete_before(offset).map(|_| ()))
-            .await
-            .expect("truncating does not panic")
+        // The commits kept must be on disk before older ones go, whatever
+        // the commit log's durability.
+        tokio::task::spawn_blocking(move || {
+            partition.flush()?;
+            partition.delete_before(offset).map(|_| ())
+        })
+        .await
+        .expect("truncating does not panic")
     }
 
     async fn commits(&self, name: &str, partition: u32) -> LogResult<Vec<CommitRecord>> {

@@ -373,7 +373,64 @@ fn pause_resume_update_and_delete() {
 
     let (status, body) = server.delete("/v1/modules/dedupe");
     assert_eq!(status, 409, "{body}");
+    let (status, body) = server.delete("/v1/topics/events");
+    assert_eq!(status, 409, "{body}");
+    server.expect(200, server.get("/v1/modules/dedupe"));
+    server.expect(200, server.get("/v1/topics/events"));
     server.expect(200, server.delete("/v1/pipelines/p"));
     server.expect(404, server.get("/v1/pipelines/p"));
     server.expect(200, server.delete("/v1/modules/dedupe"));
+}
+
+#[test]
+fn undeliverable_outputs_halt_the_pipeline_or_are_dropped_never_blocking_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    server.create_topic("in", 1);
+    server.expect(
+        201,
+        server.post(
+            "/v1/topics",
+            &json!({"name": "latest", "cleanup": "compact"}),
+        ),
+    );
+    server.push_module("filter", "filter");
+    let spec = |policy: &str| {
+        json!({
+            "inputs": ["in"],
+            "on_error": policy,
+            "stages": [{ "module": "filter", "config": { "field": "k", "equals": "x" },
+                         "outputs": { "main": "latest" } }],
+        })
+    };
+    server.expect(201, server.put("/v1/pipelines/p", &spec("halt")));
+    // Keyless records cannot go to a compacted topic.
+    server.produce(
+        "in",
+        vec![
+            json!({"value": {"k": "x"}}),
+            json!({"key": "a", "value": {"k": "x"}}),
+        ],
+    );
+    server.wait_until("the pipeline halts", |s| {
+        s.pipeline("p")["state"] == "failed"
+    });
+    let status = server.pipeline("p");
+    assert!(
+        status["reason"].as_str().unwrap().contains("no key"),
+        "{status}"
+    );
+    assert!(
+        server.records("latest", 0).is_empty(),
+        "nothing of the round was published"
+    );
+
+    server.expect(200, server.put("/v1/pipelines/p", &spec("skip")));
+    server.expect(200, server.post("/v1/pipelines/p/resume", &json!({})));
+    server.wait_caught_up("p");
+    let status = server.pipeline("p");
+    assert_eq!(status["undeliverable"], 1, "{status}");
+    let kept = server.records("latest", 0);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["key"], "a");
 }

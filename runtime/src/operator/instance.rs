@@ -216,6 +216,33 @@ impl OperatorInstance {
     /// Runs a batch of input records through the operator, then any timers
     /// the new watermark fires. All or nothing: on error, state is as before.
     pub fn process(&mut self, batches: &[Batch]) -> Result<CallOutput, OperatorError> {
+        self.process_records(batches, true)
+    }
+
+    /// Like [`process`](Self::process), but timers the new watermark makes
+    /// due stay pending (for retrying records one by one without running
+    /// a failing timer again each time).
+    pub fn process_without_timers(
+        &mut self,
+        batches: &[Batch],
+    ) -> Result<CallOutput, OperatorError> {
+        self.process_records(batches, false)
+    }
+
+    /// Drops the timers that are due without running them; returns how
+    /// many (for timers that keep failing).
+    pub fn discard_due_timers(&mut self) -> usize {
+        let keyed = self.keyed_state_mut();
+        let dropped = keyed.take_due_timers().len();
+        keyed.commit();
+        dropped
+    }
+
+    fn process_records(
+        &mut self,
+        batches: &[Batch],
+        fire_timers: bool,
+    ) -> Result<CallOutput, OperatorError> {
         let records: usize = batches.iter().map(Batch::record_count).sum();
         let Some(max_timestamp) = batches.iter().map(Batch::max_timestamp).max() else {
             return Ok(CallOutput::default());
@@ -242,7 +269,9 @@ impl OperatorInstance {
                 .data_mut()
                 .keyed
                 .advance_watermark(watermark);
-            output.extend(this.fire_timers()?);
+            if fire_timers {
+                output.extend(this.fire_timers()?);
+            }
             Ok(output)
         });
         self.scratch = joined;

@@ -107,9 +107,9 @@ impl Chain {
             bump(&stats.records_out, call.record_count() as u64);
             bump(&stats.rejected, call.rejected.len() as u64);
             let origin = (i == 0).then_some(source);
-            for failure in failures {
-                if self.policy == ErrorPolicy::DeadLetter {
-                    dead.add(&failure.record(), &failure.reason, &stage.label, origin);
+            for failure in &failures {
+                if let (ErrorPolicy::DeadLetter, Some(record)) = (self.policy, failure.record()) {
+                    dead.add(&record, &failure.reason, &stage.label, origin);
                 }
             }
             for rejection in &call.rejected {
@@ -138,32 +138,32 @@ impl Chain {
     }
 }
 
-/// A record whose processing failed on its own.
+/// A record whose processing failed on its own (no record: timers).
 struct Failure {
-    batch: Batch,
+    batch: Option<Batch>,
     reason: String,
 }
 
 impl Failure {
-    fn record(&self) -> RecordView<'_> {
-        self.batch
-            .records()
-            .next()
-            .expect("a failure holds one record")
+    fn record(&self) -> Option<RecordView<'_>> {
+        self.batch.as_ref().and_then(|b| b.records().next())
     }
 }
 
 /// Runs one stage over its input, then moves its watermark up to
 /// `upstream_watermark`. Under `skip` and `dead-letter` a failed batch is
-/// retried record by record; the records that still fail are returned.
+/// retried record by record (timers held back, then fired once); the
+/// records that still fail are returned, and timers that fail are dropped
+/// (counted as failures without a record).
 fn run_stage(
     stage: &mut Stage,
     input: &[Batch],
     upstream_watermark: Option<i64>,
     policy: ErrorPolicy,
 ) -> Result<(CallOutput, Vec<Failure>), Halt> {
+    let label = stage.label.clone();
     let halt = |error: OperatorError| Halt {
-        reason: format!("stage {}: {error}", stage.label),
+        reason: format!("stage {label}: {error}"),
     };
     let mut failures = Vec::new();
     let mut output = match stage.instance.process(input) {
@@ -173,26 +173,51 @@ fn run_stage(
             let mut output = CallOutput::default();
             for record in input.iter().flat_map(Batch::records) {
                 let single = single_record(&record);
-                match stage.instance.process(std::slice::from_ref(&single)) {
+                match stage
+                    .instance
+                    .process_without_timers(std::slice::from_ref(&single))
+                {
                     Ok(one) => output.extend(one),
                     Err(error) => failures.push(Failure {
-                        batch: single,
+                        batch: Some(single),
                         reason: error.to_string(),
                     }),
                 }
             }
+            let now = stage.instance.keyed_state().watermark();
+            output.extend(fire_or_drop_timers(stage, now, &mut failures)?);
             output
         }
     };
     if let Some(watermark) = upstream_watermark {
-        match stage.instance.advance_watermark(watermark) {
-            Ok(fired) => output.extend(fired),
-            Err(error) if policy == ErrorPolicy::Halt => return Err(halt(error)),
-            // Timers stay pending and fire again with the next input.
-            Err(error) => tracing::warn!(stage = %stage.label, %error, "timers failed"),
+        if policy == ErrorPolicy::Halt {
+            output.extend(stage.instance.advance_watermark(watermark).map_err(halt)?);
+        } else {
+            output.extend(fire_or_drop_timers(stage, watermark, &mut failures)?);
         }
     }
     Ok((output, failures))
+}
+
+/// Moves the watermark to `to` and fires due timers; if they fail, drops
+/// them (a timer that fails would fail again with every later input).
+fn fire_or_drop_timers(
+    stage: &mut Stage,
+    to: i64,
+    failures: &mut Vec<Failure>,
+) -> Result<CallOutput, Halt> {
+    match stage.instance.advance_watermark(to) {
+        Ok(fired) => Ok(fired),
+        Err(error) => {
+            let dropped = stage.instance.discard_due_timers();
+            tracing::warn!(stage = %stage.label, %error, dropped, "timers failed and were dropped");
+            failures.push(Failure {
+                batch: None,
+                reason: format!("{dropped} timer(s) failed and were dropped: {error}"),
+            });
+            Ok(CallOutput::default())
+        }
+    }
 }
 
 /// A batch holding just `record`, at its offset.

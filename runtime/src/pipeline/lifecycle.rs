@@ -17,11 +17,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use log_core::{Durability, validate_topic_name};
+use log_core::{Cleanup, Durability, validate_topic_name};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::routing::OutputTopic;
 use super::spec::{ModuleRef, PipelineSettings, PipelineSpec, check_name};
 use super::stats::{StageCounts, TaskState, TaskStats};
 use super::task::{self, Control, StagePlan, TaskKey, TaskSetup, commit_log_name};
@@ -70,6 +71,8 @@ pub struct PipelineStatus {
     pub rejected: u64,
     pub dead_lettered: u64,
     pub unrouted: u64,
+    /// Outputs dropped because no append could take them.
+    pub undeliverable: u64,
     /// Input records not processed yet, over all partitions.
     pub lag: u64,
     pub processing_ms: u64,
@@ -306,13 +309,30 @@ impl Pipelines {
     /// Starts one task per partition of each input.
     fn start(&self, record: &PipelineRecord, plans: Vec<StagePlan>) -> Vec<TaskHandle> {
         let spec = &record.spec;
-        let outputs: Vec<_> = spec
-            .output_topics()
-            .filter_map(|t| self.log.topic(t).ok())
-            .collect();
-        let output_partitions: HashMap<String, u32> = outputs
+        let mut outputs = Vec::new();
+        for topic in spec.output_topics() {
+            match self.log.topic(topic) {
+                Ok(info) => outputs.push(info),
+                Err(e) => return failed_tasks(record, format!("output topic: {e}")),
+            }
+        }
+        let mut inputs = Vec::new();
+        for topic in &spec.inputs {
+            match self.log.topic(topic) {
+                Ok(info) => inputs.push(info),
+                Err(e) => return failed_tasks(record, format!("input topic: {e}")),
+            }
+        }
+        let output_topics: HashMap<String, OutputTopic> = outputs
             .iter()
-            .map(|t| (t.name.clone(), t.partitions.len() as u32))
+            .map(|t| {
+                let topic = OutputTopic {
+                    partitions: t.partitions.len() as u32,
+                    max_batch_bytes: t.config.max_batch_bytes,
+                    compacted: t.config.cleanup == Cleanup::Compact,
+                };
+                (t.name.clone(), topic)
+            })
             .collect();
         // Exactly-once across power loss needs commits as durable as the
         // most durable output; across process crashes any setting holds.
@@ -331,12 +351,11 @@ impl Pipelines {
             Control::Run
         };
         let mut tasks = Vec::new();
-        for input in &spec.inputs {
-            let partitions = self.log.topic(input).map_or(0, |t| t.partitions.len());
-            for partition in 0..partitions as u32 {
+        for input in &inputs {
+            for partition in 0..input.partitions.len() as u32 {
                 let key = TaskKey {
                     pipeline: record.name.clone(),
-                    input: input.clone(),
+                    input: input.name.clone(),
                     partition,
                 };
                 let (control, receiver) = watch::channel(initial);
@@ -348,7 +367,7 @@ impl Pipelines {
                     policy: spec.on_error,
                     dead_letter: spec.dead_letter.clone(),
                     start: spec.start,
-                    output_partitions: output_partitions.clone(),
+                    outputs: output_topics.clone(),
                     commit_durability,
                     settings: self.settings,
                     stats: stats.clone(),
@@ -462,6 +481,22 @@ impl Pipelines {
         }
     }
 
+    /// Runs `delete` unless a pipeline uses the thing (as `users` tells),
+    /// serialized with pipeline changes so no apply can start using it
+    /// in between. Returns the users instead when there are any.
+    pub async fn delete_unless_used<T>(
+        &self,
+        users: impl FnOnce(&Pipelines) -> Vec<String>,
+        delete: impl Future<Output = T>,
+    ) -> Result<T, Vec<String>> {
+        let _admin = self.admin.lock().await;
+        let users = users(self);
+        if !users.is_empty() {
+            return Err(users);
+        }
+        Ok(delete.await)
+    }
+
     /// Names of the pipelines running a module.
     pub fn using_module(&self, module: &str) -> Vec<String> {
         let prefix = format!("{module}@");
@@ -520,6 +555,7 @@ impl Pipelines {
             rejected: 0,
             dead_lettered: 0,
             unrouted: 0,
+            undeliverable: 0,
             lag: 0,
             processing_ms: 0,
             stages: Vec::new(),
@@ -545,6 +581,7 @@ impl Pipelines {
             status.records_out += stats.records_out.load(Relaxed);
             status.dead_lettered += stats.dead_lettered.load(Relaxed);
             status.unrouted += stats.unrouted.load(Relaxed);
+            status.undeliverable += stats.undeliverable.load(Relaxed);
             status.lag += lag;
             for (stage, counts) in stages.iter_mut().zip(&stats.stages) {
                 stage.counts.add(&counts.counts());
@@ -557,6 +594,7 @@ impl Pipelines {
                 lag,
             });
         }
+        status.errors += status.undeliverable;
         for stage in &stages {
             status.errors += stage.counts.errors;
             status.rejected += stage.counts.rejected;

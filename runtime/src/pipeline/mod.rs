@@ -5,12 +5,14 @@
 //! - [`lifecycle`]: the server's pipelines: apply, pause, resume, delete, status
 //! - [`task`]: one input partition through the chain, forever
 //! - [`chain`]: the fused stages, error policies and dead letters
+//! - [`routing`]: outputs to topic partitions, in batches the topics accept
 //! - [`checkpoint`]: commit records and recovery from them
 //! - [`stats`]: counters for status and metrics
 
 pub mod chain;
 pub mod checkpoint;
 pub mod lifecycle;
+pub mod routing;
 pub mod spec;
 pub mod stats;
 pub mod task;

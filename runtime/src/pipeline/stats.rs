@@ -74,6 +74,9 @@ pub struct TaskStats {
     pub dead_lettered: AtomicU64,
     /// Outputs no topic was named for.
     pub unrouted: AtomicU64,
+    /// Outputs no append could take (too large, or keyless for a
+    /// compacted topic), dropped under `skip` and `dead-letter`.
+    pub undeliverable: AtomicU64,
     pub commits: AtomicU64,
     pub stages: Vec<StageStats>,
 }
@@ -87,6 +90,7 @@ impl TaskStats {
             records_out: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
+            undeliverable: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             stages: (0..stages).map(|_| StageStats::default()).collect(),
         }

@@ -19,15 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use log_core::{Batch, BatchBuilder, Durability, LogError, ProducerStamp};
+use log_core::{Batch, Durability, LogError, ProducerStamp};
 use tokio::sync::watch;
 
 use super::chain::{Chain, ChainOutput, Stage};
 use super::checkpoint::{Commit, Pending, Recovered, SEQUENCE_ROTATION, next_sequence};
+use super::routing::{OutputTopic, route};
 use super::spec::{ErrorPolicy, PipelineSettings, StartAt, StartName};
 use super::stats::{TaskState, TaskStats, bump};
 use crate::operator::{OperatorInstance, OperatorModule};
-use crate::partitioner::partition_for_key;
 use crate::stream_log::{CommitLogSettings, StreamLog};
 
 /// Longest wait for new input before checking the controls again.
@@ -79,8 +79,8 @@ pub struct TaskSetup {
     pub policy: ErrorPolicy,
     pub dead_letter: Option<String>,
     pub start: StartAt,
-    /// Partition count of every output topic.
-    pub output_partitions: HashMap<String, u32>,
+    /// Every output topic (dead-letter topic included).
+    pub outputs: HashMap<String, OutputTopic>,
     /// Durability of a new commit log: the strongest of the outputs'.
     pub commit_durability: Durability,
     pub settings: PipelineSettings,
@@ -92,7 +92,12 @@ pub struct TaskSetup {
 pub async fn run(setup: TaskSetup) {
     let stats = setup.stats.clone();
     let key = setup.key.clone();
-    match run_until_stopped(setup).await {
+    // Its own task, so that even a panic ends as a failure with a reason.
+    let outcome = match tokio::spawn(run_until_stopped(setup)).await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(format!("the task crashed: {e}")),
+    };
+    match outcome {
         Ok(()) => stats.set_state(TaskState::Stopped),
         Err(reason) => {
             tracing::error!(pipeline = %key.pipeline, input = %key.input,
@@ -107,7 +112,8 @@ struct Work {
     chain: Chain,
     producer_id: i64,
     sequences: BTreeMap<(String, u32), i32>,
-    output_partitions: HashMap<String, u32>,
+    outputs: HashMap<String, OutputTopic>,
+    policy: ErrorPolicy,
     dead_letter: Option<String>,
     partition: u32,
     source: String,
@@ -122,7 +128,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         policy,
         dead_letter,
         start,
-        output_partitions,
+        outputs,
         commit_durability,
         settings,
         stats,
@@ -168,7 +174,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
     stats
         .position
         .store(position, std::sync::atomic::Ordering::Relaxed);
-    publish(&*log, &recovered.unpublished, &stats).await?;
+    republish(&*log, &recovered.unpublished, &stats).await?;
 
     let chain_stats = stats.clone();
     let states = std::mem::take(&mut recovered.states);
@@ -180,7 +186,8 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         chain,
         producer_id,
         sequences: recovered.sequences,
-        output_partitions,
+        outputs,
+        policy,
         dead_letter,
         partition: key.partition,
         source: format!("{}/{}", key.input, key.partition),
@@ -221,7 +228,11 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
                 waited = log.wait_for(&key.input, key.partition, position, IDLE_WAIT) => {
                     waited.map_err(|e| format!("waiting for input: {e}"))?;
                 }
-                _ = control.changed() => {}
+                changed = control.changed() => {
+                    if changed.is_err() {
+                        return Ok(()); // the owner is gone: stop
+                    }
+                }
             }
             continue;
         };
@@ -330,39 +341,64 @@ fn skip_below(mut batches: Vec<Batch>, position: u64) -> Vec<Batch> {
 }
 
 /// Appends outputs, in order. A batch the log already holds (same
-/// producer and sequence) is not written twice.
+/// producer and sequences) is not written twice.
 async fn publish(
     log: &dyn StreamLog,
     outputs: &[Pending],
     stats: &TaskStats,
 ) -> Result<(), String> {
-    for Pending {
-        topic,
-        partition,
-        batch,
-    } in outputs
-    {
-        match log.append(topic, *partition, batch.clone()).await {
-            Ok(info) if !info.duplicate => bump(&stats.records_out, batch.record_count() as u64),
-            Ok(_) | Err(LogError::DuplicateSequence { .. }) => {}
-            Err(e) => return Err(format!("publishing to {topic}/{partition}: {e}")),
-        }
+    for output in outputs {
+        publish_one(log, output, stats).await?;
     }
     Ok(())
 }
 
-/// One batch holding the records of `batches`, in order (the batch
-/// itself when there is just one).
-fn merge(mut batches: Vec<Batch>) -> Batch {
-    if batches.len() == 1 {
-        return batches.pop().expect("one batch");
+async fn publish_one(
+    log: &dyn StreamLog,
+    output: &Pending,
+    stats: &TaskStats,
+) -> Result<(), String> {
+    let Pending {
+        topic,
+        partition,
+        batch,
+    } = output;
+    match log.append(topic, *partition, batch.clone()).await {
+        Ok(info) if !info.duplicate => bump(&stats.records_out, batch.record_count() as u64),
+        Ok(_) => {}
+        // Older than the log's memory of this producer's batches, but every
+        // sequence of it was written: already published.
+        Err(LogError::DuplicateSequence {
+            last_sequence,
+            producer_last_sequence,
+            ..
+        }) if last_sequence <= i64::from(producer_last_sequence) => {}
+        Err(e) => return Err(format!("publishing to {topic}/{partition}: {e}")),
     }
-    let size = batches.iter().map(Batch::size).sum();
-    let mut builder = BatchBuilder::with_capacity(size);
-    for record in batches.iter().flat_map(Batch::records) {
-        builder.push_view(&record);
+    Ok(())
+}
+
+/// Publishes the last commit's outputs again after a restart. An output
+/// whose topic or partition no longer exists is skipped: it can never be
+/// delivered, and it must not block the pipeline forever.
+async fn republish(
+    log: &dyn StreamLog,
+    outputs: &[Pending],
+    stats: &TaskStats,
+) -> Result<(), String> {
+    for output in outputs {
+        let gone = log
+            .topic(&output.topic)
+            .map_or(true, |t| t.partitions.len() as u32 <= output.partition);
+        if gone {
+            tracing::warn!(topic = %output.topic, partition = output.partition,
+                records = output.batch.record_count(),
+                "output topic partition is gone: committed outputs dropped");
+            continue;
+        }
+        publish_one(log, output, stats).await?;
     }
-    builder.finish().expect("merged batches are never empty")
+    Ok(())
 }
 
 impl Work {
@@ -388,54 +424,37 @@ impl Work {
         Ok((commit.encode(&batches), outputs))
     }
 
-    /// Sorts outputs into topic partitions (by key, or the input's
-    /// partition for records without one), one batch per partition,
-    /// stamped with the producer id and the next sequence.
+    /// Sorts outputs into topic partitions (see `routing`) and stamps each
+    /// batch with the producer id and the next sequences. Undeliverable
+    /// records halt the task under `halt` and are dropped otherwise.
     fn route(&mut self, output: ChainOutput) -> Result<Vec<Pending>, String> {
-        let dead: usize = output.dead_letters.iter().map(Batch::record_count).sum();
-        bump(&self.stats.dead_lettered, dead as u64);
-        let dead_letters = output
-            .dead_letters
+        let mut all = output.routed;
+        if let Some(topic) = &self.dead_letter {
+            let dead: usize = output.dead_letters.iter().map(Batch::record_count).sum();
+            bump(&self.stats.dead_lettered, dead as u64);
+            all.extend(output.dead_letters.into_iter().map(|b| (topic.clone(), b)));
+        }
+        let routed = route(&self.outputs, self.partition, all)?;
+        if let Some(first) = routed.undeliverable.first() {
+            if self.policy == ErrorPolicy::Halt {
+                return Err(format!("an output cannot be delivered: {first}"));
+            }
+            tracing::warn!(input = %self.source, count = routed.undeliverable.len(),
+                reason = %first, "undeliverable outputs dropped");
+            bump(&self.stats.undeliverable, routed.undeliverable.len() as u64);
+        }
+        Ok(routed
+            .batches
             .into_iter()
-            .filter_map(|batch| Some((self.dead_letter.clone()?, batch)));
-        // (topic, partition) → batches, in order.
-        let mut grouped: BTreeMap<(String, u32), Vec<Batch>> = BTreeMap::new();
-        for (topic, batch) in output.routed.into_iter().chain(dead_letters) {
-            let partitions = *self
-                .output_partitions
-                .get(&topic)
-                .ok_or_else(|| format!("output topic {topic:?} is unknown"))?;
-            if partitions == 1 {
-                grouped.entry((topic, 0)).or_default().push(batch);
-                continue;
-            }
-            let mut split: BTreeMap<u32, BatchBuilder> = BTreeMap::new();
-            for record in batch.records() {
-                let partition = match record.key {
-                    Some(key) => partition_for_key(key, partitions),
-                    None => self.partition % partitions,
-                };
-                split.entry(partition).or_default().push_view(&record);
-            }
-            for (partition, builder) in split {
-                let part = builder.finish().expect("split batches are never empty");
-                grouped
-                    .entry((topic.clone(), partition))
-                    .or_default()
-                    .push(part);
-            }
-        }
-        let mut outputs = Vec::with_capacity(grouped.len());
-        for ((topic, partition), batches) in grouped {
-            let batch = merge(batches);
-            let stamp = self.next_stamp(&topic, partition, batch.record_count());
-            outputs.push(Pending {
-                topic,
-                partition,
-                batch: batch.with_producer(stamp),
-            });
-        }
-        Ok(outputs)
+            .map(|(topic, partition, batch)| {
+                let stamp = self.next_stamp(&topic, partition, batch.record_count());
+                Pending {
+                    topic,
+                    partition,
+                    batch: batch.with_producer(stamp),
+                }
+            })
+            .collect())
     }
 
     /// The snapshot commit for position `end`.

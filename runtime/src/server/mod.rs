@@ -183,5 +183,11 @@ fn router(app: App, config: &ServerConfig) -> Router {
         .fallback(|| async {
             error::ApiError::not_found("no such endpoint (the API is under /v1)")
         })
+        .method_not_allowed_fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "this endpoint does not take that method",
+            )
+        })
         .with_state(app)
 }

@@ -79,20 +79,27 @@ pub async fn delete(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
-    let users = app.pipelines.using_module(&name);
-    if !users.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "module {name:?} is used by pipeline(s) {}",
-                users.join(", ")
-            ),
-        ));
-    }
     let modules = app.modules.clone();
     let module_name = name.clone();
-    tokio::task::spawn_blocking(move || modules.delete(&module_name))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    // Lazy: only runs if no pipeline uses the module.
+    let delete =
+        async move { tokio::task::spawn_blocking(move || modules.delete(&module_name)).await };
+    let deleted = app
+        .pipelines
+        .delete_unless_used(|p| p.using_module(&name), delete)
+        .await;
+    match deleted {
+        Ok(result) => result
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??,
+        Err(users) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "module {name:?} is used by pipeline(s) {}",
+                    users.join(", ")
+                ),
+            ));
+        }
+    }
     Ok(Json(json!({ "deleted": name })))
 }

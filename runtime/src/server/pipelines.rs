@@ -1,16 +1,20 @@
 //! `/v1/pipelines`: apply (create or update), list, status, pause, resume
 //! and delete pipelines.
+//!
+//! Changes run in their own task: if the client goes away mid-request,
+//! the change still completes (a half-done apply would leave tasks no one
+//! owns).
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::App;
-use super::error::ApiResult;
-use crate::pipeline::{PipelineSpec, PipelineStatus};
+use super::error::{ApiError, ApiResult};
+use crate::pipeline::{PipelineError, PipelineSpec, PipelineStatus};
 
 /// `PUT /v1/pipelines/{name}` with the spec as JSON.
 pub async fn apply(
@@ -20,7 +24,8 @@ pub async fn apply(
 ) -> ApiResult<(StatusCode, Json<PipelineStatus>)> {
     let Path(name) = name?;
     let Json(spec) = body?;
-    let (status, created) = app.pipelines.apply(&name, spec).await?;
+    let pipelines = app.pipelines.clone();
+    let (status, created) = detached(async move { pipelines.apply(&name, spec).await }).await?;
     let code = if created {
         StatusCode::CREATED
     } else {
@@ -48,20 +53,28 @@ pub async fn status(
 pub async fn pause(
     State(app): State<App>,
     name: Result<Path<String>, PathRejection>,
-    _body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PipelineStatus>> {
     let Path(name) = name?;
-    Ok(Json(app.pipelines.pause(&name).await?))
+    body?;
+    let pipelines = app.pipelines.clone();
+    Ok(Json(
+        detached(async move { pipelines.pause(&name).await }).await?,
+    ))
 }
 
 /// `POST /v1/pipelines/{name}/resume` (any body is ignored).
 pub async fn resume(
     State(app): State<App>,
     name: Result<Path<String>, PathRejection>,
-    _body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PipelineStatus>> {
     let Path(name) = name?;
-    Ok(Json(app.pipelines.resume(&name).await?))
+    body?;
+    let pipelines = app.pipelines.clone();
+    Ok(Json(
+        detached(async move { pipelines.resume(&name).await }).await?,
+    ))
 }
 
 /// `DELETE /v1/pipelines/{name}`.
@@ -70,6 +83,21 @@ pub async fn delete(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
-    app.pipelines.delete(&name).await?;
+    let pipelines = app.pipelines.clone();
+    let deleted = name.clone();
+    detached(async move { pipelines.delete(&deleted).await }).await?;
     Ok(Json(json!({ "deleted": name })))
+}
+
+/// Runs a change to completion even if the request is dropped.
+async fn detached<T: Send + 'static>(
+    change: impl Future<Output = Result<T, PipelineError>> + Send + 'static,
+) -> ApiResult<T> {
+    match tokio::spawn(change).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the change failed: {e}"),
+        )),
+    }
 }

@@ -16,7 +16,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use log_core::{Batch, BatchBuilder, Header, Record};
+use log_core::{Batch, BatchBuilder, Cleanup, Header, Record};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -66,6 +66,11 @@ pub async fn produce(
     for (i, object) in request.records.iter().enumerate() {
         let record = parse_object(object, now)
             .map_err(|e| ApiError::bad_request(format!("record {i}: {e}")))?;
+        if info.config.cleanup == Cleanup::Compact && record.key.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "record {i}: topic {topic:?} is compacted, so every record needs a key"
+            )));
+        }
         let partition = match object.get("partition") {
             None | Some(Value::Null) => match &record.key {
                 Some(key) => partition_for_key(key, partitions),

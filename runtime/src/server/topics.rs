@@ -53,13 +53,18 @@ pub async fn delete(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
-    let users = app.pipelines.using_topic(&name);
-    if !users.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("topic {name:?} is used by pipeline(s) {}", users.join(", ")),
-        ));
+    let deleted = app
+        .pipelines
+        .delete_unless_used(|p| p.using_topic(&name), app.log.delete_topic(&name))
+        .await;
+    match deleted {
+        Ok(result) => result?,
+        Err(users) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("topic {name:?} is used by pipeline(s) {}", users.join(", ")),
+            ));
+        }
     }
-    app.log.delete_topic(&name).await?;
     Ok(Json(json!({ "deleted": name })))
 }
