@@ -16,11 +16,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use log_core::{Batch, Durability, LogError, ProducerStamp};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::chain::{Chain, ChainOutput, Stage};
 use super::checkpoint::{Commit, Pending, Recovered, SEQUENCE_ROTATION, next_sequence};
@@ -160,7 +161,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
             .await
             .map_err(|e| format!("getting a producer id: {e}"))?,
     };
-    let mut position = match recovered.input_end {
+    let position = match recovered.input_end {
         Some(position) => position,
         None => {
             let position = start_position(&*log, &key, start).await?;
@@ -171,9 +172,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
             position
         }
     };
-    stats
-        .position
-        .store(position, std::sync::atomic::Ordering::Relaxed);
+    stats.position.store(position, Ordering::Relaxed);
     republish(&*log, &recovered.unpublished, &stats).await?;
 
     let chain_stats = stats.clone();
@@ -182,7 +181,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         tokio::task::spawn_blocking(move || build_chain(stages, states, policy, chain_stats))
             .await
             .expect("building a chain does not panic")?;
-    let mut work = Work {
+    let work = Work {
         chain,
         producer_id,
         sequences: recovered.sequences,
@@ -194,8 +193,56 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         stats: stats.clone(),
     };
 
+    // The committer appends commits and publishes outputs while this
+    // loop already processes the next round; the channel's bound keeps at
+    // most two rounds in flight.
+    let (rounds, queue) = mpsc::channel(1);
+    let committer = tokio::spawn(commit_rounds(
+        log.clone(),
+        commit_log,
+        key.partition,
+        queue,
+        stats.clone(),
+    ));
+    let processed =
+        process_rounds(&key, &*log, work, position, settings, &rounds, &mut control).await;
+    // Whatever was processed is committed first, even when stopping on a
+    // failure; the committer's own failure comes first.
+    drop(rounds);
+    let committed = committer
+        .await
+        .unwrap_or_else(|e| Err(format!("the committer crashed: {e}")));
+    committed.and(processed)
+}
+
+/// What the processing loop hands the committer, in order.
+enum Round {
+    /// One round: its commit (description and outputs), the outputs to
+    /// publish after it, and the input position it reaches.
+    Commit {
+        values: Vec<Bytes>,
+        outputs: Vec<Pending>,
+        end: u64,
+    },
+    /// A snapshot of the state after the previous round.
+    Snapshot { values: Vec<Bytes> },
+}
+
+/// Reads and processes rounds until stopped, handing each to the
+/// committer. Returns early on a failure (or when the committer is gone).
+async fn process_rounds(
+    key: &TaskKey,
+    log: &dyn StreamLog,
+    mut work: Work,
+    mut position: u64,
+    settings: PipelineSettings,
+    rounds: &mpsc::Sender<Round>,
+    control: &mut watch::Receiver<Control>,
+) -> Result<(), String> {
+    let stats = work.stats.clone();
     // Bytes committed since the last snapshot, and that snapshot's size.
     let (mut since_snapshot, mut last_snapshot) = (0u64, 0u64);
+    let gone = || "the committer stopped".to_string();
     loop {
         let wanted = *control.borrow_and_update();
         match wanted {
@@ -245,45 +292,83 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         }
         let count: usize = batches.iter().map(Batch::record_count).sum();
         bump(&stats.records_in, count as u64);
-        let (back, result) = tokio::task::spawn_blocking(move || {
-            let result = work.process(batches, end);
-            (work, result)
-        })
-        .await
-        .expect("processing does not panic");
+        let (back, (values, outputs)) =
+            blocking(work, move |work| work.process(batches, end)).await?;
         work = back;
-        let (commit, outputs) = result?;
-        since_snapshot += commit.iter().map(Bytes::len).sum::<usize>() as u64;
-        log.commit(&commit_log, key.partition, commit)
-            .await
-            .map_err(|e| format!("committing: {e}"))?;
-        bump(&stats.commits, 1);
-        publish(&*log, &outputs, &stats).await?;
+        since_snapshot += values.iter().map(Bytes::len).sum::<usize>() as u64;
+        let round = Round::Commit {
+            values,
+            outputs,
+            end,
+        };
+        rounds.send(round).await.map_err(|_| gone())?;
         position = end;
-        stats
-            .position
-            .store(position, std::sync::atomic::Ordering::Relaxed);
-        // Only after publishing: the snapshot's commit carries no outputs,
-        // so the last outputs must be out before it becomes the last commit.
+        // Queued after the round, so it is committed only once the round's
+        // outputs are published (it becomes the last commit, and the last
+        // commit's outputs are the only ones recovery publishes again).
         if since_snapshot > settings.snapshot_after_bytes.max(4 * last_snapshot) {
-            let (back, snapshot) = tokio::task::spawn_blocking(move || {
-                let snapshot = work.snapshot(end);
-                (work, snapshot)
-            })
-            .await
-            .expect("snapshots do not panic");
+            let (back, values) = blocking(work, move |work| Ok(work.snapshot(end))).await?;
             work = back;
-            last_snapshot = snapshot.iter().map(Bytes::len).sum::<usize>() as u64;
-            let offset = log
-                .commit(&commit_log, key.partition, snapshot)
+            last_snapshot = values.iter().map(Bytes::len).sum::<usize>() as u64;
+            rounds
+                .send(Round::Snapshot { values })
                 .await
-                .map_err(|e| format!("committing a snapshot: {e}"))?;
-            log.truncate_commits(&commit_log, key.partition, offset)
-                .await
-                .map_err(|e| format!("truncating the commit log: {e}"))?;
+                .map_err(|_| gone())?;
             since_snapshot = 0;
         }
     }
+}
+
+/// Runs `f` on the work on the blocking pool (guest calls must not run
+/// on the async threads) and hands the work back with the result.
+async fn blocking<T: Send + 'static>(
+    mut work: Work,
+    f: impl FnOnce(&mut Work) -> Result<T, String> + Send + 'static,
+) -> Result<(Work, T), String> {
+    let (work, result) = tokio::task::spawn_blocking(move || {
+        let result = f(&mut work);
+        (work, result)
+    })
+    .await
+    .map_err(|e| format!("processing crashed: {e}"))?;
+    Ok((work, result?))
+}
+
+/// Appends each round's commit, then publishes its outputs; appends
+/// snapshots and truncates the commit log behind them.
+async fn commit_rounds(
+    log: Arc<dyn StreamLog>,
+    commit_log: String,
+    partition: u32,
+    mut queue: mpsc::Receiver<Round>,
+    stats: Arc<TaskStats>,
+) -> Result<(), String> {
+    while let Some(round) = queue.recv().await {
+        match round {
+            Round::Commit {
+                values,
+                outputs,
+                end,
+            } => {
+                log.commit(&commit_log, partition, values)
+                    .await
+                    .map_err(|e| format!("committing: {e}"))?;
+                bump(&stats.commits, 1);
+                publish(&*log, &outputs, &stats).await?;
+                stats.position.store(end, Ordering::Relaxed);
+            }
+            Round::Snapshot { values } => {
+                let offset = log
+                    .commit(&commit_log, partition, values)
+                    .await
+                    .map_err(|e| format!("committing a snapshot: {e}"))?;
+                log.truncate_commits(&commit_log, partition, offset)
+                    .await
+                    .map_err(|e| format!("truncating the commit log: {e}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn build_chain(
