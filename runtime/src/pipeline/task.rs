@@ -280,6 +280,8 @@ async fn process_rounds(
                         return Ok(()); // the owner is gone: stop
                     }
                 }
+                // The committer failed: stop now, not at the next input.
+                () = rounds.closed() => return Err(gone()),
             }
             continue;
         };
