@@ -3,10 +3,12 @@
 //! The loop: read a bounded range of input, run it through the chain (on
 //! the blocking pool: guest calls never run on the async threads), route
 //! the outputs to output partitions and stamp them with sequence numbers,
-//! append one commit record (the commit point), publish the outputs, and
-//! only then read on, so a task never reads faster than its outputs are
-//! written (backpressure). When the input is exhausted the task waits for
-//! new data, woken by the log as soon as it arrives.
+//! and hand the round to the committer, which appends its commit record
+//! (the commit point) and then publishes its outputs while the loop
+//! processes the next round. A channel of one bounds the rounds in flight,
+//! so a task never reads much faster than its outputs are written
+//! (backpressure). When the input is exhausted the task waits for new
+//! data, woken by the log as soon as it arrives.
 //!
 //! On start the task folds its commit log (see `checkpoint`): state,
 //! position and sequences come back as of the last commit, whose outputs
