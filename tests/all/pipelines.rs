@@ -434,3 +434,59 @@ fn undeliverable_outputs_halt_the_pipeline_or_are_dropped_never_blocking_it() {
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0]["key"], "a");
 }
+
+#[test]
+fn every_partition_of_every_input_is_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    server.create_topic("eu", 2);
+    server.create_topic("us", 3);
+    server.create_topic("kept", 2);
+    server.push_module("filter", "filter");
+    let spec = json!({
+        "inputs": ["eu", "us"],
+        "stages": [{ "module": "filter", "config": { "field": "keep", "equals": "true" },
+                     "outputs": { "main": "kept" } }],
+    });
+    server.expect(201, server.put("/v1/pipelines/merge", &spec));
+    for topic in ["eu", "us"] {
+        let records = (0..60)
+            .map(|i| json!({"key": format!("{topic}-{i}"), "value": {"keep": i % 3 != 0, "i": i}}))
+            .collect();
+        server.produce(topic, records);
+    }
+    server.wait_caught_up("merge");
+    let status = server.pipeline("merge");
+    assert_eq!(
+        status["tasks"].as_array().unwrap().len(),
+        5,
+        "one task per input partition"
+    );
+    assert_eq!(status["records_in"], 120);
+    let mut keys: Vec<String> = (0..2)
+        .flat_map(|p| server.records("kept", p))
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    let mut want: Vec<String> = ["eu", "us"]
+        .iter()
+        .flat_map(|t| {
+            (0..60)
+                .filter(|i| i % 3 != 0)
+                .map(move |i| format!("{t}-{i}"))
+        })
+        .collect();
+    want.sort();
+    assert_eq!(keys, want);
+    // Each output record sits in the partition its key hashes to.
+    for p in 0..2u32 {
+        for record in server.records("kept", p) {
+            let key = record["key"].as_str().unwrap();
+            assert_eq!(
+                weir::partitioner::partition_for_key(key.as_bytes(), 2),
+                p,
+                "{key}"
+            );
+        }
+    }
+}
