@@ -7,6 +7,7 @@
 //! - [`pipeline`]: chains of operators over topics, exactly once
 //! - [`modules`]: uploaded operator modules and their versions
 //! - [`server`]: `weir serve`, the HTTP API
+//! - [`tenancy`]: tenants, credentials and namespaces
 //! - [`cli`]: the `weir` command line (server, client commands, `run`, `demo`)
 //! - [`partitioner`], [`files`]: choosing partitions; durable metadata files
 
@@ -20,3 +21,4 @@ pub mod pipeline;
 pub mod run;
 pub mod server;
 pub mod stream_log;
+pub mod tenancy;

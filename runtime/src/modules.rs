@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::files::{remove_durably, write_durably};
 use crate::operator::{OperatorEngine, OperatorError, OperatorModule};
-use crate::pipeline::spec::{ModuleRef, check_name};
+use crate::pipeline::spec::{ModuleRef, check_stored_name};
 
 /// One stored version of a module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,7 +96,7 @@ impl ModuleStore {
     /// Validates, compiles and stores `bytes` as the next version of
     /// `name`; returns it and whether it is new. Blocking (compilation).
     pub fn put(&self, name: &str, bytes: &[u8]) -> Result<(ModuleVersion, bool), ModuleError> {
-        check_name("module", name).map_err(ModuleError::InvalidName)?;
+        check_stored_name("module", name).map_err(ModuleError::InvalidName)?;
         let digest = hex::encode(Sha256::digest(bytes));
         if let Some(newest) = self.versions(name).and_then(|v| v.last().cloned())
             && newest.digest == digest

@@ -12,4 +12,5 @@ mod operator_examples;
 mod operators;
 mod pipelines;
 mod support;
+mod tenancy;
 mod weir_run;

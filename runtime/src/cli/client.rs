@@ -20,11 +20,12 @@ const PRODUCE_CHUNK: usize = 1_000;
 pub struct Client {
     base: String,
     agent: Agent,
+    token: Option<String>,
     pub json: bool,
 }
 
 impl Client {
-    pub fn new(server: &str, json: bool) -> Client {
+    pub fn new(server: &str, token: Option<String>, json: bool) -> Client {
         let agent = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(120)))
@@ -33,6 +34,7 @@ impl Client {
         Client {
             base: server.trim_end_matches('/').to_string(),
             agent,
+            token,
             json,
         }
     }
@@ -44,15 +46,30 @@ impl Client {
     /// Sends a request and returns the JSON answer, or the server's error.
     fn call(&self, method: &str, path: &str, body: Body<'_>) -> anyhow::Result<Value> {
         let url = self.url(path);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let auth = auth.as_deref().unwrap_or("");
         let result = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
-            ("DELETE", _) => self.agent.delete(&url).call(),
-            ("POST", Body::Json(v)) => self.agent.post(&url).send_json(v),
-            ("POST", _) => self.agent.post(&url).send_empty(),
-            ("PUT", Body::Json(v)) => self.agent.put(&url).send_json(v),
+            ("GET", _) => self.agent.get(&url).header("authorization", auth).call(),
+            ("DELETE", _) => self.agent.delete(&url).header("authorization", auth).call(),
+            ("POST", Body::Json(v)) => self
+                .agent
+                .post(&url)
+                .header("authorization", auth)
+                .send_json(v),
+            ("POST", _) => self
+                .agent
+                .post(&url)
+                .header("authorization", auth)
+                .send_empty(),
+            ("PUT", Body::Json(v)) => self
+                .agent
+                .put(&url)
+                .header("authorization", auth)
+                .send_json(v),
             ("PUT", Body::Bytes(b)) => self
                 .agent
                 .put(&url)
+                .header("authorization", auth)
                 .header("content-type", "application/wasm")
                 .send(b),
             (m, _) => bail!("unsupported method {m}"),
@@ -618,5 +635,88 @@ pub fn pipeline_action(client: &Client, name: &str, action: &str) -> anyhow::Res
     }
     let status = client.call("POST", &format!("{path}/{action}"), Body::None)?;
     print_status(client, &status);
+    Ok(())
+}
+
+// ---- tenants and tokens ----
+
+pub fn tenant_create(client: &Client, name: &str) -> anyhow::Result<()> {
+    let info = client.call("POST", "/v1/tenants", Body::Json(&json!({ "name": name })))?;
+    if client.json {
+        client.print_json(&info);
+    } else {
+        println!("created tenant {name}");
+    }
+    Ok(())
+}
+
+pub fn tenant_list(client: &Client) -> anyhow::Result<()> {
+    let value = client.get("/v1/tenants")?;
+    if client.json {
+        client.print_json(&value);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = value["tenants"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let tokens: Vec<String> = t["tokens"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            vec![text(&t["name"]), tokens.join(",")]
+        })
+        .collect();
+    table(&["TENANT", "TOKENS"], &rows);
+    Ok(())
+}
+
+pub fn tenant_delete(client: &Client, name: &str) -> anyhow::Result<()> {
+    client.call(
+        "DELETE",
+        &format!("/v1/tenants/{}", encode_path(name)),
+        Body::None,
+    )?;
+    if !client.json {
+        println!("deleted tenant {name} and everything it owned");
+    }
+    Ok(())
+}
+
+pub fn token_create(client: &Client, tenant: &str) -> anyhow::Result<()> {
+    let issued = client.call(
+        "POST",
+        &format!("/v1/tenants/{}/tokens", encode_path(tenant)),
+        Body::None,
+    )?;
+    if client.json {
+        client.print_json(&issued);
+    } else {
+        eprintln!(
+            "token {} for tenant {tenant} (shown only now; use it as WEIR_TOKEN):",
+            text(&issued["id"])
+        );
+        println!("{}", text(&issued["token"]));
+    }
+    Ok(())
+}
+
+pub fn token_revoke(client: &Client, tenant: &str, id: &str) -> anyhow::Result<()> {
+    client.call(
+        "DELETE",
+        &format!(
+            "/v1/tenants/{}/tokens/{}",
+            encode_path(tenant),
+            encode_path(id)
+        ),
+        Body::None,
+    )?;
+    if !client.json {
+        println!("revoked token {id} of tenant {tenant}");
+    }
     Ok(())
 }

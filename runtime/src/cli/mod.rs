@@ -39,6 +39,10 @@ struct Remote {
         global = true
     )]
     server: String,
+    /// The bearer token (a tenant's, or the admin credential) for a
+    /// server with tenancy on.
+    #[arg(long, env = "WEIR_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -46,7 +50,7 @@ struct Remote {
 
 impl Remote {
     fn client(&self) -> Client {
-        Client::new(&self.server, self.json)
+        Client::new(&self.server, self.token.clone(), self.json)
     }
 }
 
@@ -125,6 +129,20 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Create, list and delete tenants (admin credential).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Issue and revoke tenants' API tokens (admin credential).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Write events into the embedded log, replay them by offset and by
     /// time, commit a consumer position, reopen and verify.
     Demo {
@@ -192,6 +210,26 @@ enum TopicCommand {
     Delete {
         name: String,
     },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    Create {
+        name: String,
+    },
+    List,
+    /// Delete a tenant and everything it owns.
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a token for a tenant (printed once).
+    Create { tenant: String },
+    /// Revoke one of a tenant's tokens by its id.
+    Revoke { tenant: String, id: String },
 }
 
 #[derive(Subcommand)]
@@ -355,6 +393,23 @@ fn dispatch() -> anyhow::Result<std::process::ExitCode> {
             }
             .map(|()| std::process::ExitCode::SUCCESS)
         }
+        Command::Tenant { command, remote } => {
+            let client = remote.client();
+            match command {
+                TenantCommand::Create { name } => client::tenant_create(&client, &name),
+                TenantCommand::List => client::tenant_list(&client),
+                TenantCommand::Delete { name } => client::tenant_delete(&client, &name),
+            }
+            .map(|()| std::process::ExitCode::SUCCESS)
+        }
+        Command::Token { command, remote } => {
+            let client = remote.client();
+            match command {
+                TokenCommand::Create { tenant } => client::token_create(&client, &tenant),
+                TokenCommand::Revoke { tenant, id } => client::token_revoke(&client, &tenant, &id),
+            }
+            .map(|()| std::process::ExitCode::SUCCESS)
+        }
         Command::Demo { data_dir, events } => {
             demo::run(&data_dir, events).map(|()| std::process::ExitCode::SUCCESS)
         }
@@ -451,11 +506,23 @@ fn serve(
         .context("while starting the async runtime")?;
     runtime.block_on(async {
         let server = Server::start(config.clone()).await?;
-        println!(
+        // A closed stdout (say, piped into `head`) must not stop the server.
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(
+            out,
             "weir listening on http://{} (data in {})",
             server.addr,
             config.data_dir.display()
         );
+        if let Some(file) = &server.admin_token_file {
+            let _ = writeln!(
+                out,
+                "tenancy on: the admin credential is in {}",
+                file.display()
+            );
+        }
+        let _ = out.flush();
         server.run(shutdown_signal()).await
     })?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::routing::OutputTopic;
-use super::spec::{ModuleRef, PipelineSettings, PipelineSpec, check_name};
+use super::spec::{ModuleRef, PipelineSettings, PipelineSpec, check_stored_name};
 use super::stats::{StageCounts, TaskState, TaskStats};
 use super::task::{self, Control, StagePlan, TaskKey, TaskSetup, commit_log_name};
 use crate::files::{remove_durably, write_durably};
@@ -172,7 +172,7 @@ impl Pipelines {
         mut spec: PipelineSpec,
     ) -> Result<(PipelineStatus, bool), PipelineError> {
         let _admin = self.admin.lock().await;
-        check_name("pipeline", name).map_err(PipelineError::Invalid)?;
+        check_stored_name("pipeline", name).map_err(PipelineError::Invalid)?;
         if let Some(named) = &spec.name
             && named != name
         {
@@ -505,6 +505,11 @@ impl Pipelines {
             .filter(|r| r.record.modules.iter().any(|m| m.starts_with(&prefix)))
             .map(|r| r.record.name.clone())
             .collect()
+    }
+
+    /// Every pipeline's name.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
     }
 
     /// Names of the pipelines reading or writing a topic.

@@ -160,7 +160,7 @@ impl ModuleRef {
                 (name, Some(version))
             }
         };
-        check_name("module", name)?;
+        check_stored_name("module", name)?;
         Ok(ModuleRef {
             name: name.to_string(),
             version,
@@ -181,6 +181,18 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
             "{what} name {:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'",
             name.chars().take(80).collect::<String>()
         ))
+    }
+}
+
+/// Checks a stored name: a name as `check_name` wants it, optionally
+/// qualified by its tenant (`tenant.name`, see `tenancy::namespace`).
+pub fn check_stored_name(what: &str, name: &str) -> Result<(), String> {
+    match name.split_once('.') {
+        Some((tenant, local)) => {
+            crate::tenancy::check_tenant_name(tenant)?;
+            check_name(what, local)
+        }
+        None => check_name(what, name),
     }
 }
 

@@ -8,6 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 
 use super::App;
+use super::auth::Admin;
 
 /// Writes one metric family: its help, type and samples.
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
@@ -26,7 +27,7 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-pub async fn metrics(State(app): State<App>) -> impl IntoResponse {
+pub async fn metrics(State(app): State<App>, _admin: Admin) -> impl IntoResponse {
     let mut out = String::new();
     let topics = app.log.topics();
     let partition_samples = |value: fn(&crate::stream_log::PartitionInfo) -> f64| {

@@ -7,13 +7,16 @@
 //! pipeline after its current commit and flushes the log.
 //!
 //! - [`topics`], [`records`], [`modules`], [`pipelines`]: the `/v1` API
+//! - [`tenants`]: tenants and tokens; [`auth`]: credentials and namespaces
 //! - [`metrics`]: `/metrics`; [`error`]: how failures are answered
 
+mod auth;
 pub mod error;
 mod metrics;
 mod modules;
 mod pipelines;
 mod records;
+mod tenants;
 mod topics;
 
 use std::net::SocketAddr;
@@ -23,7 +26,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -33,6 +36,8 @@ use crate::operator::{Limits, OperatorEngine};
 use crate::pipeline::Pipelines;
 use crate::pipeline::spec::PipelineSettings;
 use crate::stream_log::{EmbeddedLog, StreamLog};
+use crate::tenancy::Tenants;
+use crate::tenancy::tenants::ADMIN_TOKEN_ENV;
 
 /// The server's configuration (the `--config` TOML file; flags override).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +53,12 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Settings of pipeline tasks.
     pub pipelines: PipelineSettings,
+    /// Tenants with their own tokens and namespaces; every request then
+    /// needs a bearer token. Default off (one open namespace).
+    pub tenancy: bool,
+    /// The admin credential (or `WEIR_ADMIN_TOKEN`); without either, one
+    /// is generated into `<data>/admin-token`.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +69,8 @@ impl Default for ServerConfig {
             max_request_bytes: 16 << 20,
             limits: Limits::default(),
             pipelines: PipelineSettings::default(),
+            tenancy: false,
+            admin_token: None,
         }
     }
 }
@@ -68,6 +81,8 @@ pub struct App {
     pub log: Arc<dyn StreamLog>,
     pub modules: Arc<ModuleStore>,
     pub pipelines: Arc<Pipelines>,
+    /// `None` when tenancy is off.
+    pub tenants: Option<Arc<Tenants>>,
 }
 
 /// A started server: its address, and the parts to shut down.
@@ -77,6 +92,8 @@ pub struct Server {
     app: App,
     embedded: EmbeddedLog,
     config: ServerConfig,
+    /// Where the generated admin credential is, if one is in use.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Server {
@@ -105,6 +122,16 @@ impl Server {
             .await
             .context("while starting the pipelines")?,
         );
+        let (tenants, admin_token_file) = if config.tenancy {
+            let admin = config
+                .admin_token
+                .clone()
+                .or_else(|| std::env::var(ADMIN_TOKEN_ENV).ok());
+            let (tenants, file) = Tenants::open(dir, admin)?;
+            (Some(Arc::new(tenants)), file)
+        } else {
+            (None, None)
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("while listening on {}", config.listen))?;
@@ -116,9 +143,11 @@ impl Server {
                 log,
                 modules,
                 pipelines,
+                tenants,
             },
             embedded,
             config,
+            admin_token_file,
         })
     }
 
@@ -173,6 +202,16 @@ fn router(app: App, config: &ServerConfig) -> Router {
         )
         .route("/v1/pipelines/{name}/pause", post(pipelines::pause))
         .route("/v1/pipelines/{name}/resume", post(pipelines::resume))
+        .route("/v1/tenants", post(tenants::create).get(tenants::list))
+        .route(
+            "/v1/tenants/{name}",
+            get(tenants::get).delete(tenants::delete),
+        )
+        .route("/v1/tenants/{name}/tokens", post(tenants::issue_token))
+        .route(
+            "/v1/tenants/{name}/tokens/{id}",
+            delete(tenants::revoke_token),
+        )
         .route("/metrics", get(metrics::metrics))
         .route(
             "/healthz",
@@ -189,5 +228,9 @@ fn router(app: App, config: &ServerConfig) -> Router {
                 "this endpoint does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::authenticate,
+        ))
         .with_state(app)
 }

@@ -9,8 +9,10 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::App;
+use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
 use crate::modules::ModuleVersion;
+use crate::pipeline::spec::check_name;
 
 fn describe(name: &str, versions: &[ModuleVersion]) -> Value {
     json!({
@@ -23,13 +25,15 @@ fn describe(name: &str, versions: &[ModuleVersion]) -> Value {
 /// `PUT /v1/modules/{name}` with the `.wasm` file as the body.
 pub async fn put(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Path(name) = name?;
     let bytes = body?;
+    check_name("module", &name).map_err(ApiError::bad_request)?;
     let modules = app.modules.clone();
-    let module_name = name.clone();
+    let module_name = ns.qualify(&name);
     let (version, new) = tokio::task::spawn_blocking(move || modules.put(&module_name, &bytes))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
@@ -47,13 +51,13 @@ pub async fn put(
     ))
 }
 
-/// `GET /v1/modules`.
-pub async fn list(State(app): State<App>) -> Json<Value> {
+/// `GET /v1/modules`: the caller's modules.
+pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
     let modules: Vec<Value> = app
         .modules
         .list()
         .iter()
-        .map(|(name, versions)| describe(name, versions))
+        .filter_map(|(name, versions)| Some(describe(ns.localize(name)?, versions)))
         .collect();
     Json(json!({ "modules": modules }))
 }
@@ -61,32 +65,40 @@ pub async fn list(State(app): State<App>) -> Json<Value> {
 /// `GET /v1/modules/{name}`.
 pub async fn get(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
     let versions = app
         .modules
-        .versions(&name)
+        .versions(&ns.qualify(&name))
         .ok_or_else(|| ApiError::not_found(format!("unknown module {name:?}")))?;
     let mut value = describe(&name, &versions);
-    value["pipelines"] = json!(app.pipelines.using_module(&name));
+    let users: Vec<String> = app
+        .pipelines
+        .using_module(&ns.qualify(&name))
+        .iter()
+        .filter_map(|p| ns.localize(p).map(str::to_string))
+        .collect();
+    value["pipelines"] = json!(users);
     Ok(Json(value))
 }
 
 /// `DELETE /v1/modules/{name}`: refused while a pipeline uses it.
 pub async fn delete(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
     let modules = app.modules.clone();
-    let module_name = name.clone();
+    let module_name = ns.qualify(&name);
     // Lazy: only runs if no pipeline uses the module.
     let delete =
         async move { tokio::task::spawn_blocking(move || modules.delete(&module_name)).await };
     let deleted = app
         .pipelines
-        .delete_unless_used(|p| p.using_module(&name), delete)
+        .delete_unless_used(|p| p.using_module(&ns.qualify(&name)), delete)
         .await;
     match deleted {
         Ok(result) => result

@@ -13,19 +13,30 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::App;
+use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
+use crate::pipeline::spec::check_name;
 use crate::pipeline::{PipelineError, PipelineSpec, PipelineStatus};
 
 /// `PUT /v1/pipelines/{name}` with the spec as JSON.
 pub async fn apply(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
     body: Result<Json<PipelineSpec>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<PipelineStatus>)> {
     let Path(name) = name?;
     let Json(spec) = body?;
+    check_name("pipeline", &name).map_err(ApiError::bad_request)?;
+    if let Some(named) = spec.name.as_ref().filter(|n| **n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the spec names pipeline {named:?} but the request is for {name:?}"
+        )));
+    }
+    let (name, spec) = (ns.qualify(&name), ns.qualify_spec(spec));
     let pipelines = app.pipelines.clone();
     let (status, created) = detached(async move { pipelines.apply(&name, spec).await }).await?;
+    let status = ns.localize_status(status);
     let code = if created {
         StatusCode::CREATED
     } else {
@@ -34,57 +45,67 @@ pub async fn apply(
     Ok((code, Json(status)))
 }
 
-/// `GET /v1/pipelines`.
-pub async fn list(State(app): State<App>) -> Json<Value> {
-    Json(json!({ "pipelines": app.pipelines.statuses() }))
+/// `GET /v1/pipelines`: the caller's pipelines.
+pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
+    let statuses: Vec<PipelineStatus> = app
+        .pipelines
+        .statuses()
+        .into_iter()
+        .filter(|s| ns.localize(&s.name).is_some())
+        .map(|s| ns.localize_status(s))
+        .collect();
+    Json(json!({ "pipelines": statuses }))
 }
 
 /// `GET /v1/pipelines/{name}`.
 pub async fn status(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<PipelineStatus>> {
     let Path(name) = name?;
-    Ok(Json(app.pipelines.status(&name)?))
+    let status = app.pipelines.status(&ns.qualify(&name))?;
+    Ok(Json(ns.localize_status(status)))
 }
 
 /// `POST /v1/pipelines/{name}/pause` (any body is read and ignored, so
 /// the connection stays reusable).
 pub async fn pause(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PipelineStatus>> {
     let Path(name) = name?;
     body?;
-    let pipelines = app.pipelines.clone();
-    Ok(Json(
-        detached(async move { pipelines.pause(&name).await }).await?,
-    ))
+    let (pipelines, name) = (app.pipelines.clone(), ns.qualify(&name));
+    let status = detached(async move { pipelines.pause(&name).await }).await?;
+    Ok(Json(ns.localize_status(status)))
 }
 
 /// `POST /v1/pipelines/{name}/resume` (any body is ignored).
 pub async fn resume(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PipelineStatus>> {
     let Path(name) = name?;
     body?;
-    let pipelines = app.pipelines.clone();
-    Ok(Json(
-        detached(async move { pipelines.resume(&name).await }).await?,
-    ))
+    let (pipelines, name) = (app.pipelines.clone(), ns.qualify(&name));
+    let status = detached(async move { pipelines.resume(&name).await }).await?;
+    Ok(Json(ns.localize_status(status)))
 }
 
 /// `DELETE /v1/pipelines/{name}`.
 pub async fn delete(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
     let pipelines = app.pipelines.clone();
-    let deleted = name.clone();
+    let deleted = ns.qualify(&name);
     detached(async move { pipelines.delete(&deleted).await }).await?;
     Ok(Json(json!({ "deleted": name })))
 }

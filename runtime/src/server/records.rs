@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::App;
+use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
 use crate::jsonl::{JsonRecord, parse_object, render_into};
 use crate::modules::now_ms;
@@ -47,10 +48,12 @@ static NEXT_KEYLESS: AtomicU32 = AtomicU32::new(0);
 /// `POST /v1/topics/{name}/records`.
 pub async fn produce(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
     body: Result<Json<ProduceRequest>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(topic) = name?;
+    let topic = ns.qualify(&topic);
     let Json(request) = body?;
     if request.records.is_empty() {
         return Err(ApiError::bad_request(
@@ -158,10 +161,12 @@ pub struct ReadQuery {
 /// `GET /v1/topics/{name}/records?partition=&offset=&timestamp=&limit=&wait_ms=`.
 pub async fn read(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(topic) = name?;
+    let topic = ns.qualify(&topic);
     let Query(query) = query?;
     let info = app.log.topic(&topic)?;
     let partition = info

@@ -4,17 +4,20 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use log_core::TopicConfig;
+use log_core::{TopicConfig, validate_topic_name};
 use serde_json::{Map, Value, json};
 
 use super::App;
+use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
 use crate::stream_log::TopicInfo;
+use crate::tenancy::Namespace;
 
 /// `POST /v1/topics`: `{"name": ..., "partitions": ..., "durability": ...,
 /// "cleanup": ..., "retention_ms": ..., ...}` (every topic setting).
 pub async fn create(
     State(app): State<App>,
+    Scope(ns): Scope,
     body: Result<Json<Map<String, Value>>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<TopicInfo>)> {
     let Json(mut fields) = body?;
@@ -29,30 +32,49 @@ pub async fn create(
     };
     let config: TopicConfig = serde_json::from_value(Value::Object(fields))
         .map_err(|e| ApiError::bad_request(format!("invalid topic settings: {e}")))?;
-    let info = app.log.create_topic(&name, config).await?;
-    Ok((StatusCode::CREATED, Json(info)))
+    validate_topic_name(&name)?;
+    let info = app.log.create_topic(&ns.qualify(&name), config).await?;
+    Ok((StatusCode::CREATED, Json(localize(&ns, info))))
 }
 
-/// `GET /v1/topics`.
-pub async fn list(State(app): State<App>) -> Json<Value> {
-    Json(json!({ "topics": app.log.topics() }))
+/// A topic's description in the caller's names.
+fn localize(ns: &Namespace, mut info: TopicInfo) -> TopicInfo {
+    if let Some(local) = ns.localize(&info.name) {
+        info.name = local.to_string();
+    }
+    info
+}
+
+/// `GET /v1/topics`: the caller's topics.
+pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
+    let topics: Vec<TopicInfo> = app
+        .log
+        .topics()
+        .into_iter()
+        .filter(|t| ns.localize(&t.name).is_some())
+        .map(|t| localize(&ns, t))
+        .collect();
+    Json(json!({ "topics": topics }))
 }
 
 /// `GET /v1/topics/{name}`.
 pub async fn describe(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<TopicInfo>> {
     let Path(name) = name?;
-    Ok(Json(app.log.topic(&name)?))
+    Ok(Json(localize(&ns, app.log.topic(&ns.qualify(&name))?)))
 }
 
 /// `DELETE /v1/topics/{name}`: refused while a pipeline reads or writes it.
 pub async fn delete(
     State(app): State<App>,
+    Scope(ns): Scope,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Path(name) = name?;
+    let Path(local) = name?;
+    let name = ns.qualify(&local);
     let deleted = app
         .pipelines
         .delete_unless_used(|p| p.using_topic(&name), app.log.delete_topic(&name))
@@ -66,5 +88,5 @@ pub async fn delete(
             ));
         }
     }
-    Ok(Json(json!({ "deleted": name })))
+    Ok(Json(json!({ "deleted": local })))
 }

@@ -20,9 +20,12 @@ pub fn guest_path(name: &str) -> PathBuf {
 /// A running server.
 pub struct WeirServer {
     child: Option<Child>,
+    /// Lines the server printed to stdout after the first.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub url: String,
     pub dir: PathBuf,
     agent: ureq::Agent,
+    token: std::sync::Mutex<Option<String>>,
 }
 
 impl WeirServer {
@@ -51,10 +54,18 @@ impl WeirServer {
             .spawn()
             .expect("start weir serve");
         let stdout = child.stdout.take().expect("piped stdout");
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
+        reader
             .read_line(&mut line)
             .expect("read the listening line");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -67,9 +78,11 @@ impl WeirServer {
             .into();
         WeirServer {
             child: Some(child),
+            stdout: lines,
             url,
             dir: dir.to_path_buf(),
             agent,
+            token: std::sync::Mutex::new(None),
         }
     }
 
@@ -121,42 +134,52 @@ impl WeirServer {
         (status, value)
     }
 
+    /// Speaks as `token` from now on (`None`: no credentials).
+    pub fn use_token(&self, token: Option<&str>) {
+        *self.token.lock().unwrap() = token.map(str::to_string);
+    }
+
+    fn auth(&self) -> String {
+        match &*self.token.lock().unwrap() {
+            Some(token) => format!("Bearer {token}"),
+            None => String::new(),
+        }
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
-        self.answer(self.agent.get(format!("{}{path}", self.url)).call())
+        let request = self.agent.get(format!("{}{path}", self.url));
+        self.answer(request.header("authorization", self.auth()).call())
     }
 
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.answer(
-            self.agent
-                .post(format!("{}{path}", self.url))
-                .send_json(body),
-        )
+        let request = self.agent.post(format!("{}{path}", self.url));
+        self.answer(request.header("authorization", self.auth()).send_json(body))
     }
 
     /// POSTs a raw body (for malformed requests).
     pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let request = self.agent.post(format!("{}{path}", self.url));
         self.answer(
-            self.agent
-                .post(format!("{}{path}", self.url))
+            request
+                .header("authorization", self.auth())
                 .header("content-type", "application/json")
                 .send(body),
         )
     }
 
     pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.answer(
-            self.agent
-                .put(format!("{}{path}", self.url))
-                .send_json(body),
-        )
+        let request = self.agent.put(format!("{}{path}", self.url));
+        self.answer(request.header("authorization", self.auth()).send_json(body))
     }
 
     pub fn put_bytes(&self, path: &str, body: &[u8]) -> (u16, Value) {
-        self.answer(self.agent.put(format!("{}{path}", self.url)).send(body))
+        let request = self.agent.put(format!("{}{path}", self.url));
+        self.answer(request.header("authorization", self.auth()).send(body))
     }
 
     pub fn delete(&self, path: &str) -> (u16, Value) {
-        self.answer(self.agent.delete(format!("{}{path}", self.url)).call())
+        let request = self.agent.delete(format!("{}{path}", self.url));
+        self.answer(request.header("authorization", self.auth()).call())
     }
 
     /// Like `get` etc., but the answer must have `status`.
@@ -249,18 +272,27 @@ impl WeirServer {
 
     /// Runs a client command against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
-        cli(&self.url, args, None)
+        cli(&self.url, self.token.lock().unwrap().as_deref(), args, None)
     }
 
     /// Runs a client command with `stdin` as its input.
     pub fn cli_with_input(&self, args: &[&str], stdin: &str) -> Output {
-        cli(&self.url, args, Some(stdin))
+        cli(
+            &self.url,
+            self.token.lock().unwrap().as_deref(),
+            args,
+            Some(stdin),
+        )
     }
 }
 
-fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
+fn cli(url: &str, token: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
-    let mut child = Command::new(WEIR)
+    let mut command = Command::new(WEIR);
+    if let Some(token) = token {
+        command.env("WEIR_TOKEN", token);
+    }
+    let mut child = command
         .args(args)
         .env("WEIR_SERVER", url)
         .env("RUST_LOG", "warn")

@@ -1,0 +1,120 @@
+//! `/v1/tenants`: the admin's endpoints: tenants and their tokens.
+//! Deleting a tenant deletes everything it owns (pipelines, modules,
+//! topics) before the tenant itself.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::App;
+use super::auth::Admin;
+use super::error::{ApiError, ApiResult};
+use crate::tenancy::{Namespace, TenancyError, Tenants};
+
+impl From<TenancyError> for ApiError {
+    fn from(e: TenancyError) -> ApiError {
+        let status = match &e {
+            TenancyError::InvalidName(_) => StatusCode::BAD_REQUEST,
+            TenancyError::Exists(_) => StatusCode::CONFLICT,
+            TenancyError::UnknownTenant(_) | TenancyError::UnknownToken { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            TenancyError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, format!("{e:#}"))
+    }
+}
+
+fn tenants(app: &App) -> ApiResult<&Tenants> {
+    app.tenants.as_deref().ok_or_else(|| {
+        ApiError::not_found("tenancy is off on this server (tenancy = true in its configuration)")
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    name: String,
+}
+
+/// `POST /v1/tenants` with `{"name": ...}`.
+pub async fn create(
+    State(app): State<App>,
+    _admin: Admin,
+    body: Result<Json<NewTenant>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(new) = body?;
+    let info = tenants(&app)?.create(&new.name)?;
+    Ok((StatusCode::CREATED, Json(json!(info))))
+}
+
+/// `GET /v1/tenants`.
+pub async fn list(State(app): State<App>, _admin: Admin) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "tenants": tenants(&app)?.list() })))
+}
+
+/// `GET /v1/tenants/{name}`.
+pub async fn get(
+    State(app): State<App>,
+    _admin: Admin,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
+    let info = tenants(&app)?
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("unknown tenant {name:?}")))?;
+    Ok(Json(json!(info)))
+}
+
+/// `DELETE /v1/tenants/{name}`: the tenant and everything it owns.
+pub async fn delete(
+    State(app): State<App>,
+    _admin: Admin,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
+    // The tenant goes first, so its tokens stop working before its
+    // resources are removed (a half-done deletion can be finished by the
+    // next tenant of that name deleting again).
+    tenants(&app)?.delete(&name)?;
+    let ns = Namespace::tenant(&name);
+    let owned = |stored: &str| ns.localize(stored).is_some();
+    for pipeline in app.pipelines.names().into_iter().filter(|p| owned(p)) {
+        app.pipelines.delete(&pipeline).await?;
+    }
+    for (module, _) in app.modules.list().into_iter().filter(|(m, _)| owned(m)) {
+        let modules = app.modules.clone();
+        tokio::task::spawn_blocking(move || modules.delete(&module))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    }
+    for topic in app.log.topics().into_iter().filter(|t| owned(&t.name)) {
+        app.log.delete_topic(&topic.name).await?;
+    }
+    Ok(Json(json!({ "deleted": name })))
+}
+
+/// `POST /v1/tenants/{name}/tokens`: a new token, shown only in this answer.
+pub async fn issue_token(
+    State(app): State<App>,
+    _admin: Admin,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Path(name) = name?;
+    let issued = tenants(&app)?.issue_token(&name)?;
+    Ok((StatusCode::CREATED, Json(json!(issued))))
+}
+
+/// `DELETE /v1/tenants/{name}/tokens/{id}`: the token stops working at once.
+pub async fn revoke_token(
+    State(app): State<App>,
+    _admin: Admin,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path((name, id)) = path?;
+    tenants(&app)?.revoke_token(&name, &id)?;
+    Ok(Json(json!({ "revoked": id })))
+}

@@ -1,0 +1,134 @@
+//! Namespaces: every topic, module and pipeline of a tenant is stored
+//! under `<tenant>.<name>`, so two tenants may each have an `orders`.
+//! The API speaks tenant-local names only: names are qualified on the way
+//! in and localized on the way out, lists show only the caller's own
+//! resources, and a name of another tenant is simply not found. Tenant
+//! names have no dots, so the first dot always ends the tenant.
+//!
+//! Without tenancy the namespace is empty and names pass unchanged.
+
+use crate::pipeline::PipelineSpec;
+use crate::pipeline::lifecycle::PipelineStatus;
+
+/// The names one caller sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    tenant: Option<String>,
+}
+
+impl Namespace {
+    /// Everything, unqualified (no tenancy).
+    pub fn global() -> Namespace {
+        Namespace { tenant: None }
+    }
+
+    pub fn tenant(name: &str) -> Namespace {
+        Namespace {
+            tenant: Some(name.to_string()),
+        }
+    }
+
+    /// The stored name of a tenant-local name.
+    pub fn qualify(&self, name: &str) -> String {
+        match &self.tenant {
+            Some(tenant) => format!("{tenant}.{name}"),
+            None => name.to_string(),
+        }
+    }
+
+    /// The tenant-local name of a stored one, if it is the caller's.
+    pub fn localize<'a>(&self, stored: &'a str) -> Option<&'a str> {
+        match &self.tenant {
+            Some(tenant) => stored.strip_prefix(tenant.as_str())?.strip_prefix('.'),
+            None => Some(stored),
+        }
+    }
+
+    /// A message with stored names turned into the caller's names.
+    pub fn localize_message(&self, message: &str) -> String {
+        match &self.tenant {
+            Some(tenant) => message.replace(&format!("{tenant}."), ""),
+            None => message.to_string(),
+        }
+    }
+
+    /// A spec with every topic and module qualified.
+    pub fn qualify_spec(&self, mut spec: PipelineSpec) -> PipelineSpec {
+        spec.name = spec.name.map(|n| self.qualify(&n));
+        for input in &mut spec.inputs {
+            *input = self.qualify(input);
+        }
+        if let Some(topic) = &mut spec.dead_letter {
+            *topic = self.qualify(topic);
+        }
+        for stage in &mut spec.stages {
+            stage.module = self.qualify(&stage.module);
+            for topic in stage.outputs.values_mut() {
+                *topic = self.qualify(topic);
+            }
+        }
+        spec
+    }
+
+    /// A spec as its tenant wrote it.
+    pub fn localize_spec(&self, mut spec: PipelineSpec) -> PipelineSpec {
+        let local = |name: &mut String| {
+            if let Some(l) = self.localize(name) {
+                *name = l.to_string();
+            }
+        };
+        if let Some(name) = &mut spec.name {
+            local(name);
+        }
+        spec.inputs.iter_mut().for_each(local);
+        if let Some(topic) = &mut spec.dead_letter {
+            local(topic);
+        }
+        for stage in &mut spec.stages {
+            local(&mut stage.module);
+            stage.outputs.values_mut().for_each(local);
+        }
+        spec
+    }
+
+    /// A pipeline status in the tenant's names.
+    pub fn localize_status(&self, mut status: PipelineStatus) -> PipelineStatus {
+        let local = |name: &mut String| {
+            if let Some(l) = self.localize(name) {
+                *name = l.to_string();
+            }
+        };
+        local(&mut status.name);
+        status.modules.iter_mut().for_each(local);
+        for stage in &mut status.stages {
+            local(&mut stage.module);
+        }
+        for task in &mut status.tasks {
+            local(&mut task.input);
+        }
+        status.reason = status.reason.map(|r| self.localize_message(&r));
+        status.spec = self.localize_spec(status.spec);
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_other_tenants_names_are_not_seen() {
+        let acme = Namespace::tenant("acme");
+        assert_eq!(acme.qualify("orders.eu"), "acme.orders.eu");
+        assert_eq!(acme.localize("acme.orders.eu"), Some("orders.eu"));
+        assert_eq!(acme.localize("acmex.orders"), None);
+        assert_eq!(acme.localize("globex.orders"), None);
+        assert_eq!(
+            acme.localize_message("unknown topic \"acme.orders\""),
+            "unknown topic \"orders\""
+        );
+        let global = Namespace::global();
+        assert_eq!(global.qualify("orders"), "orders");
+        assert_eq!(global.localize("acme.orders"), Some("acme.orders"));
+    }
+}
