@@ -186,7 +186,7 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
     let bench = setup(durability).await;
     bench
         .pipelines
-        .apply("filter", filter_spec())
+        .apply("filter", filter_spec(), None)
         .await
         .expect("apply");
     let input = batches(records, 0);
@@ -208,7 +208,7 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
     let started = Instant::now();
     bench
         .pipelines
-        .apply("filter", filter_spec())
+        .apply("filter", filter_spec(), None)
         .await
         .expect("apply");
     wait_output(&*bench.log, expected).await;
@@ -226,7 +226,7 @@ async fn latency(records: usize) -> (Vec<f64>, Vec<f64>) {
     let bench = setup(Durability::Always).await;
     bench
         .pipelines
-        .apply("filter", filter_spec())
+        .apply("filter", filter_spec(), None)
         .await
         .expect("apply");
     let log = bench.log.clone();

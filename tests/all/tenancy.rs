@@ -188,3 +188,149 @@ fn a_generated_admin_credential_is_written_privately_and_announced() {
     );
     assert!(String::from_utf8_lossy(&tenants.stdout).contains("acme"));
 }
+
+/// Creates a tenant with its own quotas; returns a token for it.
+fn tenant_with_quotas(server: &WeirServer, name: &str, quotas: Value) -> String {
+    server.use_token(Some(ADMIN));
+    server.expect(
+        201,
+        server.post("/v1/tenants", &json!({ "name": name, "quotas": quotas })),
+    );
+    let issued = server.expect(
+        201,
+        server.post(&format!("/v1/tenants/{name}/tokens"), &json!({})),
+    );
+    let token = issued["token"].as_str().unwrap().to_string();
+    server.use_token(Some(&token));
+    token
+}
+
+fn refused(expected: u16, quota: &str, (status, body): (u16, Value)) {
+    assert_eq!(status, expected, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains(&format!("quota {quota}")), "{message}");
+}
+
+#[test]
+fn counts_and_sizes_over_quota_are_refused_until_back_under() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tenancy_server(dir.path());
+    tenant_with_quotas(
+        &server,
+        "small",
+        json!({"topics": 2, "modules": 1, "pipelines": 1, "module_bytes": 1_000_000,
+               "storage_bytes": 3000, "produce_bytes_per_sec": null}),
+    );
+    let filter = std::fs::read(guest_path("filter")).unwrap();
+    let receipt = std::fs::read(guest_path("receipt")).unwrap();
+
+    server.create_topic("a", 1);
+    server.create_topic("b", 1);
+    refused(
+        403,
+        "topics",
+        server.post("/v1/topics", &json!({"name": "c"})),
+    );
+    server.expect(201, server.put_bytes("/v1/modules/filter", &filter));
+    refused(
+        403,
+        "modules",
+        server.put_bytes("/v1/modules/receipt", &receipt),
+    );
+    server.expect(201, server.put_bytes("/v1/modules/filter", &receipt)); // a new version is no new module
+    let spec = json!({"inputs": ["a"], "stages": [{"module": "filter@1",
+        "config": {"field": "x", "equals": "y"}, "outputs": {"main": "b"}}]});
+    server.expect(201, server.put("/v1/pipelines/one", &spec));
+    refused(403, "pipelines", server.put("/v1/pipelines/two", &spec));
+    server.expect(200, server.put("/v1/pipelines/one", &spec)); // updating is fine
+
+    // Storage: produce until the quota is reached; what was acknowledged stays.
+    let record = json!({"value": "x".repeat(500)});
+    let mut acknowledged = 0;
+    loop {
+        let (status, body) = server.post(
+            "/v1/topics/b/records",
+            &json!({"records": [record.clone()]}),
+        );
+        if status != 200 {
+            refused(403, "storage_bytes", (status, body));
+            break;
+        }
+        acknowledged += 1;
+        assert!(acknowledged < 100, "the storage quota never applied");
+    }
+    assert!(acknowledged >= 4);
+    assert_eq!(server.records("b", 0).len(), acknowledged);
+
+    let usage = server.expect(200, server.get("/v1/usage"));
+    assert_eq!(
+        (&usage["topics"], &usage["modules"], &usage["pipelines"]),
+        (&json!(2), &json!(1), &json!(1))
+    );
+    assert!(usage["storage_bytes"].as_u64().unwrap() >= 3000);
+    assert_eq!(usage["quotas"]["topics"], 2);
+
+    // Back under the quotas, the tenant works again.
+    server.expect(200, server.delete("/v1/pipelines/one"));
+    server.expect(200, server.delete("/v1/topics/b"));
+    server.create_topic("c", 1);
+    server.expect(
+        200,
+        server.post("/v1/topics/c/records", &json!({"records": [record]})),
+    );
+}
+
+#[test]
+fn module_size_memory_and_produce_rate_quotas_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tenancy_server(dir.path());
+    tenant_with_quotas(
+        &server,
+        "tight",
+        json!({"module_bytes": 50_000, "memory_bytes_per_instance": 65536,
+               "produce_bytes_per_sec": 20_000}),
+    );
+    let filter = std::fs::read(guest_path("filter")).unwrap();
+    refused(
+        403,
+        "module_bytes",
+        server.put_bytes("/v1/modules/filter", &filter),
+    );
+
+    tenant_with_quotas(&server, "lean", json!({"memory_bytes_per_instance": 65536}));
+    server.create_topic("in", 1);
+    server.create_topic("out", 1);
+    server.expect(201, server.put_bytes("/v1/modules/filter", &filter));
+    let spec = json!({"inputs": ["in"], "stages": [{"module": "filter",
+        "config": {"field": "x", "equals": "y"}, "outputs": {"main": "out"}}]});
+    let (status, body) = server.put("/v1/pipelines/p", &spec);
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("memory"),
+        "the operator cannot start in 64 KiB: {message}"
+    );
+
+    tenant_with_quotas(&server, "slow", json!({"produce_bytes_per_sec": 20_000}));
+    server.create_topic("t", 1);
+    let chunk =
+        json!({"records": (0..100).map(|_| json!({"value": "v".repeat(100)})).collect::<Vec<_>>()});
+    server.expect(200, server.post("/v1/topics/t/records", &chunk));
+    let mut limited = None;
+    for _ in 0..10 {
+        let (status, body) = server.post("/v1/topics/t/records", &chunk);
+        if status == 429 {
+            limited = Some(body);
+            break;
+        }
+    }
+    let body = limited.expect("the produce rate quota applied");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("quota produce_bytes_per_sec")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    server.expect(200, server.post("/v1/topics/t/records", &chunk));
+}

@@ -65,11 +65,21 @@ struct Live {
     bindings: Operator,
 }
 
+/// How to start an instance beyond its module and configuration.
+#[derive(Debug, Default)]
+pub struct InstanceOptions {
+    /// Keyed state to rebuild before `init`: a snapshot, then deltas.
+    pub checkpoints: Vec<StateDelta>,
+    /// Linear memory cap below the engine's limit (a tenant's quota).
+    pub max_memory_bytes: Option<usize>,
+}
+
 /// A running operator.
 pub struct OperatorInstance {
     module: Arc<OperatorModule>,
     config: Vec<(String, String)>,
     lateness_ms: i64,
+    max_memory_bytes: usize,
     live: Option<Live>,
     /// Keyed state while no instance is live (it lives in the store otherwise).
     parked: Option<KeyedState>,
@@ -91,15 +101,16 @@ impl OperatorInstance {
         module: Arc<OperatorModule>,
         config: Vec<(String, String)>,
     ) -> Result<OperatorInstance, OperatorError> {
-        Self::with_state(module, config, Vec::new())
+        Self::with_options(module, config, InstanceOptions::default())
     }
 
     /// Like [`new`](Self::new), with keyed state, timers and watermark
-    /// rebuilt from checkpoints (a snapshot, then deltas) before `init`.
-    pub fn with_state(
+    /// rebuilt from checkpoints (a snapshot, then deltas) before `init`,
+    /// and optionally less memory than the engine's limit.
+    pub fn with_options(
         module: Arc<OperatorModule>,
         config: Vec<(String, String)>,
-        checkpoints: Vec<StateDelta>,
+        options: InstanceOptions,
     ) -> Result<OperatorInstance, OperatorError> {
         let lateness_ms = match config.iter().rev().find(|(k, _)| k == LATENESS_SETTING) {
             None => 0,
@@ -111,13 +122,17 @@ impl OperatorInstance {
         };
         let limits = module.engine.limits().clone();
         let mut state = KeyedState::new(limits.max_state_bytes, limits.max_timers);
-        for checkpoint in checkpoints {
+        for checkpoint in options.checkpoints {
             state.apply(checkpoint);
         }
+        let max_memory_bytes = options
+            .max_memory_bytes
+            .map_or(limits.max_memory_bytes, |m| m.min(limits.max_memory_bytes));
         let mut instance = OperatorInstance {
             module,
             config,
             lateness_ms,
+            max_memory_bytes,
             live: None,
             parked: Some(state),
             scratch: Vec::new(),
@@ -183,7 +198,7 @@ impl OperatorInstance {
         let data = HostState::new(
             &self.module.name,
             keyed,
-            limits.max_memory_bytes,
+            self.max_memory_bytes,
             limits.max_stdio_bytes,
         );
         let mut store = Store::new(&self.module.engine.shared.engine, data);

@@ -28,7 +28,7 @@ use super::stats::{StageCounts, TaskState, TaskStats};
 use super::task::{self, Control, StagePlan, TaskKey, TaskSetup, commit_log_name};
 use crate::files::{remove_durably, write_durably};
 use crate::modules::{ModuleError, ModuleStore, now_ms};
-use crate::operator::OperatorInstance;
+use crate::operator::{InstanceOptions, OperatorInstance};
 use crate::stream_log::StreamLog;
 
 /// What can go wrong managing pipelines.
@@ -54,6 +54,9 @@ pub struct PipelineRecord {
     pub paused: bool,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// Memory cap per operator instance (its tenant's quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<usize>,
 }
 
 /// A pipeline's state, counters and lag.
@@ -170,6 +173,7 @@ impl Pipelines {
         &self,
         name: &str,
         mut spec: PipelineSpec,
+        max_memory_bytes: Option<usize>,
     ) -> Result<(PipelineStatus, bool), PipelineError> {
         let _admin = self.admin.lock().await;
         check_stored_name("pipeline", name).map_err(PipelineError::Invalid)?;
@@ -198,6 +202,7 @@ impl Pipelines {
             paused: existing.as_ref().is_some_and(|r| r.paused),
             created_ms: existing.as_ref().map_or(now, |r| r.created_ms),
             updated_ms: now,
+            max_memory_bytes,
         };
         let plans = self.plan(&record).await?;
         self.check_configs(&plans).await?;
@@ -276,6 +281,7 @@ impl Pipelines {
                             .map(|(k, v)| (k.clone(), v.as_text()))
                             .collect(),
                         routes: stage.outputs.clone(),
+                        max_memory_bytes: record.max_memory_bytes,
                     })
                 })
                 .collect()
@@ -290,7 +296,11 @@ impl Pipelines {
         let plans = plans.to_vec();
         tokio::task::spawn_blocking(move || {
             for (i, plan) in plans.into_iter().enumerate() {
-                OperatorInstance::new(plan.module, plan.config).map_err(|e| {
+                let options = InstanceOptions {
+                    max_memory_bytes: plan.max_memory_bytes,
+                    ..InstanceOptions::default()
+                };
+                OperatorInstance::with_options(plan.module, plan.config, options).map_err(|e| {
                     PipelineError::Invalid(format!("stage {} ({}): {e}", i + 1, plan.label))
                 })?;
             }

@@ -30,7 +30,7 @@ use super::checkpoint::{Commit, Pending, Recovered, SEQUENCE_ROTATION, next_sequ
 use super::routing::{OutputTopic, route};
 use super::spec::{ErrorPolicy, PipelineSettings, StartAt, StartName};
 use super::stats::{TaskState, TaskStats, bump};
-use crate::operator::{OperatorInstance, OperatorModule};
+use crate::operator::{InstanceOptions, OperatorInstance, OperatorModule};
 use crate::stream_log::{CommitLogSettings, StreamLog};
 
 /// Longest wait for new input before checking the controls again.
@@ -72,6 +72,8 @@ pub struct StagePlan {
     pub state_key: String,
     pub config: Vec<(String, String)>,
     pub routes: BTreeMap<String, String>,
+    /// Memory cap per instance (the tenant's quota), if below the engine's.
+    pub max_memory_bytes: Option<usize>,
 }
 
 /// Everything a task needs to run.
@@ -385,7 +387,11 @@ fn build_chain(
         .into_iter()
         .map(|plan| {
             let checkpoints = states.remove(&plan.state_key).unwrap_or_default();
-            let instance = OperatorInstance::with_state(plan.module, plan.config, checkpoints)
+            let options = InstanceOptions {
+                checkpoints,
+                max_memory_bytes: plan.max_memory_bytes,
+            };
+            let instance = OperatorInstance::with_options(plan.module, plan.config, options)
                 .map_err(|e| format!("starting stage {}: {e}", plan.label))?;
             Ok(Stage {
                 module: plan.state_key,

@@ -11,12 +11,15 @@ use serde_json::json;
 use crate::modules::ModuleError;
 use crate::operator::OperatorError;
 use crate::pipeline::PipelineError;
+use crate::tenancy::OverQuota;
 
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds to wait before retrying (429 answers).
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -26,6 +29,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -43,7 +47,13 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, error = %self.message, "request failed");
         }
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -98,6 +108,20 @@ impl From<PipelineError> for ApiError {
             }
         };
         ApiError::new(status, format!("{e:#}"))
+    }
+}
+
+/// Sizes and counts: 403; rates: 429 with `Retry-After`.
+impl From<OverQuota> for ApiError {
+    fn from(over: OverQuota) -> ApiError {
+        match over.retry_after {
+            Some(wait) => ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: over.message,
+                retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            },
+            None => ApiError::new(StatusCode::FORBIDDEN, over.message),
+        }
     }
 }
 

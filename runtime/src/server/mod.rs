@@ -36,8 +36,8 @@ use crate::operator::{Limits, OperatorEngine};
 use crate::pipeline::Pipelines;
 use crate::pipeline::spec::PipelineSettings;
 use crate::stream_log::{EmbeddedLog, StreamLog};
-use crate::tenancy::Tenants;
 use crate::tenancy::tenants::ADMIN_TOKEN_ENV;
+use crate::tenancy::{Namespace, ProduceRates, Quotas, Tenants};
 
 /// The server's configuration (the `--config` TOML file; flags override).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +59,8 @@ pub struct ServerConfig {
     /// The admin credential (or `WEIR_ADMIN_TOKEN`); without either, one
     /// is generated into `<data>/admin-token`.
     pub admin_token: Option<String>,
+    /// Default quotas of every tenant (with tenancy on).
+    pub quotas: Quotas,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +73,7 @@ impl Default for ServerConfig {
             pipelines: PipelineSettings::default(),
             tenancy: false,
             admin_token: None,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -83,6 +86,17 @@ pub struct App {
     pub pipelines: Arc<Pipelines>,
     /// `None` when tenancy is off.
     pub tenants: Option<Arc<Tenants>>,
+    pub default_quotas: Quotas,
+    pub produce_rates: Arc<ProduceRates>,
+}
+
+impl App {
+    /// The quotas that apply to a caller (none without tenancy).
+    pub fn quotas(&self, ns: &Namespace) -> Option<Quotas> {
+        let tenant = ns.tenant_name()?;
+        let tenants = self.tenants.as_ref()?;
+        Some(tenants.quotas(tenant).unwrap_or(self.default_quotas))
+    }
 }
 
 /// A started server: its address, and the parts to shut down.
@@ -144,6 +158,8 @@ impl Server {
                 modules,
                 pipelines,
                 tenants,
+                default_quotas: config.quotas,
+                produce_rates: Arc::new(ProduceRates::default()),
             },
             embedded,
             config,
@@ -208,6 +224,7 @@ fn router(app: App, config: &ServerConfig) -> Router {
             get(tenants::get).delete(tenants::delete),
         )
         .route("/v1/tenants/{name}/tokens", post(tenants::issue_token))
+        .route("/v1/usage", get(tenants::own_usage))
         .route(
             "/v1/tenants/{name}/tokens/{id}",
             delete(tenants::revoke_token),

@@ -32,8 +32,19 @@ pub async fn put(
     let Path(name) = name?;
     let bytes = body?;
     check_name("module", &name).map_err(ApiError::bad_request)?;
-    let modules = app.modules.clone();
     let module_name = ns.qualify(&name);
+    if let Some(quotas) = app.quotas(&ns) {
+        quotas.check_module_size(bytes.len() as u64)?;
+        if app.modules.versions(&module_name).is_none() {
+            let owned = app.modules.list();
+            let count = owned
+                .iter()
+                .filter(|(m, _)| ns.localize(m).is_some())
+                .count();
+            quotas.check_count("modules", count as u64)?;
+        }
+    }
+    let modules = app.modules.clone();
     let (version, new) = tokio::task::spawn_blocking(move || modules.put(&module_name, &bytes))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;

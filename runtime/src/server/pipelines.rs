@@ -34,8 +34,20 @@ pub async fn apply(
         )));
     }
     let (name, spec) = (ns.qualify(&name), ns.qualify_spec(spec));
+    let quotas = app.quotas(&ns);
+    if let Some(quotas) = &quotas
+        && app.pipelines.status(&name).is_err()
+    {
+        let owned = app.pipelines.names();
+        let count = owned.iter().filter(|n| ns.localize(n).is_some()).count();
+        quotas.check_count("pipelines", count as u64)?;
+    }
+    let memory = quotas
+        .and_then(|q| q.memory_bytes_per_instance)
+        .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
     let pipelines = app.pipelines.clone();
-    let (status, created) = detached(async move { pipelines.apply(&name, spec).await }).await?;
+    let (status, created) =
+        detached(async move { pipelines.apply(&name, spec, memory).await }).await?;
     let status = ns.localize_status(status);
     let code = if created {
         StatusCode::CREATED

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
-use super::auth::Admin;
+use super::auth::{Admin, Scope};
 use super::error::{ApiError, ApiResult};
-use crate::tenancy::{Namespace, TenancyError, Tenants};
+use crate::tenancy::{Namespace, Quotas, TenancyError, Tenants};
 
 impl From<TenancyError> for ApiError {
     fn from(e: TenancyError) -> ApiError {
@@ -38,6 +38,9 @@ fn tenants(app: &App) -> ApiResult<&Tenants> {
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     name: String,
+    /// Its own quotas instead of the server's defaults.
+    #[serde(default)]
+    quotas: Option<Quotas>,
 }
 
 /// `POST /v1/tenants` with `{"name": ...}`.
@@ -47,7 +50,7 @@ pub async fn create(
     body: Result<Json<NewTenant>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(new) = body?;
-    let info = tenants(&app)?.create(&new.name)?;
+    let info = tenants(&app)?.create(&new.name, new.quotas)?;
     Ok((StatusCode::CREATED, Json(json!(info))))
 }
 
@@ -66,7 +69,38 @@ pub async fn get(
     let info = tenants(&app)?
         .get(&name)
         .ok_or_else(|| ApiError::not_found(format!("unknown tenant {name:?}")))?;
-    Ok(Json(json!(info)))
+    let mut value = json!(info);
+    value["usage"] = usage(&app, &Namespace::tenant(&name));
+    Ok(Json(value))
+}
+
+/// `GET /v1/usage`: the caller's use of each quota.
+pub async fn own_usage(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
+    Json(usage(&app, &ns))
+}
+
+/// What a namespace uses, beside its quotas.
+fn usage(app: &App, ns: &Namespace) -> Value {
+    let owned = |stored: &str| ns.localize(stored).is_some();
+    let topics: Vec<_> = app
+        .log
+        .topics()
+        .into_iter()
+        .filter(|t| owned(&t.name))
+        .collect();
+    let storage: u64 = topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.size_bytes))
+        .sum();
+    let modules = app.modules.list().iter().filter(|(m, _)| owned(m)).count();
+    let pipelines = app.pipelines.names().iter().filter(|p| owned(p)).count();
+    json!({
+        "topics": topics.len(),
+        "modules": modules,
+        "pipelines": pipelines,
+        "storage_bytes": storage,
+        "quotas": app.quotas(ns),
+    })
 }
 
 /// `DELETE /v1/tenants/{name}`: the tenant and everything it owns.

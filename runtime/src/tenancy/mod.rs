@@ -3,9 +3,12 @@
 //! - [`tenants`]: tenants, the admin credential and API tokens (hashed,
 //!   compared in constant time)
 //! - [`namespace`]: tenant-local names over one shared log and server
+//! - [`quotas`]: limits per tenant, checked before anything changes
 
 pub mod namespace;
+pub mod quotas;
 pub mod tenants;
 
 pub use namespace::Namespace;
+pub use quotas::{OverQuota, ProduceRates, Quotas};
 pub use tenants::{Caller, TenancyError, Tenants, check_tenant_name};

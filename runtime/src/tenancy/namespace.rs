@@ -28,6 +28,11 @@ impl Namespace {
         }
     }
 
+    /// The tenant, when tenancy is on.
+    pub fn tenant_name(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
     /// The stored name of a tenant-local name.
     pub fn qualify(&self, name: &str) -> String {
         match &self.tenant {

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::Quotas;
 use crate::files::write_durably;
 use crate::modules::now_ms;
 
@@ -58,6 +59,9 @@ struct Stored {
 struct TenantRecord {
     created_ms: i64,
     tokens: Vec<TokenRecord>,
+    /// Its own quotas; `None`: the server's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quotas: Option<Quotas>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +79,9 @@ pub struct TenantInfo {
     pub created_ms: i64,
     /// Ids of its live tokens (the secrets are never shown again).
     pub tokens: Vec<String>,
+    /// Its own quotas, if it does not use the defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
 }
 
 /// A newly issued token: the only time its secret is seen.
@@ -189,7 +196,7 @@ impl Tenants {
         self.lock().tenants.contains_key(name)
     }
 
-    pub fn create(&self, name: &str) -> Result<TenantInfo, TenancyError> {
+    pub fn create(&self, name: &str, quotas: Option<Quotas>) -> Result<TenantInfo, TenancyError> {
         check_tenant_name(name).map_err(TenancyError::InvalidName)?;
         let mut stored = self.lock();
         if stored.tenants.contains_key(name) {
@@ -199,6 +206,7 @@ impl Tenants {
         let record = TenantRecord {
             created_ms: now_ms(),
             tokens: Vec::new(),
+            quotas,
         };
         updated.tenants.insert(name.to_string(), record);
         self.save(&updated)?;
@@ -212,6 +220,11 @@ impl Tenants {
             .iter()
             .map(|(name, record)| info(name, record))
             .collect()
+    }
+
+    /// A tenant's own quotas (`None`: it uses the defaults, or is unknown).
+    pub fn quotas(&self, name: &str) -> Option<Quotas> {
+        self.lock().tenants.get(name).and_then(|r| r.quotas)
     }
 
     pub fn get(&self, name: &str) -> Option<TenantInfo> {
@@ -281,6 +294,7 @@ fn info(name: &str, record: &TenantRecord) -> TenantInfo {
         name: name.to_string(),
         created_ms: record.created_ms,
         tokens: record.tokens.iter().map(|t| t.id.clone()).collect(),
+        quotas: record.quotas,
     }
 }
 
@@ -322,7 +336,7 @@ mod tests {
         let (tenants, file) = Tenants::open(dir.path(), Some("root".into())).unwrap();
         assert!(file.is_none());
         assert_eq!(tenants.authenticate("root"), Some(Caller::Admin));
-        tenants.create("acme").unwrap();
+        tenants.create("acme", None).unwrap();
         let issued = tenants.issue_token("acme").unwrap();
         assert_eq!(
             tenants.authenticate(&issued.token),
@@ -340,10 +354,10 @@ mod tests {
         reopened.revoke_token("acme", &issued.id).unwrap();
         assert_eq!(reopened.authenticate(&issued.token), None);
         assert!(matches!(
-            reopened.create("acme"),
+            reopened.create("acme", None),
             Err(TenancyError::Exists(_))
         ));
-        assert!(reopened.create("Bad.Name").is_err());
+        assert!(reopened.create("Bad.Name", None).is_err());
     }
 
     #[test]
