@@ -35,6 +35,8 @@ use report::{Row, median, print_table};
 use serde_json::json;
 use weir::modules::ModuleStore;
 use weir::operator::{Limits, OperatorEngine};
+use weir::pipeline::lifecycle::TaskLimits;
+use weir::pipeline::scheduler::CpuScheduler;
 use weir::pipeline::spec::PipelineSettings;
 use weir::pipeline::{PipelineSpec, Pipelines};
 use weir::stream_log::{EmbeddedLog, StreamLog};
@@ -121,6 +123,7 @@ async fn setup(output_durability: Durability) -> Bench {
         modules,
         dir.path().join("pipelines"),
         PipelineSettings::default(),
+        CpuScheduler::new(0),
     )
     .await
     .expect("pipelines");
@@ -186,7 +189,7 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
     let bench = setup(durability).await;
     bench
         .pipelines
-        .apply("filter", filter_spec(), None)
+        .apply("filter", filter_spec(), TaskLimits::default())
         .await
         .expect("apply");
     let input = batches(records, 0);
@@ -208,7 +211,7 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
     let started = Instant::now();
     bench
         .pipelines
-        .apply("filter", filter_spec(), None)
+        .apply("filter", filter_spec(), TaskLimits::default())
         .await
         .expect("apply");
     wait_output(&*bench.log, expected).await;
@@ -226,7 +229,7 @@ async fn latency(records: usize) -> (Vec<f64>, Vec<f64>) {
     let bench = setup(Durability::Always).await;
     bench
         .pipelines
-        .apply("filter", filter_spec(), None)
+        .apply("filter", filter_spec(), TaskLimits::default())
         .await
         .expect("apply");
     let log = bench.log.clone();

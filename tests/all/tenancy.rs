@@ -334,3 +334,54 @@ fn module_size_memory_and_produce_rate_quotas_apply() {
     std::thread::sleep(std::time::Duration::from_millis(1200));
     server.expect(200, server.post("/v1/topics/t/records", &chunk));
 }
+
+#[test]
+fn a_tenant_with_a_looping_module_does_not_stop_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start_with_config(
+        &dir.path().join("data"),
+        &format!(
+            "tenancy = true\nadmin_token = \"{ADMIN}\"\n[limits]\nfuel_per_call = 200000000\n"
+        ),
+    );
+    let noisy = tenant(&server, "noisy");
+    let quiet = tenant(&server, "quiet");
+
+    server.use_token(Some(&noisy));
+    server.create_topic("in", 2);
+    server.create_topic("out", 1);
+    let looping = std::fs::read(guest_path("loop_forever")).unwrap();
+    server.expect(201, server.put_bytes("/v1/modules/spin", &looping));
+    let spec = json!({"inputs": ["in"], "on_error": "skip",
+        "stages": [{"module": "spin", "outputs": {"main": "out"}}]});
+    server.expect(201, server.put("/v1/pipelines/spin", &spec));
+    let burden = (0..20)
+        .map(|i| json!({"key": format!("k{i}"), "value": i}))
+        .collect();
+    server.produce("in", burden);
+
+    server.use_token(Some(&quiet));
+    server.create_topic("orders", 1);
+    server.create_topic("kept", 1);
+    let filter = std::fs::read(guest_path("filter")).unwrap();
+    server.expect(201, server.put_bytes("/v1/modules/filter", &filter));
+    let spec = json!({"inputs": ["orders"], "stages": [{"module": "filter",
+        "config": {"field": "ok", "equals": "true"}, "outputs": {"main": "kept"}}]});
+    server.expect(201, server.put("/v1/pipelines/p", &spec));
+    for round in 0..5 {
+        server.produce(
+            "orders",
+            vec![json!({"value": {"ok": true, "round": round}})],
+        );
+        server.wait_until("the quiet tenant's record is processed", |s| {
+            s.records("kept", 0).len() == round + 1
+        });
+    }
+
+    server.use_token(Some(&noisy));
+    let status = server.pipeline("spin");
+    assert!(
+        status["errors"].as_u64().unwrap() > 0,
+        "the loop ran out of fuel: {status}"
+    );
+}

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::routing::OutputTopic;
+use super::scheduler::CpuScheduler;
 use super::spec::{ModuleRef, PipelineSettings, PipelineSpec, check_stored_name};
 use super::stats::{StageCounts, TaskState, TaskStats};
 use super::task::{self, Control, StagePlan, TaskKey, TaskSetup, commit_log_name};
@@ -54,9 +55,28 @@ pub struct PipelineRecord {
     pub paused: bool,
     pub created_ms: i64,
     pub updated_ms: i64,
-    /// Memory cap per operator instance (its tenant's quota).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What its tenant's quotas allow its operators.
+    #[serde(default)]
+    pub limits: TaskLimits,
+}
+
+/// Per-pipeline limits that come from its tenant's quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskLimits {
+    /// Memory cap per operator instance, below the engine's limit.
     pub max_memory_bytes: Option<usize>,
+    /// Weight when the CPU is contended (see `scheduler`).
+    pub cpu_share: u32,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        TaskLimits {
+            max_memory_bytes: None,
+            cpu_share: 100,
+        }
+    }
 }
 
 /// A pipeline's state, counters and lag.
@@ -120,6 +140,7 @@ pub struct Pipelines {
     modules: Arc<ModuleStore>,
     dir: PathBuf,
     settings: PipelineSettings,
+    scheduler: Arc<CpuScheduler>,
     running: Mutex<BTreeMap<String, Running>>,
     /// Serializes changes (apply, pause, resume, delete, shutdown).
     admin: tokio::sync::Mutex<()>,
@@ -132,6 +153,7 @@ impl Pipelines {
         modules: Arc<ModuleStore>,
         dir: PathBuf,
         settings: PipelineSettings,
+        scheduler: Arc<CpuScheduler>,
     ) -> anyhow::Result<Pipelines> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("while creating {}", dir.display()))?;
@@ -140,6 +162,7 @@ impl Pipelines {
             modules,
             dir,
             settings,
+            scheduler,
             running: Mutex::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
         };
@@ -173,7 +196,7 @@ impl Pipelines {
         &self,
         name: &str,
         mut spec: PipelineSpec,
-        max_memory_bytes: Option<usize>,
+        limits: TaskLimits,
     ) -> Result<(PipelineStatus, bool), PipelineError> {
         let _admin = self.admin.lock().await;
         check_stored_name("pipeline", name).map_err(PipelineError::Invalid)?;
@@ -202,7 +225,7 @@ impl Pipelines {
             paused: existing.as_ref().is_some_and(|r| r.paused),
             created_ms: existing.as_ref().map_or(now, |r| r.created_ms),
             updated_ms: now,
-            max_memory_bytes,
+            limits,
         };
         let plans = self.plan(&record).await?;
         self.check_configs(&plans).await?;
@@ -281,7 +304,7 @@ impl Pipelines {
                             .map(|(k, v)| (k.clone(), v.as_text()))
                             .collect(),
                         routes: stage.outputs.clone(),
-                        max_memory_bytes: record.max_memory_bytes,
+                        max_memory_bytes: record.limits.max_memory_bytes,
                     })
                 })
                 .collect()
@@ -380,6 +403,13 @@ impl Pipelines {
                     outputs: output_topics.clone(),
                     commit_durability,
                     settings: self.settings,
+                    scheduler: self.scheduler.clone(),
+                    tenant: record
+                        .name
+                        .split_once('.')
+                        .map_or("", |(tenant, _)| tenant)
+                        .to_string(),
+                    cpu_share: record.limits.cpu_share,
                     stats: stats.clone(),
                     control: receiver,
                 };

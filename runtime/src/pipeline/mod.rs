@@ -6,6 +6,7 @@
 //! - [`task`]: one input partition through the chain, forever
 //! - [`chain`]: the fused stages, error policies and dead letters
 //! - [`routing`]: outputs to topic partitions, in batches the topics accept
+//! - [`scheduler`]: fair sharing of the CPU between tenants
 //! - [`checkpoint`]: commit records and recovery from them
 //! - [`stats`]: counters for status and metrics
 
@@ -13,6 +14,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod lifecycle;
 pub mod routing;
+pub mod scheduler;
 pub mod spec;
 pub mod stats;
 pub mod task;

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use super::chain::{Chain, ChainOutput, Stage};
 use super::checkpoint::{Commit, Pending, Recovered, SEQUENCE_ROTATION, next_sequence};
 use super::routing::{OutputTopic, route};
+use super::scheduler::CpuScheduler;
 use super::spec::{ErrorPolicy, PipelineSettings, StartAt, StartName};
 use super::stats::{TaskState, TaskStats, bump};
 use crate::operator::{InstanceOptions, OperatorInstance, OperatorModule};
@@ -89,6 +90,11 @@ pub struct TaskSetup {
     /// Durability of a new commit log: the strongest of the outputs'.
     pub commit_durability: Durability,
     pub settings: PipelineSettings,
+    /// Shares guest execution between tenants.
+    pub scheduler: Arc<CpuScheduler>,
+    /// The tenant the pipeline belongs to ("" without tenancy).
+    pub tenant: String,
+    pub cpu_share: u32,
     pub stats: Arc<TaskStats>,
     pub control: watch::Receiver<Control>,
 }
@@ -123,6 +129,9 @@ struct Work {
     partition: u32,
     source: String,
     stats: Arc<TaskStats>,
+    scheduler: Arc<CpuScheduler>,
+    tenant: String,
+    cpu_share: u32,
 }
 
 async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
@@ -136,6 +145,9 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         outputs,
         commit_durability,
         settings,
+        scheduler,
+        tenant,
+        cpu_share,
         stats,
         mut control,
     } = setup;
@@ -195,6 +207,9 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         partition: key.partition,
         source: format!("{}/{}", key.input, key.partition),
         stats: stats.clone(),
+        scheduler,
+        tenant,
+        cpu_share,
     };
 
     // The committer appends commits and publishes outputs while this
@@ -326,17 +341,21 @@ async fn process_rounds(
 }
 
 /// Runs `f` on the work on the blocking pool (guest calls must not run
-/// on the async threads) and hands the work back with the result.
+/// on the async threads) when the scheduler gives the tenant its turn,
+/// and hands the work back with the result.
 async fn blocking<T: Send + 'static>(
     mut work: Work,
     f: impl FnOnce(&mut Work) -> Result<T, String> + Send + 'static,
 ) -> Result<(Work, T), String> {
-    let (work, result) = tokio::task::spawn_blocking(move || {
-        let result = f(&mut work);
-        (work, result)
-    })
-    .await
-    .map_err(|e| format!("processing crashed: {e}"))?;
+    let scheduler = work.scheduler.clone();
+    let (tenant, share) = (work.tenant.clone(), work.cpu_share);
+    let (work, result) = scheduler
+        .run(&tenant, share, move || {
+            let result = f(&mut work);
+            (work, result)
+        })
+        .await
+        .ok_or_else(|| "processing crashed".to_string())?;
     Ok((work, result?))
 }
 

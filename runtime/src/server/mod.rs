@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use crate::modules::ModuleStore;
 use crate::operator::{Limits, OperatorEngine};
 use crate::pipeline::Pipelines;
+use crate::pipeline::scheduler::CpuScheduler;
 use crate::pipeline::spec::PipelineSettings;
 use crate::stream_log::{EmbeddedLog, StreamLog};
 use crate::tenancy::tenants::ADMIN_TOKEN_ENV;
@@ -132,6 +133,7 @@ impl Server {
                 modules.clone(),
                 dir.join("pipelines"),
                 config.pipelines,
+                CpuScheduler::new(0),
             )
             .await
             .context("while starting the pipelines")?,

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
+use crate::pipeline::lifecycle::TaskLimits;
 use crate::pipeline::spec::check_name;
 use crate::pipeline::{PipelineError, PipelineSpec, PipelineStatus};
 
@@ -42,12 +43,15 @@ pub async fn apply(
         let count = owned.iter().filter(|n| ns.localize(n).is_some()).count();
         quotas.check_count("pipelines", count as u64)?;
     }
-    let memory = quotas
-        .and_then(|q| q.memory_bytes_per_instance)
-        .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
+    let limits = quotas.map_or_else(TaskLimits::default, |q| TaskLimits {
+        max_memory_bytes: q
+            .memory_bytes_per_instance
+            .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+        cpu_share: q.cpu_share,
+    });
     let pipelines = app.pipelines.clone();
     let (status, created) =
-        detached(async move { pipelines.apply(&name, spec, memory).await }).await?;
+        detached(async move { pipelines.apply(&name, spec, limits).await }).await?;
     let status = ns.localize_status(status);
     let code = if created {
         StatusCode::CREATED

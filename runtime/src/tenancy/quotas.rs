@@ -34,6 +34,9 @@ pub struct Quotas {
     pub module_bytes: Option<u64>,
     /// Linear memory per operator instance. Default 64 MiB.
     pub memory_bytes_per_instance: Option<u64>,
+    /// Weight of the tenant's operators when the CPU is contended
+    /// (relative to other tenants'). Default 100.
+    pub cpu_share: u32,
 }
 
 impl Default for Quotas {
@@ -46,6 +49,7 @@ impl Default for Quotas {
             pipelines: Some(20),
             module_bytes: Some(32 << 20),
             memory_bytes_per_instance: Some(64 << 20),
+            cpu_share: 100,
         }
     }
 }
