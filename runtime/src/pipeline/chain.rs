@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use log_core::{Batch, BatchBuilder, Header, Record, RecordView};
@@ -22,6 +23,9 @@ use log_core::{Batch, BatchBuilder, Header, Record, RecordView};
 use super::spec::ErrorPolicy;
 use super::stats::{TaskStats, bump};
 use crate::operator::{CallOutput, MAIN_OUTPUT, OperatorError, OperatorInstance, StateDelta};
+
+/// Why a round ended without a result when its task was stopping.
+pub const INTERRUPTED: &str = "interrupted: the task is stopping";
 
 /// Record headers added to dead letters.
 pub const ERROR_HEADER: &str = "weir.error";
@@ -44,6 +48,9 @@ pub struct Chain {
     stages: Vec<Stage>,
     policy: ErrorPolicy,
     stats: Arc<TaskStats>,
+    /// Set when the task is asked to stop: a record-by-record retry (which
+    /// may take one full CPU budget per record) gives up between records.
+    stopping: Arc<AtomicBool>,
 }
 
 /// What one input batch produced.
@@ -62,11 +69,17 @@ pub struct Halt {
 }
 
 impl Chain {
-    pub fn new(stages: Vec<Stage>, policy: ErrorPolicy, stats: Arc<TaskStats>) -> Chain {
+    pub fn new(
+        stages: Vec<Stage>,
+        policy: ErrorPolicy,
+        stats: Arc<TaskStats>,
+        stopping: Arc<AtomicBool>,
+    ) -> Chain {
         Chain {
             stages,
             policy,
             stats,
+            stopping,
         }
     }
 
@@ -100,7 +113,13 @@ impl Chain {
             let records: usize = current.iter().map(Batch::record_count).sum();
             bump(&stats.records_in, records as u64);
             let started = Instant::now();
-            let result = run_stage(stage, &current, upstream_watermark, self.policy);
+            let result = run_stage(
+                stage,
+                &current,
+                upstream_watermark,
+                self.policy,
+                &self.stopping,
+            );
             bump(&stats.busy_ns, started.elapsed().as_nanos() as u64);
             let (call, failures) = result?;
             bump(&stats.errors, failures.len() as u64);
@@ -160,6 +179,7 @@ fn run_stage(
     input: &[Batch],
     upstream_watermark: Option<i64>,
     policy: ErrorPolicy,
+    stopping: &AtomicBool,
 ) -> Result<(CallOutput, Vec<Failure>), Halt> {
     let label = stage.label.clone();
     let halt = |error: OperatorError| Halt {
@@ -172,6 +192,11 @@ fn run_stage(
         Err(_) => {
             let mut output = CallOutput::default();
             for record in input.iter().flat_map(Batch::records) {
+                if stopping.load(Ordering::Relaxed) {
+                    return Err(Halt {
+                        reason: INTERRUPTED.into(),
+                    });
+                }
                 let single = single_record(&record);
                 match stage
                     .instance

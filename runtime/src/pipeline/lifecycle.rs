@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -125,6 +126,7 @@ pub struct TaskStatus {
 struct TaskHandle {
     key: TaskKey,
     control: watch::Sender<Control>,
+    stopping: Arc<AtomicBool>,
     join: JoinHandle<()>,
     stats: Arc<TaskStats>,
 }
@@ -392,6 +394,7 @@ impl Pipelines {
                     partition,
                 };
                 let (control, receiver) = watch::channel(initial);
+                let stopping = Arc::new(AtomicBool::new(false));
                 let stats = Arc::new(TaskStats::new(plans.len()));
                 let setup = TaskSetup {
                     key: key.clone(),
@@ -412,11 +415,13 @@ impl Pipelines {
                     cpu_share: record.limits.cpu_share,
                     stats: stats.clone(),
                     control: receiver,
+                    stopping: stopping.clone(),
                 };
                 let join = tokio::spawn(task::run(setup));
                 tasks.push(TaskHandle {
                     key,
                     control,
+                    stopping,
                     join,
                     stats,
                 });
@@ -432,6 +437,8 @@ impl Pipelines {
             None => return,
         };
         for task in &tasks {
+            task.stopping
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = task.control.send(Control::Stop);
         }
         for task in tasks {
@@ -663,6 +670,7 @@ fn failed_tasks(record: &PipelineRecord, reason: String) -> Vec<TaskHandle> {
             partition: 0,
         },
         control,
+        stopping: Arc::new(AtomicBool::new(true)),
         join: tokio::spawn(async {}),
         stats,
     }]

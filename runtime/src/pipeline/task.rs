@@ -18,14 +18,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use log_core::{Batch, Durability, LogError, ProducerStamp};
 use tokio::sync::{mpsc, watch};
 
-use super::chain::{Chain, ChainOutput, Stage};
+use super::chain::{Chain, ChainOutput, INTERRUPTED, Stage};
 use super::checkpoint::{Commit, Pending, Recovered, SEQUENCE_ROTATION, next_sequence};
 use super::routing::{OutputTopic, route};
 use super::scheduler::CpuScheduler;
@@ -97,6 +97,8 @@ pub struct TaskSetup {
     pub cpu_share: u32,
     pub stats: Arc<TaskStats>,
     pub control: watch::Receiver<Control>,
+    /// Set with `Control::Stop`, seen inside a round (see `Chain`).
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// Runs a task until it is stopped or fails; the outcome is in its stats.
@@ -150,6 +152,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         cpu_share,
         stats,
         mut control,
+        stopping,
     } = setup;
     let input_partitions = log
         .topic(&key.input)
@@ -193,10 +196,12 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
 
     let chain_stats = stats.clone();
     let states = std::mem::take(&mut recovered.states);
-    let chain =
-        tokio::task::spawn_blocking(move || build_chain(stages, states, policy, chain_stats))
-            .await
-            .expect("building a chain does not panic")?;
+    let chain_stopping = stopping.clone();
+    let chain = tokio::task::spawn_blocking(move || {
+        build_chain(stages, states, policy, chain_stats, chain_stopping)
+    })
+    .await
+    .expect("building a chain does not panic")?;
     let work = Work {
         chain,
         producer_id,
@@ -225,6 +230,12 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
     ));
     let processed =
         process_rounds(&key, &*log, work, position, settings, &rounds, &mut control).await;
+    // Stopped in the middle of a round: nothing of it was committed, and
+    // the next start takes it up again.
+    let processed = match processed {
+        Err(reason) if reason == INTERRUPTED => Ok(()),
+        other => other,
+    };
     // Whatever was processed is committed first, even when stopping on a
     // failure; the committer's own failure comes first.
     drop(rounds);
@@ -401,6 +412,7 @@ fn build_chain(
     mut states: BTreeMap<String, Vec<crate::operator::StateDelta>>,
     policy: ErrorPolicy,
     stats: Arc<TaskStats>,
+    stopping: Arc<AtomicBool>,
 ) -> Result<Chain, String> {
     let stages = stages
         .into_iter()
@@ -420,7 +432,7 @@ fn build_chain(
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    Ok(Chain::new(stages, policy, stats))
+    Ok(Chain::new(stages, policy, stats, stopping))
 }
 
 async fn start_position(log: &dyn StreamLog, key: &TaskKey, start: StartAt) -> Result<u64, String> {
