@@ -215,7 +215,7 @@ fn refused(expected: u16, quota: &str, (status, body): (u16, Value)) {
 fn counts_and_sizes_over_quota_are_refused_until_back_under() {
     let dir = tempfile::tempdir().unwrap();
     let server = tenancy_server(dir.path());
-    tenant_with_quotas(
+    let small = tenant_with_quotas(
         &server,
         "small",
         json!({"topics": 2, "modules": 1, "pipelines": 1, "module_bytes": 1_000_000,
@@ -269,6 +269,17 @@ fn counts_and_sizes_over_quota_are_refused_until_back_under() {
     );
     assert!(usage["storage_bytes"].as_u64().unwrap() >= 3000);
     assert_eq!(usage["quotas"]["topics"], 2);
+    server.use_token(Some(ADMIN));
+    let (status, metrics) = server.get("/metrics");
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap().to_string();
+    for line in [
+        "weir_tenant_topics{tenant=\"small\"} 2",
+        "weir_tenant_quota_topics{tenant=\"small\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
+    server.use_token(Some(&small));
 
     // Back under the quotas, the tenant works again.
     server.expect(200, server.delete("/v1/pipelines/one"));

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 
 use super::App;
 use super::auth::Admin;
+use crate::tenancy::Namespace;
 
 /// Writes one metric family: its help, type and samples.
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
@@ -168,5 +169,63 @@ pub async fn metrics(State(app): State<App>, _admin: Admin) -> impl IntoResponse
         "Time spent in a stage's operator.",
         &per_stage(|c| c.processing_ms as f64 / 1000.0),
     );
+    tenant_metrics(&mut out, &app);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Per tenant: what it uses and what its quotas allow.
+fn tenant_metrics(out: &mut String, app: &App) {
+    let Some(tenants) = &app.tenants else {
+        return;
+    };
+    let usages: Vec<(String, serde_json::Value)> = tenants
+        .list()
+        .into_iter()
+        .map(|t| {
+            let usage = super::tenants::usage(app, &Namespace::tenant(&t.name));
+            (t.name, usage)
+        })
+        .collect();
+    let samples = |field: &str, nested: Option<&str>| {
+        usages
+            .iter()
+            .filter_map(|(tenant, usage)| {
+                let value = match nested {
+                    Some(outer) => &usage[outer][field],
+                    None => &usage[field],
+                };
+                Some((format!("tenant=\"{}\"", label(tenant)), value.as_f64()?))
+            })
+            .collect::<Vec<_>>()
+    };
+    for (field, kind, help) in [
+        (
+            "storage_bytes",
+            "gauge",
+            "Bytes stored in the tenant's topics.",
+        ),
+        ("topics", "gauge", "The tenant's topics."),
+        ("modules", "gauge", "The tenant's modules."),
+        ("pipelines", "gauge", "The tenant's pipelines."),
+        (
+            "cpu_seconds",
+            "counter",
+            "CPU time of the tenant's operators.",
+        ),
+    ] {
+        let name = format!("weir_tenant_{field}");
+        family(out, &name, kind, help, &samples(field, None));
+    }
+    for field in [
+        "storage_bytes",
+        "produce_bytes_per_sec",
+        "topics",
+        "modules",
+        "pipelines",
+        "cpu_share",
+    ] {
+        let name = format!("weir_tenant_quota_{field}");
+        let help = format!("The tenant's {field} quota (absent: unlimited).");
+        family(out, &name, "gauge", &help, &samples(field, Some("quotas")));
+    }
 }

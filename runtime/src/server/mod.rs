@@ -89,6 +89,8 @@ pub struct App {
     pub tenants: Option<Arc<Tenants>>,
     pub default_quotas: Quotas,
     pub produce_rates: Arc<ProduceRates>,
+    /// Shares operator CPU between tenants; also counts it.
+    pub scheduler: Arc<CpuScheduler>,
 }
 
 impl App {
@@ -127,13 +129,14 @@ impl Server {
             .context("while starting the operator engine")?;
         let modules = Arc::new(ModuleStore::open(dir.join("modules"), engine)?);
         let log: Arc<dyn StreamLog> = Arc::new(embedded.clone());
+        let scheduler = CpuScheduler::new(0);
         let pipelines = Arc::new(
             Pipelines::open(
                 log.clone(),
                 modules.clone(),
                 dir.join("pipelines"),
                 config.pipelines,
-                CpuScheduler::new(0),
+                scheduler.clone(),
             )
             .await
             .context("while starting the pipelines")?,
@@ -162,6 +165,7 @@ impl Server {
                 tenants,
                 default_quotas: config.quotas,
                 produce_rates: Arc::new(ProduceRates::default()),
+                scheduler,
             },
             embedded,
             config,

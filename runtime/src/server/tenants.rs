@@ -80,7 +80,7 @@ pub async fn own_usage(State(app): State<App>, Scope(ns): Scope) -> Json<Value> 
 }
 
 /// What a namespace uses, beside its quotas.
-fn usage(app: &App, ns: &Namespace) -> Value {
+pub fn usage(app: &App, ns: &Namespace) -> Value {
     let owned = |stored: &str| ns.localize(stored).is_some();
     let topics: Vec<_> = app
         .log
@@ -99,6 +99,7 @@ fn usage(app: &App, ns: &Namespace) -> Value {
         "modules": modules,
         "pipelines": pipelines,
         "storage_bytes": storage,
+        "cpu_seconds": app.scheduler.cpu_time(ns.tenant_name().unwrap_or("")).as_secs_f64(),
         "quotas": app.quotas(ns),
     })
 }
