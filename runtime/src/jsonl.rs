@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use log_core::RecordView;
+use log_core::{Batch, BatchBuilder, Header, Record, RecordView};
 use serde_json::{Map, Value, json};
 
 /// A record read from JSON, owning its bytes.
@@ -95,6 +95,29 @@ fn bytes_of(value: &Value) -> Vec<u8> {
         Value::String(s) => s.as_bytes().to_vec(),
         other => other.to_string().into_bytes(),
     }
+}
+
+/// Encodes records read from JSON into one batch (offsets 0, 1, 2...).
+/// Panics on an empty list: callers check for records first.
+pub fn encode<'a>(records: impl IntoIterator<Item = &'a JsonRecord>) -> Batch {
+    let mut builder = BatchBuilder::new();
+    for record in records {
+        let headers: Vec<Header<'_>> = record
+            .headers
+            .iter()
+            .map(|(name, value)| Header {
+                name,
+                value: Some(value),
+            })
+            .collect();
+        builder.push(&Record {
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            headers: &headers,
+            timestamp: record.timestamp,
+        });
+    }
+    builder.finish().expect("callers pass at least one record")
 }
 
 /// The JSON form of an output record.

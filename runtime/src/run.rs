@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use log_core::{Batch, BatchBuilder, Header, Record};
+use log_core::Batch;
 
 use crate::jsonl::{self, JsonRecord};
 use crate::operator::{CallOutput, OperatorEngine, OperatorError, OperatorInstance};
@@ -182,25 +182,5 @@ impl Runner<'_> {
 
 /// Encodes records into one batch whose offsets start at `base_offset`.
 fn encode(records: &[JsonRecord], base_offset: u64) -> Batch {
-    let mut builder = BatchBuilder::new();
-    for record in records {
-        let headers: Vec<Header<'_>> = record
-            .headers
-            .iter()
-            .map(|(name, value)| Header {
-                name,
-                value: Some(value),
-            })
-            .collect();
-        builder.push(&Record {
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
-            headers: &headers,
-            timestamp: record.timestamp,
-        });
-    }
-    builder
-        .finish()
-        .expect("at least one record")
-        .with_base_offset(base_offset)
+    crate::jsonl::encode(records).with_base_offset(base_offset)
 }

@@ -18,6 +18,7 @@ use super::error::{ApiError, ApiResult};
 use crate::pipeline::lifecycle::TaskLimits;
 use crate::pipeline::spec::check_name;
 use crate::pipeline::{PipelineError, PipelineSpec, PipelineStatus};
+use crate::tenancy::Namespace;
 
 /// `PUT /v1/pipelines/{name}` with the spec as JSON.
 pub async fn apply(
@@ -92,11 +93,7 @@ pub async fn pause(
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PipelineStatus>> {
-    let Path(name) = name?;
-    body?;
-    let (pipelines, name) = (app.pipelines.clone(), ns.qualify(&name));
-    let status = detached(async move { pipelines.pause(&name).await }).await?;
-    Ok(Json(ns.localize_status(status)))
+    set_paused(app, ns, name, body, true).await
 }
 
 /// `POST /v1/pipelines/{name}/resume` (any body is ignored).
@@ -106,10 +103,26 @@ pub async fn resume(
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PipelineStatus>> {
+    set_paused(app, ns, name, body, false).await
+}
+
+async fn set_paused(
+    app: App,
+    ns: Namespace,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+    paused: bool,
+) -> ApiResult<Json<PipelineStatus>> {
     let Path(name) = name?;
     body?;
     let (pipelines, name) = (app.pipelines.clone(), ns.qualify(&name));
-    let status = detached(async move { pipelines.resume(&name).await }).await?;
+    let status = detached(async move {
+        match paused {
+            true => pipelines.pause(&name).await,
+            false => pipelines.resume(&name).await,
+        }
+    })
+    .await?;
     Ok(Json(ns.localize_status(status)))
 }
 

@@ -16,7 +16,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use log_core::{Batch, BatchBuilder, Cleanup, Header, Record};
+use log_core::{Batch, Cleanup};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -135,26 +135,7 @@ pub async fn produce(
 }
 
 fn encode(records: &[(usize, JsonRecord)]) -> Batch {
-    let mut builder = BatchBuilder::new();
-    for (_, record) in records {
-        let headers: Vec<Header<'_>> = record
-            .headers
-            .iter()
-            .map(|(name, value)| Header {
-                name,
-                value: Some(value),
-            })
-            .collect();
-        builder.push(&Record {
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
-            headers: &headers,
-            timestamp: record.timestamp,
-        });
-    }
-    builder
-        .finish()
-        .expect("a request holds at least one record")
+    crate::jsonl::encode(records.iter().map(|(_, record)| record))
 }
 
 #[derive(Deserialize)]
