@@ -362,6 +362,13 @@ fn main() {
             goal: "≥ 0.8".into(),
         },
         Row {
+            measurement: "A's throughput, beside benign B vs alone (configured share 50 %)".into(),
+            weir: mrps(benign.throughput),
+            baseline: mrps(alone.throughput),
+            ratio: benign.throughput / alone.throughput,
+            goal: "≥ 0.5 (its share)".into(),
+        },
+        Row {
             measurement: "A's throughput, beside hostile B vs alone".into(),
             weir: mrps(hostile.throughput),
             baseline: mrps(alone.throughput),

@@ -127,6 +127,7 @@ fn tenants_have_their_own_names_and_never_see_each_other() {
     not_found(server.get("/v1/modules/nope"));
     not_found(server.get("/v1/pipelines/nope"));
     not_found(server.post("/v1/pipelines/nope/pause", &json!({})));
+    not_found(server.post("/v1/pipelines/nope/resume", &json!({})));
     not_found(server.delete("/v1/pipelines/nope"));
     not_found(server.delete("/v1/topics/nope"));
     not_found(server.delete("/v1/modules/nope"));
@@ -134,6 +135,16 @@ fn tenants_have_their_own_names_and_never_see_each_other() {
         "/v1/topics/nope/records",
         &json!({"records": [{"value": 1}]}),
     ));
+    // A pipeline cannot name another tenant's topic: it does not exist here.
+    server.use_token(Some(&acme));
+    server.create_topic("acme-only", 1);
+    server.use_token(Some(&globex));
+    let stolen = json!({"inputs": ["acme-only"], "stages": [{"module": "filter",
+        "config": {"field": "ok", "equals": "true"}, "outputs": {"main": "kept"}}]});
+    let (status, body) = server.put("/v1/pipelines/thief", &stolen);
+    assert_eq!(status, 400, "{body}");
+    let unknown = body["error"].as_str().unwrap();
+    assert!(unknown.contains("unknown topic \"acme-only\""), "{unknown}");
     assert!(
         !message.contains("globex"),
         "errors speak local names: {message}"
