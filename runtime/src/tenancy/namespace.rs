@@ -49,12 +49,29 @@ impl Namespace {
         }
     }
 
-    /// A message with stored names turned into the caller's names.
+    /// A message with stored names turned into the caller's names: every
+    /// `<tenant>.` that starts a word loses its prefix.
     pub fn localize_message(&self, message: &str) -> String {
-        match &self.tenant {
-            Some(tenant) => message.replace(&format!("{tenant}."), ""),
-            None => message.to_string(),
+        let Some(tenant) = &self.tenant else {
+            return message.to_string();
+        };
+        let prefix = format!("{tenant}.");
+        let mut out = String::with_capacity(message.len());
+        let mut rest = message;
+        while let Some(at) = rest.find(&prefix) {
+            let starts_word = rest[..at]
+                .chars()
+                .next_back()
+                .or_else(|| out.chars().next_back())
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '-' || c == '_' || c == '.'));
+            out.push_str(&rest[..at]);
+            if !starts_word {
+                out.push_str(&prefix);
+            }
+            rest = &rest[at + prefix.len()..];
         }
+        out.push_str(rest);
+        out
     }
 
     /// A spec with every topic and module qualified.
@@ -131,6 +148,12 @@ mod tests {
         assert_eq!(
             acme.localize_message("unknown topic \"acme.orders\""),
             "unknown topic \"orders\""
+        );
+        let a = Namespace::tenant("a");
+        assert_eq!(
+            a.localize_message("a.t: see data.a.log, a.b/0"),
+            "t: see data.a.log, b/0",
+            "only prefixes that start a word"
         );
         let global = Namespace::global();
         assert_eq!(global.qualify("orders"), "orders");
