@@ -42,8 +42,12 @@
 //! or from `WEIR_GUESTS_DIR` when set. The output ends with a markdown table
 //! for `BENCHMARKS.md`.
 
+#[path = "../../bench/guests.rs"]
+mod guests;
 #[path = "../../bench/report.rs"]
 mod report;
+
+use guests::guests_dir;
 
 use report::{Row, median, print_table};
 
@@ -180,15 +184,6 @@ fn parse_secs(value: &str) -> f64 {
         .expect("the run length must be a number of seconds");
     assert!(secs > 0.0, "the run length must be positive, got {secs}");
     secs
-}
-
-fn guests_dir() -> PathBuf {
-    match std::env::var_os("WEIR_GUESTS_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests/wasm32-wasip2/release")
-        }
-    }
 }
 
 /// The bytes of guest `name` (`name.wasm` in the guests directory).

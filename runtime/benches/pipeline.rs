@@ -23,10 +23,13 @@
 //!
 //! The guests must be built first (`cargo test -p weir-tests --no-run`).
 
+#[path = "../../bench/guests.rs"]
+mod guests;
 #[path = "../../bench/report.rs"]
 mod report;
 
-use std::path::PathBuf;
+use guests::guests_dir;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,14 +72,6 @@ impl Settings {
             }
         }
     }
-}
-
-fn guests_dir() -> PathBuf {
-    std::env::var_os("WEIR_GUESTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guests/wasm32-wasip2/release")
-        })
 }
 
 fn batches(records: usize, first: usize) -> Vec<Batch> {

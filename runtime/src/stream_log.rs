@@ -135,6 +135,10 @@ impl EmbeddedLog {
         self.log.flush()
     }
 
+    fn partition(&self, topic: &str, partition: u32) -> LogResult<log_core::Partition> {
+        Ok(self.log.topic(topic)?.partition(partition)?.clone())
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Log) -> LogResult<T> + Send + 'static,
@@ -192,7 +196,7 @@ impl StreamLog for EmbeddedLog {
     }
 
     async fn append(&self, topic: &str, partition: u32, batch: Batch) -> LogResult<AppendInfo> {
-        let partition = self.log.topic(topic)?.partition(partition)?.clone();
+        let partition = self.partition(topic, partition)?;
         tokio::task::spawn_blocking(move || partition.append(batch))
             .await
             .expect("appending does not panic")
@@ -205,7 +209,7 @@ impl StreamLog for EmbeddedLog {
         offset: u64,
         max_bytes: usize,
     ) -> LogResult<Vec<Batch>> {
-        let partition = self.log.topic(topic)?.partition(partition)?.clone();
+        let partition = self.partition(topic, partition)?;
         tokio::task::spawn_blocking(move || partition.read(offset, max_bytes))
             .await
             .expect("reading does not panic")
@@ -218,7 +222,7 @@ impl StreamLog for EmbeddedLog {
         offset: u64,
         timeout: Duration,
     ) -> LogResult<u64> {
-        let partition = self.log.topic(topic)?.partition(partition)?.clone();
+        let partition = self.partition(topic, partition)?;
         match tokio::time::timeout(timeout, partition.wait_for(offset)).await {
             Ok(end) => end,
             Err(_elapsed) => Ok(partition.end_offset()),
@@ -231,7 +235,7 @@ impl StreamLog for EmbeddedLog {
         partition: u32,
         timestamp: i64,
     ) -> LogResult<u64> {
-        let partition = self.log.topic(topic)?.partition(partition)?.clone();
+        let partition = self.partition(topic, partition)?;
         tokio::task::spawn_blocking(move || partition.offset_for_timestamp(timestamp))
             .await
             .expect("searching by time does not panic")
