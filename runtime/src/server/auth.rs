@@ -71,7 +71,9 @@ pub async fn authenticate(State(app): State<App>, mut request: Request, next: Ne
 
 /// Rewrites stored names in an error body into the tenant's names.
 async fn localize_error(response: Response, ns: &Namespace) -> Response {
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    // The body changes length: hyper sets the new one.
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
         return ApiError::new(parts.status, "the request failed").into_response();
     };

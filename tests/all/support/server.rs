@@ -74,6 +74,9 @@ impl WeirServer {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
+            // A fresh connection per request: a test must not fail on the
+            // client's reuse of a connection the server has just closed.
+            .max_idle_connections(0)
             .build()
             .into();
         WeirServer {
