@@ -7,6 +7,7 @@
 //! - [`pipeline`]: chains of operators over topics, exactly once
 //! - [`modules`]: uploaded operator modules and their versions
 //! - [`server`]: `weir serve`, the HTTP API
+//! - [`kafka`]: the Kafka wire protocol beside it
 //! - [`tenancy`]: tenants, credentials and namespaces
 //! - [`cli`]: the `weir` command line (server, client commands, `run`, `demo`)
 //! - [`partitioner`], [`files`]: choosing partitions; durable metadata files
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod files;
 pub mod jsonl;
+pub mod kafka;
 pub mod modules;
 pub mod operator;
 pub mod partitioner;

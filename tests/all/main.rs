@@ -2,6 +2,7 @@
 
 mod exactly_once;
 mod http_api;
+mod kafka;
 mod log_api;
 mod log_crash;
 mod log_faults;

@@ -67,6 +67,13 @@ enum Command {
         /// Configuration file (TOML: data_dir, listen, max_request_bytes, [limits]).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Address of the Kafka listener (default 127.0.0.1:9092; `off` disables it).
+        #[arg(long, value_name = "ADDR|off")]
+        kafka_listen: Option<String>,
+        /// Address (host:port) Kafka clients are told to connect to
+        /// (default: the listener's).
+        #[arg(long, value_name = "HOST:PORT")]
+        kafka_advertised: Option<String>,
     },
     /// Create, list, describe and delete topics.
     Topic {
@@ -307,7 +314,9 @@ fn dispatch() -> anyhow::Result<std::process::ExitCode> {
             data_dir,
             listen,
             config,
-        } => serve(data_dir, listen, config),
+            kafka_listen,
+            kafka_advertised,
+        } => serve(data_dir, listen, config, kafka_listen, kafka_advertised),
         Command::Topic { command, remote } => {
             let client = remote.client();
             match command {
@@ -483,6 +492,8 @@ fn serve(
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     config_file: Option<PathBuf>,
+    kafka_listen: Option<String>,
+    kafka_advertised: Option<String>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let mut config = match &config_file {
         Some(path) => {
@@ -499,6 +510,19 @@ fn serve(
     if let Some(listen) = listen {
         config.listen = listen;
     }
+    match kafka_listen.as_deref() {
+        None => {}
+        Some("off") => config.kafka.enabled = false,
+        Some(addr) => {
+            config.kafka.enabled = true;
+            config.kafka.listen = addr.parse().with_context(|| {
+                format!("--kafka-listen {addr:?} must be an address like 127.0.0.1:9092, or off")
+            })?;
+        }
+    }
+    if let Some(advertised) = kafka_advertised {
+        config.kafka.advertised = Some(advertised);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("weir-io")
@@ -509,9 +533,13 @@ fn serve(
         // A closed stdout (say, piped into `head`) must not stop the server.
         use std::io::Write;
         let mut out = std::io::stdout();
+        let kafka = match &server.kafka {
+            Some(kafka) => format!(" and kafka://{}", kafka.advertised()),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "weir listening on http://{} (data in {})",
+            "weir listening on http://{}{kafka} (data in {})",
             server.addr,
             config.data_dir.display()
         );

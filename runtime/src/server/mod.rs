@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::kafka::{KafkaListener, KafkaSettings};
 use crate::modules::ModuleStore;
 use crate::operator::{Limits, OperatorEngine};
 use crate::pipeline::Pipelines;
@@ -38,7 +39,7 @@ use crate::pipeline::scheduler::CpuScheduler;
 use crate::pipeline::spec::PipelineSettings;
 use crate::stream_log::{EmbeddedLog, StreamLog};
 use crate::tenancy::tenants::ADMIN_TOKEN_ENV;
-use crate::tenancy::{Namespace, ProduceRates, Quotas, Tenants};
+use crate::tenancy::{Namespace, OverQuota, ProduceRates, Quotas, Tenants};
 
 /// The server's configuration (the `--config` TOML file; flags override).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// Default quotas of every tenant (with tenancy on).
     pub quotas: Quotas,
+    /// The Kafka listener.
+    pub kafka: KafkaSettings,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             tenancy: false,
             admin_token: None,
             quotas: Quotas::default(),
+            kafka: KafkaSettings::default(),
         }
     }
 }
@@ -100,12 +104,45 @@ impl App {
         let tenants = self.tenants.as_ref()?;
         Some(tenants.quotas(tenant).unwrap_or(self.default_quotas))
     }
+
+    /// Refuses a new topic when the caller has as many as its quota allows.
+    pub fn check_topic_quota(&self, ns: &Namespace) -> Result<(), OverQuota> {
+        let Some(quotas) = self.quotas(ns) else {
+            return Ok(());
+        };
+        let owned = self.log.topics();
+        let count = owned
+            .iter()
+            .filter(|t| ns.localize(&t.name).is_some())
+            .count();
+        quotas.check_count("topics", count as u64)
+    }
+
+    /// Refuses `bytes` of records when the caller stores as much as its
+    /// quota allows or produces faster than its rate.
+    pub fn check_produce(&self, ns: &Namespace, bytes: u64) -> Result<(), OverQuota> {
+        let (Some(quotas), Some(tenant)) = (self.quotas(ns), ns.tenant_name()) else {
+            return Ok(());
+        };
+        let stored: u64 = self
+            .log
+            .topics()
+            .iter()
+            .filter(|t| ns.localize(&t.name).is_some())
+            .flat_map(|t| t.partitions.iter().map(|p| p.size_bytes))
+            .sum();
+        quotas.check_storage(stored)?;
+        self.produce_rates
+            .take(tenant, bytes, quotas.produce_bytes_per_sec)
+    }
 }
 
 /// A started server: its address, and the parts to shut down.
 pub struct Server {
     pub addr: SocketAddr,
     listener: TcpListener,
+    /// The Kafka listener, unless it is off.
+    pub kafka: Option<KafkaListener>,
     app: App,
     embedded: EmbeddedLog,
     config: ServerConfig,
@@ -155,18 +192,24 @@ impl Server {
             .await
             .with_context(|| format!("while listening on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let app = App {
+            log,
+            modules,
+            pipelines,
+            tenants,
+            default_quotas: config.quotas,
+            produce_rates: Arc::new(ProduceRates::default()),
+            scheduler,
+        };
+        let kafka = match config.kafka.enabled {
+            true => Some(KafkaListener::bind(app.clone(), config.kafka.clone()).await?),
+            false => None,
+        };
         Ok(Server {
             addr,
             listener,
-            app: App {
-                log,
-                modules,
-                pipelines,
-                tenants,
-                default_quotas: config.quotas,
-                produce_rates: Arc::new(ProduceRates::default()),
-                scheduler,
-            },
+            kafka,
+            app,
             embedded,
             config,
             admin_token_file,
@@ -180,10 +223,22 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = router(self.app.clone(), &self.config);
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("while serving HTTP")?;
+        // Both listeners stop on the same signal.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let kafka = self.kafka.map(|kafka| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(kafka.run(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        });
+        let http = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        http.await.context("while serving HTTP")?;
+        if let Some(kafka) = kafka {
+            let _ = kafka.await;
+        }
         tracing::info!("shutting down: stopping pipelines");
         self.app.pipelines.shutdown().await;
         let embedded = self.embedded.clone();

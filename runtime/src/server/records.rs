@@ -108,19 +108,8 @@ pub async fn produce(
         }
         batches.push((partition, records, batch));
     }
-    if let (Some(quotas), Some(tenant)) = (app.quotas(&ns), ns.tenant_name()) {
-        let stored: u64 = app
-            .log
-            .topics()
-            .iter()
-            .filter(|t| ns.localize(&t.name).is_some())
-            .flat_map(|t| t.partitions.iter().map(|p| p.size_bytes))
-            .sum();
-        quotas.check_storage(stored)?;
-        let bytes: usize = batches.iter().map(|(_, _, b)| b.size()).sum();
-        app.produce_rates
-            .take(tenant, bytes as u64, quotas.produce_bytes_per_sec)?;
-    }
+    let bytes: usize = batches.iter().map(|(_, _, b)| b.size()).sum();
+    app.check_produce(&ns, bytes as u64)?;
     let mut offsets = vec![None; request.records.len()];
     for (partition, records, batch) in batches {
         let info = app.log.append(&topic, partition, batch).await?;

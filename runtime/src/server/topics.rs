@@ -33,14 +33,7 @@ pub async fn create(
     let config: TopicConfig = serde_json::from_value(Value::Object(fields))
         .map_err(|e| ApiError::bad_request(format!("invalid topic settings: {e}")))?;
     validate_topic_name(&name)?;
-    if let Some(quotas) = app.quotas(&ns) {
-        let owned = app.log.topics();
-        let count = owned
-            .iter()
-            .filter(|t| ns.localize(&t.name).is_some())
-            .count();
-        quotas.check_count("topics", count as u64)?;
-    }
+    app.check_topic_quota(&ns)?;
     let info = app.log.create_topic(&ns.qualify(&name), config).await?;
     Ok((StatusCode::CREATED, Json(localize(&ns, info))))
 }

@@ -183,4 +183,5 @@ pub fn outputs(output: &weir::operator::CallOutput) -> Vec<Out> {
         .collect()
 }
 
+pub mod kafka_wire;
 pub mod server;

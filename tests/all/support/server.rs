@@ -23,6 +23,8 @@ pub struct WeirServer {
     /// Lines the server printed to stdout after the first.
     pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub url: String,
+    /// `host:port` of the Kafka listener (Kafka's bootstrap servers).
+    pub kafka: String,
     pub dir: PathBuf,
     agent: ureq::Agent,
     token: std::sync::Mutex<Option<String>>,
@@ -44,7 +46,14 @@ impl WeirServer {
             .open(dir.with_extension("server.log"))
             .expect("open the server log");
         let mut child = Command::new(WEIR)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--kafka-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(dir)
             .arg("--config")
             .arg(&config_file)
@@ -71,6 +80,11 @@ impl WeirServer {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no address in {line:?}; see {}", dir.display()))
             .to_string();
+        let kafka = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("kafka://"))
+            .unwrap_or_else(|| panic!("no Kafka address in {line:?}"))
+            .to_string();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
@@ -83,6 +97,7 @@ impl WeirServer {
             child: Some(child),
             stdout: lines,
             url,
+            kafka,
             dir: dir.to_path_buf(),
             agent,
             token: std::sync::Mutex::new(None),

@@ -1,0 +1,252 @@
+//! Record batches as producers send them, turned into batches the log
+//! stores.
+//!
+//! The log stores Kafka's RecordBatch v2 uncompressed, so an uncompressed
+//! client batch is stored as sent (only the leader epoch, outside the CRC,
+//! is set to the log's 0). A compressed batch (gzip, snappy, lz4, zstd) has
+//! its records section decompressed, with a bound, and is re-framed around
+//! the very same record bytes: keys, values, headers (duplicates included),
+//! timestamps, offset deltas and producer fields are kept exactly.
+
+use std::io::Read;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::compression::{Decompressor, Snappy};
+use log_core::Batch;
+use weir_format::{HEADER_LEN, LENGTH_PREFIX, declared_len, field, seal};
+
+/// Attribute bits of RecordBatch v2.
+const COMPRESSION_MASK: i16 = 0x07;
+const TRANSACTIONAL: i16 = 0x10;
+const CONTROL: i16 = 0x20;
+
+/// Why a producer's records were refused.
+#[derive(Debug)]
+pub struct Refused {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+fn refuse(code: ResponseError, message: impl Into<String>) -> Refused {
+    Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Splits the records of one partition of a produce request into batches
+/// the log accepts. `max_batch_bytes` bounds each batch after
+/// decompression.
+pub fn from_produced(records: Bytes, max_batch_bytes: usize) -> Result<Vec<Batch>, Refused> {
+    let mut batches = Vec::new();
+    let mut rest = records;
+    while !rest.is_empty() {
+        let len = declared_len(&rest)
+            .filter(|len| *len >= HEADER_LEN && *len <= rest.len())
+            .ok_or_else(|| {
+                refuse(
+                    ResponseError::CorruptMessage,
+                    "a record batch is cut short or its length field is invalid",
+                )
+            })?;
+        let bytes = rest.split_to(len);
+        batches.push(one_batch(bytes, max_batch_bytes)?);
+    }
+    if batches.is_empty() {
+        return Err(refuse(
+            ResponseError::CorruptMessage,
+            "no record batch sent",
+        ));
+    }
+    Ok(batches)
+}
+
+fn one_batch(bytes: Bytes, max_batch_bytes: usize) -> Result<Batch, Refused> {
+    let magic = bytes[field::MAGIC] as i8;
+    if magic != 2 {
+        return Err(refuse(
+            ResponseError::UnsupportedForMessageFormat,
+            format!("message format v{magic} is not accepted (only RecordBatch v2)"),
+        ));
+    }
+    let stored_crc = u32::from_be_bytes(bytes[field::CRC..field::CRC + 4].try_into().expect("4"));
+    let crc = crc32c::crc32c(&bytes[field::ATTRIBUTES..]);
+    if stored_crc != crc {
+        return Err(refuse(
+            ResponseError::CorruptMessage,
+            format!(
+                "record batch CRC mismatch: header says {stored_crc:#010x}, data gives {crc:#010x}"
+            ),
+        ));
+    }
+    let attributes = i16::from_be_bytes(
+        bytes[field::ATTRIBUTES..field::ATTRIBUTES + 2]
+            .try_into()
+            .expect("2"),
+    );
+    if attributes & CONTROL != 0 {
+        return Err(refuse(
+            ResponseError::InvalidRecord,
+            "producers may not send control batches",
+        ));
+    }
+    if attributes & TRANSACTIONAL != 0 {
+        return Err(refuse(
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactional produce is not supported yet",
+        ));
+    }
+    let mut batch = match attributes & COMPRESSION_MASK {
+        0 => BytesMut::from(bytes),
+        codec => {
+            let records = decompress(codec, bytes.slice(HEADER_LEN..), max_batch_bytes)?;
+            let mut batch = BytesMut::with_capacity(HEADER_LEN + records.len());
+            batch.extend_from_slice(&bytes[..HEADER_LEN]);
+            batch.extend_from_slice(&records);
+            let length = i32::try_from(batch.len() - LENGTH_PREFIX).map_err(|_| {
+                refuse(
+                    ResponseError::MessageTooLarge,
+                    "decompressed batch over 2 GiB",
+                )
+            })?;
+            batch[field::LENGTH..field::LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+            let plain = attributes & !COMPRESSION_MASK;
+            batch[field::ATTRIBUTES..field::ATTRIBUTES + 2].copy_from_slice(&plain.to_be_bytes());
+            seal(&mut batch);
+            batch
+        }
+    };
+    // The log keeps leader epoch 0; the field is outside the CRC.
+    batch[field::LEADER_EPOCH..field::LEADER_EPOCH + 4].copy_from_slice(&0i32.to_be_bytes());
+    Batch::from_bytes(batch.freeze()).map_err(|e| {
+        refuse(
+            ResponseError::CorruptMessage,
+            format!("invalid record batch: {e}"),
+        )
+    })
+}
+
+/// The records section of a compressed batch, decompressed; more than
+/// `limit` bytes is refused as too large (a decompression bomb stops there).
+fn decompress(codec: i16, data: Bytes, limit: usize) -> Result<Vec<u8>, Refused> {
+    let failed = |name: &str, e: &dyn std::fmt::Display| {
+        refuse(
+            ResponseError::CorruptMessage,
+            format!("{name} data does not decompress: {e}"),
+        )
+    };
+    let (name, result) = match codec {
+        1 => (
+            "gzip",
+            bounded(flate2::read::GzDecoder::new(&data[..]), limit),
+        ),
+        2 => {
+            let result = Snappy::decompress(&mut data.clone(), |out: &mut Bytes| Ok(out.to_vec()))
+                .map_err(|e| failed("snappy", &e))?;
+            ("snappy", Ok(result))
+        }
+        3 => match lz4::Decoder::new(&data[..]) {
+            Ok(decoder) => ("lz4", bounded(decoder, limit)),
+            Err(e) => return Err(failed("lz4", &e)),
+        },
+        4 => match zstd::stream::read::Decoder::new(&data[..]) {
+            Ok(decoder) => ("zstd", bounded(decoder, limit)),
+            Err(e) => return Err(failed("zstd", &e)),
+        },
+        other => {
+            return Err(refuse(
+                ResponseError::CorruptMessage,
+                format!("unknown compression codec {other}"),
+            ));
+        }
+    };
+    let records = result.map_err(|e| failed(name, &e))?;
+    if records.len() > limit {
+        return Err(refuse(
+            ResponseError::MessageTooLarge,
+            format!("the {name} batch decompresses to more than the topic's {limit} bytes"),
+        ));
+    }
+    Ok(records)
+}
+
+/// Reads at most `limit + 1` bytes (one more than allowed shows the excess).
+fn bounded(reader: impl Read, limit: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    reader.take(limit as u64 + 1).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log_core::{BatchBuilder, Record};
+    use std::io::Write;
+
+    fn plain_batch(values: &[&[u8]]) -> Bytes {
+        let mut builder = BatchBuilder::new();
+        for value in values {
+            builder.push(&Record {
+                key: Some(b"k"),
+                value: Some(value),
+                ..Record::default()
+            });
+        }
+        builder.finish().unwrap().into_bytes()
+    }
+
+    /// The batch with its records section gzipped, as a producer sends it.
+    fn gzipped(plain: &Bytes) -> Bytes {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&plain[HEADER_LEN..]).unwrap();
+        let records = encoder.finish().unwrap();
+        let mut batch = plain[..HEADER_LEN].to_vec();
+        batch.extend_from_slice(&records);
+        let length = (batch.len() - LENGTH_PREFIX) as i32;
+        batch[field::LENGTH..field::LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+        batch[field::ATTRIBUTES + 1] |= 1;
+        seal(&mut batch);
+        Bytes::from(batch)
+    }
+
+    #[test]
+    fn compressed_batches_become_the_same_records_uncompressed() {
+        let plain = plain_batch(&[b"one", b"two", b"three"]);
+        let batches = from_produced(gzipped(&plain), 1 << 20).unwrap();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].as_bytes(), &plain);
+    }
+
+    #[test]
+    fn several_batches_in_one_request_are_split() {
+        let mut both = BytesMut::new();
+        both.extend_from_slice(&plain_batch(&[b"a"]));
+        both.extend_from_slice(&plain_batch(&[b"b", b"c"]));
+        let batches = from_produced(both.freeze(), 1 << 20).unwrap();
+        assert_eq!(
+            batches.iter().map(|b| b.record_count()).collect::<Vec<_>>(),
+            [1, 2]
+        );
+    }
+
+    #[test]
+    fn bad_batches_get_the_protocol_error() {
+        let plain = plain_batch(&[b"x"]);
+        let mut corrupt = plain.to_vec();
+        *corrupt.last_mut().unwrap() ^= 1;
+        let error = from_produced(Bytes::from(corrupt), 1 << 20).unwrap_err();
+        assert_eq!(error.code, ResponseError::CorruptMessage);
+        assert!(error.message.contains("CRC"), "{}", error.message);
+
+        let cut = plain.slice(..plain.len() - 1);
+        assert_eq!(
+            from_produced(cut, 1 << 20).unwrap_err().code,
+            ResponseError::CorruptMessage
+        );
+
+        let big = plain_batch(&[&[0u8; 100_000]]);
+        let error = from_produced(gzipped(&big), 10_000).unwrap_err();
+        assert_eq!(error.code, ResponseError::MessageTooLarge);
+    }
+}

@@ -1,0 +1,220 @@
+//! One client connection: reads size-prefixed request frames, answers them
+//! in order, and holds the connection's session (who is authenticated,
+//! which namespace its names live in).
+//!
+//! Memory is bounded: a frame larger than `max_request_bytes` closes the
+//! connection before anything is allocated, and the bytes of frames being
+//! read or handled come from a server-wide budget, so slow or stuck clients
+//! cannot hold more than `max_in_flight_bytes` together. A frame that does
+//! not decode, an unknown API or an unsupported version (other than
+//! ApiVersions, which answers with the versions spoken) closes only this
+//! connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{Broker, admin, fetch, metadata, offsets, produce, sasl, versions};
+use crate::tenancy::Namespace;
+
+/// A connection with no request for this long is closed (Kafka's
+/// `connections.max.idle.ms`).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Once a frame's size has arrived, the rest must follow within this.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a connection knows about its client.
+pub struct Session {
+    pub peer: SocketAddr,
+    /// The names this client sees; `None` until SASL has authenticated it
+    /// when tenancy is on.
+    pub namespace: Option<Namespace>,
+    /// A SaslHandshake chose PLAIN; SaslAuthenticate may follow.
+    pub sasl_started: bool,
+}
+
+impl Session {
+    /// The namespace of an authenticated session.
+    pub fn namespace(&self) -> &Namespace {
+        self.namespace
+            .as_ref()
+            .expect("requests other than SASL are answered only once authenticated")
+    }
+}
+
+/// Why a connection ends.
+enum Close {
+    /// The client went away or idled out.
+    Quietly,
+    /// The client broke the protocol; logged.
+    Because(String),
+}
+
+/// Serves one connection until the client closes it or breaks the protocol.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+    let _ = stream.set_nodelay(true);
+    let mut session = Session {
+        peer,
+        namespace: broker.app.tenants.is_none().then(Namespace::global),
+        sasl_started: false,
+    };
+    loop {
+        match serve_one(&mut stream, &mut session, &broker).await {
+            Ok(()) => {}
+            Err(Close::Quietly) => return,
+            Err(Close::Because(reason)) => {
+                tracing::info!(%peer, "closing Kafka connection: {reason}");
+                return;
+            }
+        }
+    }
+}
+
+/// Reads, answers and writes one request.
+async fn serve_one(
+    stream: &mut TcpStream,
+    session: &mut Session,
+    broker: &Broker,
+) -> Result<(), Close> {
+    let size = match tokio::time::timeout(IDLE_TIMEOUT, stream.read_i32()).await {
+        Ok(Ok(size)) => size,
+        Ok(Err(_)) | Err(_) => return Err(Close::Quietly),
+    };
+    let max = broker.settings.max_request_bytes;
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|size| (8..=max).contains(size))
+        .ok_or_else(|| {
+            Close::Because(format!(
+                "request frame of {size} bytes (1 to {max} allowed)"
+            ))
+        })?;
+    let permits = u32::try_from(size).expect("frames are smaller than 4 GiB");
+    let _held = broker
+        .in_flight
+        .acquire_many(permits)
+        .await
+        .expect("the request budget is never closed");
+    let mut frame = BytesMut::zeroed(size);
+    match tokio::time::timeout(FRAME_TIMEOUT, stream.read_exact(&mut frame)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Err(Close::Quietly),
+        Err(_) => return Err(Close::Because("request frame not completed in time".into())),
+    }
+    let Some(response) = answer(frame.freeze(), session, broker).await? else {
+        return Ok(());
+    };
+    stream
+        .write_all(&response)
+        .await
+        .map_err(|_| Close::Quietly)
+}
+
+/// Decodes one request frame, handles it and encodes the response frame
+/// (none for a produce with acks 0).
+async fn answer(
+    mut frame: Bytes,
+    session: &mut Session,
+    broker: &Broker,
+) -> Result<Option<BytesMut>, Close> {
+    let raw_key = frame.clone().get_i16();
+    let version = (&frame[2..4]).get_i16();
+    let correlation_id = (&frame[4..8]).get_i32();
+    let api_key = ApiKey::try_from(raw_key)
+        .map_err(|_| Close::Because(format!("unknown API key {raw_key}")))?;
+    if !versions::supported(api_key, version) {
+        if api_key == ApiKey::ApiVersions {
+            // Answered in v0, which every client can read (KIP-511).
+            return encode(correlation_id, api_key, 0, versions::unsupported()).map(Some);
+        }
+        return Err(Close::Because(format!(
+            "{api_key:?} v{version} is not supported"
+        )));
+    }
+    let header =
+        decode(|| RequestHeader::decode(&mut frame, api_key.request_header_version(version)))
+            .map_err(|e| Close::Because(format!("malformed {api_key:?} request header: {e}")))?;
+    let request = decode(|| RequestKind::decode(api_key, &mut frame, version))
+        .map_err(|e| Close::Because(format!("malformed {api_key:?} v{version} request: {e}")))?;
+    if session.namespace.is_none() && !sasl::allowed_before_authentication(api_key) {
+        return Err(Close::Because(format!(
+            "{api_key:?} before SASL authentication (this server requires SASL PLAIN)"
+        )));
+    }
+    let client = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
+    tracing::trace!(peer = %session.peer, client, ?api_key, version, "Kafka request");
+    let response = match request {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::supported_versions()),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::metadata(broker, session, r, version))
+        }
+        RequestKind::Produce(r) => match produce::produce(broker, session, r, version).await {
+            Some(response) => ResponseKind::Produce(response),
+            None => return Ok(None),
+        },
+        RequestKind::Fetch(r) => {
+            ResponseKind::Fetch(fetch::fetch(broker, session, r, version).await)
+        }
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(offsets::list_offsets(broker, session, r, version).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(produce::init_producer_id(broker, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(broker, session, r, version).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(broker, session, r, version).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(admin::describe_configs(broker, session, r, version))
+        }
+        RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(sasl::handshake(session, r)),
+        RequestKind::SaslAuthenticate(r) => {
+            ResponseKind::SaslAuthenticate(sasl::authenticate(broker, session, r))
+        }
+        other => {
+            return Err(Close::Because(format!(
+                "no handler for {:?}",
+                std::mem::discriminant(&other)
+            )));
+        }
+    };
+    encode(correlation_id, api_key, version, response).map(Some)
+}
+
+/// Runs a decoder of untrusted bytes; a panic in it counts as a decode error.
+fn decode<T>(work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the decoder failed on this input")))
+}
+
+/// A response frame: size, header, body.
+fn encode(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    response: ResponseKind,
+) -> Result<BytesMut, Close> {
+    let mut frame = BytesMut::with_capacity(256);
+    frame.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(&mut frame, api_key.response_header_version(version))
+        .and_then(|()| response.encode(&mut frame, version))
+        .map_err(|e| {
+            tracing::error!(?api_key, version, "encoding a Kafka response failed: {e:#}");
+            Close::Because(format!("could not encode the {api_key:?} response"))
+        })?;
+    let size =
+        i32::try_from(frame.len() - 4).map_err(|_| Close::Because("response over 2 GiB".into()))?;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(frame)
+}

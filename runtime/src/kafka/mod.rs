@@ -1,0 +1,185 @@
+//! The Kafka wire protocol: existing Kafka clients and tools produce to and
+//! consume from Weir unchanged. `weir serve` opens this listener beside the
+//! HTTP API and presents itself as a one-broker cluster.
+//!
+//! Requests and responses are decoded and encoded by the `kafka-protocol`
+//! crate; this module decides which versions are spoken ([`versions`]) and
+//! maps each request onto the same [`StreamLog`](crate::stream_log) the HTTP
+//! API and the pipelines use, so a record has one truth whichever way it
+//! came in or goes out.
+//!
+//! - [`connection`]: framing, per-connection state, dispatch, memory bounds
+//! - [`versions`]: supported APIs and ApiVersions
+//! - [`metadata`], [`admin`]: the cluster, topics and their configuration
+//! - [`produce`], [`batches`]: appends (compressed batches are decompressed)
+//! - [`fetch`], [`offsets`]: reads serving stored batches, offset lookups
+//! - [`sasl`]: SASL PLAIN, tenant as user name and token as password
+//! - [`errors`]: log errors as Kafka error codes
+
+mod admin;
+mod batches;
+mod connection;
+mod errors;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+mod sasl;
+mod versions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::server::App;
+
+/// The only broker of the cluster Weir presents.
+const NODE_ID: i32 = 0;
+
+/// Settings of the Kafka listener (`[kafka]` in the server's configuration).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Whether the listener runs. Default on.
+    pub enabled: bool,
+    /// Default `127.0.0.1:9092` (port 0 picks one).
+    pub listen: SocketAddr,
+    /// `host:port` clients are told to connect to. Default: the address
+    /// the listener is bound to.
+    pub advertised: Option<String>,
+    /// Largest request frame; a larger one closes its connection.
+    /// Default 100 MiB (Kafka's `socket.request.max.bytes`).
+    pub max_request_bytes: usize,
+    /// Request bytes held at once over all connections; readers wait
+    /// for room. Default 512 MiB.
+    pub max_in_flight_bytes: usize,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised: None,
+            max_request_bytes: 100 << 20,
+            max_in_flight_bytes: 512 << 20,
+        }
+    }
+}
+
+/// What every connection shares.
+struct Broker {
+    app: App,
+    settings: KafkaSettings,
+    /// Host and port returned in metadata.
+    advertised_host: String,
+    advertised_port: i32,
+    /// Bounds the request bytes held at once (permits are bytes).
+    in_flight: Semaphore,
+}
+
+/// A bound Kafka listener, ready to serve.
+pub struct KafkaListener {
+    pub addr: SocketAddr,
+    listener: TcpListener,
+    broker: Arc<Broker>,
+}
+
+impl KafkaListener {
+    /// Binds the listener; the advertised address defaults to the bound one.
+    pub async fn bind(app: App, settings: KafkaSettings) -> anyhow::Result<KafkaListener> {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("while opening the Kafka listener on {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let (advertised_host, advertised_port) = match &settings.advertised {
+            Some(advertised) => parse_host_port(advertised)?,
+            None => (addr.ip().to_string(), i32::from(addr.port())),
+        };
+        let permits = settings
+            .max_in_flight_bytes
+            .max(settings.max_request_bytes)
+            .min(Semaphore::MAX_PERMITS);
+        Ok(KafkaListener {
+            addr,
+            listener,
+            broker: Arc::new(Broker {
+                app,
+                settings,
+                advertised_host,
+                advertised_port,
+                in_flight: Semaphore::new(permits),
+            }),
+        })
+    }
+
+    /// `host:port` as clients are told to connect.
+    pub fn advertised(&self) -> String {
+        format!(
+            "{}:{}",
+            self.broker.advertised_host, self.broker.advertised_port
+        )
+    }
+
+    /// Accepts connections until `shutdown` resolves; each is served on its
+    /// own task.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let broker = self.broker.clone();
+                        tokio::spawn(connection::serve(stream, peer, broker));
+                    }
+                    Err(error) => {
+                        // Out of file descriptors, say: wait instead of spinning.
+                        tracing::warn!(%error, "accepting a Kafka connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Splits `host:port` (the host may be a bracketed IPv6 address).
+fn parse_host_port(text: &str) -> anyhow::Result<(String, i32)> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .with_context(|| format!("advertised Kafka address {text:?} must be host:port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("advertised Kafka address {text:?} has an invalid port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    anyhow::ensure!(
+        !host.is_empty(),
+        "advertised Kafka address {text:?} has no host"
+    );
+    Ok((host.to_string(), i32::from(port)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_host_port;
+
+    #[test]
+    fn advertised_addresses_are_host_and_port() {
+        assert_eq!(
+            parse_host_port("broker.example:9093").unwrap(),
+            ("broker.example".to_string(), 9093)
+        );
+        assert_eq!(
+            parse_host_port("[::1]:9092").unwrap(),
+            ("::1".to_string(), 9092)
+        );
+        assert!(parse_host_port("no-port").is_err());
+        assert!(parse_host_port(":9092").is_err());
+        assert!(parse_host_port("host:99999").is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! SASL PLAIN (SaslHandshake v1, then SaslAuthenticate): the user name is
+//! the tenant and the password one of its tokens, checked exactly as the
+//! HTTP API checks a bearer token. An authenticated connection sees and
+//! touches only its tenant's topics, in tenant-local names.
+//!
+//! With tenancy on, a connection may send nothing but ApiVersions and the
+//! SASL requests until it has authenticated. With tenancy off, SASL is not
+//! needed; a client that authenticates anyway is let in with any
+//! credentials, as every client is.
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::sasl_authenticate_request::SaslAuthenticateRequest;
+use kafka_protocol::messages::sasl_authenticate_response::SaslAuthenticateResponse;
+use kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest;
+use kafka_protocol::messages::sasl_handshake_response::SaslHandshakeResponse;
+use kafka_protocol::protocol::StrBytes;
+
+use super::Broker;
+use super::connection::Session;
+use crate::tenancy::{Caller, Namespace};
+
+const PLAIN: &str = "PLAIN";
+
+/// Requests a connection may send before it has authenticated.
+pub fn allowed_before_authentication(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    )
+}
+
+pub fn handshake(session: &mut Session, request: SaslHandshakeRequest) -> SaslHandshakeResponse {
+    let response =
+        SaslHandshakeResponse::default().with_mechanisms(vec![StrBytes::from_static_str(PLAIN)]);
+    if request.mechanism.as_str() == PLAIN {
+        session.sasl_started = true;
+        response
+    } else {
+        response.with_error_code(ResponseError::UnsupportedSaslMechanism.code())
+    }
+}
+
+pub fn authenticate(
+    broker: &Broker,
+    session: &mut Session,
+    request: SaslAuthenticateRequest,
+) -> SaslAuthenticateResponse {
+    let refuse = |code: ResponseError, message: &str| {
+        SaslAuthenticateResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(StrBytes::from_string(message.to_string())))
+    };
+    if !session.sasl_started {
+        return refuse(
+            ResponseError::IllegalSaslState,
+            "SaslAuthenticate before a SaslHandshake choosing PLAIN",
+        );
+    }
+    session.sasl_started = false;
+    let Some((user, password)) = parse_plain(&request.auth_bytes) else {
+        return refuse(
+            ResponseError::SaslAuthenticationFailed,
+            "malformed SASL PLAIN message",
+        );
+    };
+    let namespace = match &broker.app.tenants {
+        None => Namespace::global(),
+        Some(tenants) => match tenants.authenticate(password) {
+            Some(Caller::Tenant(tenant)) if tenant == user => Namespace::tenant(&tenant),
+            Some(Caller::Admin) => {
+                return refuse(
+                    ResponseError::SaslAuthenticationFailed,
+                    "the admin credential manages tenants; use a tenant's token for its data",
+                );
+            }
+            _ => {
+                tracing::info!(peer = %session.peer, user, "Kafka SASL authentication failed");
+                return refuse(
+                    ResponseError::SaslAuthenticationFailed,
+                    "invalid user name or token (the user name is the tenant, the password one of its tokens)",
+                );
+            }
+        },
+    };
+    session.namespace = Some(namespace);
+    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::new())
+}
+
+/// `authzid NUL authcid NUL password` (RFC 4616); an authorization id, if
+/// given, must be the user itself.
+fn parse_plain(message: &[u8]) -> Option<(&str, &str)> {
+    let text = std::str::from_utf8(message).ok()?;
+    let mut parts = text.split('\0');
+    let (authzid, user, password) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || user.is_empty() || !(authzid.is_empty() || authzid == user) {
+        return None;
+    }
+    Some((user, password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_plain;
+
+    #[test]
+    fn plain_messages_carry_user_and_password() {
+        assert_eq!(parse_plain(b"\0acme\0s3cret"), Some(("acme", "s3cret")));
+        assert_eq!(parse_plain(b"acme\0acme\0s3cret"), Some(("acme", "s3cret")));
+        assert_eq!(parse_plain(b"other\0acme\0s3cret"), None);
+        assert_eq!(parse_plain(b"\0\0s3cret"), None);
+        assert_eq!(parse_plain(b"acme:s3cret"), None);
+        assert_eq!(parse_plain(b"\0acme\0pw\0extra"), None);
+    }
+}

@@ -1,0 +1,803 @@
+//! The Kafka listener of a real `weir serve`, spoken to by librdkafka
+//! (through the `rdkafka` crate, built from its bundled sources) and by a
+//! bare protocol client for what librdkafka will not send on purpose:
+//! replayed sequences, corrupt batches, malformed frames.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
+use kafka_protocol::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use kafka_protocol::messages::{ApiKey, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use log_core::{BatchBuilder, ProducerStamp, Record};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, Timestamp, TopicPartitionList};
+use serde_json::{Value, json};
+
+use crate::support::kafka_wire::Wire;
+use crate::support::server::WeirServer;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn config(server: &WeirServer, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &server.kafka)
+        .set("broker.address.family", "v4")
+        .set("message.timeout.ms", "30000");
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    config
+}
+
+fn producer(server: &WeirServer, extra: &[(&str, &str)]) -> FutureProducer {
+    config(
+        server,
+        &[&[("acks", "all"), ("linger.ms", "5")], extra].concat(),
+    )
+    .create()
+    .expect("create a producer")
+}
+
+/// Sends one record and waits for its `(partition, offset)`.
+fn send(producer: &FutureProducer, record: FutureRecord<'_, [u8], [u8]>) -> (i32, i64) {
+    let delivery = futures::executor::block_on(
+        producer
+            .send_result(record)
+            .map_err(|(e, _)| e)
+            .expect("queue the record"),
+    )
+    .expect("delivery report");
+    let delivery = delivery.unwrap_or_else(|(e, _)| panic!("delivery failed: {e}"));
+    (delivery.partition, delivery.offset)
+}
+
+/// Every record of `topic` from the beginning, read by partition
+/// assignment (no consumer group), until `count` have arrived.
+fn consume(server: &WeirServer, topic: &str, partitions: i32, count: usize) -> Vec<OwnedMessage> {
+    consume_with(server, topic, partitions, count, &[])
+}
+
+fn consume_with(
+    server: &WeirServer,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    extra: &[(&str, &str)],
+) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = config(
+        server,
+        &[
+            &[
+                ("group.id", "weir-tests"),
+                ("enable.auto.commit", "false"),
+                ("fetch.wait.max.ms", "100"),
+            ],
+            extra,
+        ]
+        .concat(),
+    )
+    .create()
+    .expect("create a consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).expect("assign partitions");
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while messages.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} records of {topic} arrived",
+            messages.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => messages.push(message.detach()),
+            Some(Err(e)) => panic!("consuming {topic} failed: {e}"),
+            None => {}
+        }
+    }
+    messages
+}
+
+fn headers_of(message: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
+    message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn records_produced_over_kafka_are_the_records_every_other_path_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    server.create_topic("events", 3);
+    let producer = producer(&server, &[("partitioner", "murmur2_random")]);
+    let base_time = 1_700_000_000_000i64;
+    let mut sent = BTreeMap::new();
+    for i in 0..30i64 {
+        let key = format!("k{i}");
+        let value = format!("value {i}");
+        let mut headers = OwnedHeaders::new().insert(Header {
+            key: "n",
+            value: Some(i.to_string().as_bytes()),
+        });
+        if i == 7 {
+            // Kafka allows a header name more than once, and null values.
+            headers = headers
+                .insert(Header {
+                    key: "n",
+                    value: Some(b"again".as_slice()),
+                })
+                .insert(Header {
+                    key: "empty",
+                    value: None::<&[u8]>,
+                });
+        }
+        let record = FutureRecord::to("events")
+            .key(key.as_bytes())
+            .payload(value.as_bytes())
+            .headers(headers)
+            .timestamp(base_time + i * 1000);
+        let (partition, offset) = send(&producer, record);
+        sent.insert((partition, offset), (key, value, base_time + i * 1000));
+    }
+
+    // librdkafka reads back exactly what it wrote, at the offsets it was told.
+    let received = consume(&server, "events", 3, 30);
+    for message in &received {
+        let (key, value, time) = &sent[&(message.partition(), message.offset())];
+        assert_eq!(message.key(), Some(key.as_bytes()));
+        assert_eq!(message.payload(), Some(value.as_bytes()));
+        assert_eq!(message.timestamp(), Timestamp::CreateTime(*time));
+        let n = key[1..].to_string();
+        let expected_headers = if n == "7" {
+            vec![
+                ("n".to_string(), Some(b"7".to_vec())),
+                ("n".to_string(), Some(b"again".to_vec())),
+                ("empty".to_string(), None),
+            ]
+        } else {
+            vec![("n".to_string(), Some(n.into_bytes()))]
+        };
+        assert_eq!(headers_of(message), expected_headers);
+    }
+
+    // The HTTP API shows the same records at the same offsets, and the
+    // keys were partitioned as Weir's own partitioner does (Kafka's murmur2).
+    let mut seen = 0;
+    for partition in 0..3 {
+        for record in server.records("events", partition) {
+            let offset = record["offset"].as_i64().unwrap();
+            let (key, value, time) = &sent[&(partition as i32, offset)];
+            assert_eq!(record["key"], json!(key));
+            assert_eq!(record["value"], json!(value));
+            assert_eq!(record["timestamp"], json!(time));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 30);
+    let offsets = server.produce("events", vec![json!({"key": "k3", "value": "again"})]);
+    let k3_partition = sent
+        .iter()
+        .find(|(_, (key, _, _))| key == "k3")
+        .map(|((p, _), _)| *p)
+        .unwrap();
+    assert_eq!(offsets[0]["partition"], json!(k3_partition));
+}
+
+#[test]
+fn records_produced_over_http_are_fetched_over_kafka_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    server.create_topic("notes", 1);
+    server.produce(
+        "notes",
+        vec![
+            json!({"key": "a", "value": "first", "headers": {"source": "http"}, "timestamp": 1000}),
+            json!({"key_b64": "AAEC", "value_b64": "/wD+", "timestamp": 2000}),
+            json!({"value": {"json": true}, "timestamp": 3000}),
+        ],
+    );
+    let messages = consume(&server, "notes", 1, 3);
+    assert_eq!(messages[0].key(), Some(b"a".as_slice()));
+    assert_eq!(messages[0].payload(), Some(b"first".as_slice()));
+    assert_eq!(
+        headers_of(&messages[0]),
+        vec![("source".to_string(), Some(b"http".to_vec()))]
+    );
+    assert_eq!(messages[0].timestamp(), Timestamp::CreateTime(1000));
+    assert_eq!(messages[1].key(), Some([0u8, 1, 2].as_slice()));
+    assert_eq!(messages[1].payload(), Some([0xffu8, 0, 0xfe].as_slice()));
+    assert_eq!(messages[2].key(), None);
+    assert_eq!(messages[2].payload(), Some(br#"{"json":true}"#.as_slice()));
+    assert_eq!(
+        messages.iter().map(|m| m.offset()).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+}
+
+#[test]
+fn every_compression_codec_is_accepted_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        server.create_topic(codec, 1);
+        let producer = producer(
+            &server,
+            &[("compression.codec", codec), ("linger.ms", "50")],
+        );
+        // Queued together, so librdkafka compresses them as one batch.
+        let futures: Vec<_> = (0..200)
+            .map(|i| {
+                let value = format!("{codec} record {i} {}", "compressible ".repeat(8));
+                producer
+                    .send_result(
+                        FutureRecord::<[u8], [u8]>::to(codec)
+                            .key(format!("{i}").as_bytes())
+                            .payload(value.as_bytes()),
+                    )
+                    .map_err(|(e, _)| e)
+                    .expect("queue")
+            })
+            .collect();
+        for future in futures {
+            futures::executor::block_on(future)
+                .unwrap()
+                .unwrap_or_else(|(e, _)| panic!("{codec}: {e}"));
+        }
+        let messages = consume(&server, codec, 1, 200);
+        for (i, message) in messages.iter().enumerate() {
+            let value = format!("{codec} record {i} {}", "compressible ".repeat(8));
+            assert_eq!(
+                message.payload(),
+                Some(value.as_bytes()),
+                "{codec} record {i}"
+            );
+            assert_eq!(message.offset(), i as i64);
+        }
+        // Stored uncompressed: the HTTP API reads the same values.
+        let values = server.values(codec);
+        assert_eq!(values.len(), 200);
+        assert_eq!(
+            values[199],
+            json!(format!("{codec} record 199 {}", "compressible ".repeat(8)))
+        );
+    }
+}
+
+#[test]
+fn topics_are_administered_over_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    let admin: AdminClient<DefaultClientContext> = config(&server, &[])
+        .create()
+        .expect("create an admin client");
+    let options = AdminOptions::new().operation_timeout(Some(WAIT));
+    use futures::executor::block_on as run;
+
+    let orders = NewTopic::new("orders", 4, TopicReplication::Fixed(1))
+        .set("retention.ms", "3600000")
+        .set("weir.durability", "never")
+        .set("cleanup.policy", "delete");
+    let results = run(admin.create_topics([&orders], &options)).unwrap();
+    assert_eq!(results, vec![Ok("orders".to_string())]);
+
+    // The same topic over HTTP, with the settings in Weir's names.
+    let info = server.expect(200, server.get("/v1/topics/orders"));
+    assert_eq!(info["partitions"].as_array().unwrap().len(), 4);
+    assert_eq!(info["config"]["retention_ms"], json!(3600000));
+    assert_eq!(info["config"]["durability"], json!("never"));
+
+    let again = run(admin.create_topics([&orders], &options)).unwrap();
+    assert_eq!(
+        again,
+        vec![Err((
+            "orders".to_string(),
+            RDKafkaErrorCode::TopicAlreadyExists
+        ))]
+    );
+    let replicated = NewTopic::new("replicated", 1, TopicReplication::Fixed(3));
+    let refused = run(admin.create_topics([&replicated], &options)).unwrap();
+    assert_eq!(
+        refused,
+        vec![Err((
+            "replicated".to_string(),
+            RDKafkaErrorCode::InvalidReplicationFactor
+        ))]
+    );
+    let odd = NewTopic::new("odd", 1, TopicReplication::Fixed(1)).set("no.such.setting", "1");
+    let refused = run(admin.create_topics([&odd], &options)).unwrap();
+    assert_eq!(
+        refused,
+        vec![Err(("odd".to_string(), RDKafkaErrorCode::InvalidConfig))]
+    );
+
+    let described =
+        run(admin.describe_configs([&ResourceSpecifier::Topic("orders")], &options)).unwrap();
+    let resource = described[0].as_ref().expect("orders is described");
+    let entries = resource.entry_map();
+    assert_eq!(entries["retention.ms"].value.as_deref(), Some("3600000"));
+    assert_eq!(entries["weir.durability"].value.as_deref(), Some("never"));
+    assert_eq!(entries["cleanup.policy"].value.as_deref(), Some("delete"));
+
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some("orders"), WAIT)
+        .expect("metadata");
+    assert_eq!(metadata.topics()[0].partitions().len(), 4);
+    assert_eq!(metadata.brokers().len(), 1);
+
+    server.create_topic("http-made", 1);
+    let deleted = run(admin.delete_topics(&["orders", "http-made", "missing"], &options)).unwrap();
+    assert_eq!(
+        deleted,
+        vec![
+            Ok("orders".to_string()),
+            Ok("http-made".to_string()),
+            Err((
+                "missing".to_string(),
+                RDKafkaErrorCode::UnknownTopicOrPartition
+            )),
+        ]
+    );
+    server.expect(404, server.get("/v1/topics/orders"));
+}
+
+#[test]
+fn offsets_are_found_by_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    server.create_topic("clicks", 1);
+    let producer = producer(&server, &[]);
+    for i in 0..10i64 {
+        send(
+            &producer,
+            FutureRecord::to("clicks")
+                .payload(format!("click {i}").as_bytes())
+                .timestamp(10_000 + i * 1000),
+        );
+    }
+    let consumer: BaseConsumer = config(&server, &[("group.id", "weir-tests")])
+        .create()
+        .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    wanted
+        .add_partition_offset("clicks", 0, Offset::Offset(15_500))
+        .unwrap();
+    let found = consumer.offsets_for_times(wanted, WAIT).unwrap();
+    assert_eq!(
+        found.find_partition("clicks", 0).unwrap().offset(),
+        Offset::Offset(6)
+    );
+    let mut late = TopicPartitionList::new();
+    late.add_partition_offset("clicks", 0, Offset::Offset(99_000))
+        .unwrap();
+    let found = consumer.offsets_for_times(late, WAIT).unwrap();
+    assert_eq!(
+        found.find_partition("clicks", 0).unwrap().offset(),
+        Offset::End
+    );
+    let (low, high) = consumer.fetch_watermarks("clicks", 0, WAIT).unwrap();
+    assert_eq!((low, high), (0, 10));
+}
+
+/// A batch from an idempotent producer, as it would send it.
+fn stamped_batch(value: &str, stamp: ProducerStamp) -> Bytes {
+    let mut builder = BatchBuilder::new();
+    builder.push(&Record {
+        value: Some(value.as_bytes()),
+        ..Record::default()
+    });
+    builder.finish().unwrap().with_producer(stamp).into_bytes()
+}
+
+fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ])
+}
+
+/// `(error code, base offset)` of the only partition of a produce.
+fn produce_raw(wire: &mut Wire, topic: &str, records: Bytes) -> (i16, i64) {
+    let response = wire.send(&produce_request(topic, records), 9);
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
+
+#[test]
+fn idempotent_producers_are_deduplicated_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = WeirServer::start(&data);
+    server.create_topic("payments", 1);
+    let mut wire = Wire::connect(&server.kafka);
+    let id = wire.send(
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+        4,
+    );
+    assert_eq!(id.error_code, 0);
+    let stamp = |base_sequence| ProducerStamp {
+        id: id.producer_id.0,
+        epoch: id.producer_epoch,
+        base_sequence,
+    };
+    assert_eq!(
+        produce_raw(&mut wire, "payments", stamped_batch("p0", stamp(0))),
+        (0, 0)
+    );
+    assert_eq!(
+        produce_raw(&mut wire, "payments", stamped_batch("p1", stamp(1))),
+        (0, 1)
+    );
+    // A retry is answered with the offset it already has, and not written.
+    assert_eq!(
+        produce_raw(&mut wire, "payments", stamped_batch("p1", stamp(1))),
+        (0, 1)
+    );
+    // A gap is refused.
+    let (code, _) = produce_raw(&mut wire, "payments", stamped_batch("p9", stamp(9)));
+    assert_eq!(
+        code,
+        kafka_protocol::ResponseError::OutOfOrderSequenceNumber.code()
+    );
+    drop(wire);
+
+    server.stop();
+    let server = WeirServer::start(&data);
+    let mut wire = Wire::connect(&server.kafka);
+    assert_eq!(
+        produce_raw(&mut wire, "payments", stamped_batch("p1", stamp(1))),
+        (0, 1)
+    );
+    assert_eq!(
+        produce_raw(&mut wire, "payments", stamped_batch("p2", stamp(2))),
+        (0, 2)
+    );
+    assert_eq!(
+        server.values("payments"),
+        vec![json!("p0"), json!("p1"), json!("p2")]
+    );
+
+    // librdkafka's own idempotent producer works end to end too.
+    let producer = producer(&server, &[("enable.idempotence", "true")]);
+    for i in 0..20 {
+        send(
+            &producer,
+            FutureRecord::to("payments").payload(format!("r{i}").as_bytes()),
+        );
+    }
+    assert_eq!(server.values("payments").len(), 23);
+}
+
+#[test]
+fn bad_requests_get_kafka_error_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    server.expect(
+        201,
+        server.post(
+            "/v1/topics",
+            &json!({"name": "small", "max_batch_bytes": 1024}),
+        ),
+    );
+    let mut wire = Wire::connect(&server.kafka);
+    let plain = |value: &str| {
+        let mut builder = BatchBuilder::new();
+        builder.push(&Record {
+            value: Some(value.as_bytes()),
+            ..Record::default()
+        });
+        builder.finish().unwrap().into_bytes()
+    };
+    use kafka_protocol::ResponseError as E;
+    assert_eq!(
+        produce_raw(&mut wire, "missing", plain("x")).0,
+        E::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        produce_raw(&mut wire, "small", plain(&"x".repeat(4096))).0,
+        E::MessageTooLarge.code()
+    );
+    let mut corrupt = plain("flipped").to_vec();
+    *corrupt.last_mut().unwrap() ^= 0xff;
+    assert_eq!(
+        produce_raw(&mut wire, "small", Bytes::from(corrupt)).0,
+        E::CorruptMessage.code()
+    );
+    assert_eq!(produce_raw(&mut wire, "small", plain("fine")), (0, 0));
+
+    let fetch = |offset: i64| {
+        FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("small")))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ])
+    };
+    let response = wire.send(&fetch(7), 11);
+    assert_eq!(
+        response.responses[0].partitions[0].error_code,
+        E::OffsetOutOfRange.code()
+    );
+    let response = wire.send(&fetch(0), 11);
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!((partition.error_code, partition.high_watermark), (0, 1));
+    assert!(partition.records.as_ref().unwrap().len() > 61);
+}
+
+#[test]
+fn api_versions_are_negotiated_even_with_old_and_future_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    let mut wire = Wire::connect(&server.kafka);
+    for version in [0, 3] {
+        let response: ApiVersionsResponse = wire.send(&ApiVersionsRequest::default(), version);
+        assert_eq!(response.error_code, 0);
+        let produce = response
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::Produce as i16)
+            .expect("produce is advertised");
+        assert_eq!((produce.min_version, produce.max_version), (3, 9));
+    }
+    // A version from the future: the error and the versions spoken, in v0.
+    let mut request = bytes::BytesMut::new();
+    for field in [ApiKey::ApiVersions as i16, 99] {
+        request.extend_from_slice(&field.to_be_bytes());
+    }
+    request.extend_from_slice(&42i32.to_be_bytes());
+    request.extend_from_slice(&(-1i16).to_be_bytes());
+    let mut answer = wire.roundtrip(&request).expect("an answer");
+    let correlation = kafka_protocol::messages::ResponseHeader::decode(&mut answer, 0).unwrap();
+    assert_eq!(correlation.correlation_id, 42);
+    let response = ApiVersionsResponse::decode(&mut answer, 0).unwrap();
+    assert_eq!(
+        response.error_code,
+        kafka_protocol::ResponseError::UnsupportedVersion.code()
+    );
+    assert!(!response.api_keys.is_empty());
+}
+
+#[test]
+fn malformed_frames_close_only_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    let mut rng = rand::rng();
+    use rand::Rng;
+    let healthy = |server: &WeirServer| {
+        let mut wire = Wire::connect(&server.kafka);
+        let response: ApiVersionsResponse = wire.send(&ApiVersionsRequest::default(), 3);
+        assert_eq!(response.error_code, 0);
+    };
+    // Hand-picked: oversized and negative sizes, an unknown API, a
+    // truncated header, a request of a version not spoken.
+    let cases: Vec<Vec<u8>> = vec![
+        i32::MAX.to_be_bytes().to_vec(),
+        (-5i32).to_be_bytes().to_vec(),
+        [&8i32.to_be_bytes()[..], &[0x7f, 0x7f, 0, 0, 0, 0, 0, 1]].concat(),
+        [&3i32.to_be_bytes()[..], &[0, 18, 0]].concat(),
+        [&10i32.to_be_bytes()[..], &[0, 0, 0, 1, 0, 0, 0, 1, 0, 0]].concat(),
+    ];
+    for case in cases {
+        let mut wire = Wire::connect(&server.kafka);
+        assert!(wire.send_raw(&case).is_none(), "{case:?} got an answer");
+        healthy(&server);
+    }
+    // Random requests of every API the server speaks, valid headers
+    // followed by noise: each is answered or closes its connection.
+    for round in 0..300 {
+        let api = [0i16, 1, 2, 3, 17, 18, 19, 20, 22, 32, 36][round % 11];
+        let mut body = Vec::new();
+        body.extend_from_slice(&api.to_be_bytes());
+        body.extend_from_slice(&rng.random_range(0i16..10).to_be_bytes());
+        body.extend_from_slice(&(round as i32).to_be_bytes());
+        body.extend_from_slice(&(-1i16).to_be_bytes());
+        let noise = rng.random_range(0..200);
+        body.extend((0..noise).map(|_| rng.random::<u8>()));
+        let mut wire = Wire::connect(&server.kafka);
+        let _ = wire.roundtrip(&body);
+    }
+    healthy(&server);
+    assert_eq!(server.get("/healthz").0, 200);
+}
+
+#[test]
+fn pipelines_read_and_write_through_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    server.create_topic("purchases", 2);
+    server.create_topic("receipts", 1);
+    server.push_module("receipt", "receipt");
+    let spec = json!({
+        "inputs": ["purchases"],
+        "stages": [{ "module": "receipt", "config": { "currency": "EUR" },
+                     "outputs": { "main": "receipts" } }],
+    });
+    server.expect(201, server.put("/v1/pipelines/receipts", &spec));
+    let producer = producer(&server, &[]);
+    for (order, customer) in [("o1", "ann"), ("o2", "bob"), ("o3", "cy")] {
+        let purchase = json!({"order_id": order, "customer": customer,
+                              "items": [{"sku": "tea", "qty": 1, "price_cents": 300}]});
+        send(
+            &producer,
+            FutureRecord::to("purchases")
+                .key(customer.as_bytes())
+                .payload(purchase.to_string().as_bytes()),
+        );
+    }
+    let receipts = consume(&server, "receipts", 1, 3);
+    let mut orders: Vec<String> = receipts
+        .iter()
+        .map(|m| {
+            let receipt: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            assert_eq!(receipt["total_cents"], json!(300));
+            assert_eq!(receipt["currency"], json!("EUR"));
+            receipt["order_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    orders.sort();
+    assert_eq!(orders, ["o1", "o2", "o3"]);
+}
+
+#[test]
+fn fetch_waits_for_data_up_to_max_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    server.create_topic("slow", 1);
+    let request = FetchRequest::default()
+        .with_max_wait_ms(3000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("slow")))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let kafka = server.kafka.clone();
+    let waiting = std::thread::spawn(move || {
+        let mut wire = Wire::connect(&kafka);
+        wire.send(&request, 11)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    server.produce("slow", vec![json!({"value": "late"})]);
+    let response = waiting.join().unwrap();
+    let partition = &response.responses[0].partitions[0];
+    // Answered with the record that arrived while it waited.
+    assert_eq!(partition.high_watermark, 1);
+    assert!(!partition.records.as_ref().unwrap().is_empty());
+}
+
+#[test]
+fn sasl_plain_authenticates_tenants_and_keeps_them_apart() {
+    use kafka_protocol::messages::metadata_request::MetadataRequest;
+    use kafka_protocol::messages::sasl_authenticate_request::SaslAuthenticateRequest;
+    use kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest;
+
+    const ADMIN: &str = "kafka-test-admin";
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start_with_config(
+        &dir.path().join("data"),
+        &format!("tenancy = true\nadmin_token = \"{ADMIN}\"\n"),
+    );
+    let token = |tenant: &str| {
+        server.use_token(Some(ADMIN));
+        server.expect(201, server.post("/v1/tenants", &json!({ "name": tenant })));
+        let issued = server.expect(
+            201,
+            server.post(&format!("/v1/tenants/{tenant}/tokens"), &json!({})),
+        );
+        issued["token"].as_str().unwrap().to_string()
+    };
+    let (acme, globex) = (token("acme"), token("globex"));
+    let sasl = |user: &'static str, password: &str| {
+        vec![
+            ("security.protocol", "SASL_PLAINTEXT".to_string()),
+            ("sasl.mechanism", "PLAIN".to_string()),
+            ("sasl.username", user.to_string()),
+            ("sasl.password", password.to_string()),
+        ]
+    };
+    // Both tenants make an `orders` topic over Kafka and write to it.
+    for (tenant, password) in [("acme", &acme), ("globex", &globex)] {
+        let settings = sasl(tenant, password);
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let admin: AdminClient<DefaultClientContext> = config(&server, &settings).create().unwrap();
+        let created = futures::executor::block_on(admin.create_topics(
+            [&NewTopic::new("orders", 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+        assert_eq!(created, vec![Ok("orders".to_string())], "{tenant}");
+        let producer = producer(&server, &settings);
+        send(
+            &producer,
+            FutureRecord::to("orders").payload(format!("{tenant}'s order").as_bytes()),
+        );
+        let consumer: BaseConsumer =
+            config(&server, &[&settings[..], &[("group.id", "g")]].concat())
+                .create()
+                .unwrap();
+        let metadata = consumer.fetch_metadata(None, WAIT).unwrap();
+        let names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["orders"], "{tenant} sees only its own topic");
+        let messages = consume_with(&server, "orders", 1, 1, &settings);
+        assert_eq!(
+            messages[0].payload(),
+            Some(format!("{tenant}'s order").as_bytes())
+        );
+    }
+    // Over HTTP each tenant's `orders` holds its own record.
+    server.use_token(Some(&acme));
+    assert_eq!(server.values("orders"), vec![json!("acme's order")]);
+
+    // Without SASL nothing but ApiVersions and SASL is answered.
+    let mut wire = Wire::connect(&server.kafka);
+    let versions: ApiVersionsResponse = wire.send(&ApiVersionsRequest::default(), 3);
+    assert_eq!(versions.error_code, 0);
+    assert!(wire.try_send(&MetadataRequest::default(), 9).is_none());
+    // A wrong token, another tenant's token, or the admin credential fail.
+    for (user, password) in [("acme", "nope"), ("acme", globex.as_str()), ("acme", ADMIN)] {
+        let mut wire = Wire::connect(&server.kafka);
+        let handshake = wire.send(
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+            1,
+        );
+        assert_eq!(handshake.error_code, 0);
+        let answer = wire.send(
+            &SaslAuthenticateRequest::default()
+                .with_auth_bytes(Bytes::from(format!("\0{user}\0{password}"))),
+            2,
+        );
+        assert_eq!(
+            answer.error_code,
+            kafka_protocol::ResponseError::SaslAuthenticationFailed.code(),
+            "{user} with {password}"
+        );
+        assert!(wire.try_send(&MetadataRequest::default(), 9).is_none());
+    }
+}
