@@ -116,6 +116,14 @@ impl ConsumerOffsets {
         out
     }
 
+    /// Every group with a committed offset, sorted.
+    pub(crate) fn groups(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.lock().keys().map(|(g, _, _)| g.clone()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Forgets every committed offset for `topic` (when the topic is deleted).
     pub(crate) fn forget_topic(&self, clock: &dyn Clock, topic: &str) -> Result<()> {
         let keys: Vec<Key> = self

@@ -304,6 +304,11 @@ impl Log {
         self.inner.offsets.group(group)
     }
 
+    /// Every group that has committed an offset.
+    pub fn groups(&self) -> Vec<String> {
+        self.inner.offsets.groups()
+    }
+
     /// Allocates a producer id for an idempotent producer: unique for the
     /// life of the data directory, never handed out twice, even across
     /// crashes (ids are reserved in blocks, durably, before use).

@@ -4,7 +4,7 @@
 //!
 //! It offers topics (create, describe, delete), appending a batch (made
 //! idempotent by the producer stamp a batch may carry), reading from an
-//! offset, waiting for new data, and commit logs: small internal,
+//! offset, waiting for new data, consumer-group positions, and commit logs: small internal,
 //! always-durable logs a pipeline task appends its commit records to (its
 //! input position, state changes and outputs in one atomic append).
 //!
@@ -96,6 +96,14 @@ pub trait StreamLog: Send + Sync + 'static {
     ) -> LogResult<u64>;
     /// A producer id no one else has been or will be given.
     async fn init_producer_id(&self) -> LogResult<i64>;
+
+    /// Durably records consumer-group positions `(topic, partition,
+    /// offset)`, all together or none.
+    async fn commit_offsets(&self, group: &str, offsets: Vec<(String, u32, u64)>) -> LogResult<()>;
+    /// Every position `group` has committed, sorted.
+    fn group_offsets(&self, group: &str) -> Vec<(String, u32, u64)>;
+    /// Every group that has committed a position.
+    fn groups(&self) -> Vec<String>;
 
     /// Makes sure the commit log `name` with `partitions` exists; a new
     /// one gets `settings`.
@@ -243,6 +251,26 @@ impl StreamLog for EmbeddedLog {
 
     async fn init_producer_id(&self) -> LogResult<i64> {
         self.blocking(|log| log.init_producer_id()).await
+    }
+
+    async fn commit_offsets(&self, group: &str, offsets: Vec<(String, u32, u64)>) -> LogResult<()> {
+        let group = group.to_string();
+        self.blocking(move |log| {
+            let offsets: Vec<(&str, u32, u64)> = offsets
+                .iter()
+                .map(|(t, p, o)| (t.as_str(), *p, *o))
+                .collect();
+            log.commit_offsets(&group, &offsets)
+        })
+        .await
+    }
+
+    fn group_offsets(&self, group: &str) -> Vec<(String, u32, u64)> {
+        self.log.group_offsets(group)
+    }
+
+    fn groups(&self) -> Vec<String> {
+        self.log.groups()
     }
 
     async fn open_commit_log(

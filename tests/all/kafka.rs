@@ -801,3 +801,192 @@ fn sasl_plain_authenticates_tenants_and_keeps_them_apart() {
         assert!(wire.try_send(&MetadataRequest::default(), 9).is_none());
     }
 }
+
+/// A consumer subscribed to `topic` as a member of `group`, heartbeating
+/// often so rebalances are quick.
+fn group_consumer(server: &WeirServer, group: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = config(
+        server,
+        &[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "200"),
+            ("fetch.wait.max.ms", "100"),
+            ("partition.assignment.strategy", "range"),
+        ],
+    )
+    .create()
+    .expect("create a group consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// The partitions assigned to each consumer, once `done` holds for them
+/// (every consumer is polled, which drives its rebalances).
+fn assignments_when(
+    consumers: &[&BaseConsumer],
+    done: impl Fn(&[Vec<i32>]) -> bool,
+) -> Vec<Vec<i32>> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for consumer in consumers {
+            if let Some(Err(e)) = consumer.poll(Duration::from_millis(20)) {
+                panic!("consumer failed: {e}");
+            }
+        }
+        let assigned: Vec<Vec<i32>> = consumers
+            .iter()
+            .map(|c| {
+                let mut p: Vec<i32> = c
+                    .assignment()
+                    .unwrap()
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                p.sort();
+                p
+            })
+            .collect();
+        if done(&assigned) {
+            return assigned;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "assignments stuck at {assigned:?}"
+        );
+    }
+}
+
+#[test]
+fn consumer_groups_rebalance_when_members_join_leave_or_die() {
+    use kafka_protocol::messages::consumer_protocol_subscription::ConsumerProtocolSubscription;
+    use kafka_protocol::messages::join_group_request::{
+        JoinGroupRequest, JoinGroupRequestProtocol,
+    };
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequest;
+    use kafka_protocol::protocol::Encodable;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    server.create_topic("jobs", 4);
+    let first = group_consumer(&server, "workers", "jobs");
+    let all = assignments_when(&[&first], |a| a[0].len() == 4);
+    assert_eq!(all, [vec![0, 1, 2, 3]]);
+
+    // A second member: the partitions are split between the two.
+    let second = group_consumer(&server, "workers", "jobs");
+    let split = assignments_when(&[&first, &second], |a| a[0].len() == 2 && a[1].len() == 2);
+    let mut union: Vec<i32> = split.concat();
+    union.sort();
+    assert_eq!(union, [0, 1, 2, 3]);
+
+    // It leaves (closing sends LeaveGroup): the first gets everything back.
+    drop(second);
+    assignments_when(&[&first], |a| a[0].len() == 4);
+
+    // A member that joins and then dies (never heartbeats) is dropped when
+    // its session runs out, and the partitions it held come back.
+    let kafka = server.kafka.clone();
+    let dying = std::thread::spawn(move || {
+        let mut wire = Wire::connect(&kafka);
+        let mut metadata = bytes::BytesMut::new();
+        metadata.extend_from_slice(&0i16.to_be_bytes());
+        ConsumerProtocolSubscription::default()
+            .with_topics(vec![StrBytes::from_static_str("jobs")])
+            .with_user_data(None)
+            .encode(&mut metadata, 0)
+            .unwrap();
+        let joined = wire.send(
+            &JoinGroupRequest::default()
+                .with_group_id(kafka_protocol::messages::GroupId(
+                    StrBytes::from_static_str("workers"),
+                ))
+                .with_session_timeout_ms(1500)
+                .with_rebalance_timeout_ms(10_000)
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![
+                    JoinGroupRequestProtocol::default()
+                        .with_name(StrBytes::from_static_str("range"))
+                        .with_metadata(metadata.freeze()),
+                ]),
+            5,
+        );
+        assert_eq!(joined.error_code, 0);
+        let synced = wire.send(
+            &SyncGroupRequest::default()
+                .with_group_id(kafka_protocol::messages::GroupId(
+                    StrBytes::from_static_str("workers"),
+                ))
+                .with_generation_id(joined.generation_id)
+                .with_member_id(joined.member_id),
+            3,
+        );
+        assert_eq!(synced.error_code, 0);
+        // Then silence: no heartbeat ever.
+        wire
+    });
+    assignments_when(&[&first], |a| a[0].len() == 2);
+    let _silent = dying.join().unwrap();
+    assignments_when(&[&first], |a| a[0].len() == 4);
+}
+
+#[test]
+fn committed_offsets_survive_client_and_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = WeirServer::start(&data);
+    server.create_topic("ledger", 2);
+    let producer = producer(&server, &[]);
+    for i in 0..20 {
+        send(
+            &producer,
+            FutureRecord::to("ledger")
+                .key(format!("account-{}", i % 5).as_bytes())
+                .payload(format!("entry {i}").as_bytes()),
+        );
+    }
+    let read_some = |server: &WeirServer, count: usize| -> Vec<String> {
+        let consumer = group_consumer(server, "billing", "ledger");
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while seen.len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "only {} records arrived",
+                seen.len()
+            );
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message.expect("consume");
+                seen.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
+                consumer
+                    .commit_message(&message, rdkafka::consumer::CommitMode::Sync)
+                    .expect("commit");
+            }
+        }
+        seen
+    };
+    let first = read_some(&server, 8);
+    // A new client of the same group continues where the first committed.
+    let second = read_some(&server, 6);
+    server.stop();
+    let server = WeirServer::start(&data);
+    let third = read_some(&server, 6);
+    let mut all: Vec<String> = [first, second, third].concat();
+    all.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("entry {i}")).collect();
+    expected.sort();
+    assert_eq!(all, expected, "every record exactly once across restarts");
+
+    // The committed positions are Weir's own group offsets.
+    let group = server.expect(200, server.get("/v1/groups/billing"));
+    let committed: u64 = group["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(committed, 20);
+}

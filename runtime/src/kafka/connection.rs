@@ -20,7 +20,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Broker, admin, fetch, metadata, offsets, produce, sasl, versions};
+use super::{Broker, admin, fetch, groups, metadata, offsets, produce, sasl, versions};
 use crate::tenancy::Namespace;
 
 /// A connection with no request for this long is closed (Kafka's
@@ -175,6 +175,31 @@ async fn answer(
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(admin::describe_configs(broker, session, r, version))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(groups::join_group(broker, session, r, client, version).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(groups::sync_group(broker, session, r, version).await)
+        }
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, session, r)),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave_group(broker, session, r, version))
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(broker, session, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(broker, session, r))
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(groups::list_groups(broker, session, r))
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(broker, session, r))
         }
         RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(sasl::handshake(session, r)),
         RequestKind::SaslAuthenticate(r) => {

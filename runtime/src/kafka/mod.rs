@@ -13,14 +13,17 @@
 //! - [`metadata`], [`admin`]: the cluster, topics and their configuration
 //! - [`produce`], [`batches`]: appends (compressed batches are decompressed)
 //! - [`fetch`], [`offsets`]: reads serving stored batches, offset lookups
+//! - [`groups`], [`coordinator`]: consumer groups and their committed offsets
 //! - [`sasl`]: SASL PLAIN, tenant as user name and token as password
 //! - [`errors`]: log errors as Kafka error codes
 
 mod admin;
 mod batches;
 mod connection;
+mod coordinator;
 mod errors;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -80,6 +83,8 @@ struct Broker {
     advertised_port: i32,
     /// Bounds the request bytes held at once (permits are bytes).
     in_flight: Semaphore,
+    /// Consumer-group membership.
+    coordinator: Arc<coordinator::Coordinator>,
 }
 
 /// A bound Kafka listener, ready to serve.
@@ -113,6 +118,7 @@ impl KafkaListener {
                 advertised_host,
                 advertised_port,
                 in_flight: Semaphore::new(permits),
+                coordinator: coordinator::Coordinator::start(),
             }),
         })
     }

@@ -6,12 +6,13 @@
 //! Shutdown (Ctrl-C or SIGTERM) stops accepting requests, stops every
 //! pipeline after its current commit and flushes the log.
 //!
-//! - [`topics`], [`records`], [`modules`], [`pipelines`]: the `/v1` API
+//! - [`topics`], [`records`], [`groups`], [`modules`], [`pipelines`]: the `/v1` API
 //! - [`tenants`]: tenants and tokens; [`auth`]: credentials and namespaces
 //! - [`metrics`]: `/metrics`; [`error`]: how failures are answered
 
 mod auth;
 pub mod error;
+mod groups;
 mod metrics;
 mod modules;
 mod pipelines;
@@ -269,6 +270,8 @@ fn router(app: App, config: &ServerConfig) -> Router {
             "/v1/topics/{name}/records",
             post(records::produce).get(records::read),
         )
+        .route("/v1/groups", get(groups::list))
+        .route("/v1/groups/{name}", get(groups::describe))
         .route("/v1/modules", get(modules::list))
         .route("/v1/pipelines", get(pipelines::list))
         .route(

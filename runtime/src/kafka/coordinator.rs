@@ -1,0 +1,568 @@
+//! The group coordinator: membership of consumer groups and their
+//! rebalances, as Kafka's classic group protocol defines them.
+//!
+//! A group moves through `Empty` → `PreparingRebalance` (members join;
+//! JoinGroup calls wait) → `CompletingRebalance` (a new generation; the
+//! leader computes the assignment; SyncGroup calls wait for it) → `Stable`
+//! (members heartbeat). A member joining, leaving, or missing heartbeats for
+//! its session timeout starts a new rebalance; members that do not rejoin
+//! within the rebalance timeout are dropped from it.
+//!
+//! Membership lives in memory (as in Kafka, clients rejoin after a broker
+//! restart); committed offsets are the log's own consumer-group offsets.
+//! This module knows the protocol's rules but not its message types.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How often expired sessions are looked for.
+const REAP_EVERY: Duration = Duration::from_millis(250);
+/// Bounds on the timeouts clients may ask for (Kafka's
+/// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`).
+const MIN_SESSION: Duration = Duration::from_millis(1000);
+const MAX_SESSION: Duration = Duration::from_secs(1800);
+/// Longest a JoinGroup or SyncGroup waits.
+const MAX_REBALANCE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl Phase {
+    /// The state name Kafka's tools show.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Empty => "Empty",
+            Phase::PreparingRebalance => "PreparingRebalance",
+            Phase::CompletingRebalance => "CompletingRebalance",
+            Phase::Stable => "Stable",
+        }
+    }
+}
+
+/// A JoinGroup as the coordinator sees it.
+pub struct Join {
+    /// Empty for a member joining for the first time.
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    /// Supported assignment protocols with their metadata, preferred first.
+    pub protocols: Vec<(String, Bytes)>,
+}
+
+/// What a completed join answers.
+pub struct Joined {
+    pub generation: i32,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub leader: String,
+    pub member_id: String,
+    /// For the leader: every member with its metadata for the chosen protocol.
+    pub members: Vec<(String, Bytes)>,
+}
+
+/// A member as DescribeGroups shows it.
+pub struct MemberView {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A group as ListGroups and DescribeGroups show it.
+pub struct GroupView {
+    pub phase: Phase,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberView>,
+}
+
+struct Member {
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_seen: Instant,
+    /// Joined the rebalance under way.
+    joined: bool,
+    /// Waiting in a JoinGroup or SyncGroup call (its session does not run).
+    waiting: bool,
+}
+
+struct GroupState {
+    phase: Phase,
+    generation: i32,
+    protocol_type: String,
+    protocol: String,
+    leader: String,
+    members: BTreeMap<String, Member>,
+    /// When the rebalance under way completes even if members are missing.
+    rebalance_deadline: Option<Instant>,
+    /// Counts completed join rounds, so waiters see theirs completed.
+    round: u64,
+}
+
+struct Group {
+    state: Mutex<GroupState>,
+    changed: Notify,
+}
+
+impl Group {
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Every group's membership.
+#[derive(Default)]
+pub struct Coordinator {
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+}
+
+type Result<T> = std::result::Result<T, ResponseError>;
+
+impl Coordinator {
+    /// A coordinator whose expired members are dropped by a background task.
+    pub fn start() -> Arc<Coordinator> {
+        let coordinator = Arc::new(Coordinator::default());
+        let weak = Arc::downgrade(&coordinator);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REAP_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(coordinator) = weak.upgrade() else {
+                    return;
+                };
+                coordinator.expire_sessions();
+            }
+        });
+        coordinator
+    }
+
+    fn group(&self, id: &str) -> Arc<Group> {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        groups
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(Group {
+                    state: Mutex::new(GroupState {
+                        phase: Phase::Empty,
+                        generation: 0,
+                        protocol_type: String::new(),
+                        protocol: String::new(),
+                        leader: String::new(),
+                        members: BTreeMap::new(),
+                        rebalance_deadline: None,
+                        round: 0,
+                    }),
+                    changed: Notify::new(),
+                })
+            })
+            .clone()
+    }
+
+    fn existing(&self, id: &str) -> Option<Arc<Group>> {
+        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        groups.get(id).cloned()
+    }
+
+    /// Joins (or rejoins) `group` and waits until the rebalance completes.
+    pub async fn join(&self, group_id: &str, join: Join) -> Result<Joined> {
+        let session = join.session_timeout;
+        if !(MIN_SESSION..=MAX_SESSION).contains(&session) {
+            return Err(ResponseError::InvalidSessionTimeout);
+        }
+        if join.protocols.is_empty() || join.protocol_type.is_empty() {
+            return Err(ResponseError::InconsistentGroupProtocol);
+        }
+        let group = self.group(group_id);
+        let (member_id, round) = {
+            let mut state = group.lock();
+            if !state.members.is_empty() {
+                let common = join
+                    .protocols
+                    .iter()
+                    .any(|(name, _)| state.members.values().all(|m| supports(m, name)));
+                if join.protocol_type != state.protocol_type || !common {
+                    return Err(ResponseError::InconsistentGroupProtocol);
+                }
+            }
+            let member_id = if join.member_id.is_empty() {
+                format!("{}-{}", join.client_id, random_id())
+            } else if state.members.contains_key(&join.member_id) {
+                join.member_id.clone()
+            } else {
+                return Err(ResponseError::UnknownMemberId);
+            };
+            state.protocol_type = join.protocol_type.clone();
+            let known = state.members.get(&member_id);
+            // A stable member rejoining with nothing changed gets its
+            // generation back without a rebalance (a lost JoinGroup answer).
+            let unchanged = state.phase == Phase::Stable
+                && known.is_some_and(|m| m.protocols == join.protocols);
+            let member = Member {
+                client_id: join.client_id,
+                client_host: join.client_host,
+                session_timeout: session,
+                rebalance_timeout: join.rebalance_timeout.min(MAX_REBALANCE),
+                protocols: join.protocols,
+                assignment: known.map(|m| m.assignment.clone()).unwrap_or_default(),
+                last_seen: Instant::now(),
+                joined: true,
+                waiting: !unchanged,
+            };
+            state.members.insert(member_id.clone(), member);
+            if unchanged {
+                return Ok(joined(&state, &member_id));
+            }
+            if state.phase != Phase::PreparingRebalance {
+                prepare_rebalance(&mut state);
+            }
+            (member_id, state.round)
+        };
+        group.changed.notify_waiters();
+        loop {
+            let notified = group.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let deadline = {
+                let mut state = group.lock();
+                if state.round == round && all_joined(&state) {
+                    complete_join(&mut state);
+                    group.changed.notify_waiters();
+                }
+                if state.round > round {
+                    return match state.members.get_mut(&member_id) {
+                        Some(member) => {
+                            member.waiting = false;
+                            member.last_seen = Instant::now();
+                            Ok(joined(&state, &member_id))
+                        }
+                        None => Err(ResponseError::UnknownMemberId),
+                    };
+                }
+                state.rebalance_deadline.unwrap_or_else(Instant::now)
+            };
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let mut state = group.lock();
+                if state.round == round {
+                    complete_join(&mut state);
+                    group.changed.notify_waiters();
+                }
+            }
+        }
+    }
+
+    /// The leader hands out assignments; every member waits for its own.
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Result<Bytes> {
+        let group = self
+            .existing(group_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
+        let wait = {
+            let mut state = group.lock();
+            check_member(&state, generation, member_id)?;
+            if state.phase == Phase::PreparingRebalance {
+                return Err(ResponseError::RebalanceInProgress);
+            }
+            if state.phase == Phase::CompletingRebalance && state.leader == member_id {
+                for (id, assignment) in assignments {
+                    if let Some(member) = state.members.get_mut(&id) {
+                        member.assignment = assignment;
+                    }
+                }
+                state.phase = Phase::Stable;
+                group.changed.notify_waiters();
+            }
+            let member = state.members.get_mut(member_id).expect("checked");
+            member.waiting = true;
+            member.rebalance_timeout
+        };
+        let deadline = Instant::now() + wait;
+        let result = loop {
+            let notified = group.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = group.lock();
+                if let Err(e) = check_member(&state, generation, member_id) {
+                    break Err(e);
+                }
+                match state.phase {
+                    Phase::Stable => break Ok(state.members[member_id].assignment.clone()),
+                    Phase::PreparingRebalance | Phase::Empty => {
+                        break Err(ResponseError::RebalanceInProgress);
+                    }
+                    Phase::CompletingRebalance => {}
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                // The leader never synced: start over.
+                let mut state = group.lock();
+                if state.generation == generation && state.phase == Phase::CompletingRebalance {
+                    prepare_rebalance(&mut state);
+                    group.changed.notify_waiters();
+                }
+            }
+        };
+        let mut state = group.lock();
+        if let Some(member) = state.members.get_mut(member_id) {
+            member.waiting = false;
+            member.last_seen = Instant::now();
+        }
+        result
+    }
+
+    /// Keeps a member's session alive; tells it when to rejoin.
+    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> Result<()> {
+        let group = self
+            .existing(group_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
+        let mut state = group.lock();
+        check_member(&state, generation, member_id)?;
+        state.members.get_mut(member_id).expect("checked").last_seen = Instant::now();
+        match state.phase {
+            Phase::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes members; the rest rebalance. Returns each member's outcome.
+    pub fn leave(&self, group_id: &str, members: &[String]) -> Vec<Result<()>> {
+        let Some(group) = self.existing(group_id) else {
+            return members
+                .iter()
+                .map(|_| Err(ResponseError::UnknownMemberId))
+                .collect();
+        };
+        let outcomes = {
+            let mut state = group.lock();
+            let outcomes: Vec<Result<()>> = members
+                .iter()
+                .map(|id| match state.members.remove(id) {
+                    Some(_) => Ok(()),
+                    None => Err(ResponseError::UnknownMemberId),
+                })
+                .collect();
+            if outcomes.iter().any(Result::is_ok) {
+                membership_changed(&mut state);
+            }
+            outcomes
+        };
+        group.changed.notify_waiters();
+        outcomes
+    }
+
+    /// Checks that an offset commit comes from a current member.
+    /// Generation −1 with no member id is a commit from a client that
+    /// assigns partitions itself, always allowed.
+    pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> Result<()> {
+        if generation < 0 && member_id.is_empty() {
+            return Ok(());
+        }
+        let group = self
+            .existing(group_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
+        let state = group.lock();
+        check_member(&state, generation, member_id)?;
+        match state.phase {
+            Phase::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
+            _ => Ok(()),
+        }
+    }
+
+    /// Groups with members, by id.
+    pub fn views(&self) -> Vec<(String, GroupView)> {
+        let groups: Vec<(String, Arc<Group>)> = {
+            let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            groups.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        groups
+            .into_iter()
+            .map(|(id, group)| (id, view(&group.lock())))
+            .collect()
+    }
+
+    pub fn view(&self, group_id: &str) -> Option<GroupView> {
+        self.existing(group_id).map(|g| view(&g.lock()))
+    }
+
+    /// Drops members whose session ran out; their groups rebalance.
+    fn expire_sessions(&self) {
+        let groups: Vec<Arc<Group>> = {
+            let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            groups.values().cloned().collect()
+        };
+        let now = Instant::now();
+        for group in groups {
+            let changed = {
+                let mut state = group.lock();
+                let before = state.members.len();
+                state
+                    .members
+                    .retain(|_, m| m.waiting || now < m.last_seen + m.session_timeout);
+                let changed = state.members.len() != before;
+                if changed {
+                    tracing::info!(
+                        "consumer group members expired: {} left",
+                        state.members.len()
+                    );
+                    membership_changed(&mut state);
+                }
+                changed
+            };
+            if changed {
+                group.changed.notify_waiters();
+            }
+        }
+    }
+}
+
+fn supports(member: &Member, protocol: &str) -> bool {
+    member.protocols.iter().any(|(name, _)| name == protocol)
+}
+
+fn check_member(state: &GroupState, generation: i32, member_id: &str) -> Result<()> {
+    if !state.members.contains_key(member_id) {
+        return Err(ResponseError::UnknownMemberId);
+    }
+    if generation != state.generation {
+        return Err(ResponseError::IllegalGeneration);
+    }
+    Ok(())
+}
+
+/// Starts a rebalance: every member must join again.
+fn prepare_rebalance(state: &mut GroupState) {
+    state.phase = Phase::PreparingRebalance;
+    for member in state.members.values_mut() {
+        member.joined = member.waiting && member.joined;
+    }
+    let timeout = state
+        .members
+        .values()
+        .map(|m| m.rebalance_timeout)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    state.rebalance_deadline = Some(Instant::now() + timeout);
+}
+
+/// After members left: rebalance the rest, or become empty.
+fn membership_changed(state: &mut GroupState) {
+    if state.members.is_empty() {
+        state.phase = Phase::Empty;
+        state.generation += 1;
+        state.leader.clear();
+        state.rebalance_deadline = None;
+        state.round += 1;
+    } else if state.phase != Phase::PreparingRebalance {
+        prepare_rebalance(state);
+    }
+}
+
+fn all_joined(state: &GroupState) -> bool {
+    state.phase == Phase::PreparingRebalance && state.members.values().all(|m| m.joined)
+}
+
+/// Ends the join phase: members that did not join are dropped, a new
+/// generation begins with a leader and a protocol every member supports.
+fn complete_join(state: &mut GroupState) {
+    state.members.retain(|_, m| m.joined);
+    state.round += 1;
+    state.rebalance_deadline = None;
+    state.generation += 1;
+    if state.members.is_empty() {
+        state.phase = Phase::Empty;
+        state.leader.clear();
+        return;
+    }
+    if !state.members.contains_key(&state.leader) {
+        state.leader = state.members.keys().next().expect("not empty").clone();
+    }
+    let leader = &state.members[&state.leader];
+    state.protocol = leader
+        .protocols
+        .iter()
+        .map(|(name, _)| name)
+        .find(|name| state.members.values().all(|m| supports(m, name)))
+        .cloned()
+        .unwrap_or_default();
+    state.phase = Phase::CompletingRebalance;
+    for member in state.members.values_mut() {
+        member.joined = false;
+    }
+}
+
+fn joined(state: &GroupState, member_id: &str) -> Joined {
+    let members = if state.leader == member_id {
+        state
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), metadata(m, &state.protocol)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Joined {
+        generation: state.generation,
+        protocol_type: state.protocol_type.clone(),
+        protocol: state.protocol.clone(),
+        leader: state.leader.clone(),
+        member_id: member_id.to_string(),
+        members,
+    }
+}
+
+fn metadata(member: &Member, protocol: &str) -> Bytes {
+    member
+        .protocols
+        .iter()
+        .find(|(name, _)| name == protocol)
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default()
+}
+
+fn view(state: &GroupState) -> GroupView {
+    GroupView {
+        phase: state.phase,
+        protocol_type: state.protocol_type.clone(),
+        protocol: state.protocol.clone(),
+        members: state
+            .members
+            .iter()
+            .map(|(id, m)| MemberView {
+                member_id: id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: metadata(m, &state.protocol),
+                assignment: m.assignment.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}

@@ -1,0 +1,455 @@
+//! Consumer-group requests: FindCoordinator, JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups and
+//! DescribeGroups.
+//!
+//! Membership is the [`Coordinator`]'s; committed offsets are the log's
+//! consumer-group offsets (`StreamLog::commit_offsets`), the same ones the
+//! HTTP API and the CLI show. Group ids, like topic names, live in the
+//! caller's namespace.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
+use kafka_protocol::messages::describe_groups_response::{
+    DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
+};
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::find_coordinator_response::{
+    Coordinator as Found, FindCoordinatorResponse,
+};
+use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
+use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
+use kafka_protocol::messages::join_group_request::JoinGroupRequest;
+use kafka_protocol::messages::join_group_response::{JoinGroupResponse, JoinGroupResponseMember};
+use kafka_protocol::messages::leave_group_request::LeaveGroupRequest;
+use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
+use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
+use kafka_protocol::messages::list_groups_response::{ListGroupsResponse, ListedGroup};
+use kafka_protocol::messages::offset_commit_request::OffsetCommitRequest;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequest;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponse, OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequest;
+use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
+use kafka_protocol::messages::{BrokerId, GroupId, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::connection::Session;
+use super::coordinator::{Join, Phase};
+use super::{Broker, NODE_ID, errors};
+
+/// Key types of FindCoordinator.
+const GROUP_KEY: i8 = 0;
+
+fn text(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+fn code(result: Result<(), ResponseError>) -> i16 {
+    result.err().map_or(0, |e| e.code())
+}
+
+pub fn find_coordinator(
+    broker: &Broker,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let answer = |key_type: i8| -> Result<(), ResponseError> {
+        match key_type {
+            GROUP_KEY => Ok(()),
+            // Transactions are not supported yet.
+            _ => Err(ResponseError::CoordinatorNotAvailable),
+        }
+    };
+    let host = text(broker.advertised_host.clone());
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        response.error_message = None;
+        response.coordinators = request
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let result = answer(request.key_type);
+                Found::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(if result.is_ok() { NODE_ID } else { -1 }))
+                    .with_host(if result.is_ok() {
+                        host.clone()
+                    } else {
+                        text("")
+                    })
+                    .with_port(if result.is_ok() {
+                        broker.advertised_port
+                    } else {
+                        -1
+                    })
+                    .with_error_code(code(result))
+                    .with_error_message(None)
+            })
+            .collect();
+        return response;
+    }
+    response.error_message = None;
+    match answer(request.key_type) {
+        Ok(()) => {
+            response.node_id = BrokerId(NODE_ID);
+            response.host = host;
+            response.port = broker.advertised_port;
+        }
+        Err(e) => {
+            response.error_code = e.code();
+            response.node_id = BrokerId(-1);
+            response.port = -1;
+        }
+    }
+    response
+}
+
+pub async fn join_group(
+    broker: &Broker,
+    session: &Session,
+    request: JoinGroupRequest,
+    client_id: &str,
+    version: i16,
+) -> JoinGroupResponse {
+    let group = session.namespace().qualify(&request.group_id);
+    let join = Join {
+        member_id: request.member_id.to_string(),
+        client_id: client_id.to_string(),
+        client_host: session.peer.ip().to_string(),
+        session_timeout: millis(request.session_timeout_ms),
+        // v0 has no rebalance timeout: the session timeout serves.
+        rebalance_timeout: millis(if version >= 1 {
+            request.rebalance_timeout_ms
+        } else {
+            request.session_timeout_ms
+        }),
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+    };
+    let mut response = JoinGroupResponse::default().with_member_id(request.member_id);
+    match broker.coordinator.join(&group, join).await {
+        Ok(joined) => {
+            response.generation_id = joined.generation;
+            response.protocol_name = Some(text(joined.protocol));
+            if version >= 7 {
+                response.protocol_type = Some(text(joined.protocol_type));
+            }
+            response.leader = text(joined.leader);
+            response.member_id = text(joined.member_id);
+            response.members = joined
+                .members
+                .into_iter()
+                .map(|(id, metadata)| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(text(id))
+                        .with_metadata(metadata)
+                })
+                .collect();
+        }
+        Err(e) => response.error_code = e.code(),
+    }
+    response
+}
+
+pub async fn sync_group(
+    broker: &Broker,
+    session: &Session,
+    request: SyncGroupRequest,
+    version: i16,
+) -> SyncGroupResponse {
+    let group = session.namespace().qualify(&request.group_id);
+    let assignments = request
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let mut response = SyncGroupResponse::default();
+    match broker
+        .coordinator
+        .sync(
+            &group,
+            request.generation_id,
+            &request.member_id,
+            assignments,
+        )
+        .await
+    {
+        Ok(assignment) => {
+            response.assignment = assignment;
+            if version >= 5 {
+                response.protocol_type = request.protocol_type;
+                response.protocol_name = request.protocol_name;
+            }
+        }
+        Err(e) => response.error_code = e.code(),
+    }
+    response
+}
+
+pub fn heartbeat(
+    broker: &Broker,
+    session: &Session,
+    request: HeartbeatRequest,
+) -> HeartbeatResponse {
+    let group = session.namespace().qualify(&request.group_id);
+    let result = broker
+        .coordinator
+        .heartbeat(&group, request.generation_id, &request.member_id);
+    HeartbeatResponse::default().with_error_code(code(result))
+}
+
+pub fn leave_group(
+    broker: &Broker,
+    session: &Session,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let group = session.namespace().qualify(&request.group_id);
+    let members: Vec<String> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| m.member_id.to_string())
+            .collect()
+    } else {
+        vec![request.member_id.to_string()]
+    };
+    let outcomes = broker.coordinator.leave(&group, &members);
+    let mut response = LeaveGroupResponse::default();
+    if version >= 3 {
+        response.members = members
+            .into_iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| {
+                MemberResponse::default()
+                    .with_member_id(text(id))
+                    .with_error_code(code(outcome))
+            })
+            .collect();
+    } else {
+        response.error_code = code(outcomes.into_iter().next().unwrap_or(Ok(())));
+    }
+    response
+}
+
+pub async fn offset_commit(
+    broker: &Broker,
+    session: &Session,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let ns = session.namespace();
+    let group = ns.qualify(&request.group_id);
+    let allowed = broker.coordinator.check_commit(
+        &group,
+        request.generation_id_or_member_epoch,
+        &request.member_id,
+    );
+    // Each partition's outcome, and the offsets to commit together.
+    let mut outcomes: Vec<(TopicName, i32, Result<(), ResponseError>)> = Vec::new();
+    let mut offsets = Vec::new();
+    for topic in request.topics {
+        let stored = ns.qualify(&topic.name);
+        let info = broker.app.log.topic(&stored);
+        for p in topic.partitions {
+            let result = allowed.and_then(|()| {
+                let info = info.as_ref().map_err(errors::code)?;
+                let partition = u32::try_from(p.partition_index)
+                    .ok()
+                    .filter(|i| (*i as usize) < info.partitions.len())
+                    .ok_or(ResponseError::UnknownTopicOrPartition)?;
+                let offset = u64::try_from(p.committed_offset)
+                    .map_err(|_| ResponseError::InvalidCommitOffsetSize)?;
+                offsets.push((stored.clone(), partition, offset));
+                Ok(())
+            });
+            outcomes.push((topic.name.clone(), p.partition_index, result));
+        }
+    }
+    if !offsets.is_empty()
+        && let Err(e) = broker.app.log.commit_offsets(&group, offsets).await
+    {
+        tracing::warn!("committing consumer-group offsets failed: {e}");
+        let failed = errors::code(&e);
+        for outcome in &mut outcomes {
+            if outcome.2.is_ok() {
+                outcome.2 = Err(failed);
+            }
+        }
+    }
+    let mut response = OffsetCommitResponse::default();
+    for (topic, partition, result) in outcomes {
+        let entry = OffsetCommitResponsePartition::default()
+            .with_partition_index(partition)
+            .with_error_code(code(result));
+        match response.topics.last_mut() {
+            Some(last) if last.name == topic => last.partitions.push(entry),
+            _ => response.topics.push(
+                OffsetCommitResponseTopic::default()
+                    .with_name(topic)
+                    .with_partitions(vec![entry]),
+            ),
+        }
+    }
+    response
+}
+
+pub fn offset_fetch(
+    broker: &Broker,
+    session: &Session,
+    request: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    let ns = session.namespace();
+    let group = ns.qualify(&request.group_id);
+    let committed = broker.app.log.group_offsets(&group);
+    let lookup = |stored: &str, partition: i32| {
+        committed
+            .iter()
+            .find(|(t, p, _)| t == stored && i64::from(*p) == i64::from(partition))
+            .map_or(-1, |(_, _, o)| *o as i64)
+    };
+    let entry = |partition: i32, offset: i64| {
+        OffsetFetchResponsePartition::default()
+            .with_partition_index(partition)
+            .with_committed_offset(offset)
+    };
+    let topics = match request.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| {
+                let stored = ns.qualify(&t.name);
+                let partitions = t
+                    .partition_indexes
+                    .into_iter()
+                    .map(|p| entry(p, lookup(&stored, p)))
+                    .collect();
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect(),
+        // Every committed offset of the group.
+        None => {
+            let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
+            for (stored, partition, offset) in &committed {
+                let Some(local) = ns.localize(stored) else {
+                    continue;
+                };
+                let name = TopicName(text(local));
+                let e = entry(*partition as i32, *offset as i64);
+                match topics.last_mut() {
+                    Some(last) if last.name == name => last.partitions.push(e),
+                    _ => topics.push(
+                        OffsetFetchResponseTopic::default()
+                            .with_name(name)
+                            .with_partitions(vec![e]),
+                    ),
+                }
+            }
+            topics
+        }
+    };
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// Groups the caller can see: those with members, and those with only
+/// committed offsets (`Empty`), in local names.
+fn visible_groups(broker: &Broker, session: &Session) -> Vec<(String, String, Phase, String)> {
+    let ns = session.namespace();
+    let mut groups: Vec<(String, String, Phase, String)> = broker
+        .coordinator
+        .views()
+        .into_iter()
+        .filter_map(|(stored, view)| {
+            let local = ns.localize(&stored)?.to_string();
+            let kept =
+                !view.members.is_empty() || !broker.app.log.group_offsets(&stored).is_empty();
+            kept.then_some((local, stored, view.phase, view.protocol_type))
+        })
+        .collect();
+    for stored in broker.app.log.groups() {
+        let Some(local) = ns.localize(&stored) else {
+            continue;
+        };
+        if !groups.iter().any(|g| g.1 == stored) {
+            groups.push((local.to_string(), stored, Phase::Empty, String::new()));
+        }
+    }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    groups
+}
+
+pub fn list_groups(
+    broker: &Broker,
+    session: &Session,
+    request: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let groups = visible_groups(broker, session)
+        .into_iter()
+        .filter(|(_, _, phase, _)| {
+            request.states_filter.is_empty()
+                || request
+                    .states_filter
+                    .iter()
+                    .any(|s| s.as_str() == phase.name())
+        })
+        .map(|(local, _, phase, protocol_type)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(text(local)))
+                .with_protocol_type(text(protocol_type))
+                .with_group_state(text(phase.name()))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub fn describe_groups(
+    broker: &Broker,
+    session: &Session,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let ns = session.namespace();
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|id| {
+            let stored = ns.qualify(&id);
+            let described = DescribedGroup::default().with_group_id(id);
+            match broker.coordinator.view(&stored) {
+                Some(view) => described
+                    .with_group_state(text(view.phase.name()))
+                    .with_protocol_type(text(view.protocol_type))
+                    .with_protocol_data(text(view.protocol))
+                    .with_members(
+                        view.members
+                            .into_iter()
+                            .map(|m| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(text(m.member_id))
+                                    .with_client_id(text(m.client_id))
+                                    .with_client_host(text(m.client_host))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment)
+                            })
+                            .collect(),
+                    ),
+                None if !broker.app.log.group_offsets(&stored).is_empty() => {
+                    described.with_group_state(text(Phase::Empty.name()))
+                }
+                None => described.with_group_state(text("Dead")),
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+fn millis(ms: i32) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
