@@ -990,3 +990,98 @@ fn committed_offsets_survive_client_and_server_restarts() {
         .sum();
     assert_eq!(committed, 20);
 }
+
+#[test]
+fn kafka_python_client_works_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    server.create_topic("from-http", 1);
+    server.produce(
+        "from-http",
+        vec![
+            json!({"key": "a", "value": "x", "timestamp": 1000}),
+            json!({"key": "b", "value": "y", "timestamp": 2000}),
+            json!({"value_b64": "AP8=", "timestamp": 3000}),
+        ],
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join("kafka_python_client.py");
+    let output = std::process::Command::new(crate::support::python::python())
+        .arg(&script)
+        .arg(&server.kafka)
+        .output()
+        .expect("run the kafka-python client");
+    assert!(
+        output.status.success(),
+        "kafka-python client failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).expect("the client prints JSON");
+
+    assert_eq!(out["topics"], json!(["from-http", "py-orders"]));
+    // Created over Kafka with Kafka's setting names, seen over HTTP in Weir's.
+    let info = server.expect(200, server.get("/v1/topics/py-orders"));
+    assert_eq!(info["config"]["retention_ms"], json!(600000));
+
+    // Every record it produced (gzip-compressed) came back to it unchanged,
+    // and the HTTP API shows each at the offset the producer was told.
+    let consumed = out["consumed"].as_array().unwrap();
+    assert_eq!(consumed.len(), 20);
+    for (i, produced) in out["produced"].as_array().unwrap().iter().enumerate() {
+        let (partition, offset) = (produced[0].as_i64().unwrap(), produced[1].as_i64().unwrap());
+        let record = consumed
+            .iter()
+            .find(|r| r["partition"] == json!(partition) && r["offset"] == json!(offset))
+            .unwrap_or_else(|| panic!("record {i} was not consumed"));
+        assert_eq!(record["key"], json!(format!("k{i}")));
+        assert_eq!(record["value"], json!(format!("order {i}")));
+        assert_eq!(
+            record["timestamp"],
+            json!(1_700_000_000_000i64 + i as i64 * 1000)
+        );
+        assert_eq!(record["headers"], json!([["n", i.to_string()]]));
+        let over_http = server.records("py-orders", partition as u32);
+        let same = over_http
+            .iter()
+            .find(|r| r["offset"] == json!(offset))
+            .expect("the record over HTTP");
+        assert_eq!(same["value"], json!(format!("order {i}")));
+        assert_eq!(same["headers"], json!({"n": i.to_string()}));
+    }
+
+    // Its group's committed positions are Weir's group offsets.
+    let group = server.expect(200, server.get("/v1/groups/py-group"));
+    let mut offsets: Vec<(u64, u64)> = group["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["partition"].as_u64().unwrap(),
+                o["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    offsets.sort();
+    let committed = &out["committed"];
+    assert_eq!(
+        offsets,
+        vec![
+            (0, committed["0"].as_u64().unwrap()),
+            (1, committed["1"].as_u64().unwrap())
+        ]
+    );
+    assert_eq!(offsets.iter().map(|o| o.1).sum::<u64>(), 20);
+
+    // Records produced over HTTP, read over Kafka byte for byte.
+    assert_eq!(out["offset_for_2000"], json!(1));
+    assert_eq!(
+        out["from_http"],
+        json!([
+            {"key": "61", "value": "78"},
+            {"key": "62", "value": "79"},
+            {"key": null, "value": "00ff"},
+        ])
+    );
+}

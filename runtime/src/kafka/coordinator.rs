@@ -212,9 +212,12 @@ impl Coordinator {
             };
             state.protocol_type = join.protocol_type.clone();
             let known = state.members.get(&member_id);
-            // A stable member rejoining with nothing changed gets its
+            // A stable follower rejoining with nothing changed gets its
             // generation back without a rebalance (a lost JoinGroup answer).
+            // The leader rejoining always rebalances: that is how it asks
+            // for a new assignment when topic metadata changed.
             let unchanged = state.phase == Phase::Stable
+                && state.leader != member_id
                 && known.is_some_and(|m| m.protocols == join.protocols);
             let member = Member {
                 client_id: join.client_id,

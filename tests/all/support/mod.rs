@@ -184,4 +184,5 @@ pub fn outputs(output: &weir::operator::CallOutput) -> Vec<Out> {
 }
 
 pub mod kafka_wire;
+pub mod python;
 pub mod server;
