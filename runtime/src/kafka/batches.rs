@@ -70,16 +70,6 @@ fn one_batch(bytes: Bytes, max_batch_bytes: usize) -> Result<Batch, Refused> {
             format!("message format v{magic} is not accepted (only RecordBatch v2)"),
         ));
     }
-    let stored_crc = u32::from_be_bytes(bytes[field::CRC..field::CRC + 4].try_into().expect("4"));
-    let crc = crc32c::crc32c(&bytes[field::ATTRIBUTES..]);
-    if stored_crc != crc {
-        return Err(refuse(
-            ResponseError::CorruptMessage,
-            format!(
-                "record batch CRC mismatch: header says {stored_crc:#010x}, data gives {crc:#010x}"
-            ),
-        ));
-    }
     let attributes = i16::from_be_bytes(
         bytes[field::ATTRIBUTES..field::ATTRIBUTES + 2]
             .try_into()
@@ -97,34 +87,53 @@ fn one_batch(bytes: Bytes, max_batch_bytes: usize) -> Result<Batch, Refused> {
             "transactional produce is not supported yet",
         ));
     }
-    let mut batch = match attributes & COMPRESSION_MASK {
-        0 => BytesMut::from(bytes),
-        codec => {
-            let records = decompress(codec, bytes.slice(HEADER_LEN..), max_batch_bytes)?;
-            let mut batch = BytesMut::with_capacity(HEADER_LEN + records.len());
-            batch.extend_from_slice(&bytes[..HEADER_LEN]);
-            batch.extend_from_slice(&records);
-            let length = i32::try_from(batch.len() - LENGTH_PREFIX).map_err(|_| {
-                refuse(
-                    ResponseError::MessageTooLarge,
-                    "decompressed batch over 2 GiB",
-                )
-            })?;
-            batch[field::LENGTH..field::LENGTH + 4].copy_from_slice(&length.to_be_bytes());
-            let plain = attributes & !COMPRESSION_MASK;
-            batch[field::ATTRIBUTES..field::ATTRIBUTES + 2].copy_from_slice(&plain.to_be_bytes());
-            seal(&mut batch);
-            batch
-        }
-    };
-    // The log keeps leader epoch 0; the field is outside the CRC.
-    batch[field::LEADER_EPOCH..field::LEADER_EPOCH + 4].copy_from_slice(&0i32.to_be_bytes());
-    Batch::from_bytes(batch.freeze()).map_err(|e| {
-        refuse(
+    let codec = attributes & COMPRESSION_MASK;
+    if codec == 0 {
+        // Stored as sent: validated whole (CRC and every record) by the log's
+        // own check; only a leader epoch other than the log's 0 costs a copy.
+        let bytes = if bytes[field::LEADER_EPOCH..field::LEADER_EPOCH + 4] == [0; 4] {
+            bytes
+        } else {
+            let mut copy = BytesMut::from(&bytes[..]);
+            copy[field::LEADER_EPOCH..field::LEADER_EPOCH + 4].copy_from_slice(&[0; 4]);
+            copy.freeze()
+        };
+        return Batch::from_bytes(bytes).map_err(invalid);
+    }
+    // The CRC covers the compressed data: check it before decompressing.
+    let stored_crc = u32::from_be_bytes(bytes[field::CRC..field::CRC + 4].try_into().expect("4"));
+    let crc = crc32c::crc32c(&bytes[field::ATTRIBUTES..]);
+    if stored_crc != crc {
+        return Err(refuse(
             ResponseError::CorruptMessage,
-            format!("invalid record batch: {e}"),
+            format!(
+                "record batch CRC mismatch: header says {stored_crc:#010x}, data gives {crc:#010x}"
+            ),
+        ));
+    }
+    let records = decompress(codec, bytes.slice(HEADER_LEN..), max_batch_bytes)?;
+    let mut batch = BytesMut::with_capacity(HEADER_LEN + records.len());
+    batch.extend_from_slice(&bytes[..HEADER_LEN]);
+    batch.extend_from_slice(&records);
+    let length = i32::try_from(batch.len() - LENGTH_PREFIX).map_err(|_| {
+        refuse(
+            ResponseError::MessageTooLarge,
+            "decompressed batch over 2 GiB",
         )
-    })
+    })?;
+    batch[field::LENGTH..field::LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+    let plain = attributes & !COMPRESSION_MASK;
+    batch[field::ATTRIBUTES..field::ATTRIBUTES + 2].copy_from_slice(&plain.to_be_bytes());
+    batch[field::LEADER_EPOCH..field::LEADER_EPOCH + 4].copy_from_slice(&[0; 4]);
+    seal(&mut batch);
+    Batch::from_bytes(batch.freeze()).map_err(invalid)
+}
+
+fn invalid(error: weir_format::BatchError) -> Refused {
+    refuse(
+        ResponseError::CorruptMessage,
+        format!("invalid record batch: {error}"),
+    )
 }
 
 /// The records section of a compressed batch, decompressed; more than

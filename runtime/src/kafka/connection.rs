@@ -221,6 +221,14 @@ fn decode<T>(work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the decoder failed on this input")))
 }
 
+/// The encoded size of the answers that can be large.
+fn response_size(response: &ResponseKind, version: i16) -> anyhow::Result<usize> {
+    match response {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version),
+        _ => Ok(256),
+    }
+}
+
 /// A response frame: size, header, body.
 fn encode(
     correlation_id: i32,
@@ -228,11 +236,18 @@ fn encode(
     version: i16,
     response: ResponseKind,
 ) -> Result<BytesMut, Close> {
-    let mut frame = BytesMut::with_capacity(256);
-    frame.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    // Sized first: a fetch answer holds megabytes of records, and growing
+    // the buffer would copy them again and again.
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| Ok(h + response_size(&response, version)?))
+        .unwrap_or(256);
+    let mut frame = BytesMut::with_capacity(4 + size);
+    frame.put_i32(0);
     header
-        .encode(&mut frame, api_key.response_header_version(version))
+        .encode(&mut frame, header_version)
         .and_then(|()| response.encode(&mut frame, version))
         .map_err(|e| {
             tracing::error!(?api_key, version, "encoding a Kafka response failed: {e:#}");

@@ -217,6 +217,11 @@ impl Server {
         })
     }
 
+    /// The log interface the server's parts share.
+    pub fn log(&self) -> Arc<dyn StreamLog> {
+        self.app.log.clone()
+    }
+
     /// Serves until `shutdown` resolves, then stops the pipelines and
     /// flushes the log.
     pub async fn run(
