@@ -219,6 +219,60 @@ impl Log {
         Ok(topic)
     }
 
+    /// Grows a topic to `total` partitions (partitions are never removed:
+    /// keys would move). The new partitions are empty; the existing ones
+    /// and their data are untouched. Returns the grown topic; handles taken
+    /// before keep seeing the old partition count.
+    pub fn add_partitions(&self, name: &str, total: u32) -> Result<Topic> {
+        let inner = &*self.inner;
+        let _admin = inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.topic(name)?;
+        let current = old.partitions().len() as u32;
+        if total <= current {
+            return Err(LogError::InvalidConfig {
+                topic: name.to_string(),
+                reason: format!(
+                    "a topic's partitions can only be added to: it has {current}, asked for {total}"
+                ),
+            });
+        }
+        let config = TopicConfig {
+            partitions: total,
+            ..old.config().clone()
+        };
+        config.validate(name)?;
+        let dir = inner.dir.join("topics").join(name);
+        // The new partitions' directories exist before the configuration
+        // counts them: a crash in between leaves empty directories that the
+        // next open ignores (and a later call reuses).
+        let mut partitions = old.partitions().to_vec();
+        for id in current..total {
+            partitions.push(Partition::open(
+                inner.storage.clone(),
+                inner.clock.clone(),
+                name,
+                id,
+                dir.join(id.to_string()),
+                config.clone(),
+            )?);
+        }
+        inner
+            .storage
+            .sync_dir(&dir)
+            .ctx("sync topic directory", &dir)?;
+        let json = serde_json::to_vec_pretty(&config).expect("topic config serializes");
+        let config_path = dir.join("topic.json");
+        write_atomic(&*inner.storage, &config_path, &json)
+            .ctx("write topic config", &config_path)?;
+        let topic = Topic::new(name.to_string(), config, partitions);
+        inner
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
     /// Looks a topic up by name (internal topics included).
     pub fn topic(&self, name: &str) -> Result<Topic> {
         let topics = self.inner.topics.read().unwrap_or_else(|e| e.into_inner());

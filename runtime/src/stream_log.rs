@@ -64,6 +64,8 @@ pub trait StreamLog: Send + Sync + 'static {
     fn topics(&self) -> Vec<TopicInfo>;
     fn topic(&self, name: &str) -> LogResult<TopicInfo>;
     async fn delete_topic(&self, name: &str) -> LogResult<()>;
+    /// Grows a topic to `total` partitions (never fewer than it has).
+    async fn add_partitions(&self, name: &str, total: u32) -> LogResult<TopicInfo>;
 
     /// Appends a batch; returns once it is as durable as the topic asks.
     /// A batch stamped with a producer id and sequence that was already
@@ -201,6 +203,15 @@ impl StreamLog for EmbeddedLog {
     async fn delete_topic(&self, name: &str) -> LogResult<()> {
         let name = name.to_string();
         self.blocking(move |log| log.delete_topic(&name)).await
+    }
+
+    async fn add_partitions(&self, name: &str, total: u32) -> LogResult<TopicInfo> {
+        if name.starts_with("__") {
+            return Err(LogError::UnknownTopic(name.to_string()));
+        }
+        let name = name.to_string();
+        self.blocking(move |log| log.add_partitions(&name, total).map(|t| topic_info(&t)))
+            .await
     }
 
     async fn append(&self, topic: &str, partition: u32, batch: Batch) -> LogResult<AppendInfo> {

@@ -349,6 +349,32 @@ fn topics_are_administered_over_kafka() {
     assert_eq!(metadata.topics()[0].partitions().len(), 4);
     assert_eq!(metadata.brokers().len(), 1);
 
+    let grow = |count| {
+        run(admin.create_partitions(
+            [&rdkafka::admin::NewPartitions::new("orders", count)],
+            &options,
+        ))
+        .unwrap()
+    };
+    assert_eq!(grow(6), vec![Ok("orders".to_string())]);
+    let info = server.expect(200, server.get("/v1/topics/orders"));
+    assert_eq!(info["partitions"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        grow(3),
+        vec![Err((
+            "orders".to_string(),
+            RDKafkaErrorCode::InvalidPartitions
+        ))]
+    );
+    let producer = producer(&server, &[]);
+    let (partition, _) = send(
+        &producer,
+        FutureRecord::to("orders")
+            .partition(5)
+            .payload(b"into a new partition".as_slice()),
+    );
+    assert_eq!(partition, 5);
+
     server.create_topic("http-made", 1);
     let deleted = run(admin.delete_topics(&["orders", "http-made", "missing"], &options)).unwrap();
     assert_eq!(
@@ -989,6 +1015,17 @@ fn committed_offsets_survive_client_and_server_restarts() {
         .map(|o| o["offset"].as_u64().unwrap())
         .sum();
     assert_eq!(committed, 20);
+    let shown = server.cli(&["group", "describe", "billing"]);
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let rows: Vec<&str> = shown.lines().filter(|l| l.starts_with("ledger")).collect();
+    assert_eq!(rows.len(), 2, "one row per partition:\n{shown}");
+    let listed = server.cli(&["group", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("billing"));
 }
 
 #[test]

@@ -62,6 +62,59 @@ fn appended_records_read_back_in_order_with_assigned_offsets() {
 }
 
 #[test]
+fn partitions_can_be_added_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let config = TopicConfig {
+        partitions: 2,
+        retention_ms: Some(60_000),
+        ..TopicConfig::default()
+    };
+    let topic = log.create_topic("orders", config).unwrap();
+    topic
+        .partition(1)
+        .unwrap()
+        .append(batch(&[Rec::new("a", "1", 10)]))
+        .unwrap();
+    let grown = log.add_partitions("orders", 4).unwrap();
+    assert_eq!(grown.partitions().len(), 4);
+    assert_eq!(
+        grown.config().retention_ms,
+        Some(60_000),
+        "settings are kept"
+    );
+    grown
+        .partition(3)
+        .unwrap()
+        .append(batch(&[Rec::new("b", "2", 11)]))
+        .unwrap();
+    assert!(matches!(
+        log.add_partitions("orders", 4),
+        Err(LogError::InvalidConfig { .. })
+    ));
+    assert!(matches!(
+        log.add_partitions("missing", 4),
+        Err(LogError::UnknownTopic(_))
+    ));
+    drop((topic, grown));
+    log.close().unwrap();
+
+    let log = Log::open(dir.path()).unwrap();
+    let topic = log.topic("orders").unwrap();
+    assert_eq!(topic.partitions().len(), 4);
+    assert_eq!(topic.config().partitions, 4);
+    assert_eq!(
+        read_all(topic.partition(1).unwrap())[0].1,
+        Rec::new("a", "1", 10)
+    );
+    assert_eq!(
+        read_all(topic.partition(3).unwrap())[0].1,
+        Rec::new("b", "2", 11)
+    );
+    assert_eq!(topic.partition(2).unwrap().end_offset(), 0);
+}
+
+#[test]
 fn headers_and_tombstones_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -250,6 +250,49 @@ pub fn topic_describe(client: &Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn group_list(client: &Client) -> anyhow::Result<()> {
+    let value = client.get("/v1/groups")?;
+    if client.json {
+        client.print_json(&value);
+        return Ok(());
+    }
+    let groups = value["groups"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            let offsets = g["offsets"].as_array().cloned().unwrap_or_default();
+            let lag: u64 = offsets.iter().filter_map(|o| o["lag"].as_u64()).sum();
+            vec![text(&g["name"]), offsets.len().to_string(), lag.to_string()]
+        })
+        .collect();
+    table(&["GROUP", "PARTITIONS", "LAG"], &rows);
+    Ok(())
+}
+
+pub fn group_describe(client: &Client, name: &str) -> anyhow::Result<()> {
+    let value = client.get(&format!("/v1/groups/{}", encode_path(name)))?;
+    if client.json {
+        client.print_json(&value);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = value["offsets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|o| {
+            vec![
+                text(&o["topic"]),
+                text(&o["partition"]),
+                text(&o["offset"]),
+                text(&o["lag"]),
+            ]
+        })
+        .collect();
+    table(&["TOPIC", "PARTITION", "OFFSET", "LAG"], &rows);
+    Ok(())
+}
+
 pub fn topic_delete(client: &Client, name: &str) -> anyhow::Result<()> {
     client.call(
         "DELETE",

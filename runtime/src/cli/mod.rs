@@ -82,6 +82,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Consumer groups and the offsets they committed (over Kafka).
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Append records to a topic: JSON lines or plain lines from stdin, or
     /// one record from --value.
     Produce {
@@ -220,6 +227,14 @@ enum TopicCommand {
 }
 
 #[derive(Subcommand)]
+enum GroupCommand {
+    /// Every group with committed offsets, and its total lag.
+    List,
+    /// A group's committed offset and lag per partition.
+    Describe { name: String },
+}
+
+#[derive(Subcommand)]
 enum TenantCommand {
     Create {
         name: String,
@@ -346,6 +361,14 @@ fn dispatch() -> anyhow::Result<std::process::ExitCode> {
                 TopicCommand::List => client::topic_list(&client),
                 TopicCommand::Describe { name } => client::topic_describe(&client, &name),
                 TopicCommand::Delete { name } => client::topic_delete(&client, &name),
+            }
+            .map(|()| std::process::ExitCode::SUCCESS)
+        }
+        Command::Group { command, remote } => {
+            let client = remote.client();
+            match command {
+                GroupCommand::List => client::group_list(&client),
+                GroupCommand::Describe { name } => client::group_describe(&client, &name),
             }
             .map(|()| std::process::ExitCode::SUCCESS)
         }

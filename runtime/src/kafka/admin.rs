@@ -1,5 +1,5 @@
-//! CreateTopics, DeleteTopics and DescribeConfigs, in Kafka's topic
-//! configuration names.
+//! CreateTopics, CreatePartitions, DeleteTopics and DescribeConfigs, in
+//! Kafka's topic configuration names.
 //!
 //! | Kafka name | Weir's topic setting |
 //! |---|---|
@@ -18,6 +18,10 @@
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::TopicName;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsRequest;
+use kafka_protocol::messages::create_partitions_response::{
+    CreatePartitionsResponse, CreatePartitionsTopicResult,
+};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
@@ -298,6 +302,82 @@ fn source(config: &TopicConfig, name: &str) -> i8 {
     }
 }
 
+/// Adds partitions to topics, unless a pipeline reads or writes them
+/// (its tasks and key routing are laid out per partition).
+pub async fn create_partitions(
+    broker: &Broker,
+    session: &Session,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let ns = session.namespace();
+    let mut response = CreatePartitionsResponse::default();
+    for topic in request.topics {
+        let stored = ns.qualify(&topic.name);
+        let outcome = grow(broker, &stored, topic.count, request.validate_only).await;
+        let mut result = CreatePartitionsTopicResult::default().with_name(topic.name);
+        if let Err((code, message)) = outcome {
+            result.error_code = code.code();
+            result.error_message = Some(StrBytes::from_string(ns.localize_message(&message)));
+        }
+        response.results.push(result);
+    }
+    response
+}
+
+async fn grow(
+    broker: &Broker,
+    stored: &str,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let app = &broker.app;
+    let info = app
+        .log
+        .topic(stored)
+        .map_err(|e| (errors::code(&e), e.to_string()))?;
+    let total = u32::try_from(count).unwrap_or(0);
+    if total as usize <= info.partitions.len() {
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!(
+                "topic {stored:?} has {} partitions; the new count must be larger, got {count}",
+                info.partitions.len()
+            ),
+        ));
+    }
+    if validate_only {
+        return TopicConfig {
+            partitions: total,
+            ..info.config
+        }
+        .validate(stored)
+        .map_err(|e| (ResponseError::InvalidPartitions, e.to_string()));
+    }
+    match app
+        .pipelines
+        .unless_used(
+            |p| p.using_topic(stored),
+            app.log.add_partitions(stored, total),
+        )
+        .await
+    {
+        Ok(result) => result.map(|_| ()).map_err(|e| {
+            let code = match e {
+                log_core::LogError::InvalidConfig { .. } => ResponseError::InvalidPartitions,
+                _ => errors::code(&e),
+            };
+            (code, e.to_string())
+        }),
+        Err(users) => Err((
+            ResponseError::PolicyViolation,
+            format!(
+                "topic {stored:?} is used by pipeline(s) {}",
+                users.join(", ")
+            ),
+        )),
+    }
+}
+
 pub async fn delete_topics(
     broker: &Broker,
     session: &Session,
@@ -336,7 +416,7 @@ async fn delete_one(broker: &Broker, stored: &str) -> Result<(), Refusal> {
     let app = &broker.app;
     match app
         .pipelines
-        .delete_unless_used(|p| p.using_topic(stored), app.log.delete_topic(stored))
+        .unless_used(|p| p.using_topic(stored), app.log.delete_topic(stored))
         .await
     {
         Ok(result) => result.map_err(|e| (errors::code(&e), e.to_string())),

@@ -528,20 +528,21 @@ impl Pipelines {
         }
     }
 
-    /// Runs `delete` unless a pipeline uses the thing (as `users` tells),
-    /// serialized with pipeline changes so no apply can start using it
-    /// in between. Returns the users instead when there are any.
-    pub async fn delete_unless_used<T>(
+    /// Runs `change` (deleting or reshaping a topic or module) unless a
+    /// pipeline uses the thing (as `users` tells), serialized with pipeline
+    /// changes so no apply can start using it in between. Returns the
+    /// users instead when there are any.
+    pub async fn unless_used<T>(
         &self,
         users: impl FnOnce(&Pipelines) -> Vec<String>,
-        delete: impl Future<Output = T>,
+        change: impl Future<Output = T>,
     ) -> Result<T, Vec<String>> {
         let _admin = self.admin.lock().await;
         let users = users(self);
         if !users.is_empty() {
             return Err(users);
         }
-        Ok(delete.await)
+        Ok(change.await)
     }
 
     /// Names of the pipelines running a module.

@@ -109,7 +109,7 @@ pub async fn delete(
         async move { tokio::task::spawn_blocking(move || modules.delete(&module_name)).await };
     let deleted = app
         .pipelines
-        .delete_unless_used(|p| p.using_module(&ns.qualify(&name)), delete)
+        .unless_used(|p| p.using_module(&ns.qualify(&name)), delete)
         .await;
     match deleted {
         Ok(result) => result

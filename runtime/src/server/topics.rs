@@ -78,7 +78,7 @@ pub async fn delete(
     let name = ns.qualify(&local);
     let deleted = app
         .pipelines
-        .delete_unless_used(|p| p.using_topic(&name), app.log.delete_topic(&name))
+        .unless_used(|p| p.using_topic(&name), app.log.delete_topic(&name))
         .await;
     match deleted {
         Ok(result) => result?,
