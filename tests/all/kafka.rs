@@ -205,6 +205,20 @@ fn records_produced_over_kafka_are_the_records_every_other_path_sees() {
         .map(|((p, _), _)| *p)
         .unwrap();
     assert_eq!(offsets[0]["partition"], json!(k3_partition));
+
+    // The listener's counters.
+    let (status, metrics) = server.get("/metrics");
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().expect("text").to_string();
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
+    };
+    assert!(value("weir_kafka_requests_total{api=\"Produce\"}") >= 1.0);
+    assert!(value("weir_kafka_requests_total{api=\"Fetch\"}") >= 1.0);
+    assert!(value("weir_kafka_request_bytes_total") > 3000.0);
 }
 
 #[test]

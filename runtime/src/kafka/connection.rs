@@ -64,16 +64,18 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>)
         namespace: broker.app.tenants.is_none().then(Namespace::global),
         sasl_started: false,
     };
-    loop {
+    broker.stats.opened();
+    let broken = loop {
         match serve_one(&mut stream, &mut session, &broker).await {
             Ok(()) => {}
-            Err(Close::Quietly) => return,
+            Err(Close::Quietly) => break false,
             Err(Close::Because(reason)) => {
                 tracing::info!(%peer, "closing Kafka connection: {reason}");
-                return;
+                break true;
             }
         }
-    }
+    };
+    broker.stats.closed(broken);
 }
 
 /// Reads, answers and writes one request.
@@ -110,6 +112,7 @@ async fn serve_one(
     let Some(response) = answer(frame.freeze(), session, broker).await? else {
         return Ok(());
     };
+    broker.stats.response(response.len());
     stream
         .write_all(&response)
         .await
@@ -123,6 +126,7 @@ async fn answer(
     session: &mut Session,
     broker: &Broker,
 ) -> Result<Option<BytesMut>, Close> {
+    let frame_len = frame.len();
     let raw_key = frame.clone().get_i16();
     let version = (&frame[2..4]).get_i16();
     let correlation_id = (&frame[4..8]).get_i32();
@@ -147,6 +151,7 @@ async fn answer(
             "{api_key:?} before SASL authentication (this server requires SASL PLAIN)"
         )));
     }
+    broker.stats.request(api_key, frame_len);
     let client = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
     tracing::trace!(peer = %session.peer, client, ?api_key, version, "Kafka request");
     let response = match request {

@@ -15,7 +15,7 @@
 //! - [`fetch`], [`offsets`]: reads serving stored batches, offset lookups
 //! - [`groups`], [`coordinator`]: consumer groups and their committed offsets
 //! - [`sasl`]: SASL PLAIN, tenant as user name and token as password
-//! - [`errors`]: log errors as Kafka error codes
+//! - [`errors`]: log errors as Kafka error codes; [`stats`]: counters for `/metrics`
 
 mod admin;
 mod batches;
@@ -28,7 +28,10 @@ mod metadata;
 mod offsets;
 mod produce;
 mod sasl;
+mod stats;
 mod versions;
+
+pub use stats::KafkaStats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,6 +88,7 @@ struct Broker {
     in_flight: Semaphore,
     /// Consumer-group membership.
     coordinator: Arc<coordinator::Coordinator>,
+    stats: Arc<KafkaStats>,
 }
 
 /// A bound Kafka listener, ready to serve.
@@ -113,12 +117,13 @@ impl KafkaListener {
             addr,
             listener,
             broker: Arc::new(Broker {
-                app,
                 settings,
                 advertised_host,
                 advertised_port,
                 in_flight: Semaphore::new(permits),
                 coordinator: coordinator::Coordinator::start(),
+                stats: app.kafka_stats.clone(),
+                app,
             }),
         })
     }

@@ -16,7 +16,11 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
     }
 }
 
@@ -170,7 +174,61 @@ pub async fn metrics(State(app): State<App>, _admin: Admin) -> impl IntoResponse
         &per_stage(|c| c.processing_ms as f64 / 1000.0),
     );
     tenant_metrics(&mut out, &app);
+    kafka_metrics(&mut out, &app);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// The Kafka listener: connections, requests by API, bytes.
+fn kafka_metrics(out: &mut String, app: &App) {
+    let stats = &app.kafka_stats;
+    let one = |value: f64| vec![(String::new(), value)];
+    family(
+        out,
+        "weir_kafka_connections",
+        "gauge",
+        "Kafka client connections open now.",
+        &one(stats.open_connections() as f64),
+    );
+    family(
+        out,
+        "weir_kafka_connections_total",
+        "counter",
+        "Kafka client connections accepted.",
+        &one(stats.accepted_connections() as f64),
+    );
+    family(
+        out,
+        "weir_kafka_protocol_errors_total",
+        "counter",
+        "Kafka connections closed because the client broke the protocol.",
+        &one(stats.broken_connections() as f64),
+    );
+    let requests: Vec<(String, f64)> = stats
+        .requests()
+        .into_iter()
+        .map(|(api, count)| (format!("api=\"{api}\""), count as f64))
+        .collect();
+    family(
+        out,
+        "weir_kafka_requests_total",
+        "counter",
+        "Kafka requests received, by API.",
+        &requests,
+    );
+    family(
+        out,
+        "weir_kafka_request_bytes_total",
+        "counter",
+        "Bytes of Kafka request frames.",
+        &one(stats.request_bytes() as f64),
+    );
+    family(
+        out,
+        "weir_kafka_response_bytes_total",
+        "counter",
+        "Bytes of Kafka response frames.",
+        &one(stats.response_bytes() as f64),
+    );
 }
 
 /// Per tenant: what it uses and what its quotas allow.

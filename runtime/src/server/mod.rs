@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::kafka::{KafkaListener, KafkaSettings};
+use crate::kafka::{KafkaListener, KafkaSettings, KafkaStats};
 use crate::modules::ModuleStore;
 use crate::operator::{Limits, OperatorEngine};
 use crate::pipeline::Pipelines;
@@ -96,6 +96,8 @@ pub struct App {
     pub produce_rates: Arc<ProduceRates>,
     /// Shares operator CPU between tenants; also counts it.
     pub scheduler: Arc<CpuScheduler>,
+    /// Counters of the Kafka listener (zero while it is off).
+    pub kafka_stats: Arc<KafkaStats>,
 }
 
 impl App {
@@ -201,6 +203,7 @@ impl Server {
             default_quotas: config.quotas,
             produce_rates: Arc::new(ProduceRates::default()),
             scheduler,
+            kafka_stats: Arc::new(KafkaStats::default()),
         };
         let kafka = match config.kafka.enabled {
             true => Some(KafkaListener::bind(app.clone(), config.kafka.clone()).await?),
