@@ -838,7 +838,8 @@ fn sasl_plain_authenticates_tenants_and_keeps_them_apart() {
             kafka_protocol::ResponseError::SaslAuthenticationFailed.code(),
             "{user} with {password}"
         );
-        assert!(wire.try_send(&MetadataRequest::default(), 9).is_none());
+        // The failure closes the connection: no second guess on it.
+        assert!(wire.try_send(&ApiVersionsRequest::default(), 3).is_none());
     }
 }
 
@@ -1134,5 +1135,69 @@ fn kafka_python_client_works_end_to_end() {
             {"key": "62", "value": "79"},
             {"key": null, "value": "00ff"},
         ])
+    );
+}
+
+#[test]
+fn a_tenant_over_its_produce_rate_is_throttled_not_refused() {
+    use kafka_protocol::messages::sasl_authenticate_request::SaslAuthenticateRequest;
+    use kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest;
+
+    const ADMIN: &str = "kafka-quota-admin";
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start_with_config(
+        &dir.path().join("data"),
+        &format!("tenancy = true\nadmin_token = \"{ADMIN}\"\n"),
+    );
+    server.use_token(Some(ADMIN));
+    server.expect(
+        201,
+        server.post(
+            "/v1/tenants",
+            &json!({"name": "slow", "quotas": {"produce_bytes_per_sec": 10_000}}),
+        ),
+    );
+    let issued = server.expect(201, server.post("/v1/tenants/slow/tokens", &json!({})));
+    let token = issued["token"].as_str().unwrap().to_string();
+    server.use_token(Some(&token));
+    server.create_topic("events", 1);
+
+    let mut wire = Wire::connect(&server.kafka);
+    // Before authenticating, large frames are refused outright.
+    let mut big = Wire::connect(&server.kafka);
+    assert!(big.roundtrip(&vec![0u8; 600 << 10]).is_none());
+    let handshake = wire.send(
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        1,
+    );
+    assert_eq!(handshake.error_code, 0);
+    let authenticated = wire.send(
+        &SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from(format!("\0slow\0{token}"))),
+        2,
+    );
+    assert_eq!(authenticated.error_code, 0);
+    let mut values = Vec::new();
+    let mut throttled = 0;
+    for i in 0..3 {
+        let value = format!("{i}{}", "x".repeat(14_000));
+        let mut builder = BatchBuilder::new();
+        builder.push(&Record {
+            value: Some(value.as_bytes()),
+            ..Record::default()
+        });
+        let response = wire.send(
+            &produce_request("events", builder.finish().unwrap().into_bytes()),
+            9,
+        );
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        throttled += response.throttle_time_ms;
+        values.push(json!(value));
+    }
+    assert!(throttled > 0, "30 KB at 10 KB/s must be throttled");
+    assert_eq!(
+        server.values("events"),
+        values,
+        "and every record is stored"
     );
 }

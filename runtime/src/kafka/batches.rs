@@ -12,7 +12,6 @@ use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use kafka_protocol::compression::{Decompressor, Snappy};
 use log_core::Batch;
 use weir_format::{HEADER_LEN, LENGTH_PREFIX, declared_len, field, seal};
 
@@ -37,8 +36,13 @@ fn refuse(code: ResponseError, message: impl Into<String>) -> Refused {
 
 /// Splits the records of one partition of a produce request into batches
 /// the log accepts. `max_batch_bytes` bounds each batch after
-/// decompression.
-pub fn from_produced(records: Bytes, max_batch_bytes: usize) -> Result<Vec<Batch>, Refused> {
+/// decompression, and `budget` the bytes decompressed for the whole
+/// request (it is charged here).
+pub fn from_produced(
+    records: Bytes,
+    max_batch_bytes: usize,
+    budget: &mut usize,
+) -> Result<Vec<Batch>, Refused> {
     let mut batches = Vec::new();
     let mut rest = records;
     while !rest.is_empty() {
@@ -51,7 +55,7 @@ pub fn from_produced(records: Bytes, max_batch_bytes: usize) -> Result<Vec<Batch
                 )
             })?;
         let bytes = rest.split_to(len);
-        batches.push(one_batch(bytes, max_batch_bytes)?);
+        batches.push(one_batch(bytes, max_batch_bytes, budget)?);
     }
     if batches.is_empty() {
         return Err(refuse(
@@ -62,7 +66,7 @@ pub fn from_produced(records: Bytes, max_batch_bytes: usize) -> Result<Vec<Batch
     Ok(batches)
 }
 
-fn one_batch(bytes: Bytes, max_batch_bytes: usize) -> Result<Batch, Refused> {
+fn one_batch(bytes: Bytes, max_batch_bytes: usize, budget: &mut usize) -> Result<Batch, Refused> {
     let magic = bytes[field::MAGIC] as i8;
     if magic != 2 {
         return Err(refuse(
@@ -111,7 +115,9 @@ fn one_batch(bytes: Bytes, max_batch_bytes: usize) -> Result<Batch, Refused> {
             ),
         ));
     }
-    let records = decompress(codec, bytes.slice(HEADER_LEN..), max_batch_bytes)?;
+    let limit = max_batch_bytes.min(*budget);
+    let records = decompress(codec, bytes.slice(HEADER_LEN..), limit)?;
+    *budget -= records.len();
     let mut batch = BytesMut::with_capacity(HEADER_LEN + records.len());
     batch.extend_from_slice(&bytes[..HEADER_LEN]);
     batch.extend_from_slice(&records);
@@ -150,11 +156,7 @@ fn decompress(codec: i16, data: Bytes, limit: usize) -> Result<Vec<u8>, Refused>
             "gzip",
             bounded(flate2::read::GzDecoder::new(&data[..]), limit),
         ),
-        2 => {
-            let result = Snappy::decompress(&mut data.clone(), |out: &mut Bytes| Ok(out.to_vec()))
-                .map_err(|e| failed("snappy", &e))?;
-            ("snappy", Ok(result))
-        }
+        2 => ("snappy", snappy(&data, limit)),
         3 => match lz4::Decoder::new(&data[..]) {
             Ok(decoder) => ("lz4", bounded(decoder, limit)),
             Err(e) => return Err(failed("lz4", &e)),
@@ -174,10 +176,59 @@ fn decompress(codec: i16, data: Bytes, limit: usize) -> Result<Vec<u8>, Refused>
     if records.len() > limit {
         return Err(refuse(
             ResponseError::MessageTooLarge,
-            format!("the {name} batch decompresses to more than the topic's {limit} bytes"),
+            format!(
+                "the {name} batch decompresses to more than {limit} bytes (the topic's \
+                 largest batch, or what is left of the request's decompression budget)"
+            ),
         ));
     }
     Ok(records)
+}
+
+/// Kafka's snappy: xerial framing (a magic header, then blocks each with
+/// its length) or, without the header, one raw snappy block. Each block's
+/// declared size is checked before anything is allocated for it; past
+/// `limit` the output stops one byte over, to show the excess.
+fn snappy(data: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
+    const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+    const XERIAL_HEADER: usize = 16;
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let blocks: Vec<&[u8]> = if data.starts_with(XERIAL_MAGIC) {
+        let mut rest = data
+            .get(XERIAL_HEADER..)
+            .ok_or_else(|| invalid("cut xerial header"))?;
+        let mut blocks = Vec::new();
+        while !rest.is_empty() {
+            let (len, tail) = rest
+                .split_at_checked(4)
+                .ok_or_else(|| invalid("cut block length"))?;
+            let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+            let (block, tail) = tail
+                .split_at_checked(len)
+                .ok_or_else(|| invalid("cut block"))?;
+            blocks.push(block);
+            rest = tail;
+        }
+        blocks
+    } else {
+        vec![data]
+    };
+    let mut out = Vec::new();
+    let mut decoder = snap::raw::Decoder::new();
+    for block in blocks {
+        let len = snap::raw::decompress_len(block).map_err(|e| invalid(&e.to_string()))?;
+        if out.len() + len > limit {
+            out.resize(limit + 1, 0);
+            return Ok(out);
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        decoder
+            .decompress(block, &mut out[start..])
+            .map_err(|e| invalid(&e.to_string()))?;
+    }
+    Ok(out)
 }
 
 /// Reads at most `limit + 1` bytes (one more than allowed shows the excess).
@@ -222,7 +273,7 @@ mod tests {
     #[test]
     fn compressed_batches_become_the_same_records_uncompressed() {
         let plain = plain_batch(&[b"one", b"two", b"three"]);
-        let batches = from_produced(gzipped(&plain), 1 << 20).unwrap();
+        let batches = from_produced(gzipped(&plain), 1 << 20, &mut (1 << 20)).unwrap();
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].as_bytes(), &plain);
     }
@@ -232,7 +283,7 @@ mod tests {
         let mut both = BytesMut::new();
         both.extend_from_slice(&plain_batch(&[b"a"]));
         both.extend_from_slice(&plain_batch(&[b"b", b"c"]));
-        let batches = from_produced(both.freeze(), 1 << 20).unwrap();
+        let batches = from_produced(both.freeze(), 1 << 20, &mut (1 << 20)).unwrap();
         assert_eq!(
             batches.iter().map(|b| b.record_count()).collect::<Vec<_>>(),
             [1, 2]
@@ -244,18 +295,46 @@ mod tests {
         let plain = plain_batch(&[b"x"]);
         let mut corrupt = plain.to_vec();
         *corrupt.last_mut().unwrap() ^= 1;
-        let error = from_produced(Bytes::from(corrupt), 1 << 20).unwrap_err();
+        let error = from_produced(Bytes::from(corrupt), 1 << 20, &mut (1 << 20)).unwrap_err();
         assert_eq!(error.code, ResponseError::CorruptMessage);
         assert!(error.message.contains("CRC"), "{}", error.message);
 
         let cut = plain.slice(..plain.len() - 1);
         assert_eq!(
-            from_produced(cut, 1 << 20).unwrap_err().code,
+            from_produced(cut, 1 << 20, &mut (1 << 20))
+                .unwrap_err()
+                .code,
             ResponseError::CorruptMessage
         );
 
         let big = plain_batch(&[&[0u8; 100_000]]);
-        let error = from_produced(gzipped(&big), 10_000).unwrap_err();
+        let error = from_produced(gzipped(&big), 10_000, &mut (1 << 20)).unwrap_err();
         assert_eq!(error.code, ResponseError::MessageTooLarge);
+        // The request's budget bounds it too, whatever the topic allows.
+        let error = from_produced(gzipped(&big), 1 << 20, &mut 50_000).unwrap_err();
+        assert_eq!(error.code, ResponseError::MessageTooLarge);
+    }
+
+    #[test]
+    fn snappy_blocks_are_checked_before_they_are_allocated() {
+        let plain = vec![7u8; 100_000];
+        let block = snap::raw::Encoder::new().compress_vec(&plain).unwrap();
+        let mut framed = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+        framed.extend_from_slice(&(block.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&block);
+        assert_eq!(snappy(&framed, 1 << 20).unwrap(), plain);
+        assert_eq!(snappy(&block, 1 << 20).unwrap(), plain);
+        assert_eq!(
+            snappy(&framed, 1000).unwrap().len(),
+            1001,
+            "stops one past the limit"
+        );
+        // A block claiming 4 GiB: refused by its declared size, nothing allocated.
+        let mut liar = framed[..16].to_vec();
+        let claim = [0xffu8, 0xff, 0xff, 0xff, 0x0f];
+        liar.extend_from_slice(&(claim.len() as u32).to_be_bytes());
+        liar.extend_from_slice(&claim);
+        assert_eq!(snappy(&liar, 1 << 20).unwrap().len(), (1 << 20) + 1);
+        assert!(snappy(&framed[..framed.len() - 3], 1 << 20).is_err());
     }
 }

@@ -28,6 +28,12 @@ use crate::tenancy::Namespace;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Once a frame's size has arrived, the rest must follow within this.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// A client that takes longer than this to take a response is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest frame before SASL authentication (Kafka's
+/// `sasl.server.max.receive.size`): unauthenticated clients cannot take a
+/// large share of the request budget.
+const MAX_UNAUTHENTICATED_FRAME: usize = 512 << 10;
 
 /// What a connection knows about its client.
 pub struct Session {
@@ -37,6 +43,12 @@ pub struct Session {
     pub namespace: Option<Namespace>,
     /// A SaslHandshake chose PLAIN; SaslAuthenticate may follow.
     pub sasl_started: bool,
+    /// Set by a handler: close the connection once the answer is written
+    /// (failed authentication, a failed produce with acks 0).
+    pub close_after_answer: Option<String>,
+    /// Set by a handler: read nothing more from this client for this long
+    /// after answering (a produce over the tenant's rate, as KIP-219).
+    pub mute_for: Duration,
 }
 
 impl Session {
@@ -63,6 +75,8 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>)
         peer,
         namespace: broker.app.tenants.is_none().then(Namespace::global),
         sasl_started: false,
+        close_after_answer: None,
+        mute_for: Duration::ZERO,
     };
     broker.stats.opened();
     let broken = loop {
@@ -88,17 +102,20 @@ async fn serve_one(
         Ok(Ok(size)) => size,
         Ok(Err(_)) | Err(_) => return Err(Close::Quietly),
     };
-    let max = broker.settings.max_request_bytes;
+    let max = match session.namespace {
+        Some(_) => broker.settings.max_request_bytes,
+        None => MAX_UNAUTHENTICATED_FRAME.min(broker.settings.max_request_bytes),
+    };
     let size = usize::try_from(size)
         .ok()
         .filter(|size| (8..=max).contains(size))
         .ok_or_else(|| {
             Close::Because(format!(
-                "request frame of {size} bytes (1 to {max} allowed)"
+                "request frame of {size} bytes (8 to {max} allowed)"
             ))
         })?;
     let permits = u32::try_from(size).expect("frames are smaller than 4 GiB");
-    let _held = broker
+    let held = broker
         .in_flight
         .acquire_many(permits)
         .await
@@ -109,14 +126,30 @@ async fn serve_one(
         Ok(Err(_)) => return Err(Close::Quietly),
         Err(_) => return Err(Close::Because("request frame not completed in time".into())),
     }
-    let Some(response) = answer(frame.freeze(), session, broker).await? else {
-        return Ok(());
-    };
-    broker.stats.response(response.len());
-    stream
-        .write_all(&response)
-        .await
-        .map_err(|_| Close::Quietly)
+    let answered = answer(frame.freeze(), session, broker).await;
+    // The request is handled: its bytes no longer count, whatever the
+    // client does with the answer.
+    drop(held);
+    if let Some(response) = answered? {
+        broker.stats.response(response.len());
+        match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&response)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Close::Quietly),
+            Err(_) => {
+                return Err(Close::Because(
+                    "the client does not read its answers".into(),
+                ));
+            }
+        }
+    }
+    if let Some(reason) = session.close_after_answer.take() {
+        return Err(Close::Because(reason));
+    }
+    let mute = std::mem::take(&mut session.mute_for);
+    if !mute.is_zero() {
+        tokio::time::sleep(mute).await;
+    }
+    Ok(())
 }
 
 /// Decodes one request frame, handles it and encodes the response frame
@@ -159,10 +192,12 @@ async fn answer(
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::metadata(broker, session, r, version))
         }
-        RequestKind::Produce(r) => match produce::produce(broker, session, r, version).await {
-            Some(response) => ResponseKind::Produce(response),
-            None => return Ok(None),
-        },
+        RequestKind::Produce(r) => {
+            match produce::produce(broker, &mut *session, r, version).await {
+                Some(response) => ResponseKind::Produce(response),
+                None => return Ok(None),
+            }
+        }
         RequestKind::Fetch(r) => {
             ResponseKind::Fetch(fetch::fetch(broker, session, r, version).await)
         }

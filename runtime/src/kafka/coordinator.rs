@@ -29,6 +29,13 @@ const MIN_SESSION: Duration = Duration::from_millis(1000);
 const MAX_SESSION: Duration = Duration::from_secs(1800);
 /// Longest a JoinGroup or SyncGroup waits.
 const MAX_REBALANCE: Duration = Duration::from_secs(300);
+/// Members of one group (Kafka's `group.max.size` is unlimited by default;
+/// a bound keeps one client from filling memory with member ids).
+const MAX_MEMBERS: usize = 1000;
+/// Largest protocol metadata or assignment a member may hand in.
+const MAX_MEMBER_BYTES: usize = 1 << 20;
+/// Group ids are at most this long, tenant prefix included.
+const MAX_GROUP_ID: usize = 255;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -191,12 +198,25 @@ impl Coordinator {
         if join.protocols.is_empty() || join.protocol_type.is_empty() {
             return Err(ResponseError::InconsistentGroupProtocol);
         }
+        check_group_id(group_id)?;
+        if join
+            .protocols
+            .iter()
+            .any(|(_, m)| m.len() > MAX_MEMBER_BYTES)
+        {
+            return Err(ResponseError::InvalidRequest);
+        }
+        // Copies: the metadata must not keep the whole request frame alive.
+        let protocols: Vec<(String, Bytes)> = join
+            .protocols
+            .into_iter()
+            .map(|(name, metadata)| (name, Bytes::copy_from_slice(&metadata)))
+            .collect();
         let group = self.group(group_id);
         let (member_id, round) = {
             let mut state = group.lock();
             if !state.members.is_empty() {
-                let common = join
-                    .protocols
+                let common = protocols
                     .iter()
                     .any(|(name, _)| state.members.values().all(|m| supports(m, name)));
                 if join.protocol_type != state.protocol_type || !common {
@@ -204,6 +224,9 @@ impl Coordinator {
                 }
             }
             let member_id = if join.member_id.is_empty() {
+                if state.members.len() >= MAX_MEMBERS {
+                    return Err(ResponseError::GroupMaxSizeReached);
+                }
                 format!("{}-{}", join.client_id, random_id())
             } else if state.members.contains_key(&join.member_id) {
                 join.member_id.clone()
@@ -212,19 +235,25 @@ impl Coordinator {
             };
             state.protocol_type = join.protocol_type.clone();
             let known = state.members.get(&member_id);
-            // A stable follower rejoining with nothing changed gets its
-            // generation back without a rebalance (a lost JoinGroup answer).
-            // The leader rejoining always rebalances: that is how it asks
-            // for a new assignment when topic metadata changed.
-            let unchanged = state.phase == Phase::Stable
-                && state.leader != member_id
-                && known.is_some_and(|m| m.protocols == join.protocols);
+            // A member rejoining with nothing changed gets the current
+            // generation back without a rebalance (its JoinGroup answer was
+            // lost), while the leader's SyncGroup is awaited or once the
+            // group is stable. The leader rejoining a stable group always
+            // rebalances: that is how it asks for a new assignment when
+            // topic metadata changed.
+            let same = known.is_some_and(|m| m.protocols == protocols);
+            let unchanged = same
+                && match state.phase {
+                    Phase::CompletingRebalance => true,
+                    Phase::Stable => state.leader != member_id,
+                    Phase::Empty | Phase::PreparingRebalance => false,
+                };
             let member = Member {
                 client_id: join.client_id,
                 client_host: join.client_host,
                 session_timeout: session,
                 rebalance_timeout: join.rebalance_timeout.min(MAX_REBALANCE),
-                protocols: join.protocols,
+                protocols,
                 assignment: known.map(|m| m.assignment.clone()).unwrap_or_default(),
                 last_seen: Instant::now(),
                 joined: true,
@@ -290,9 +319,12 @@ impl Coordinator {
                 return Err(ResponseError::RebalanceInProgress);
             }
             if state.phase == Phase::CompletingRebalance && state.leader == member_id {
+                if assignments.iter().any(|(_, a)| a.len() > MAX_MEMBER_BYTES) {
+                    return Err(ResponseError::InvalidRequest);
+                }
                 for (id, assignment) in assignments {
                     if let Some(member) = state.members.get_mut(&id) {
-                        member.assignment = assignment;
+                        member.assignment = Bytes::copy_from_slice(&assignment);
                     }
                 }
                 state.phase = Phase::Stable;
@@ -377,22 +409,27 @@ impl Coordinator {
         outcomes
     }
 
-    /// Checks that an offset commit comes from a current member.
-    /// Generation −1 with no member id is a commit from a client that
-    /// assigns partitions itself, always allowed.
+    /// Checks an offset commit as Kafka's classic coordinator does: one
+    /// without member id and generation (a client assigning partitions
+    /// itself) only while the group has no members; otherwise from a
+    /// current member of the current generation, refused while the leader's
+    /// assignment is awaited (it may move the partitions).
     pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> Result<()> {
+        check_group_id(group_id)?;
+        let group = self.existing(group_id);
+        let state = group.as_ref().map(|g| g.lock());
+        let members = state.as_ref().map_or(0, |s| s.members.len());
         if generation < 0 && member_id.is_empty() {
-            return Ok(());
+            return match members {
+                0 => Ok(()),
+                _ => Err(ResponseError::UnknownMemberId),
+            };
         }
-        let group = self
-            .existing(group_id)
-            .ok_or(ResponseError::UnknownMemberId)?;
-        let state = group.lock();
-        check_member(&state, generation, member_id)?;
-        match state.phase {
-            Phase::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
-            _ => Ok(()),
+        let state = state.ok_or(ResponseError::UnknownMemberId)?;
+        if state.phase == Phase::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
         }
+        check_member(&state, generation, member_id)
     }
 
     /// Groups with members, by id.
@@ -418,7 +455,7 @@ impl Coordinator {
             groups.values().cloned().collect()
         };
         let now = Instant::now();
-        for group in groups {
+        for group in &groups {
             let changed = {
                 let mut state = group.lock();
                 let before = state.members.len();
@@ -439,7 +476,19 @@ impl Coordinator {
                 group.changed.notify_waiters();
             }
         }
+        drop(groups);
+        // Forget groups nobody is in (their committed offsets stay in the
+        // log); a group still referenced by a call in progress is kept.
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        groups.retain(|_, group| Arc::strong_count(group) > 1 || !group.lock().members.is_empty());
     }
+}
+
+fn check_group_id(group_id: &str) -> Result<()> {
+    if group_id.is_empty() || group_id.len() > MAX_GROUP_ID {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    Ok(())
 }
 
 fn supports(member: &Member, protocol: &str) -> bool {
@@ -514,6 +563,8 @@ fn complete_join(state: &mut GroupState) {
     state.phase = Phase::CompletingRebalance;
     for member in state.members.values_mut() {
         member.joined = false;
+        // Only the leader's SyncGroup for this generation assigns.
+        member.assignment = Bytes::new();
     }
 }
 
@@ -568,4 +619,85 @@ fn view(state: &GroupState) -> GroupView {
 fn random_id() -> String {
     let bytes: [u8; 16] = rand::random();
     hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(member_id: &str) -> Join {
+        Join {
+            member_id: member_id.to_string(),
+            client_id: "test".into(),
+            client_host: "127.0.0.1".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(10),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+        }
+    }
+
+    #[tokio::test]
+    async fn commits_follow_kafkas_rules_through_a_generation() {
+        let coordinator = Coordinator::default();
+        // No members: a client assigning partitions itself may commit.
+        assert_eq!(coordinator.check_commit("g", -1, ""), Ok(()));
+        let joined = coordinator.join("g", join("")).await.unwrap();
+        assert_eq!(
+            (joined.generation, joined.leader.as_str()),
+            (1, joined.member_id.as_str())
+        );
+        assert_eq!(joined.members.len(), 1, "the leader sees every member");
+        let id = joined.member_id.clone();
+        // The leader's assignment is awaited: commits wait for it.
+        assert_eq!(
+            coordinator.check_commit("g", 1, &id),
+            Err(ResponseError::RebalanceInProgress)
+        );
+        let assigned = coordinator
+            .sync("g", 1, &id, vec![(id.clone(), Bytes::from_static(b"all"))])
+            .await
+            .unwrap();
+        assert_eq!(assigned, Bytes::from_static(b"all"));
+        assert_eq!(coordinator.check_commit("g", 1, &id), Ok(()));
+        assert_eq!(
+            coordinator.check_commit("g", 0, &id),
+            Err(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            coordinator.check_commit("g", -1, ""),
+            Err(ResponseError::UnknownMemberId),
+            "a group with members takes commits only from them"
+        );
+        assert_eq!(coordinator.heartbeat("g", 1, &id), Ok(()));
+        assert_eq!(
+            coordinator.heartbeat("g", 1, "stranger"),
+            Err(ResponseError::UnknownMemberId)
+        );
+        assert_eq!(
+            coordinator.leave("g", std::slice::from_ref(&id)),
+            vec![Ok(())]
+        );
+        assert_eq!(coordinator.view("g").unwrap().phase, Phase::Empty);
+        assert_eq!(coordinator.check_commit("g", -1, ""), Ok(()));
+        assert_eq!(
+            coordinator.check_commit("", -1, ""),
+            Err(ResponseError::InvalidGroupId)
+        );
+        // Empty groups are forgotten by the sweep.
+        coordinator.expire_sessions();
+        assert!(coordinator.view("g").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_rejoin_while_the_assignment_is_awaited_keeps_the_generation() {
+        let coordinator = Coordinator::default();
+        let first = coordinator.join("g", join("")).await.unwrap();
+        let again = coordinator.join("g", join(&first.member_id)).await.unwrap();
+        assert_eq!(again.generation, first.generation);
+        assert_eq!(
+            coordinator.view("g").unwrap().phase,
+            Phase::CompletingRebalance
+        );
+    }
 }

@@ -87,7 +87,7 @@ pub async fn fetch(
         if ready >= min_bytes.max(1) || failed || now >= deadline || wanted.is_empty() {
             break found;
         }
-        wait_for_any(broker, &wanted, deadline - now).await;
+        wait_for_any(broker, &wanted, &found, deadline - now).await;
     };
     let mut response = FetchResponse::default();
     for (want, found) in wanted.into_iter().zip(found) {
@@ -199,19 +199,21 @@ async fn read_one(
     Ok(found)
 }
 
-/// Waits until any wanted partition has data past its fetch offset, or
-/// `timeout` passes.
-async fn wait_for_any(broker: &Broker, wanted: &[Wanted], timeout: Duration) {
+/// Waits until any wanted partition grows past the end the last read saw
+/// (not past the fetch offset: data may be there already, just less than
+/// `min_bytes`), or `timeout` passes.
+async fn wait_for_any(broker: &Broker, wanted: &[Wanted], found: &[Found], timeout: Duration) {
     let waits: Vec<_> = wanted
         .iter()
-        .filter_map(|w| {
+        .zip(found)
+        .filter_map(|(w, f)| {
             let partition = u32::try_from(w.partition).ok()?;
-            let offset = u64::try_from(w.offset).ok()?;
+            let end = u64::try_from(f.high_watermark).ok()?;
             Some(
                 broker
                     .app
                     .log
-                    .wait_for(&w.stored, partition, offset, timeout)
+                    .wait_for(&w.stored, partition, end, timeout)
                     .boxed(),
             )
         })

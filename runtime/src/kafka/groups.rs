@@ -60,8 +60,9 @@ pub fn find_coordinator(
     let answer = |key_type: i8| -> Result<(), ResponseError> {
         match key_type {
             GROUP_KEY => Ok(()),
-            // Transactions are not supported yet.
-            _ => Err(ResponseError::CoordinatorNotAvailable),
+            // Transactions are not supported yet: a code clients do not
+            // retry, so a transactional producer fails at once.
+            _ => Err(ResponseError::TransactionalIdAuthorizationFailed),
         }
     };
     let host = text(broker.advertised_host.clone());

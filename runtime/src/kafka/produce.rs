@@ -8,21 +8,22 @@
 //! and sequence, the log answers a retried batch with the offsets it
 //! already has and refuses a gap.
 //!
-//! A tenant's produce rate quota throttles (the answer waits, and says how
-//! long in `throttle_time_ms`) instead of failing; its storage quota fails
-//! the partition with POLICY_VIOLATION.
-
-use std::time::Duration;
+//! A tenant's produce rate quota throttles as Kafka's quotas do (KIP-219):
+//! the request is served, its answer says how long to wait in
+//! `throttle_time_ms`, and the connection reads nothing more from the
+//! client for that long. A full storage quota fails the partitions with
+//! POLICY_VIOLATION. Decompression is bounded per batch (the topic's largest
+//! batch) and per request (`max_request_bytes`).
 
 use futures::future::join_all;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest};
 use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
+use kafka_protocol::messages::{ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use log_core::Batch;
 
@@ -30,59 +31,50 @@ use super::batches::{self, Refused};
 use super::connection::Session;
 use super::{Broker, errors};
 
-/// Longest a single produce is held back by the rate quota.
-const MAX_THROTTLE: Duration = Duration::from_secs(30);
-
 /// Appends every partition's records; `None` for acks 0.
 pub async fn produce(
     broker: &Broker,
-    session: &Session,
+    session: &mut Session,
     request: ProduceRequest,
     version: i16,
 ) -> Option<ProduceResponse> {
-    let ns = session.namespace();
-    // Decode every partition's batches first, so quotas see the bytes.
-    let mut work = Vec::new();
-    for topic in request.topic_data {
-        let stored = ns.qualify(&topic.name);
-        let info = broker.app.log.topic(&stored);
-        for PartitionProduceData { index, records, .. } in topic.partition_data {
-            let batches = match (&info, records, &request.transactional_id) {
-                (_, _, Some(_)) => Err(Refused {
-                    code: ResponseError::TransactionalIdAuthorizationFailed,
-                    message: "transactions are not supported yet".into(),
-                }),
-                (Err(e), _, _) => Err(Refused {
-                    code: errors::code(e),
-                    message: ns.localize_message(&e.to_string()),
-                }),
-                (Ok(_), None, _) => Err(Refused {
-                    code: ResponseError::CorruptMessage,
-                    message: "no records sent".into(),
-                }),
-                (Ok(info), Some(records), _) => {
-                    batches::from_produced(records, info.config.max_batch_bytes)
-                }
-            };
-            work.push((topic.name.clone(), index, batches));
-        }
-    }
+    let ns = session.namespace().clone();
+    let acks = request.acks;
+    // Decoding (and decompressing) is CPU work: off the async threads.
+    let work = {
+        let log = broker.app.log.clone();
+        let ns = ns.clone();
+        let budget = broker.settings.max_request_bytes;
+        tokio::task::spawn_blocking(move || decode(&*log, &ns, request, budget))
+            .await
+            .expect("decoding a produce request does not panic")
+    };
     let bytes: u64 = work
         .iter()
         .filter_map(|(_, _, b)| b.as_ref().ok())
         .flatten()
         .map(|b| b.size() as u64)
         .sum();
-    let (throttle, over_storage) = throttle(broker, session, bytes).await;
+    let over_quota = match broker.app.charge_produce(&ns, bytes) {
+        Ok(pause) => {
+            session.mute_for = pause;
+            None
+        }
+        Err(over) => Some(over.message),
+    };
     let appends = work.into_iter().map(|(topic, index, batches)| {
         let stored = ns.qualify(&topic);
-        let over_storage = over_storage.clone();
+        let over_quota = over_quota.clone();
         async move {
-            let result = match (batches, over_storage) {
+            let result = match (batches, over_quota) {
                 (Err(refused), _) => Err(refused),
                 (Ok(_), Some(message)) => Err(Refused {
                     code: ResponseError::PolicyViolation,
                     message,
+                }),
+                (Ok(_), None) if !matches!(acks, -1..=1) => Err(Refused {
+                    code: ResponseError::InvalidRequiredAcks,
+                    message: format!("acks must be -1, 0 or 1, got {acks}"),
                 }),
                 (Ok(batches), None) => append(broker, &stored, index, batches).await,
             };
@@ -90,9 +82,19 @@ pub async fn produce(
         }
     });
     let results = join_all(appends).await;
-    if request.acks == 0 {
+    if acks == 0 {
+        // No answer to carry an error: close, so the client notices and
+        // refreshes its metadata (as Kafka does).
+        if let Some((topic, _, Err(refused))) = results.iter().find(|(_, _, r)| r.is_err()) {
+            session.close_after_answer = Some(format!(
+                "acks=0 produce to {} failed: {}",
+                topic.as_str(),
+                refused.message
+            ));
+        }
         return None;
     }
+    let throttle = i32::try_from(session.mute_for.as_millis()).unwrap_or(i32::MAX);
     let mut response = ProduceResponse::default().with_throttle_time_ms(throttle);
     for (topic, index, result) in results {
         let mut partition = PartitionProduceResponse::default().with_index(index);
@@ -108,7 +110,8 @@ pub async fn produce(
                 partition.error_code = refused.code.code();
                 partition.base_offset = -1;
                 if version >= 8 {
-                    partition.error_message = Some(StrBytes::from_string(refused.message));
+                    partition.error_message =
+                        Some(StrBytes::from_string(ns.localize_message(&refused.message)));
                 }
             }
         }
@@ -122,6 +125,41 @@ pub async fn produce(
         }
     }
     Some(response)
+}
+
+/// Each partition's batches, decoded and decompressed within `budget`
+/// bytes for the whole request.
+fn decode(
+    log: &dyn crate::stream_log::StreamLog,
+    ns: &crate::tenancy::Namespace,
+    request: ProduceRequest,
+    mut budget: usize,
+) -> Vec<(TopicName, i32, Result<Vec<Batch>, Refused>)> {
+    let mut work = Vec::new();
+    for topic in request.topic_data {
+        let info = log.topic(&ns.qualify(&topic.name));
+        for PartitionProduceData { index, records, .. } in topic.partition_data {
+            let batches = match (&info, records, &request.transactional_id) {
+                (_, _, Some(_)) => Err(Refused {
+                    code: ResponseError::TransactionalIdAuthorizationFailed,
+                    message: "transactions are not supported yet".into(),
+                }),
+                (Err(e), _, _) => Err(Refused {
+                    code: errors::code(e),
+                    message: e.to_string(),
+                }),
+                (Ok(_), None, _) => Err(Refused {
+                    code: ResponseError::CorruptMessage,
+                    message: "no records sent".into(),
+                }),
+                (Ok(info), Some(records), _) => {
+                    batches::from_produced(records, info.config.max_batch_bytes, &mut budget)
+                }
+            };
+            work.push((topic.name.clone(), index, batches));
+        }
+    }
+    work
 }
 
 /// Appends the batches of one partition in order; the offset of the first.
@@ -163,29 +201,6 @@ fn log_start(broker: &Broker, topic: &str, partition: i32) -> i64 {
                 .map(|p| p.start_offset as i64)
         })
         .unwrap_or(-1)
-}
-
-/// Applies the tenant's quotas to `bytes`: waits out the produce rate
-/// (returning the wait in ms) and reports a quota that waiting does not
-/// satisfy.
-async fn throttle(broker: &Broker, session: &Session, bytes: u64) -> (i32, Option<String>) {
-    let started = tokio::time::Instant::now();
-    loop {
-        match broker.app.check_produce(session.namespace(), bytes) {
-            Ok(()) => break,
-            Err(over) => match over.retry_after {
-                Some(wait) if started.elapsed() + wait <= MAX_THROTTLE => {
-                    tokio::time::sleep(wait).await;
-                }
-                _ => return (waited_ms(started), Some(over.message)),
-            },
-        }
-    }
-    (waited_ms(started), None)
-}
-
-fn waited_ms(since: tokio::time::Instant) -> i32 {
-    i32::try_from(since.elapsed().as_millis()).unwrap_or(i32::MAX)
 }
 
 /// A producer id for an idempotent producer. Transactional ids are not

@@ -4,7 +4,8 @@
 //! touches only its tenant's topics, in tenant-local names.
 //!
 //! With tenancy on, a connection may send nothing but ApiVersions and the
-//! SASL requests until it has authenticated. With tenancy off, SASL is not
+//! SASL requests (in frames of at most 512 KiB) until it has authenticated;
+//! a failed attempt closes the connection. With tenancy off, SASL is not
 //! needed; a client that authenticates anyway is let in with any
 //! credentials, as every client is.
 
@@ -42,7 +43,22 @@ pub fn handshake(session: &mut Session, request: SaslHandshakeRequest) -> SaslHa
     }
 }
 
+/// Checks the credentials; a failure is answered and then closes the
+/// connection (as Kafka does), so guessing costs a connection per try.
 pub fn authenticate(
+    broker: &Broker,
+    session: &mut Session,
+    request: SaslAuthenticateRequest,
+) -> SaslAuthenticateResponse {
+    let response = check(broker, session, request);
+    if response.error_code != 0 {
+        session.namespace = broker.app.tenants.is_none().then(Namespace::global);
+        session.close_after_answer = Some("SASL authentication failed".into());
+    }
+    response
+}
+
+fn check(
     broker: &Broker,
     session: &mut Session,
     request: SaslAuthenticateRequest,

@@ -23,6 +23,7 @@ mod topics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -127,6 +128,25 @@ impl App {
         let (Some(quotas), Some(tenant)) = (self.quotas(ns), ns.tenant_name()) else {
             return Ok(());
         };
+        self.check_storage(ns, &quotas)?;
+        self.produce_rates
+            .take(tenant, bytes, quotas.produce_bytes_per_sec)
+    }
+
+    /// Refuses records when the caller stores as much as its quota allows;
+    /// otherwise charges `bytes` to its produce rate and returns how long
+    /// it should pause (the Kafka way of enforcing a rate).
+    pub fn charge_produce(&self, ns: &Namespace, bytes: u64) -> Result<Duration, OverQuota> {
+        let (Some(quotas), Some(tenant)) = (self.quotas(ns), ns.tenant_name()) else {
+            return Ok(Duration::ZERO);
+        };
+        self.check_storage(ns, &quotas)?;
+        Ok(self
+            .produce_rates
+            .charge(tenant, bytes, quotas.produce_bytes_per_sec))
+    }
+
+    fn check_storage(&self, ns: &Namespace, quotas: &Quotas) -> Result<(), OverQuota> {
         let stored: u64 = self
             .log
             .topics()
@@ -134,9 +154,7 @@ impl App {
             .filter(|t| ns.localize(&t.name).is_some())
             .flat_map(|t| t.partitions.iter().map(|p| p.size_bytes))
             .sum();
-        quotas.check_storage(stored)?;
-        self.produce_rates
-            .take(tenant, bytes, quotas.produce_bytes_per_sec)
+        quotas.check_storage(stored)
     }
 }
 

@@ -120,6 +120,30 @@ struct Bucket {
 }
 
 impl ProduceRates {
+    /// Takes `bytes` from the tenant's bucket even past empty and returns
+    /// how long the tenant should now pause for the bucket to be back at
+    /// zero (Kafka's throttling: the request is served, the client waits).
+    pub fn charge(&self, tenant: &str, bytes: u64, per_sec: Option<u64>) -> Duration {
+        let Some(rate) = per_sec else {
+            return Duration::ZERO;
+        };
+        let rate = rate.max(1) as f64;
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = buckets.entry(tenant.to_string()).or_insert(Bucket {
+            available: rate,
+            updated: now,
+        });
+        let refill = now.duration_since(bucket.updated).as_secs_f64() * rate;
+        bucket.available = (bucket.available + refill).min(rate) - bytes as f64;
+        bucket.updated = now;
+        if bucket.available >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-bucket.available / rate)
+        }
+    }
+
     /// Takes `bytes` from the tenant's bucket, or says how long to wait.
     /// A request larger than one second's worth is let through when the
     /// bucket is full (and leaves it in debt), so it is never refused for
@@ -157,6 +181,18 @@ impl ProduceRates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn charging_past_the_rate_asks_for_a_pause_in_proportion() {
+        let rates = ProduceRates::default();
+        assert_eq!(rates.charge("a", 500, Some(1000)), Duration::ZERO);
+        let pause = rates.charge("a", 1500, Some(1000));
+        assert!(
+            (Duration::from_millis(900)..=Duration::from_millis(1000)).contains(&pause),
+            "{pause:?}"
+        );
+        assert_eq!(rates.charge("b", 10_000, None), Duration::ZERO);
+    }
 
     #[test]
     fn counts_and_sizes_are_refused_at_the_limit_and_name_the_quota() {
