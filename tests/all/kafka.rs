@@ -1048,6 +1048,9 @@ fn kafka_python_client_works_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let server = WeirServer::start(&dir.path().join("data"));
     server.create_topic("from-http", 1);
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        server.create_topic(&format!("py-{codec}"), 1);
+    }
     server.produce(
         "from-http",
         vec![
@@ -1071,7 +1074,17 @@ fn kafka_python_client_works_end_to_end() {
     );
     let out: Value = serde_json::from_slice(&output.stdout).expect("the client prints JSON");
 
-    assert_eq!(out["topics"], json!(["from-http", "py-orders"]));
+    assert_eq!(
+        out["topics"],
+        json!([
+            "from-http",
+            "py-gzip",
+            "py-lz4",
+            "py-orders",
+            "py-snappy",
+            "py-zstd"
+        ])
+    );
     // Created over Kafka with Kafka's setting names, seen over HTTP in Weir's.
     let info = server.expect(200, server.get("/v1/topics/py-orders"));
     assert_eq!(info["config"]["retention_ms"], json!(600000));
@@ -1125,6 +1138,20 @@ fn kafka_python_client_works_end_to_end() {
         ]
     );
     assert_eq!(offsets.iter().map(|o| o.1).sum::<u64>(), 20);
+
+    // Each codec's batches came back whole to the client that compressed them,
+    // and are stored uncompressed (the HTTP API reads them).
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let expected: Vec<Value> = (0..50)
+            .map(|i| json!(format!("{codec} {i} {}", "abc".repeat(20))))
+            .collect();
+        assert_eq!(out["codecs"][codec], json!(expected), "{codec} over Kafka");
+        assert_eq!(
+            server.values(&format!("py-{codec}")),
+            expected,
+            "{codec} over HTTP"
+        );
+    }
 
     // Records produced over HTTP, read over Kafka byte for byte.
     assert_eq!(out["offset_for_2000"], json!(1));

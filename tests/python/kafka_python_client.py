@@ -90,6 +90,28 @@ def main(bootstrap):
         if len(out["from_http"]) == 3:
             break
     reader.close()
+
+    # Every codec: produced compressed, read back (topics made by the test).
+    out["codecs"] = {}
+    for codec in ("gzip", "snappy", "lz4", "zstd"):
+        topic = f"py-{codec}"
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", compression_type=codec, linger_ms=20
+        )
+        for i in range(50):
+            producer.send(topic, value=f"{codec} {i} {'abc' * 20}".encode())
+        producer.flush()
+        producer.close()
+        reader = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=15000)
+        reader.assign([TopicPartition(topic, 0)])
+        reader.seek_to_beginning()
+        values = []
+        for message in reader:
+            values.append(message.value.decode())
+            if len(values) == 50:
+                break
+        reader.close()
+        out["codecs"][codec] = values
     admin.close()
     print(json.dumps(out))
 

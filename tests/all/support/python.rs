@@ -8,7 +8,14 @@ use std::process::Command;
 use std::sync::Mutex;
 
 /// The packages the tests' Python scripts import.
-const PACKAGES: &[&str] = &["kafka-python==3.0.12"];
+const PACKAGES: &[&str] = &[
+    "kafka-python==3.0.12",
+    // kafka-python's optional codecs: snappy, zstd, lz4.
+    "python-snappy==0.7.3",
+    "cramjam==2.14.0",
+    "zstandard==0.25.0",
+    "lz4==4.4.5",
+];
 
 static MADE: Mutex<Option<PathBuf>> = Mutex::new(None);
 
