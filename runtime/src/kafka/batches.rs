@@ -1,5 +1,5 @@
 //! Record batches as producers send them, turned into batches the log
-//! stores.
+//! stores (or, for a transaction, buffers until it commits).
 //!
 //! The log stores Kafka's RecordBatch v2 uncompressed, so an uncompressed
 //! client batch is stored as sent (only the leader epoch, outside the CRC,
@@ -42,6 +42,7 @@ pub fn from_produced(
     records: Bytes,
     max_batch_bytes: usize,
     budget: &mut usize,
+    transactional: bool,
 ) -> Result<Vec<Batch>, Refused> {
     let mut batches = Vec::new();
     let mut rest = records;
@@ -55,7 +56,7 @@ pub fn from_produced(
                 )
             })?;
         let bytes = rest.split_to(len);
-        batches.push(one_batch(bytes, max_batch_bytes, budget)?);
+        batches.push(one_batch(bytes, max_batch_bytes, budget, transactional)?);
     }
     if batches.is_empty() {
         return Err(refuse(
@@ -66,7 +67,12 @@ pub fn from_produced(
     Ok(batches)
 }
 
-fn one_batch(bytes: Bytes, max_batch_bytes: usize, budget: &mut usize) -> Result<Batch, Refused> {
+fn one_batch(
+    bytes: Bytes,
+    max_batch_bytes: usize,
+    budget: &mut usize,
+    transactional: bool,
+) -> Result<Batch, Refused> {
     let magic = bytes[field::MAGIC] as i8;
     if magic != 2 {
         return Err(refuse(
@@ -85,10 +91,13 @@ fn one_batch(bytes: Bytes, max_batch_bytes: usize, budget: &mut usize) -> Result
             "producers may not send control batches",
         ));
     }
-    if attributes & TRANSACTIONAL != 0 {
+    if (attributes & TRANSACTIONAL != 0) != transactional {
         return Err(refuse(
-            ResponseError::TransactionalIdAuthorizationFailed,
-            "transactional produce is not supported yet",
+            ResponseError::InvalidTxnState,
+            match transactional {
+                true => "a transactional produce must carry transactional batches",
+                false => "transactional batches need a transactional id",
+            },
         ));
     }
     let codec = attributes & COMPRESSION_MASK;
@@ -273,7 +282,7 @@ mod tests {
     #[test]
     fn compressed_batches_become_the_same_records_uncompressed() {
         let plain = plain_batch(&[b"one", b"two", b"three"]);
-        let batches = from_produced(gzipped(&plain), 1 << 20, &mut (1 << 20)).unwrap();
+        let batches = from_produced(gzipped(&plain), 1 << 20, &mut (1 << 20), false).unwrap();
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].as_bytes(), &plain);
     }
@@ -283,7 +292,7 @@ mod tests {
         let mut both = BytesMut::new();
         both.extend_from_slice(&plain_batch(&[b"a"]));
         both.extend_from_slice(&plain_batch(&[b"b", b"c"]));
-        let batches = from_produced(both.freeze(), 1 << 20, &mut (1 << 20)).unwrap();
+        let batches = from_produced(both.freeze(), 1 << 20, &mut (1 << 20), false).unwrap();
         assert_eq!(
             batches.iter().map(|b| b.record_count()).collect::<Vec<_>>(),
             [1, 2]
@@ -295,23 +304,24 @@ mod tests {
         let plain = plain_batch(&[b"x"]);
         let mut corrupt = plain.to_vec();
         *corrupt.last_mut().unwrap() ^= 1;
-        let error = from_produced(Bytes::from(corrupt), 1 << 20, &mut (1 << 20)).unwrap_err();
+        let error =
+            from_produced(Bytes::from(corrupt), 1 << 20, &mut (1 << 20), false).unwrap_err();
         assert_eq!(error.code, ResponseError::CorruptMessage);
         assert!(error.message.contains("CRC"), "{}", error.message);
 
         let cut = plain.slice(..plain.len() - 1);
         assert_eq!(
-            from_produced(cut, 1 << 20, &mut (1 << 20))
+            from_produced(cut, 1 << 20, &mut (1 << 20), false)
                 .unwrap_err()
                 .code,
             ResponseError::CorruptMessage
         );
 
         let big = plain_batch(&[&[0u8; 100_000]]);
-        let error = from_produced(gzipped(&big), 10_000, &mut (1 << 20)).unwrap_err();
+        let error = from_produced(gzipped(&big), 10_000, &mut (1 << 20), false).unwrap_err();
         assert_eq!(error.code, ResponseError::MessageTooLarge);
         // The request's budget bounds it too, whatever the topic allows.
-        let error = from_produced(gzipped(&big), 1 << 20, &mut 50_000).unwrap_err();
+        let error = from_produced(gzipped(&big), 1 << 20, &mut 50_000, false).unwrap_err();
         assert_eq!(error.code, ResponseError::MessageTooLarge);
     }
 

@@ -20,7 +20,9 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Broker, admin, fetch, groups, metadata, offsets, produce, sasl, versions};
+use super::{
+    Broker, admin, fetch, groups, metadata, offsets, produce, sasl, txn_requests, versions,
+};
 use crate::tenancy::Namespace;
 
 /// A connection with no request for this long is closed (Kafka's
@@ -204,9 +206,9 @@ async fn answer(
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(offsets::list_offsets(broker, session, r, version).await)
         }
-        RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(produce::init_producer_id(broker, r).await)
-        }
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(
+            produce::init_producer_id(broker, session, r, version).await,
+        ),
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(admin::create_topics(broker, session, r, version).await)
         }
@@ -244,6 +246,16 @@ async fn answer(
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(groups::describe_groups(broker, session, r))
         }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn_requests::add_partitions(broker, session, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn_requests::add_offsets(broker, session, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn_requests::offset_commit(broker, session, r).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn_requests::end(broker, session, r).await),
         RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(sasl::handshake(session, r)),
         RequestKind::SaslAuthenticate(r) => {
             ResponseKind::SaslAuthenticate(sasl::authenticate(broker, session, r))

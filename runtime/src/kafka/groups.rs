@@ -43,6 +43,7 @@ use super::{Broker, NODE_ID, errors};
 
 /// Key types of FindCoordinator.
 const GROUP_KEY: i8 = 0;
+const TRANSACTION_KEY: i8 = 1;
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
@@ -59,10 +60,8 @@ pub fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let answer = |key_type: i8| -> Result<(), ResponseError> {
         match key_type {
-            GROUP_KEY => Ok(()),
-            // Transactions are not supported yet: a code clients do not
-            // retry, so a transactional producer fails at once.
-            _ => Err(ResponseError::TransactionalIdAuthorizationFailed),
+            GROUP_KEY | TRANSACTION_KEY => Ok(()),
+            _ => Err(ResponseError::InvalidRequest),
         }
     };
     let host = text(broker.advertised_host.clone());

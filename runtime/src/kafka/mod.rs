@@ -14,6 +14,7 @@
 //! - [`produce`], [`batches`]: appends (compressed batches are decompressed)
 //! - [`fetch`], [`offsets`]: reads serving stored batches, offset lookups
 //! - [`groups`], [`coordinator`]: consumer groups and their committed offsets
+//! - [`transactions`], [`txn_requests`]: transactions, written at commit
 //! - [`sasl`]: SASL PLAIN, tenant as user name and token as password
 //! - [`errors`]: log errors as Kafka error codes; [`stats`]: counters for `/metrics`
 
@@ -29,6 +30,8 @@ mod offsets;
 mod produce;
 mod sasl;
 mod stats;
+mod transactions;
+mod txn_requests;
 mod versions;
 
 pub use stats::KafkaStats;
@@ -88,6 +91,8 @@ struct Broker {
     in_flight: Semaphore,
     /// Consumer-group membership.
     coordinator: Arc<coordinator::Coordinator>,
+    /// Transactions, by transactional id.
+    transactions: Arc<transactions::Transactions>,
     stats: Arc<KafkaStats>,
 }
 
@@ -100,7 +105,12 @@ pub struct KafkaListener {
 
 impl KafkaListener {
     /// Binds the listener; the advertised address defaults to the bound one.
-    pub async fn bind(app: App, settings: KafkaSettings) -> anyhow::Result<KafkaListener> {
+    /// `state_dir` keeps the transaction coordinator's state.
+    pub async fn bind(
+        app: App,
+        settings: KafkaSettings,
+        state_dir: std::path::PathBuf,
+    ) -> anyhow::Result<KafkaListener> {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("while opening the Kafka listener on {}", settings.listen))?;
@@ -113,6 +123,10 @@ impl KafkaListener {
             .max_in_flight_bytes
             .max(settings.max_request_bytes)
             .min(Semaphore::MAX_PERMITS);
+        let transactions =
+            transactions::Transactions::start(app.log.clone(), state_dir.join("transactions"))
+                .await
+                .context("while loading the Kafka transactions")?;
         Ok(KafkaListener {
             addr,
             listener,
@@ -122,6 +136,7 @@ impl KafkaListener {
                 advertised_port,
                 in_flight: Semaphore::new(permits),
                 coordinator: coordinator::Coordinator::start(),
+                transactions,
                 stats: app.kafka_stats.clone(),
                 app,
             }),

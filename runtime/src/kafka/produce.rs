@@ -1,5 +1,9 @@
 //! Produce and InitProducerId.
 //!
+//! A transactional produce is buffered by the transaction coordinator
+//! ([`super::transactions`]) and reaches the log when the transaction
+//! commits; its answer carries offset −1.
+//!
 //! Each partition's batches are appended through the log interface, the
 //! partitions of one request concurrently. An append returns once the
 //! batch is as durable as its topic asks (`always`: on disk), so acks 1
@@ -40,6 +44,7 @@ pub async fn produce(
 ) -> Option<ProduceResponse> {
     let ns = session.namespace().clone();
     let acks = request.acks;
+    let transaction = request.transactional_id.as_ref().map(|id| ns.qualify(id));
     // Decoding (and decompressing) is CPU work: off the async threads.
     let work = {
         let log = broker.app.log.clone();
@@ -65,6 +70,7 @@ pub async fn produce(
     let appends = work.into_iter().map(|(topic, index, batches)| {
         let stored = ns.qualify(&topic);
         let over_quota = over_quota.clone();
+        let transaction = transaction.as_deref();
         async move {
             let result = match (batches, over_quota) {
                 (Err(refused), _) => Err(refused),
@@ -76,7 +82,10 @@ pub async fn produce(
                     code: ResponseError::InvalidRequiredAcks,
                     message: format!("acks must be -1, 0 or 1, got {acks}"),
                 }),
-                (Ok(batches), None) => append(broker, &stored, index, batches).await,
+                (Ok(batches), None) => match transaction {
+                    Some(id) => buffer(broker, id, &stored, index, batches).await,
+                    None => append(broker, &stored, index, batches).await,
+                },
             };
             (topic, index, result)
         }
@@ -100,7 +109,7 @@ pub async fn produce(
         let mut partition = PartitionProduceResponse::default().with_index(index);
         match result {
             Ok(base_offset) => {
-                partition.base_offset = base_offset as i64;
+                partition.base_offset = base_offset;
                 if version >= 5 {
                     partition.log_start_offset = log_start(broker, &ns.qualify(&topic), index);
                 }
@@ -139,27 +148,53 @@ fn decode(
     for topic in request.topic_data {
         let info = log.topic(&ns.qualify(&topic.name));
         for PartitionProduceData { index, records, .. } in topic.partition_data {
-            let batches = match (&info, records, &request.transactional_id) {
-                (_, _, Some(_)) => Err(Refused {
-                    code: ResponseError::TransactionalIdAuthorizationFailed,
-                    message: "transactions are not supported yet".into(),
-                }),
-                (Err(e), _, _) => Err(Refused {
+            let transactional = request.transactional_id.is_some();
+            let batches = match (&info, records) {
+                (Err(e), _) => Err(Refused {
                     code: errors::code(e),
                     message: e.to_string(),
                 }),
-                (Ok(_), None, _) => Err(Refused {
+                (Ok(_), None) => Err(Refused {
                     code: ResponseError::CorruptMessage,
                     message: "no records sent".into(),
                 }),
-                (Ok(info), Some(records), _) => {
-                    batches::from_produced(records, info.config.max_batch_bytes, &mut budget)
-                }
+                (Ok(info), Some(records)) => batches::from_produced(
+                    records,
+                    info.config.max_batch_bytes,
+                    &mut budget,
+                    transactional,
+                ),
             };
             work.push((topic.name.clone(), index, batches));
         }
     }
     work
+}
+
+/// Buffers a transaction's batches for one partition until it ends; its
+/// offsets are not known before (−1).
+async fn buffer(
+    broker: &Broker,
+    transaction: &str,
+    topic: &str,
+    partition: i32,
+    batches: Vec<Batch>,
+) -> Result<i64, Refused> {
+    let partition = u32::try_from(partition).map_err(|_| Refused {
+        code: ResponseError::UnknownTopicOrPartition,
+        message: format!("partition {partition} does not exist"),
+    })?;
+    for batch in batches {
+        broker
+            .transactions
+            .produce(transaction, topic, partition, batch)
+            .await
+            .map_err(|code| Refused {
+                code,
+                message: format!("transactional produce refused: {code:?}"),
+            })?;
+    }
+    Ok(-1)
 }
 
 /// Appends the batches of one partition in order; the offset of the first.
@@ -168,7 +203,7 @@ async fn append(
     topic: &str,
     partition: i32,
     batches: Vec<Batch>,
-) -> Result<u64, Refused> {
+) -> Result<i64, Refused> {
     let partition = u32::try_from(partition).map_err(|_| Refused {
         code: ResponseError::UnknownTopicOrPartition,
         message: format!("partition {partition} does not exist"),
@@ -186,7 +221,7 @@ async fn append(
             })?;
         first.get_or_insert(info.base_offset);
     }
-    Ok(first.expect("at least one batch"))
+    Ok(first.expect("at least one batch") as i64)
 }
 
 fn log_start(broker: &Broker, topic: &str, partition: i32) -> i64 {
@@ -203,28 +238,44 @@ fn log_start(broker: &Broker, topic: &str, partition: i32) -> i64 {
         .unwrap_or(-1)
 }
 
-/// A producer id for an idempotent producer. Transactional ids are not
-/// supported yet and are refused.
+/// A producer id: for an idempotent producer a fresh one; for a
+/// transactional id the coordinator's (raising the epoch of a previous
+/// instance, which is fenced).
 pub async fn init_producer_id(
     broker: &Broker,
+    session: &Session,
     request: InitProducerIdRequest,
+    version: i16,
 ) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
-    if request.transactional_id.is_some() {
-        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-        return response;
-    }
-    // A new id (epoch 0) also serves a producer asking to bump its epoch:
-    // its sequences start over either way.
-    match broker.app.log.init_producer_id().await {
-        Ok(id) => {
+    let result = match &request.transactional_id {
+        Some(id) => {
+            let current = (version >= 3).then_some((request.producer_id.0, request.producer_epoch));
+            broker
+                .transactions
+                .init(
+                    &session.namespace().qualify(id),
+                    request.transaction_timeout_ms,
+                    current,
+                )
+                .await
+        }
+        // A new id (epoch 0) also serves an idempotent producer asking to
+        // bump its epoch: its sequences start over either way.
+        None => match broker.app.log.init_producer_id().await {
+            Ok(id) => Ok((id, 0)),
+            Err(e) => {
+                tracing::warn!("allocating a producer id failed: {e}");
+                Err(errors::code(&e))
+            }
+        },
+    };
+    match result {
+        Ok((id, epoch)) => {
             response.producer_id = ProducerId(id);
-            response.producer_epoch = 0;
+            response.producer_epoch = epoch;
         }
-        Err(e) => {
-            tracing::warn!("allocating a producer id failed: {e}");
-            response.error_code = errors::code(&e).code();
-        }
+        Err(code) => response.error_code = code.code(),
     }
     response
 }

@@ -28,6 +28,10 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
@@ -78,6 +82,6 @@ mod tests {
         }
         assert!(supported(ApiKey::ApiVersions, 0));
         assert!(!supported(ApiKey::Produce, 2));
-        assert!(!supported(ApiKey::EndTxn, 0));
+        assert!(!supported(ApiKey::DeleteRecords, 0));
     }
 }

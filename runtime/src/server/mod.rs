@@ -224,7 +224,9 @@ impl Server {
             kafka_stats: Arc::new(KafkaStats::default()),
         };
         let kafka = match config.kafka.enabled {
-            true => Some(KafkaListener::bind(app.clone(), config.kafka.clone()).await?),
+            true => Some(
+                KafkaListener::bind(app.clone(), config.kafka.clone(), dir.join("kafka")).await?,
+            ),
             false => None,
         };
         Ok(Server {
