@@ -96,6 +96,9 @@ pub trait StreamLog: Send + Sync + 'static {
         partition: u32,
         timestamp: i64,
     ) -> LogResult<u64>;
+    /// Makes everything appended to a partition so far durable, whatever
+    /// the topic's durability.
+    async fn sync(&self, topic: &str, partition: u32) -> LogResult<()>;
     /// A producer id no one else has been or will be given.
     async fn init_producer_id(&self) -> LogResult<i64>;
 
@@ -258,6 +261,13 @@ impl StreamLog for EmbeddedLog {
         tokio::task::spawn_blocking(move || partition.offset_for_timestamp(timestamp))
             .await
             .expect("searching by time does not panic")
+    }
+
+    async fn sync(&self, topic: &str, partition: u32) -> LogResult<()> {
+        let partition = self.partition(topic, partition)?;
+        tokio::task::spawn_blocking(move || partition.flush())
+            .await
+            .expect("syncing does not panic")
     }
 
     async fn init_producer_id(&self) -> LogResult<i64> {

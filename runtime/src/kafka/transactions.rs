@@ -18,17 +18,25 @@
 //! are redone. Re-appends are harmless because the coordinator stamps the
 //! batches with its own idempotent producer id and sequences derived from
 //! the state saved at prepare time, so the log drops the ones it already
-//! has. The state of every transactional id is a small file written
-//! atomically under `<data>/kafka/transactions/`.
+//! has. The appended partitions are synced and the completed state (with
+//! the new sequences) saved before the buffer is dropped. The state of
+//! every transactional id is a small file written atomically under
+//! `<data>/kafka/transactions/`.
+//!
+//! Batches are checked at produce time as the log would check them (size,
+//! keys on compacted topics), so a commit does not fail on them; a commit
+//! that fails anyway on storage stays prepared and is retried (EndTxn
+//! answers CONCURRENT_TRANSACTIONS meanwhile). A transaction holds at most
+//! [`MAX_TRANSACTION_BYTES`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use log_core::{Batch, LogError, ProducerStamp};
+use log_core::{Batch, Cleanup, LogError, ProducerStamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use weir_format::field;
@@ -38,10 +46,14 @@ use crate::stream_log::{CommitLogSettings, StreamLog};
 /// Longest transaction timeout a producer may ask for (Kafka's
 /// `transaction.max.timeout.ms`).
 const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+/// Most bytes one transaction may buffer before it commits.
+pub const MAX_TRANSACTION_BYTES: u64 = 256 << 20;
 /// How often abandoned transactions are looked for.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 /// The transactional attribute bit of a batch.
 const TRANSACTIONAL: u8 = 0x10;
+/// A producer's latest batches per partition remembered to answer retries.
+const KEPT_BATCHES: usize = 5;
 
 type Result<T> = std::result::Result<T, ResponseError>;
 
@@ -61,6 +73,9 @@ struct TxnRecord {
     id: String,
     producer_id: i64,
     epoch: i16,
+    /// The producer id and epoch the current ones replaced: an
+    /// InitProducerId retried with them gets the current ones (KIP-360).
+    previous: Option<(i64, i16)>,
     timeout_ms: u64,
     status: Status,
     /// When the transaction under way began (ms since the epoch).
@@ -79,9 +94,21 @@ struct TxnRecord {
 /// One transactional id at run time.
 struct Txn {
     record: TxnRecord,
-    /// The producer's last sequence per partition in this epoch (retries
-    /// are answered, not buffered twice).
-    last_sequence: HashMap<(String, u32), i32>,
+    /// The producer's latest buffered batches per partition, as (first,
+    /// last) sequence: a retry is answered, not buffered twice.
+    recent: HashMap<(String, u32), VecDeque<(i32, i32)>>,
+    /// Bytes buffered by the transaction under way.
+    buffered: u64,
+}
+
+impl Txn {
+    fn new(record: TxnRecord) -> Txn {
+        Txn {
+            record,
+            recent: HashMap::new(),
+            buffered: 0,
+        }
+    }
 }
 
 /// Where a buffered batch goes.
@@ -95,11 +122,14 @@ pub struct Transactions {
     log: Arc<dyn StreamLog>,
     dir: PathBuf,
     txns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Txn>>>>,
+    /// Serializes the creation of new transactional ids.
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl Transactions {
     /// Loads every transaction's state, finishes commits and aborts a
-    /// crash interrupted, and starts aborting abandoned transactions.
+    /// crash interrupted (or leaves them to be retried), and starts
+    /// aborting abandoned transactions.
     pub async fn start(log: Arc<dyn StreamLog>, dir: PathBuf) -> anyhow::Result<Arc<Transactions>> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("while creating {}: {e}", dir.display()))?;
@@ -107,6 +137,7 @@ impl Transactions {
             log,
             dir: dir.clone(),
             txns: Mutex::new(HashMap::new()),
+            creating: tokio::sync::Mutex::new(()),
         });
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
@@ -114,24 +145,22 @@ impl Transactions {
                 continue;
             }
             let bytes = std::fs::read(&path)?;
-            let record: TxnRecord = postcard::from_bytes(&bytes).map_err(|e| {
-                anyhow::anyhow!("transaction state {} is damaged: {e}", path.display())
-            })?;
-            let id = record.id.clone();
-            let txn = Arc::new(tokio::sync::Mutex::new(Txn {
-                record,
-                last_sequence: HashMap::new(),
-            }));
-            transactions.lock().insert(id, txn.clone());
-            let mut txn = txn.lock().await;
-            match txn.record.status {
-                Status::PrepareCommit | Status::PrepareAbort => {
-                    transactions.complete(&mut txn).await.map_err(|e| {
-                        anyhow::anyhow!("finishing transaction {:?}: {e:?}", txn.record.id)
-                    })?;
+            let record: TxnRecord = match postcard::from_bytes(&bytes) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(
+                        "transaction state {} is damaged, ignored: {e}",
+                        path.display()
+                    );
+                    continue;
                 }
-                _ => {}
-            }
+            };
+            let mut txn = Txn::new(record);
+            transactions.recover(&mut txn).await;
+            let id = txn.record.id.clone();
+            transactions
+                .lock()
+                .insert(id, Arc::new(tokio::sync::Mutex::new(txn)));
         }
         let weak = Arc::downgrade(&transactions);
         tokio::spawn(async move {
@@ -141,10 +170,46 @@ impl Transactions {
                 let Some(transactions) = weak.upgrade() else {
                     return;
                 };
-                transactions.abort_expired().await;
+                transactions.reap().await;
             }
         });
         Ok(transactions)
+    }
+
+    /// Brings a loaded transaction back: an open one learns what its buffer
+    /// holds, a prepared one is finished, a finished one loses any buffer
+    /// left behind.
+    async fn recover(&self, txn: &mut Txn) {
+        let buffer = buffer_name(&txn.record.id);
+        match txn.record.status {
+            Status::Ongoing => match self.log.commits(&buffer, 0).await {
+                Ok(commits) => {
+                    for commit in commits {
+                        if let [destination, batch] = commit.values.as_slice()
+                            && let Ok(to) = postcard::from_bytes::<Destination>(destination)
+                            && let Ok(batch) = Batch::from_bytes(batch.clone())
+                            && let Some(stamp) = batch.producer()
+                        {
+                            let last = stamp
+                                .base_sequence
+                                .wrapping_add(batch.view().last_offset_delta() as i32);
+                            remember(txn, (to.topic, to.partition), stamp.base_sequence, last);
+                            txn.buffered += batch.size() as u64;
+                        }
+                    }
+                }
+                Err(LogError::UnknownTopic(_)) => {}
+                Err(e) => tracing::warn!(txn = %txn.record.id, "reading the buffer failed: {e}"),
+            },
+            Status::PrepareCommit | Status::PrepareAbort => {
+                if let Err(e) = self.complete(txn).await {
+                    tracing::warn!(txn = %txn.record.id, "finishing failed, will retry: {e:?}");
+                }
+            }
+            Status::Empty | Status::CompleteCommit | Status::CompleteAbort => {
+                self.drop_buffer(&txn.record.id).await;
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Txn>>>> {
@@ -157,7 +222,8 @@ impl Transactions {
 
     /// InitProducerId for a transactional id: a new producer id, or the
     /// same one with the epoch raised (fencing the previous instance, whose
-    /// unfinished transaction is aborted).
+    /// unfinished transaction is aborted). `current` is the caller's own
+    /// producer id and epoch (v3+), when it asks to bump them.
     pub async fn init(
         &self,
         id: &str,
@@ -171,67 +237,73 @@ impl Transactions {
             .ok()
             .filter(|t| (1..=MAX_TIMEOUT_MS).contains(t))
             .ok_or(ResponseError::InvalidTransactionTimeout)?;
-        let existing = self.get(id);
-        let Some(txn) = existing else {
-            let producer_id = self.new_producer_id().await?;
-            let copier = self.new_producer_id().await?;
-            let record = TxnRecord {
-                id: id.to_string(),
-                producer_id,
-                epoch: 0,
-                timeout_ms,
-                status: Status::Empty,
-                started_ms: 0,
-                partitions: BTreeSet::new(),
-                groups: BTreeSet::new(),
-                offsets: BTreeMap::new(),
-                copier,
-                sequences: BTreeMap::new(),
-            };
-            self.save(&record)?;
-            let txn = Txn {
-                record,
-                last_sequence: HashMap::new(),
-            };
-            // Another InitProducerId for the same id may have won the race.
-            let txn = self
-                .lock()
-                .entry(id.to_string())
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(txn)))
-                .clone();
-            let txn = txn.lock().await;
-            return Ok((txn.record.producer_id, txn.record.epoch));
+        let existing = {
+            let _creating = self.creating.lock().await;
+            match self.get(id) {
+                Some(txn) => txn,
+                None => {
+                    let record = TxnRecord {
+                        id: id.to_string(),
+                        producer_id: self.new_producer_id().await?,
+                        epoch: 0,
+                        previous: None,
+                        timeout_ms,
+                        status: Status::Empty,
+                        started_ms: 0,
+                        partitions: BTreeSet::new(),
+                        groups: BTreeSet::new(),
+                        offsets: BTreeMap::new(),
+                        copier: self.new_producer_id().await?,
+                        sequences: BTreeMap::new(),
+                    };
+                    self.save(&record)?;
+                    let answer = (record.producer_id, record.epoch);
+                    let txn = Arc::new(tokio::sync::Mutex::new(Txn::new(record)));
+                    self.lock().insert(id.to_string(), txn);
+                    return Ok(answer);
+                }
+            }
         };
-        let mut txn = txn.lock().await;
-        if let Some((pid, epoch)) = current.filter(|(pid, _)| *pid >= 0)
-            && (pid != txn.record.producer_id || epoch != txn.record.epoch)
-        {
-            return Err(ResponseError::InvalidProducerEpoch);
+        let mut txn = existing.lock().await;
+        if let Some(asked) = current.filter(|(pid, _)| *pid >= 0) {
+            let now = (txn.record.producer_id, txn.record.epoch);
+            if txn.record.previous == Some(asked) {
+                // A retry of the bump that made the current epoch.
+                return Ok(now);
+            }
+            if asked != now {
+                return Err(ResponseError::InvalidProducerEpoch);
+            }
         }
         match txn.record.status {
             Status::Ongoing => {
                 txn.record.status = Status::PrepareAbort;
                 self.save(&txn.record)?;
-                self.complete(&mut txn).await?;
+                self.finish(&mut txn).await?;
             }
-            Status::PrepareCommit | Status::PrepareAbort => self.complete(&mut txn).await?,
+            Status::PrepareCommit | Status::PrepareAbort => self.finish(&mut txn).await?,
             _ => {}
         }
-        if txn.record.epoch >= i16::MAX - 1 {
-            txn.record.producer_id = self.new_producer_id().await?;
-            txn.record.epoch = 0;
+        let mut bumped = txn.record.clone();
+        bumped.previous = Some((bumped.producer_id, bumped.epoch));
+        if bumped.epoch >= i16::MAX - 1 {
+            bumped.producer_id = self.new_producer_id().await?;
+            bumped.epoch = 0;
         } else {
-            txn.record.epoch += 1;
+            bumped.epoch += 1;
         }
-        txn.record.timeout_ms = timeout_ms;
-        txn.record.status = Status::Empty;
-        txn.last_sequence.clear();
-        self.save(&txn.record)?;
+        bumped.timeout_ms = timeout_ms;
+        bumped.status = Status::Empty;
+        self.save(&bumped)?;
+        txn.record = bumped;
+        txn.recent.clear();
+        txn.buffered = 0;
         Ok((txn.record.producer_id, txn.record.epoch))
     }
 
     /// Runs `change` on a transaction of this producer that may take new
-    /// work (not while a commit or abort is being finished).
+    /// work (not while a commit or abort is being finished); saves it when
+    /// it changed.
     async fn with_ongoing<T>(
         &self,
         id: &str,
@@ -244,21 +316,25 @@ impl Transactions {
             .ok_or(ResponseError::InvalidProducerIdMapping)?;
         let mut txn = txn.lock().await;
         check_producer(&txn.record, producer_id, epoch)?;
-        match txn.record.status {
+        let mut record = txn.record.clone();
+        match record.status {
             Status::PrepareCommit | Status::PrepareAbort => {
                 return Err(ResponseError::ConcurrentTransactions);
             }
             Status::Empty | Status::CompleteCommit | Status::CompleteAbort => {
-                txn.record.status = Status::Ongoing;
-                txn.record.started_ms = now_ms();
+                record.status = Status::Ongoing;
+                record.started_ms = now_ms();
             }
             Status::Ongoing => {}
         }
-        let before = txn.record.clone();
-        let result = change(&mut txn.record)?;
-        if !same_work(&before, &txn.record) || before.status != txn.record.status {
-            self.save(&txn.record)?;
+        let result = change(&mut record)?;
+        if !same_work(&txn.record, &record) || txn.record.status != record.status {
+            self.save(&record)?;
         }
+        if txn.record.status != Status::Ongoing {
+            txn.buffered = 0;
+        }
+        txn.record = record;
         Ok(result)
     }
 
@@ -315,8 +391,9 @@ impl Transactions {
         .await
     }
 
-    /// A transactional batch: buffered until the transaction ends. A retry
-    /// of a batch already buffered is answered without buffering it again.
+    /// A transactional batch: checked as the log will check it, then
+    /// buffered until the transaction ends. A retry of one of the
+    /// producer's latest batches is answered without buffering it again.
     pub async fn produce(&self, id: &str, topic: &str, partition: u32, batch: Batch) -> Result<()> {
         let stamp = batch.producer().ok_or(ResponseError::InvalidRecord)?;
         let txn = self
@@ -328,19 +405,29 @@ impl Transactions {
         if txn.record.status != Status::Ongoing || !txn.record.partitions.contains(&key) {
             return Err(ResponseError::InvalidTxnState);
         }
-        let last_delta = batch.view().last_offset_delta() as i32;
-        match txn.last_sequence.get(&key) {
-            Some(&last) if stamp.base_sequence <= last => return Ok(()),
-            Some(&last) if stamp.base_sequence != last + 1 => {
+        let last = stamp
+            .base_sequence
+            .wrapping_add(batch.view().last_offset_delta() as i32);
+        if let Some(recent) = txn.recent.get(&key) {
+            if recent.contains(&(stamp.base_sequence, last)) {
+                return Ok(());
+            }
+            let (_, newest) = *recent.back().expect("never empty");
+            let expected = if newest == i32::MAX { 0 } else { newest + 1 };
+            if stamp.base_sequence != expected {
                 return Err(ResponseError::OutOfOrderSequenceNumber);
             }
-            _ => {}
+        }
+        self.check_batch(topic, &batch)?;
+        if txn.buffered + batch.size() as u64 > MAX_TRANSACTION_BYTES {
+            return Err(ResponseError::MessageTooLarge);
         }
         let destination = postcard::to_allocvec(&Destination {
             topic: topic.to_string(),
             partition,
         })
         .expect("destinations serialize");
+        let size = batch.size() as u64;
         let buffer = buffer_name(id);
         self.log
             .open_commit_log(&buffer, 1, buffer_settings())
@@ -354,12 +441,26 @@ impl Transactions {
             )
             .await
             .map_err(|e| storage_error(&e))?;
-        txn.last_sequence
-            .insert(key, stamp.base_sequence.saturating_add(last_delta));
+        remember(&mut txn, key, stamp.base_sequence, last);
+        txn.buffered += size;
         Ok(())
     }
 
-    /// EndTxn: commit or abort. A retry of an end already done succeeds.
+    /// What the log would refuse: a batch over the topic's largest, or a
+    /// record without a key on a compacted topic.
+    fn check_batch(&self, topic: &str, batch: &Batch) -> Result<()> {
+        let info = self.log.topic(topic).map_err(|e| super::errors::code(&e))?;
+        if batch.size() > info.config.max_batch_bytes {
+            return Err(ResponseError::MessageTooLarge);
+        }
+        if info.config.cleanup == Cleanup::Compact && batch.records().any(|r| r.key.is_none()) {
+            return Err(ResponseError::InvalidRecord);
+        }
+        Ok(())
+    }
+
+    /// EndTxn: commit or abort. A retry of an end already done succeeds;
+    /// while one is being finished the answer is retriable.
     pub async fn end(&self, id: &str, producer_id: i64, epoch: i16, commit: bool) -> Result<()> {
         let txn = self
             .get(id)
@@ -374,55 +475,34 @@ impl Transactions {
                     Status::PrepareAbort
                 };
                 self.save(&txn.record)?;
-                self.complete(&mut txn).await
+                self.finish(&mut txn).await
             }
             (Status::Empty, _)
             | (Status::CompleteCommit, true)
             | (Status::CompleteAbort, false) => Ok(()),
             (Status::PrepareCommit, true) | (Status::PrepareAbort, false) => {
-                self.complete(&mut txn).await
+                self.finish(&mut txn).await
             }
             _ => Err(ResponseError::InvalidTxnState),
         }
     }
 
-    /// Finishes a prepared commit or abort: appends (or drops) the buffer,
-    /// commits the offsets, and saves the completed state.
+    /// [`complete`](Self::complete), with a failure answered as retriable
+    /// (the prepared state stays and is retried).
+    async fn finish(&self, txn: &mut Txn) -> Result<()> {
+        self.complete(txn).await.map_err(|e| {
+            tracing::warn!(txn = %txn.record.id, "finishing a transaction failed, will retry: {e:?}");
+            ResponseError::ConcurrentTransactions
+        })
+    }
+
+    /// Finishes a prepared commit or abort: appends the buffer (commit),
+    /// syncs what it appended and commits the offsets, saves the completed
+    /// state, and only then drops the buffer.
     async fn complete(&self, txn: &mut Txn) -> Result<()> {
-        let record = &mut txn.record;
-        let buffer = buffer_name(&record.id);
+        let mut record = txn.record.clone();
         if record.status == Status::PrepareCommit {
-            let mut sequences = record.sequences.clone();
-            let commits = match self.log.commits(&buffer, 0).await {
-                Ok(commits) => commits,
-                Err(LogError::UnknownTopic(_)) => Vec::new(),
-                Err(e) => return Err(storage_error(&e)),
-            };
-            for commit in commits {
-                let [destination, batch] = commit.values.as_slice() else {
-                    tracing::error!(txn = %record.id, "malformed transaction buffer entry skipped");
-                    continue;
-                };
-                let Ok(to) = postcard::from_bytes::<Destination>(destination) else {
-                    tracing::error!(txn = %record.id, "malformed transaction buffer entry skipped");
-                    continue;
-                };
-                let sequence = sequences
-                    .entry((to.topic.clone(), to.partition))
-                    .or_insert(0);
-                let Ok(batch) = restamp(batch, record.copier, *sequence) else {
-                    tracing::error!(txn = %record.id, "malformed buffered batch skipped");
-                    continue;
-                };
-                *sequence = sequence.saturating_add(batch.view().last_offset_delta() as i32 + 1);
-                match self.log.append(&to.topic, to.partition, batch).await {
-                    // Appended now, or by the attempt a crash interrupted.
-                    Ok(_) | Err(LogError::DuplicateSequence { .. }) => {}
-                    // The topic went away meanwhile: nothing to write to.
-                    Err(LogError::UnknownTopic(_) | LogError::TopicDeleted(_)) => {}
-                    Err(e) => return Err(storage_error(&e)),
-                }
-            }
+            record.sequences = self.append_buffer(&record).await?;
             let mut by_group: BTreeMap<&str, Vec<(String, u32, u64)>> = BTreeMap::new();
             for ((group, topic, partition), offset) in &record.offsets {
                 by_group
@@ -437,12 +517,7 @@ impl Transactions {
                     Err(e) => return Err(storage_error(&e)),
                 }
             }
-            record.sequences = sequences;
         }
-        self.log
-            .delete_commit_log(&buffer)
-            .await
-            .map_err(|e| storage_error(&e))?;
         record.status = match record.status {
             Status::PrepareCommit => Status::CompleteCommit,
             _ => Status::CompleteAbort,
@@ -450,33 +525,104 @@ impl Transactions {
         record.partitions.clear();
         record.groups.clear();
         record.offsets.clear();
-        self.save(record)
+        self.save(&record)?;
+        txn.record = record;
+        txn.recent.clear();
+        txn.buffered = 0;
+        self.drop_buffer(&txn.record.id).await;
+        Ok(())
     }
 
-    /// Aborts transactions open longer than their timeout and raises their
-    /// epoch, so the producer that abandoned them is fenced.
-    async fn abort_expired(&self) {
+    /// Appends a prepared transaction's buffer to its partitions and syncs
+    /// them; returns the copier's next sequences.
+    async fn append_buffer(&self, record: &TxnRecord) -> Result<BTreeMap<(String, u32), i32>> {
+        let mut sequences = record.sequences.clone();
+        let commits = match self.log.commits(&buffer_name(&record.id), 0).await {
+            Ok(commits) => commits,
+            Err(LogError::UnknownTopic(_)) => Vec::new(),
+            Err(e) => return Err(storage_error(&e)),
+        };
+        let mut touched = BTreeSet::new();
+        for commit in commits {
+            let [destination, batch] = commit.values.as_slice() else {
+                tracing::error!(txn = %record.id, "malformed transaction buffer entry skipped");
+                continue;
+            };
+            let Ok(to) = postcard::from_bytes::<Destination>(destination) else {
+                tracing::error!(txn = %record.id, "malformed transaction buffer entry skipped");
+                continue;
+            };
+            let sequence = sequences
+                .entry((to.topic.clone(), to.partition))
+                .or_insert(0);
+            let Ok(batch) = restamp(batch, record.copier, *sequence) else {
+                tracing::error!(txn = %record.id, "malformed buffered batch skipped");
+                continue;
+            };
+            *sequence = sequence.saturating_add(batch.view().last_offset_delta() as i32 + 1);
+            match self.log.append(&to.topic, to.partition, batch).await {
+                // Appended now, or by the attempt a crash interrupted.
+                Ok(_) | Err(LogError::DuplicateSequence { .. }) => {
+                    touched.insert((to.topic, to.partition));
+                }
+                // Failures a retry would not cure: the batch cannot be
+                // written (its topic went away or changed); the rest is.
+                Err(
+                    e @ (LogError::UnknownTopic(_)
+                    | LogError::TopicDeleted(_)
+                    | LogError::UnknownPartition { .. }
+                    | LogError::BatchTooLarge { .. }
+                    | LogError::MissingKey { .. }
+                    | LogError::InvalidBatch(_)),
+                ) => {
+                    tracing::error!(txn = %record.id, "a committed batch could not be written: {e}");
+                }
+                Err(e) => return Err(storage_error(&e)),
+            }
+        }
+        for (topic, partition) in touched {
+            match self.log.sync(&topic, partition).await {
+                Ok(()) | Err(LogError::UnknownTopic(_) | LogError::TopicDeleted(_)) => {}
+                Err(e) => return Err(storage_error(&e)),
+            }
+        }
+        Ok(sequences)
+    }
+
+    async fn drop_buffer(&self, id: &str) {
+        if let Err(e) = self.log.delete_commit_log(&buffer_name(id)).await {
+            tracing::warn!(txn = %id, "dropping a transaction buffer failed: {e}");
+        }
+    }
+
+    /// Aborts transactions open longer than their timeout (raising their
+    /// epoch, so the producer that abandoned them is fenced) and retries
+    /// commits and aborts that failed to finish.
+    async fn reap(&self) {
         let txns: Vec<_> = self.lock().values().cloned().collect();
         let now = now_ms();
         for txn in txns {
             let Ok(mut txn) = txn.try_lock() else {
                 continue;
             };
-            let record = &txn.record;
-            if record.status != Status::Ongoing
-                || now.saturating_sub(record.started_ms) < record.timeout_ms
-            {
-                continue;
-            }
-            tracing::info!(txn = %record.id, "aborting a transaction past its timeout");
-            txn.record.status = Status::PrepareAbort;
-            txn.record.epoch = txn.record.epoch.saturating_add(1);
-            let done = match self.save(&txn.record) {
-                Ok(()) => self.complete(&mut txn).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = done {
-                tracing::warn!(txn = %txn.record.id, "aborting failed, will retry: {e:?}");
+            match txn.record.status {
+                Status::Ongoing
+                    if now.saturating_sub(txn.record.started_ms) >= txn.record.timeout_ms =>
+                {
+                    tracing::info!(txn = %txn.record.id, "aborting a transaction past its timeout");
+                    let mut aborting = txn.record.clone();
+                    aborting.status = Status::PrepareAbort;
+                    aborting.previous = Some((aborting.producer_id, aborting.epoch));
+                    aborting.epoch = aborting.epoch.saturating_add(1);
+                    if self.save(&aborting).is_ok() {
+                        txn.record = aborting;
+                        let _ = self.finish(&mut txn).await;
+                    }
+                }
+                Status::PrepareCommit | Status::PrepareAbort => {
+                    let _ = self.finish(&mut txn).await;
+                }
+                _ => {}
             }
         }
     }
@@ -495,6 +641,15 @@ impl Transactions {
             ResponseError::KafkaStorageError
         })
     }
+}
+
+/// Notes a buffered batch's sequences among the producer's latest.
+fn remember(txn: &mut Txn, key: (String, u32), first: i32, last: i32) {
+    let recent = txn.recent.entry(key).or_default();
+    if recent.len() == KEPT_BATCHES {
+        recent.pop_front();
+    }
+    recent.push_back((first, last));
 }
 
 fn check_producer(record: &TxnRecord, producer_id: i64, epoch: i16) -> Result<()> {
@@ -653,6 +808,69 @@ mod tests {
         // A stale epoch is fenced.
         assert_eq!(
             txns.end("tx", pid, epoch - 1, true).await,
+            Err(ResponseError::InvalidProducerEpoch)
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_are_recognized_across_a_restart_and_bad_batches_refused_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn StreamLog> =
+            Arc::new(EmbeddedLog::new(Log::open(dir.path().join("log")).unwrap()));
+        log.create_topic("t", TopicConfig::default()).await.unwrap();
+        let compacted = TopicConfig {
+            cleanup: Cleanup::Compact,
+            ..TopicConfig::default()
+        };
+        log.create_topic("keyed", compacted).await.unwrap();
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"))
+            .await
+            .unwrap();
+        let (pid, epoch) = txns.init("tx", 60_000, None).await.unwrap();
+        let parts = vec![("t".to_string(), 0), ("keyed".to_string(), 0)];
+        txns.add_partitions("tx", pid, epoch, parts).await.unwrap();
+        txns.produce("tx", "t", 0, batch("a", pid, epoch, 0))
+            .await
+            .unwrap();
+        // A keyless record for a compacted topic would fail the commit:
+        // refused now instead.
+        assert_eq!(
+            txns.produce("tx", "keyed", 0, batch("x", pid, epoch, 0))
+                .await,
+            Err(ResponseError::InvalidRecord)
+        );
+        drop(txns);
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"))
+            .await
+            .unwrap();
+        // The retry of the buffered batch is known after the restart.
+        txns.produce("tx", "t", 0, batch("a", pid, epoch, 0))
+            .await
+            .unwrap();
+        assert_eq!(
+            txns.produce("tx", "t", 0, batch("z", pid, epoch, 5)).await,
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
+        txns.produce("tx", "t", 0, batch("b", pid, epoch, 1))
+            .await
+            .unwrap();
+        txns.end("tx", pid, epoch, true).await.unwrap();
+        let batches = log.read("t", 0, 0, 1 << 20).await.unwrap();
+        let values: Vec<&[u8]> = batches
+            .iter()
+            .flat_map(|b| b.records())
+            .map(|r| r.value.unwrap())
+            .collect();
+        assert_eq!(values, [b"a".as_slice(), b"b".as_slice()]);
+        // An InitProducerId retried with the epoch it replaced gets the same answer.
+        let bumped = txns.init("tx", 60_000, Some((pid, epoch))).await.unwrap();
+        assert_eq!(bumped, (pid, epoch + 1));
+        assert_eq!(
+            txns.init("tx", 60_000, Some((pid, epoch))).await,
+            Ok(bumped)
+        );
+        assert_eq!(
+            txns.init("tx", 60_000, Some((pid, epoch + 7))).await,
             Err(ResponseError::InvalidProducerEpoch)
         );
     }

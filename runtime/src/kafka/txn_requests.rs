@@ -136,16 +136,31 @@ pub async fn offset_commit(
             }
         }
     }
-    let result = broker
-        .transactions
-        .commit_offsets(
-            &ns.qualify(&request.transactional_id),
-            request.producer_id.0,
-            request.producer_epoch,
-            &ns.qualify(&request.group_id),
-            offsets,
-        )
-        .await;
+    let group = ns.qualify(&request.group_id);
+    // From a group member (Kafka Streams, v3+), the generation must be the
+    // group's current one: a zombie instance is fenced here. Without member
+    // and generation (older clients) the producer's epoch is the fence.
+    let member = match request.generation_id < 0 && request.member_id.is_empty() {
+        true => Ok(()),
+        false => broker
+            .coordinator
+            .check_commit(&group, request.generation_id, &request.member_id),
+    };
+    let result = match member {
+        Ok(()) => {
+            broker
+                .transactions
+                .commit_offsets(
+                    &ns.qualify(&request.transactional_id),
+                    request.producer_id.0,
+                    request.producer_epoch,
+                    &group,
+                    offsets,
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
     let mut response = TxnOffsetCommitResponse::default();
     for topic in request.topics {
         let partitions = topic
