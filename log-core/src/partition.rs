@@ -16,6 +16,7 @@
 //! Retention and compaction (their own modules) replace or remove closed
 //! segments under the partition's maintenance lock.
 
+use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -201,6 +202,13 @@ impl Partition {
     /// before `offset`; skip its records below `offset`. Returns no batches
     /// when `offset` is the end of the partition.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        self.read_stored(offset, max_bytes)
+            .map(|(batches, _)| batches)
+    }
+
+    /// Like [`read`](Self::read), also returning the batches' stored bytes
+    /// as one contiguous buffer (what a Kafka fetch sends as it is).
+    pub fn read_stored(&self, offset: u64, max_bytes: usize) -> Result<(Vec<Batch>, Bytes)> {
         let s = &*self.shared;
         s.check_live()?;
         let end = self.end_offset();
@@ -221,12 +229,12 @@ impl Partition {
             if from >= end {
                 break;
             }
-            let batches = segment.read(from, max_bytes, end)?;
+            let (batches, bytes) = segment.read_span(from, max_bytes, end)?;
             if !batches.is_empty() {
-                return Ok(batches);
+                return Ok((batches, bytes));
             }
         }
-        Ok(Vec::new())
+        Ok((Vec::new(), Bytes::new()))
     }
 
     /// The first offset whose record has a timestamp at or after `timestamp`

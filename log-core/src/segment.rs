@@ -303,10 +303,23 @@ impl Segment {
         max_bytes: usize,
         end_offset: u64,
     ) -> Result<Vec<Batch>> {
+        self.read_span(offset, max_bytes, end_offset)
+            .map(|(batches, _)| batches)
+    }
+
+    /// Like [`read`](Self::read), also returning the batches' bytes as one
+    /// contiguous slice of the read buffer (they are adjacent in the file),
+    /// so they can be sent on as stored without being joined.
+    pub(crate) fn read_span(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        end_offset: u64,
+    ) -> Result<(Vec<Batch>, Bytes)> {
         let (mut position, size) = {
             let state = self.read_state();
             if offset >= state.next_offset {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), Bytes::new()));
             }
             let relative = offset
                 .saturating_sub(self.base_offset)
@@ -316,11 +329,13 @@ impl Segment {
         let mut batches = Vec::new();
         let mut budget = max_bytes;
         // The index lands at or before the wanted batch: walk forward until
-        // the first wanted batch is found, then fill the budget.
+        // the first wanted batch is found, then fill the budget. Every batch
+        // taken comes from the same chunk, one after the other.
         while position < size && batches.is_empty() {
             let read_end = self.read_end(position, budget, size)?;
             let chunk = self.read_bytes(position, (read_end - position) as usize)?;
             let mut at = 0;
+            let mut span = 0..0;
             while at < chunk.len() {
                 let batch_position = position + at as u64;
                 let len = self.batch_len(chunk.get(at..).unwrap_or_default(), batch_position)?;
@@ -330,22 +345,31 @@ impl Segment {
                     reason: format!("batch of {len} bytes runs past the end of the segment"),
                 })?;
                 let batch = self.parse(chunk.slice_ref(bytes), batch_position)?;
-                at += len;
                 if batch.base_offset() >= end_offset {
-                    return Ok(batches);
+                    let span = chunk.slice(span);
+                    return Ok((batches, span));
                 }
+                let start = at;
+                at += len;
                 if batch.next_offset() <= offset {
                     continue;
                 }
                 if !batches.is_empty() && len > budget {
-                    return Ok(batches);
+                    break;
                 }
+                if batches.is_empty() {
+                    span = start..start;
+                }
+                span.end = at;
                 budget = budget.saturating_sub(len);
                 batches.push(batch);
             }
+            if !batches.is_empty() {
+                return Ok((batches, chunk.slice(span)));
+            }
             position = read_end;
         }
-        Ok(batches)
+        Ok((batches, Bytes::new()))
     }
 
     /// Where a read from batch boundary `position` with `budget` bytes should

@@ -80,6 +80,16 @@ pub trait StreamLog: Send + Sync + 'static {
         offset: u64,
         max_bytes: usize,
     ) -> LogResult<Vec<Batch>>;
+    /// Like [`read`](Self::read), also returning the batches as the one
+    /// contiguous run of stored bytes they are (a Kafka fetch sends it on
+    /// without joining or re-encoding).
+    async fn read_stored(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> LogResult<(Vec<Batch>, Bytes)>;
     /// Waits until the partition's end passes `offset` or `timeout` ends;
     /// returns the end offset either way.
     async fn wait_for(
@@ -233,6 +243,19 @@ impl StreamLog for EmbeddedLog {
     ) -> LogResult<Vec<Batch>> {
         let partition = self.partition(topic, partition)?;
         tokio::task::spawn_blocking(move || partition.read(offset, max_bytes))
+            .await
+            .expect("reading does not panic")
+    }
+
+    async fn read_stored(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> LogResult<(Vec<Batch>, Bytes)> {
+        let partition = self.partition(topic, partition)?;
+        tokio::task::spawn_blocking(move || partition.read_stored(offset, max_bytes))
             .await
             .expect("reading does not panic")
     }

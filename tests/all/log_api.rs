@@ -62,6 +62,35 @@ fn appended_records_read_back_in_order_with_assigned_offsets() {
 }
 
 #[test]
+fn stored_reads_return_the_batches_as_one_contiguous_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let p = first_partition(&log, "t", TopicConfig::default());
+    for i in 0..20 {
+        p.append(batch(&[Rec::new("k", &format!("value {i}"), i)]))
+            .unwrap();
+    }
+    for (offset, max_bytes) in [(0, 1 << 20), (5, 200), (19, 1), (3, 1 << 20)] {
+        let (batches, stored) = p.read_stored(offset, max_bytes).unwrap();
+        let joined: Vec<u8> = batches
+            .iter()
+            .flat_map(|b| b.as_bytes().iter().copied())
+            .collect();
+        assert_eq!(
+            stored.as_ref(),
+            joined.as_slice(),
+            "from {offset}, {max_bytes} bytes"
+        );
+        assert!(batches[0].base_offset() <= offset && offset <= batches[0].last_offset());
+    }
+    let (batches, stored) = p.read_stored(20, 1 << 20).unwrap();
+    assert!(
+        batches.is_empty() && stored.is_empty(),
+        "nothing past the end"
+    );
+}
+
+#[test]
 fn partitions_can_be_added_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();

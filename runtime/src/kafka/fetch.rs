@@ -1,8 +1,9 @@
 //! Fetch: stored batches, sent as stored.
 //!
 //! The log keeps Kafka's RecordBatch v2, so a fetch answers with the bytes
-//! of the stored batches (their offsets already set by the log): nothing is
-//! decoded or re-encoded on the way out. The first batch may begin before
+//! of the stored batches (their offsets already set by the log), as the one
+//! contiguous buffer the log read them into: nothing is decoded, joined or
+//! re-encoded on the way out. The first batch may begin before
 //! the fetch offset, as in Kafka; clients skip the records before it.
 //!
 //! Long-poll: while fewer than `min_bytes` are ready the request waits for
@@ -15,7 +16,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::select_all;
 use kafka_protocol::ResponseError;
@@ -173,29 +174,16 @@ async fn read_one(
     if offset == end || (limit == 0 && !first) {
         return Ok(found);
     }
-    let batches = log
-        .read(&want.stored, partition.partition, offset, limit.max(1))
+    let (batches, stored) = log
+        .read_stored(&want.stored, partition.partition, offset, limit.max(1))
         .await?;
-    let mut chosen = Vec::new();
-    let mut size = 0;
-    for batch in batches {
-        let len = batch.size();
-        if size + len > limit && (!chosen.is_empty() || !first) {
-            break;
-        }
-        size += len;
-        chosen.push(batch.into_bytes());
+    // The log takes whole batches within the limit, and always the first;
+    // only the first partition of a fetch may send a first batch larger
+    // than its limit.
+    let oversized = batches.first().is_some_and(|b| b.size() > limit);
+    if !oversized || first {
+        found.records = stored;
     }
-    found.records = match chosen.len() {
-        1 => chosen.pop().expect("one batch"),
-        _ => {
-            let mut records = BytesMut::with_capacity(size);
-            for bytes in &chosen {
-                records.extend_from_slice(bytes);
-            }
-            records.freeze()
-        }
-    };
     Ok(found)
 }
 
