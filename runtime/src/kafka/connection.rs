@@ -4,8 +4,9 @@
 //!
 //! Memory is bounded: a frame larger than `max_request_bytes` closes the
 //! connection before anything is allocated, and the bytes of frames being
-//! read or handled come from a server-wide budget, so slow or stuck clients
-//! cannot hold more than `max_in_flight_bytes` together. A frame that does
+//! read or handled, and of fetch answers until they are written, come from
+//! a server-wide budget, so slow or stuck clients cannot hold more than
+//! `max_in_flight_bytes` together. A frame that does
 //! not decode, an unknown API or an unsupported version (other than
 //! ApiVersions, which answers with the versions spoken) closes only this
 //! connection.
@@ -51,6 +52,9 @@ pub struct Session {
     /// Set by a handler: read nothing more from this client for this long
     /// after answering (a produce over the tenant's rate, as KIP-219).
     pub mute_for: Duration,
+    /// Set by a handler: budget held for the answer until it is written
+    /// (a fetch's records).
+    pub answer_budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Session {
@@ -79,6 +83,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>)
         sasl_started: false,
         close_after_answer: None,
         mute_for: Duration::ZERO,
+        answer_budget: None,
     };
     broker.stats.opened();
     let broken = loop {
@@ -144,6 +149,7 @@ async fn serve_one(
             }
         }
     }
+    session.answer_budget = None;
     if let Some(reason) = session.close_after_answer.take() {
         return Err(Close::Because(reason));
     }
@@ -201,7 +207,7 @@ async fn answer(
             }
         }
         RequestKind::Fetch(r) => {
-            ResponseKind::Fetch(fetch::fetch(broker, session, r, version).await)
+            ResponseKind::Fetch(fetch::fetch(broker, &mut *session, r, version).await)
         }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(offsets::list_offsets(broker, session, r, version).await)

@@ -30,7 +30,8 @@ use log_core::LogError;
 use super::connection::Session;
 use super::{Broker, errors};
 
-/// Most bytes one fetch answers with, whatever the client asks.
+/// Most bytes one fetch answers with, whatever the client asks (and the
+/// budget it reserves while it reads).
 const MAX_FETCH_BYTES: usize = 64 << 20;
 /// Longest long-poll, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -54,7 +55,7 @@ struct Found {
 
 pub async fn fetch(
     broker: &Broker,
-    session: &Session,
+    session: &mut Session,
     request: FetchRequest,
     version: i16,
 ) -> FetchResponse {
@@ -74,20 +75,37 @@ pub async fn fetch(
             })
         })
         .collect();
+    let whole_budget = broker
+        .settings
+        .max_in_flight_bytes
+        .max(broker.settings.max_request_bytes);
     let max_bytes = usize::try_from(request.max_bytes)
         .unwrap_or(0)
-        .clamp(1, MAX_FETCH_BYTES);
+        .clamp(1, MAX_FETCH_BYTES.min(whole_budget));
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     let found = loop {
+        // Room for the answer in the server's budget before anything is
+        // read; what the answer does not use goes back at once, the rest
+        // when it has been written.
+        let mut budget = broker
+            .in_flight
+            .clone()
+            .acquire_many_owned(max_bytes as u32)
+            .await
+            .expect("the budget is never closed");
         let found = read_all(broker, &wanted, max_bytes).await;
         let ready: usize = found.iter().map(|f| f.records.len()).sum();
         let failed = found.iter().any(|f| f.error.is_some());
         let now = tokio::time::Instant::now();
         if ready >= min_bytes.max(1) || failed || now >= deadline || wanted.is_empty() {
+            // The first batch may exceed `max_bytes` (it is sent whole):
+            // the budget covers what it can.
+            session.answer_budget = budget.split(ready.min(max_bytes));
             break found;
         }
+        drop(budget);
         wait_for_any(broker, &wanted, &found, deadline - now).await;
     };
     let mut response = FetchResponse::default();

@@ -63,8 +63,8 @@ pub struct KafkaSettings {
     /// Largest request frame; a larger one closes its connection.
     /// Default 100 MiB (Kafka's `socket.request.max.bytes`).
     pub max_request_bytes: usize,
-    /// Request bytes held at once over all connections; readers wait
-    /// for room. Default 512 MiB.
+    /// Request and fetch-answer bytes held at once over all connections;
+    /// readers and fetches wait for room. Default 512 MiB.
     pub max_in_flight_bytes: usize,
 }
 
@@ -87,8 +87,9 @@ struct Broker {
     /// Host and port returned in metadata.
     advertised_host: String,
     advertised_port: i32,
-    /// Bounds the request bytes held at once (permits are bytes).
-    in_flight: Semaphore,
+    /// Bounds the request and fetch-answer bytes held at once (permits
+    /// are bytes).
+    in_flight: Arc<Semaphore>,
     /// Consumer-group membership.
     coordinator: Arc<coordinator::Coordinator>,
     /// Transactions, by transactional id.
@@ -134,7 +135,7 @@ impl KafkaListener {
                 settings,
                 advertised_host,
                 advertised_port,
-                in_flight: Semaphore::new(permits),
+                in_flight: Arc::new(Semaphore::new(permits)),
                 coordinator: coordinator::Coordinator::start(),
                 transactions,
                 stats: app.kafka_stats.clone(),
