@@ -940,21 +940,25 @@ fn consumer_groups_rebalance_when_members_join_leave_or_die() {
             .with_user_data(None)
             .encode(&mut metadata, 0)
             .unwrap();
-        let joined = wire.send(
-            &JoinGroupRequest::default()
-                .with_group_id(kafka_protocol::messages::GroupId(
-                    StrBytes::from_static_str("workers"),
-                ))
-                .with_session_timeout_ms(1500)
-                .with_rebalance_timeout_ms(10_000)
-                .with_protocol_type(StrBytes::from_static_str("consumer"))
-                .with_protocols(vec![
-                    JoinGroupRequestProtocol::default()
-                        .with_name(StrBytes::from_static_str("range"))
-                        .with_metadata(metadata.freeze()),
-                ]),
-            5,
+        let join = JoinGroupRequest::default()
+            .with_group_id(kafka_protocol::messages::GroupId(
+                StrBytes::from_static_str("workers"),
+            ))
+            .with_session_timeout_ms(1500)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(metadata.freeze()),
+            ]);
+        // A first join (v4+) is handed its member id and joins again with it.
+        let first = wire.send(&join, 5);
+        assert_eq!(
+            first.error_code,
+            kafka_protocol::ResponseError::MemberIdRequired.code()
         );
+        let joined = wire.send(&join.with_member_id(first.member_id), 5);
         assert_eq!(joined.error_code, 0);
         let synced = wire.send(
             &SyncGroupRequest::default()

@@ -68,6 +68,17 @@ pub struct Join {
     pub protocol_type: String,
     /// Supported assignment protocols with their metadata, preferred first.
     pub protocols: Vec<(String, Bytes)>,
+    /// A first join gets its member id and must join again with it
+    /// (KIP-394, JoinGroup v4+), so a join the client gave up on leaves no
+    /// member behind.
+    pub id_required: bool,
+}
+
+/// How a join ends.
+pub enum JoinOutcome {
+    Joined(Joined),
+    /// Join again with this member id.
+    MemberIdRequired(String),
 }
 
 /// What a completed join answers.
@@ -119,6 +130,9 @@ struct GroupState {
     protocol: String,
     leader: String,
     members: BTreeMap<String, Member>,
+    /// Member ids handed out by MEMBER_ID_REQUIRED and not yet used, with
+    /// when they lapse.
+    pending: HashMap<String, Instant>,
     /// When the rebalance under way completes even if members are missing.
     rebalance_deadline: Option<Instant>,
     /// Counts completed join rounds, so waiters see theirs completed.
@@ -177,6 +191,7 @@ impl Coordinator {
                         members: BTreeMap::new(),
                         rebalance_deadline: None,
                         round: 0,
+                        pending: HashMap::new(),
                     }),
                     changed: Notify::new(),
                 })
@@ -190,7 +205,7 @@ impl Coordinator {
     }
 
     /// Joins (or rejoins) `group` and waits until the rebalance completes.
-    pub async fn join(&self, group_id: &str, join: Join) -> Result<Joined> {
+    pub async fn join(&self, group_id: &str, join: Join) -> Result<JoinOutcome> {
         let session = join.session_timeout;
         if !(MIN_SESSION..=MAX_SESSION).contains(&session) {
             return Err(ResponseError::InvalidSessionTimeout);
@@ -224,11 +239,18 @@ impl Coordinator {
                 }
             }
             let member_id = if join.member_id.is_empty() {
-                if state.members.len() >= MAX_MEMBERS {
+                if state.members.len() + state.pending.len() >= MAX_MEMBERS {
                     return Err(ResponseError::GroupMaxSizeReached);
                 }
-                format!("{}-{}", join.client_id, random_id())
-            } else if state.members.contains_key(&join.member_id) {
+                let id = format!("{}-{}", join.client_id, random_id());
+                if join.id_required {
+                    state.pending.insert(id.clone(), Instant::now() + session);
+                    return Ok(JoinOutcome::MemberIdRequired(id));
+                }
+                id
+            } else if state.members.contains_key(&join.member_id)
+                || state.pending.remove(&join.member_id).is_some()
+            {
                 join.member_id.clone()
             } else {
                 return Err(ResponseError::UnknownMemberId);
@@ -261,7 +283,7 @@ impl Coordinator {
             };
             state.members.insert(member_id.clone(), member);
             if unchanged {
-                return Ok(joined(&state, &member_id));
+                return Ok(JoinOutcome::Joined(joined(&state, &member_id)));
             }
             if state.phase != Phase::PreparingRebalance {
                 prepare_rebalance(&mut state);
@@ -284,7 +306,7 @@ impl Coordinator {
                         Some(member) => {
                             member.waiting = false;
                             member.last_seen = Instant::now();
-                            Ok(joined(&state, &member_id))
+                            Ok(JoinOutcome::Joined(joined(&state, &member_id)))
                         }
                         None => Err(ResponseError::UnknownMemberId),
                     };
@@ -463,6 +485,7 @@ impl Coordinator {
                     .members
                     .retain(|_, m| m.waiting || now < m.last_seen + m.session_timeout);
                 let changed = state.members.len() != before;
+                state.pending.retain(|_, lapses| now < *lapses);
                 if changed {
                     tracing::info!(
                         "consumer group members expired: {} left",
@@ -480,7 +503,10 @@ impl Coordinator {
         // Forget groups nobody is in (their committed offsets stay in the
         // log); a group still referenced by a call in progress is kept.
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        groups.retain(|_, group| Arc::strong_count(group) > 1 || !group.lock().members.is_empty());
+        groups.retain(|_, group| {
+            let state = group.lock();
+            Arc::strong_count(group) > 1 || !state.members.is_empty() || !state.pending.is_empty()
+        });
     }
 }
 
@@ -634,6 +660,14 @@ mod tests {
             rebalance_timeout: Duration::from_secs(10),
             protocol_type: "consumer".into(),
             protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+            id_required: false,
+        }
+    }
+
+    fn joined(outcome: JoinOutcome) -> Joined {
+        match outcome {
+            JoinOutcome::Joined(joined) => joined,
+            JoinOutcome::MemberIdRequired(_) => panic!("joined without an id first"),
         }
     }
 
@@ -642,7 +676,7 @@ mod tests {
         let coordinator = Coordinator::default();
         // No members: a client assigning partitions itself may commit.
         assert_eq!(coordinator.check_commit("g", -1, ""), Ok(()));
-        let joined = coordinator.join("g", join("")).await.unwrap();
+        let joined = joined(coordinator.join("g", join("")).await.unwrap());
         assert_eq!(
             (joined.generation, joined.leader.as_str()),
             (1, joined.member_id.as_str())
@@ -692,12 +726,34 @@ mod tests {
     #[tokio::test]
     async fn a_rejoin_while_the_assignment_is_awaited_keeps_the_generation() {
         let coordinator = Coordinator::default();
-        let first = coordinator.join("g", join("")).await.unwrap();
-        let again = coordinator.join("g", join(&first.member_id)).await.unwrap();
+        let first = joined(coordinator.join("g", join("")).await.unwrap());
+        let again = joined(coordinator.join("g", join(&first.member_id)).await.unwrap());
         assert_eq!(again.generation, first.generation);
         assert_eq!(
             coordinator.view("g").unwrap().phase,
             Phase::CompletingRebalance
+        );
+    }
+
+    #[tokio::test]
+    async fn a_first_join_may_be_asked_to_come_back_with_its_id() {
+        let coordinator = Coordinator::default();
+        let first = Join {
+            id_required: true,
+            ..join("")
+        };
+        let JoinOutcome::MemberIdRequired(id) = coordinator.join("g", first).await.unwrap() else {
+            panic!("a v4+ first join gets its id first");
+        };
+        assert!(
+            coordinator.view("g").unwrap().members.is_empty(),
+            "no member yet"
+        );
+        let member = joined(coordinator.join("g", join(&id)).await.unwrap());
+        assert_eq!(member.member_id, id);
+        assert_eq!(
+            coordinator.join("g", join("made-up")).await.err(),
+            Some(ResponseError::UnknownMemberId)
         );
     }
 }

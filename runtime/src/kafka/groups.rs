@@ -38,7 +38,7 @@ use kafka_protocol::messages::{BrokerId, GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::connection::Session;
-use super::coordinator::{Join, Phase};
+use super::coordinator::{Join, JoinOutcome, Phase};
 use super::{Broker, NODE_ID, errors};
 
 /// Key types of FindCoordinator.
@@ -133,10 +133,15 @@ pub async fn join_group(
             .into_iter()
             .map(|p| (p.name.to_string(), p.metadata))
             .collect(),
+        id_required: version >= 4,
     };
     let mut response = JoinGroupResponse::default().with_member_id(request.member_id);
     match broker.coordinator.join(&group, join).await {
-        Ok(joined) => {
+        Ok(JoinOutcome::MemberIdRequired(id)) => {
+            response.error_code = ResponseError::MemberIdRequired.code();
+            response.member_id = text(id);
+        }
+        Ok(JoinOutcome::Joined(joined)) => {
             response.generation_id = joined.generation;
             response.protocol_name = Some(text(joined.protocol));
             if version >= 7 {
