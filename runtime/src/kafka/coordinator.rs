@@ -137,6 +137,8 @@ struct GroupState {
     rebalance_deadline: Option<Instant>,
     /// Counts completed join rounds, so waiters see theirs completed.
     round: u64,
+    /// While a forming group waits for more members to join.
+    settle_until: Option<Instant>,
 }
 
 struct Group {
@@ -154,14 +156,20 @@ impl Group {
 #[derive(Default)]
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Arc<Group>>>,
+    /// How long a forming group waits for more members.
+    initial_delay: Duration,
 }
 
 type Result<T> = std::result::Result<T, ResponseError>;
 
 impl Coordinator {
-    /// A coordinator whose expired members are dropped by a background task.
-    pub fn start() -> Arc<Coordinator> {
-        let coordinator = Arc::new(Coordinator::default());
+    /// A coordinator whose expired members are dropped by a background
+    /// task; forming groups wait `initial_delay` for more members.
+    pub fn start(initial_delay: Duration) -> Arc<Coordinator> {
+        let coordinator = Arc::new(Coordinator {
+            initial_delay,
+            ..Coordinator::default()
+        });
         let weak = Arc::downgrade(&coordinator);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REAP_EVERY);
@@ -192,6 +200,7 @@ impl Coordinator {
                         rebalance_deadline: None,
                         round: 0,
                         pending: HashMap::new(),
+                        settle_until: None,
                     }),
                     changed: Notify::new(),
                 })
@@ -285,8 +294,17 @@ impl Coordinator {
             if unchanged {
                 return Ok(JoinOutcome::Joined(joined(&state, &member_id)));
             }
+            let was_empty = state.phase == Phase::Empty;
             if state.phase != Phase::PreparingRebalance {
                 prepare_rebalance(&mut state);
+            }
+            // A group forming waits a moment for the members starting with
+            // this one (Kafka's initial rebalance delay), each newcomer
+            // extending the wait, so they form one generation, not many.
+            if !self.initial_delay.is_zero() && (was_empty || state.settle_until.is_some()) {
+                let settle = Instant::now() + self.initial_delay;
+                let deadline = state.rebalance_deadline.unwrap_or(settle);
+                state.settle_until = Some(settle.min(deadline));
             }
             (member_id, state.round)
         };
@@ -297,7 +315,8 @@ impl Coordinator {
             notified.as_mut().enable();
             let deadline = {
                 let mut state = group.lock();
-                if state.round == round && all_joined(&state) {
+                let settling = state.settle_until.is_some_and(|t| Instant::now() < t);
+                if state.round == round && all_joined(&state) && !settling {
                     complete_join(&mut state);
                     group.changed.notify_waiters();
                 }
@@ -311,11 +330,16 @@ impl Coordinator {
                         None => Err(ResponseError::UnknownMemberId),
                     };
                 }
-                state.rebalance_deadline.unwrap_or_else(Instant::now)
+                let deadline = state.rebalance_deadline.unwrap_or_else(Instant::now);
+                match state.settle_until {
+                    Some(settle) if settling => settle.min(deadline),
+                    _ => deadline,
+                }
             };
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let mut state = group.lock();
-                if state.round == round {
+                let overdue = state.rebalance_deadline.is_none_or(|d| Instant::now() >= d);
+                if state.round == round && overdue {
                     complete_join(&mut state);
                     group.changed.notify_waiters();
                 }
@@ -567,6 +591,7 @@ fn all_joined(state: &GroupState) -> bool {
 /// generation begins with a leader and a protocol every member supports.
 fn complete_join(state: &mut GroupState) {
     state.members.retain(|_, m| m.joined);
+    state.settle_until = None;
     state.round += 1;
     state.rebalance_deadline = None;
     state.generation += 1;
@@ -755,5 +780,22 @@ mod tests {
             coordinator.join("g", join("made-up")).await.err(),
             Some(ResponseError::UnknownMemberId)
         );
+    }
+
+    #[tokio::test]
+    async fn members_starting_together_form_one_generation() {
+        let coordinator = Arc::new(Coordinator {
+            initial_delay: Duration::from_millis(300),
+            ..Coordinator::default()
+        });
+        let first = tokio::spawn({
+            let coordinator = coordinator.clone();
+            async move { joined(coordinator.join("g", join("")).await.unwrap()) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = joined(coordinator.join("g", join("")).await.unwrap());
+        let first = first.await.unwrap();
+        assert_eq!((first.generation, second.generation), (1, 1));
+        assert_eq!(coordinator.view("g").unwrap().members.len(), 2);
     }
 }

@@ -66,6 +66,10 @@ pub struct KafkaSettings {
     /// Request and fetch-answer bytes held at once over all connections;
     /// readers and fetches wait for room. Default 512 MiB.
     pub max_in_flight_bytes: usize,
+    /// How long a forming consumer group waits for more members before its
+    /// first generation (Kafka's `group.initial.rebalance.delay.ms`).
+    /// Default 3000.
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for KafkaSettings {
@@ -76,6 +80,7 @@ impl Default for KafkaSettings {
             advertised: None,
             max_request_bytes: 100 << 20,
             max_in_flight_bytes: 512 << 20,
+            group_initial_rebalance_delay_ms: 3000,
         }
     }
 }
@@ -124,6 +129,8 @@ impl KafkaListener {
             .max_in_flight_bytes
             .max(settings.max_request_bytes)
             .min(Semaphore::MAX_PERMITS);
+        let initial_delay =
+            std::time::Duration::from_millis(settings.group_initial_rebalance_delay_ms);
         let transactions =
             transactions::Transactions::start(app.log.clone(), state_dir.join("transactions"))
                 .await
@@ -136,7 +143,7 @@ impl KafkaListener {
                 advertised_host,
                 advertised_port,
                 in_flight: Arc::new(Semaphore::new(permits)),
-                coordinator: coordinator::Coordinator::start(),
+                coordinator: coordinator::Coordinator::start(initial_delay),
                 transactions,
                 stats: app.kafka_stats.clone(),
                 app,
