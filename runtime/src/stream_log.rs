@@ -241,10 +241,9 @@ impl StreamLog for EmbeddedLog {
         offset: u64,
         max_bytes: usize,
     ) -> LogResult<Vec<Batch>> {
-        let partition = self.partition(topic, partition)?;
-        tokio::task::spawn_blocking(move || partition.read(offset, max_bytes))
+        self.read_stored(topic, partition, offset, max_bytes)
             .await
-            .expect("reading does not panic")
+            .map(|(batches, _)| batches)
     }
 
     async fn read_stored(

@@ -752,27 +752,51 @@ fn fetch_waits_for_data_up_to_max_wait() {
     assert!(!partition.records.as_ref().unwrap().is_empty());
 }
 
+const ADMIN: &str = "kafka-test-admin";
+
+fn tenancy_server(dir: &std::path::Path) -> WeirServer {
+    WeirServer::start_with_config(
+        &dir.join("data"),
+        &format!("tenancy = true\nadmin_token = \"{ADMIN}\"\n"),
+    )
+}
+
+/// Creates a tenant (`body` as the HTTP API takes it) and a token for it.
+fn tenant_token(server: &WeirServer, body: Value) -> String {
+    let name = body["name"].as_str().unwrap().to_string();
+    server.use_token(Some(ADMIN));
+    server.expect(201, server.post("/v1/tenants", &body));
+    let issued = server.expect(
+        201,
+        server.post(&format!("/v1/tenants/{name}/tokens"), &json!({})),
+    );
+    issued["token"].as_str().unwrap().to_string()
+}
+
+/// SASL PLAIN over a bare connection; the SaslAuthenticate error code.
+fn sasl_login(wire: &mut Wire, user: &str, password: &str) -> i16 {
+    use kafka_protocol::messages::sasl_authenticate_request::SaslAuthenticateRequest;
+    use kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest;
+    let handshake = wire.send(
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        1,
+    );
+    assert_eq!(handshake.error_code, 0);
+    wire.send(
+        &SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from(format!("\0{user}\0{password}"))),
+        2,
+    )
+    .error_code
+}
+
 #[test]
 fn sasl_plain_authenticates_tenants_and_keeps_them_apart() {
     use kafka_protocol::messages::metadata_request::MetadataRequest;
-    use kafka_protocol::messages::sasl_authenticate_request::SaslAuthenticateRequest;
-    use kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest;
 
-    const ADMIN: &str = "kafka-test-admin";
     let dir = tempfile::tempdir().unwrap();
-    let server = WeirServer::start_with_config(
-        &dir.path().join("data"),
-        &format!("tenancy = true\nadmin_token = \"{ADMIN}\"\n"),
-    );
-    let token = |tenant: &str| {
-        server.use_token(Some(ADMIN));
-        server.expect(201, server.post("/v1/tenants", &json!({ "name": tenant })));
-        let issued = server.expect(
-            201,
-            server.post(&format!("/v1/tenants/{tenant}/tokens"), &json!({})),
-        );
-        issued["token"].as_str().unwrap().to_string()
-    };
+    let server = tenancy_server(dir.path());
+    let token = |tenant: &str| tenant_token(&server, json!({ "name": tenant }));
     let (acme, globex) = (token("acme"), token("globex"));
     let sasl = |user: &'static str, password: &str| {
         vec![
@@ -823,18 +847,8 @@ fn sasl_plain_authenticates_tenants_and_keeps_them_apart() {
     // A wrong token, another tenant's token, or the admin credential fail.
     for (user, password) in [("acme", "nope"), ("acme", globex.as_str()), ("acme", ADMIN)] {
         let mut wire = Wire::connect(&server.kafka);
-        let handshake = wire.send(
-            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
-            1,
-        );
-        assert_eq!(handshake.error_code, 0);
-        let answer = wire.send(
-            &SaslAuthenticateRequest::default()
-                .with_auth_bytes(Bytes::from(format!("\0{user}\0{password}"))),
-            2,
-        );
         assert_eq!(
-            answer.error_code,
+            sasl_login(&mut wire, user, password),
             kafka_protocol::ResponseError::SaslAuthenticationFailed.code(),
             "{user} with {password}"
         );
@@ -1171,43 +1185,20 @@ fn kafka_python_client_works_end_to_end() {
 
 #[test]
 fn a_tenant_over_its_produce_rate_is_throttled_not_refused() {
-    use kafka_protocol::messages::sasl_authenticate_request::SaslAuthenticateRequest;
-    use kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest;
-
-    const ADMIN: &str = "kafka-quota-admin";
     let dir = tempfile::tempdir().unwrap();
-    let server = WeirServer::start_with_config(
-        &dir.path().join("data"),
-        &format!("tenancy = true\nadmin_token = \"{ADMIN}\"\n"),
+    let server = tenancy_server(dir.path());
+    let token = tenant_token(
+        &server,
+        json!({"name": "slow", "quotas": {"produce_bytes_per_sec": 10_000}}),
     );
-    server.use_token(Some(ADMIN));
-    server.expect(
-        201,
-        server.post(
-            "/v1/tenants",
-            &json!({"name": "slow", "quotas": {"produce_bytes_per_sec": 10_000}}),
-        ),
-    );
-    let issued = server.expect(201, server.post("/v1/tenants/slow/tokens", &json!({})));
-    let token = issued["token"].as_str().unwrap().to_string();
     server.use_token(Some(&token));
     server.create_topic("events", 1);
 
-    let mut wire = Wire::connect(&server.kafka);
     // Before authenticating, large frames are refused outright.
     let mut big = Wire::connect(&server.kafka);
     assert!(big.roundtrip(&vec![0u8; 600 << 10]).is_none());
-    let handshake = wire.send(
-        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
-        1,
-    );
-    assert_eq!(handshake.error_code, 0);
-    let authenticated = wire.send(
-        &SaslAuthenticateRequest::default()
-            .with_auth_bytes(Bytes::from(format!("\0slow\0{token}"))),
-        2,
-    );
-    assert_eq!(authenticated.error_code, 0);
+    let mut wire = Wire::connect(&server.kafka);
+    assert_eq!(sasl_login(&mut wire, "slow", &token), 0);
     let mut values = Vec::new();
     let mut throttled = 0;
     for i in 0..3 {

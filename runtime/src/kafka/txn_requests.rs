@@ -21,6 +21,15 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use super::Broker;
 use super::connection::Session;
 
+/// Partitions of a topic (0 when it does not exist).
+fn partition_count(broker: &Broker, stored: &str) -> usize {
+    broker
+        .app
+        .log
+        .topic(stored)
+        .map_or(0, |t| t.partitions.len())
+}
+
 fn code(result: Result<(), ResponseError>) -> i16 {
     result.err().map_or(0, |e| e.code())
 }
@@ -38,11 +47,7 @@ pub async fn add_partitions(
     let mut unknown = Vec::new();
     for topic in &request.v3_and_below_topics {
         let stored = ns.qualify(&topic.name);
-        let count = broker
-            .app
-            .log
-            .topic(&stored)
-            .map_or(0, |t| t.partitions.len());
+        let count = partition_count(broker, &stored);
         for &p in &topic.partitions {
             match u32::try_from(p).ok().filter(|p| (*p as usize) < count) {
                 Some(p) => known.push((topic.name.clone(), p as i32, (stored.clone(), p))),
@@ -118,11 +123,7 @@ pub async fn offset_commit(
     let mut invalid = Vec::new();
     for topic in &request.topics {
         let stored = ns.qualify(&topic.name);
-        let count = broker
-            .app
-            .log
-            .topic(&stored)
-            .map_or(0, |t| t.partitions.len());
+        let count = partition_count(broker, &stored);
         for p in &topic.partitions {
             let partition = u32::try_from(p.partition_index)
                 .ok()
