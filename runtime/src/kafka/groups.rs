@@ -333,7 +333,20 @@ pub fn offset_fetch(
                 let partitions = t
                     .partition_indexes
                     .into_iter()
-                    .map(|p| entry(p, lookup(&stored, p)))
+                    .map(|p| {
+                        // A transaction that will commit an offset here is
+                        // still open: a client asking for stable offsets
+                        // (Kafka Streams with exactly-once) waits for it.
+                        let pending = request.require_stable
+                            && u32::try_from(p).is_ok_and(|p| {
+                                broker.transactions.offset_pending(&group, &stored, p)
+                            });
+                        match pending {
+                            true => entry(p, -1)
+                                .with_error_code(ResponseError::UnstableOffsetCommit.code()),
+                            false => entry(p, lookup(&stored, p)),
+                        }
+                    })
                     .collect();
                 OffsetFetchResponseTopic::default()
                     .with_name(t.name)

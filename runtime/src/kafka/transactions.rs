@@ -124,6 +124,9 @@ pub struct Transactions {
     txns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Txn>>>>,
     /// Serializes the creation of new transactional ids.
     creating: tokio::sync::Mutex<()>,
+    /// Offsets that open transactions will commit: (group, topic,
+    /// partition) → transactional ids (for `require_stable` fetches).
+    pending: Mutex<HashMap<(String, String, u32), std::collections::HashSet<String>>>,
 }
 
 impl Transactions {
@@ -138,6 +141,7 @@ impl Transactions {
             dir: dir.clone(),
             txns: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
+            pending: Mutex::new(HashMap::new()),
         });
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
@@ -181,6 +185,7 @@ impl Transactions {
     /// left behind.
     async fn recover(&self, txn: &mut Txn) {
         let buffer = buffer_name(&txn.record.id);
+        self.track_offsets(&txn.record, true);
         match txn.record.status {
             Status::Ongoing => match self.log.commits(&buffer, 0).await {
                 Ok(commits) => {
@@ -377,18 +382,21 @@ impl Transactions {
         group: &str,
         offsets: Vec<(String, u32, u64)>,
     ) -> Result<()> {
-        self.with_ongoing(id, producer_id, epoch, |record| {
-            if !record.groups.contains(group) {
-                return Err(ResponseError::InvalidTxnState);
-            }
-            for (topic, partition, offset) in offsets {
-                record
-                    .offsets
-                    .insert((group.to_string(), topic, partition), offset);
-            }
-            Ok(())
-        })
-        .await
+        let tracked = self
+            .with_ongoing(id, producer_id, epoch, |record| {
+                if !record.groups.contains(group) {
+                    return Err(ResponseError::InvalidTxnState);
+                }
+                for (topic, partition, offset) in offsets {
+                    record
+                        .offsets
+                        .insert((group.to_string(), topic, partition), offset);
+                }
+                Ok(record.clone())
+            })
+            .await?;
+        self.track_offsets(&tracked, true);
+        Ok(())
     }
 
     /// A transactional batch: checked as the log will check it, then
@@ -459,6 +467,31 @@ impl Transactions {
         Ok(())
     }
 
+    /// Whether an open (or prepared) transaction will commit an offset of
+    /// `group` for this partition.
+    pub fn offset_pending(&self, group: &str, topic: &str, partition: u32) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.contains_key(&(group.to_string(), topic.to_string(), partition))
+    }
+
+    /// Notes (or forgets) the offsets a transaction will commit.
+    fn track_offsets(&self, record: &TxnRecord, open: bool) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for key in record.offsets.keys() {
+            if open {
+                pending
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(record.id.clone());
+            } else if let Some(ids) = pending.get_mut(key) {
+                ids.remove(&record.id);
+                if ids.is_empty() {
+                    pending.remove(key);
+                }
+            }
+        }
+    }
+
     /// EndTxn: commit or abort. A retry of an end already done succeeds;
     /// while one is being finished the answer is retriable.
     pub async fn end(&self, id: &str, producer_id: i64, epoch: i16, commit: bool) -> Result<()> {
@@ -526,6 +559,7 @@ impl Transactions {
         record.groups.clear();
         record.offsets.clear();
         self.save(&record)?;
+        self.track_offsets(&txn.record, false);
         txn.record = record;
         txn.recent.clear();
         txn.buffered = 0;
@@ -873,5 +907,34 @@ mod tests {
             txns.init("tx", 60_000, Some((pid, epoch + 7))).await,
             Err(ResponseError::InvalidProducerEpoch)
         );
+    }
+
+    #[tokio::test]
+    async fn offsets_of_open_transactions_are_pending_until_they_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn StreamLog> =
+            Arc::new(EmbeddedLog::new(Log::open(dir.path().join("log")).unwrap()));
+        log.create_topic("in", TopicConfig::default())
+            .await
+            .unwrap();
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"))
+            .await
+            .unwrap();
+        let (pid, epoch) = txns.init("tx", 60_000, None).await.unwrap();
+        txns.add_group("tx", pid, epoch, "g").await.unwrap();
+        txns.commit_offsets("tx", pid, epoch, "g", vec![("in".into(), 0, 7)])
+            .await
+            .unwrap();
+        assert!(txns.offset_pending("g", "in", 0));
+        assert!(!txns.offset_pending("g", "in", 1));
+        drop(txns);
+        // Still pending after a restart, until the transaction ends.
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"))
+            .await
+            .unwrap();
+        assert!(txns.offset_pending("g", "in", 0));
+        txns.end("tx", pid, epoch, true).await.unwrap();
+        assert!(!txns.offset_pending("g", "in", 0));
+        assert_eq!(log.group_offsets("g"), vec![("in".to_string(), 0, 7)]);
     }
 }
