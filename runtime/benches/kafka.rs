@@ -16,7 +16,10 @@
 //!    reading the same partition with `Partition::read` (1 MiB at a time)
 //!    and iterating every record.
 //!
-//! 3. The same two over the bare protocol: a client that sends
+//! 3. For reference, a plain TCP copy on loopback of as many bytes as the
+//!    topic stores (4 MiB writes from memory, 4 MiB reads): what any fetch
+//!    path through a socket here could reach at best.
+//! 4. The same two over the bare protocol: a client that sends
 //!    pre-encoded ProduceRequests (one batch each, of the size librdkafka
 //!    sent, pipelined on one connection) and one that loops FetchRequests of
 //!    4 MiB and walks every record. librdkafka spends about a microsecond
@@ -305,6 +308,36 @@ fn raw_produce(weir: &WeirProcess, topic: &str, count: usize, batch: usize, valu
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Copies `bytes` over a loopback TCP connection, 4 MiB at a time, from
+/// memory to memory; returns `count` records' worth per second.
+fn tcp_copy(bytes: usize, count: usize) -> f64 {
+    const CHUNK: usize = 4 << 20;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let addr = listener.local_addr().unwrap();
+    let sender = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let chunk = vec![b'v'; CHUNK];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            stream.write_all(&chunk[..n]).expect("send");
+            left -= n;
+        }
+    });
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let mut buffer = vec![0u8; CHUNK];
+    let started = Instant::now();
+    let mut received = 0;
+    while received < bytes {
+        let n = stream.read(&mut buffer).expect("receive");
+        assert!(n > 0, "the sender stopped early");
+        received += n;
+    }
+    let elapsed = started.elapsed();
+    sender.join().expect("sent");
+    count as f64 / elapsed.as_secs_f64()
+}
+
 /// Fetches the whole partition 4 MiB at a time and walks every record;
 /// records/s.
 fn raw_fetch(weir: &WeirProcess, topic: &str, count: usize) -> f64 {
@@ -426,6 +459,8 @@ struct Rates {
     client: Vec<f64>,
     raw: Vec<f64>,
     log: Vec<f64>,
+    /// The plain TCP copy (fetch only).
+    tcp: Vec<f64>,
 }
 
 fn rows(rows: &mut Vec<Row>, what: &str, rates: Rates, baseline: &str, goal: &str) {
@@ -475,13 +510,15 @@ fn main() {
                     let client = kafka_fetch(&weir, &topic, count);
                     let raw = raw_fetch(&weir, &topic, count);
                     let log = log_read(&partition, count);
+                    let tcp = tcp_copy(partition.size_bytes() as usize, count);
                     println!(
                         "{label} run {run}: fetch {client:.0}/s, bare {raw:.0}/s, \
-                         log-core read {log:.0}/s"
+                         log-core read {log:.0}/s, plain TCP copy {tcp:.0}/s"
                     );
                     fetch.client.push(client);
                     fetch.raw.push(raw);
                     fetch.log.push(log);
+                    fetch.tcp.push(tcp);
                 }
             }
             rows(
@@ -492,6 +529,7 @@ fn main() {
                 "≥ 0.5",
             );
         }
+        let (raw, tcp) = (median(fetch.raw.clone()), median(fetch.tcp.clone()));
         rows(
             &mut table,
             &format!("fetch, {label} records"),
@@ -499,6 +537,13 @@ fn main() {
             "log-core read",
             "≥ 0.8",
         );
+        table.push(Row {
+            measurement: format!("fetch, {label} records, bare protocol vs a plain TCP copy"),
+            weir: format!("{:.2} M rec/s", raw / 1e6),
+            baseline: format!("{:.2} M rec/s (same bytes over loopback TCP)", tcp / 1e6),
+            ratio: raw / tcp,
+            goal: "(reference)".into(),
+        });
     }
     print_table(&table);
 }
