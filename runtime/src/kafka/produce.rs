@@ -171,6 +171,14 @@ fn decode(
     work
 }
 
+/// A partition number from the request (negative ones do not exist).
+fn partition_index(partition: i32) -> Result<u32, Refused> {
+    u32::try_from(partition).map_err(|_| Refused {
+        code: ResponseError::UnknownTopicOrPartition,
+        message: format!("partition {partition} does not exist"),
+    })
+}
+
 /// Buffers a transaction's batches for one partition until it ends; its
 /// offsets are not known before (−1).
 async fn buffer(
@@ -180,10 +188,7 @@ async fn buffer(
     partition: i32,
     batches: Vec<Batch>,
 ) -> Result<i64, Refused> {
-    let partition = u32::try_from(partition).map_err(|_| Refused {
-        code: ResponseError::UnknownTopicOrPartition,
-        message: format!("partition {partition} does not exist"),
-    })?;
+    let partition = partition_index(partition)?;
     for batch in batches {
         broker
             .transactions
@@ -204,10 +209,7 @@ async fn append(
     partition: i32,
     batches: Vec<Batch>,
 ) -> Result<i64, Refused> {
-    let partition = u32::try_from(partition).map_err(|_| Refused {
-        code: ResponseError::UnknownTopicOrPartition,
-        message: format!("partition {partition} does not exist"),
-    })?;
+    let partition = partition_index(partition)?;
     let mut first = None;
     for batch in batches {
         let info = broker

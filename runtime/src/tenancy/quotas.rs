@@ -127,31 +127,24 @@ impl ProduceRates {
         let Some(rate) = per_sec else {
             return Duration::ZERO;
         };
-        let rate = rate.max(1) as f64;
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry(tenant.to_string()).or_insert(Bucket {
-            available: rate,
-            updated: now,
-        });
-        let refill = now.duration_since(bucket.updated).as_secs_f64() * rate;
-        bucket.available = (bucket.available + refill).min(rate) - bytes as f64;
-        bucket.updated = now;
-        if bucket.available >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-bucket.available / rate)
-        }
+        self.with_bucket(tenant, rate, |bucket, rate| {
+            bucket.available -= bytes as f64;
+            if bucket.available >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-bucket.available / rate)
+            }
+        })
     }
 
-    /// Takes `bytes` from the tenant's bucket, or says how long to wait.
-    /// A request larger than one second's worth is let through when the
-    /// bucket is full (and leaves it in debt), so it is never refused for
-    /// ever.
-    pub fn take(&self, tenant: &str, bytes: u64, per_sec: Option<u64>) -> Result<(), OverQuota> {
-        let Some(rate) = per_sec else {
-            return Ok(());
-        };
+    /// Runs `use_bucket` on the tenant's bucket, refilled up to now, with
+    /// the rate in bytes per second.
+    fn with_bucket<T>(
+        &self,
+        tenant: &str,
+        rate: u64,
+        use_bucket: impl FnOnce(&mut Bucket, f64) -> T,
+    ) -> T {
         let rate = rate.max(1) as f64;
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,18 +155,31 @@ impl ProduceRates {
         let refill = now.duration_since(bucket.updated).as_secs_f64() * rate;
         bucket.available = (bucket.available + refill).min(rate);
         bucket.updated = now;
-        let wanted = bytes as f64;
-        if wanted <= bucket.available || bucket.available >= rate {
-            bucket.available -= wanted;
+        use_bucket(bucket, rate)
+    }
+
+    /// Takes `bytes` from the tenant's bucket, or says how long to wait.
+    /// A request larger than one second's worth is let through when the
+    /// bucket is full (and leaves it in debt), so it is never refused for
+    /// ever.
+    pub fn take(&self, tenant: &str, bytes: u64, per_sec: Option<u64>) -> Result<(), OverQuota> {
+        let Some(rate) = per_sec else {
             return Ok(());
-        }
-        let missing = wanted.min(rate) - bucket.available;
-        Err(OverQuota {
-            message: format!(
-                "quota produce_bytes_per_sec exceeded: {} bytes/s allowed, retry later",
-                rate as u64
-            ),
-            retry_after: Some(Duration::from_secs_f64(missing / rate)),
+        };
+        self.with_bucket(tenant, rate, |bucket, rate| {
+            let wanted = bytes as f64;
+            if wanted <= bucket.available || bucket.available >= rate {
+                bucket.available -= wanted;
+                return Ok(());
+            }
+            let missing = wanted.min(rate) - bucket.available;
+            Err(OverQuota {
+                message: format!(
+                    "quota produce_bytes_per_sec exceeded: {} bytes/s allowed, retry later",
+                    rate as u64
+                ),
+                retry_after: Some(Duration::from_secs_f64(missing / rate)),
+            })
         })
     }
 }
