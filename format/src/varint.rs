@@ -45,14 +45,25 @@ pub(crate) fn len(value: i64) -> usize {
 /// Returns `None` when the buffer ends first or the encoding is too long.
 #[inline]
 pub(crate) fn get(buf: &[u8], pos: &mut usize) -> Option<i64> {
-    // Most fields (deltas, small lengths) fit in one byte: decode those
-    // without entering the loop.
+    // Most fields fit in one byte (deltas, small lengths) or two (record
+    // and value lengths up to 8 KiB): decode those without entering the loop.
     let first = *buf.get(*pos)?;
     if first < 0x80 {
         *pos += 1;
-        return Some(i64::from(first >> 1) ^ -i64::from(first & 1));
+        return Some(unzigzag(u64::from(first)));
+    }
+    if let Some(&second) = buf.get(*pos + 1)
+        && second < 0x80
+    {
+        *pos += 2;
+        return Some(unzigzag(u64::from(first & 0x7f) | u64::from(second) << 7));
     }
     get_long(buf, pos)
+}
+
+#[inline]
+fn unzigzag(z: u64) -> i64 {
+    (z >> 1) as i64 ^ -((z & 1) as i64)
 }
 
 #[cold]
@@ -63,7 +74,7 @@ fn get_long(buf: &[u8], pos: &mut usize) -> Option<i64> {
         z |= u64::from(byte & 0x7f) << (7 * i);
         if byte < 0x80 {
             *pos += i + 1;
-            return Some((z >> 1) as i64 ^ -((z & 1) as i64));
+            return Some(unzigzag(z));
         }
     }
     None
@@ -84,6 +95,10 @@ mod tests {
             64,
             300,
             -300,
+            8191,
+            -8192,
+            8192,
+            -8193,
             i32::MAX as i64,
             i32::MIN as i64,
             i64::MAX,
@@ -114,6 +129,7 @@ mod tests {
     #[test]
     fn refuses_truncated_and_overlong_input() {
         let mut pos = 0;
+        assert_eq!(get(&[0x80], &mut pos), None);
         assert_eq!(get(&[0x80, 0x80], &mut pos), None);
         assert_eq!(get(&[0xff; 11], &mut pos), None);
         assert_eq!(pos, 0);
