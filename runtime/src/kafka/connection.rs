@@ -15,12 +15,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::frame::{Frame, FrameBuilder};
 use super::{
     Broker, admin, fetch, groups, metadata, offsets, produce, sasl, txn_requests, versions,
 };
@@ -137,9 +138,9 @@ async fn serve_one(
     // The request is handled: its bytes no longer count, whatever the
     // client does with the answer.
     drop(held);
-    if let Some(response) = answered? {
+    if let Some(mut response) = answered? {
         broker.stats.response(response.len());
-        match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&response)).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all_buf(&mut response)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(Close::Quietly),
             Err(_) => {
@@ -166,7 +167,7 @@ async fn answer(
     mut frame: Bytes,
     session: &mut Session,
     broker: &Broker,
-) -> Result<Option<BytesMut>, Close> {
+) -> Result<Option<Frame>, Close> {
     let frame_len = frame.len();
     let raw_key = frame.clone().get_i16();
     let version = (&frame[2..4]).get_i16();
@@ -290,32 +291,45 @@ fn response_size(response: &ResponseKind, version: i16) -> anyhow::Result<usize>
     }
 }
 
-/// A response frame: size, header, body.
+/// The record sets of a fetch answer, in the order they are encoded.
+fn fetched_records(response: &ResponseKind) -> Vec<Bytes> {
+    match response {
+        ResponseKind::Fetch(fetch) => fetch
+            .responses
+            .iter()
+            .flat_map(|topic| &topic.partitions)
+            .filter_map(|partition| partition.records.clone())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A response frame: size, header, body. A fetch's records are taken by
+/// reference, not copied into the frame.
 fn encode(
     correlation_id: i32,
     api_key: ApiKey,
     version: i16,
     response: ResponseKind,
-) -> Result<BytesMut, Close> {
+) -> Result<Frame, Close> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api_key.response_header_version(version);
-    // Sized first: a fetch answer holds megabytes of records, and growing
-    // the buffer would copy them again and again.
     let size = header
         .compute_size(header_version)
         .and_then(|h| Ok(h + response_size(&response, version)?))
         .unwrap_or(256);
-    let mut frame = BytesMut::with_capacity(4 + size);
-    frame.put_i32(0);
+    let mut frame = FrameBuilder::new(size, fetched_records(&response));
     header
         .encode(&mut frame, header_version)
-        .and_then(|()| response.encode(&mut frame, version))
+        .and_then(|()| match &response {
+            ResponseKind::Fetch(fetch) => fetch.encode(&mut frame, version),
+            other => other.encode(frame.copied(), version),
+        })
         .map_err(|e| {
             tracing::error!(?api_key, version, "encoding a Kafka response failed: {e:#}");
             Close::Because(format!("could not encode the {api_key:?} response"))
         })?;
-    let size =
-        i32::try_from(frame.len() - 4).map_err(|_| Close::Because("response over 2 GiB".into()))?;
-    frame[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(frame)
+    frame
+        .finish()
+        .map_err(|_| Close::Because("response over 2 GiB".into()))
 }

@@ -24,6 +24,7 @@ mod connection;
 mod coordinator;
 mod errors;
 mod fetch;
+mod frame;
 mod groups;
 mod metadata;
 mod offsets;
