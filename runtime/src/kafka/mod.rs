@@ -71,6 +71,10 @@ pub struct KafkaSettings {
     /// first generation (Kafka's `group.initial.rebalance.delay.ms`).
     /// Default 3000.
     pub group_initial_rebalance_delay_ms: u64,
+    /// How long a transactional id with no transaction open is kept after
+    /// its producer last used it (Kafka's
+    /// `transactional.id.expiration.ms`). Default 7 days.
+    pub transactional_id_expiration_ms: u64,
 }
 
 impl Default for KafkaSettings {
@@ -82,6 +86,7 @@ impl Default for KafkaSettings {
             max_request_bytes: 100 << 20,
             max_in_flight_bytes: 512 << 20,
             group_initial_rebalance_delay_ms: 3000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -132,10 +137,13 @@ impl KafkaListener {
             .min(Semaphore::MAX_PERMITS);
         let initial_delay =
             std::time::Duration::from_millis(settings.group_initial_rebalance_delay_ms);
-        let transactions =
-            transactions::Transactions::start(app.log.clone(), state_dir.join("transactions"))
-                .await
-                .context("while loading the Kafka transactions")?;
+        let transactions = transactions::Transactions::start(
+            app.log.clone(),
+            state_dir.join("transactions"),
+            std::time::Duration::from_millis(settings.transactional_id_expiration_ms),
+        )
+        .await
+        .context("while loading the Kafka transactions")?;
         Ok(KafkaListener {
             addr,
             listener,

@@ -28,6 +28,11 @@
 //! that fails anyway on storage stays prepared and is retried (EndTxn
 //! answers CONCURRENT_TRANSACTIONS meanwhile). A transaction holds at most
 //! [`MAX_TRANSACTION_BYTES`].
+//!
+//! A transactional id with no transaction open that no producer has used
+//! for the expiry period (Kafka's `transactional.id.expiration.ms`) is
+//! forgotten, state file and all; its producer's next request gets
+//! INVALID_PRODUCER_ID_MAPPING, and an InitProducerId starts it afresh.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -39,6 +44,7 @@ use kafka_protocol::ResponseError;
 use log_core::{Batch, Cleanup, LogError, ProducerStamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::OwnedMutexGuard;
 use weir_format::field;
 
 use crate::stream_log::{CommitLogSettings, StreamLog};
@@ -99,15 +105,31 @@ struct Txn {
     recent: HashMap<(String, u32), VecDeque<(i32, i32)>>,
     /// Bytes buffered by the transaction under way.
     buffered: u64,
+    /// When a producer last used this id (ms since the epoch); after a
+    /// restart, when its state was last saved.
+    used_ms: u64,
+    /// Forgotten by expiry: whoever still holds it treats the id as unknown.
+    expired: bool,
 }
 
 impl Txn {
-    fn new(record: TxnRecord) -> Txn {
+    fn new(record: TxnRecord, used_ms: u64) -> Txn {
         Txn {
             record,
             recent: HashMap::new(),
             buffered: 0,
+            used_ms,
+            expired: false,
         }
+    }
+
+    /// Whether the id can be forgotten: no transaction open or being
+    /// finished, and unused for `expire_after`.
+    fn expired_at(&self, now_ms: u64, expire_after: Duration) -> bool {
+        matches!(
+            self.record.status,
+            Status::Empty | Status::CompleteCommit | Status::CompleteAbort
+        ) && u128::from(now_ms.saturating_sub(self.used_ms)) >= expire_after.as_millis()
     }
 }
 
@@ -121,8 +143,10 @@ struct Destination {
 pub struct Transactions {
     log: Arc<dyn StreamLog>,
     dir: PathBuf,
+    /// How long an idle transactional id is kept.
+    expire_after: Duration,
     txns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Txn>>>>,
-    /// Serializes the creation of new transactional ids.
+    /// Serializes the creation and expiry of transactional ids.
     creating: tokio::sync::Mutex<()>,
     /// Offsets that open transactions will commit: (group, topic,
     /// partition) → transactional ids (for `require_stable` fetches).
@@ -132,13 +156,19 @@ pub struct Transactions {
 impl Transactions {
     /// Loads every transaction's state, finishes commits and aborts a
     /// crash interrupted (or leaves them to be retried), and starts
-    /// aborting abandoned transactions.
-    pub async fn start(log: Arc<dyn StreamLog>, dir: PathBuf) -> anyhow::Result<Arc<Transactions>> {
+    /// aborting abandoned transactions and forgetting ids idle for
+    /// `expire_after`.
+    pub async fn start(
+        log: Arc<dyn StreamLog>,
+        dir: PathBuf,
+        expire_after: Duration,
+    ) -> anyhow::Result<Arc<Transactions>> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("while creating {}: {e}", dir.display()))?;
         let transactions = Arc::new(Transactions {
             log,
             dir: dir.clone(),
+            expire_after,
             txns: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             pending: Mutex::new(HashMap::new()),
@@ -149,6 +179,11 @@ impl Transactions {
                 continue;
             }
             let bytes = std::fs::read(&path)?;
+            let saved_ms = std::fs::metadata(&path)?
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or_else(now_ms, |d| d.as_millis() as u64);
             let record: TxnRecord = match postcard::from_bytes(&bytes) {
                 Ok(record) => record,
                 Err(e) => {
@@ -159,7 +194,7 @@ impl Transactions {
                     continue;
                 }
             };
-            let mut txn = Txn::new(record);
+            let mut txn = Txn::new(record, saved_ms);
             transactions.recover(&mut txn).await;
             let id = txn.record.id.clone();
             transactions
@@ -225,6 +260,20 @@ impl Transactions {
         self.lock().get(id).cloned()
     }
 
+    /// The transactional id's state, locked and marked as used; unknown
+    /// (or just expired) ids are refused as Kafka refuses them.
+    async fn locked(&self, id: &str) -> Result<OwnedMutexGuard<Txn>> {
+        let txn = self
+            .get(id)
+            .ok_or(ResponseError::InvalidProducerIdMapping)?;
+        let mut txn = txn.lock_owned().await;
+        if txn.expired {
+            return Err(ResponseError::InvalidProducerIdMapping);
+        }
+        txn.used_ms = now_ms();
+        Ok(txn)
+    }
+
     /// InitProducerId for a transactional id: a new producer id, or the
     /// same one with the epoch raised (fencing the previous instance, whose
     /// unfinished transaction is aborted). `current` is the caller's own
@@ -242,34 +291,21 @@ impl Transactions {
             .ok()
             .filter(|t| (1..=MAX_TIMEOUT_MS).contains(t))
             .ok_or(ResponseError::InvalidTransactionTimeout)?;
-        let existing = {
-            let _creating = self.creating.lock().await;
-            match self.get(id) {
-                Some(txn) => txn,
-                None => {
-                    let record = TxnRecord {
-                        id: id.to_string(),
-                        producer_id: self.new_producer_id().await?,
-                        epoch: 0,
-                        previous: None,
-                        timeout_ms,
-                        status: Status::Empty,
-                        started_ms: 0,
-                        partitions: BTreeSet::new(),
-                        groups: BTreeSet::new(),
-                        offsets: BTreeMap::new(),
-                        copier: self.new_producer_id().await?,
-                        sequences: BTreeMap::new(),
-                    };
-                    self.save(&record)?;
-                    let answer = (record.producer_id, record.epoch);
-                    let txn = Arc::new(tokio::sync::Mutex::new(Txn::new(record)));
-                    self.lock().insert(id.to_string(), txn);
-                    return Ok(answer);
+        let mut txn = loop {
+            let existing = {
+                let _creating = self.creating.lock().await;
+                match self.get(id) {
+                    Some(txn) => txn,
+                    None => return self.create(id, timeout_ms).await,
                 }
+            };
+            let txn = existing.lock_owned().await;
+            // Expired while this request waited: start it afresh.
+            if !txn.expired {
+                break txn;
             }
         };
-        let mut txn = existing.lock().await;
+        txn.used_ms = now_ms();
         if let Some(asked) = current.filter(|(pid, _)| *pid >= 0) {
             let now = (txn.record.producer_id, txn.record.epoch);
             if txn.record.previous == Some(asked) {
@@ -306,6 +342,29 @@ impl Transactions {
         Ok((txn.record.producer_id, txn.record.epoch))
     }
 
+    /// A new transactional id (the caller holds `creating`).
+    async fn create(&self, id: &str, timeout_ms: u64) -> Result<(i64, i16)> {
+        let record = TxnRecord {
+            id: id.to_string(),
+            producer_id: self.new_producer_id().await?,
+            epoch: 0,
+            previous: None,
+            timeout_ms,
+            status: Status::Empty,
+            started_ms: 0,
+            partitions: BTreeSet::new(),
+            groups: BTreeSet::new(),
+            offsets: BTreeMap::new(),
+            copier: self.new_producer_id().await?,
+            sequences: BTreeMap::new(),
+        };
+        self.save(&record)?;
+        let answer = (record.producer_id, record.epoch);
+        let txn = Arc::new(tokio::sync::Mutex::new(Txn::new(record, now_ms())));
+        self.lock().insert(id.to_string(), txn);
+        Ok(answer)
+    }
+
     /// Runs `change` on a transaction of this producer that may take new
     /// work (not while a commit or abort is being finished); saves it when
     /// it changed.
@@ -316,10 +375,7 @@ impl Transactions {
         epoch: i16,
         change: impl FnOnce(&mut TxnRecord) -> Result<T>,
     ) -> Result<T> {
-        let txn = self
-            .get(id)
-            .ok_or(ResponseError::InvalidProducerIdMapping)?;
-        let mut txn = txn.lock().await;
+        let mut txn = self.locked(id).await?;
         check_producer(&txn.record, producer_id, epoch)?;
         let mut record = txn.record.clone();
         match record.status {
@@ -404,10 +460,7 @@ impl Transactions {
     /// producer's latest batches is answered without buffering it again.
     pub async fn produce(&self, id: &str, topic: &str, partition: u32, batch: Batch) -> Result<()> {
         let stamp = batch.producer().ok_or(ResponseError::InvalidRecord)?;
-        let txn = self
-            .get(id)
-            .ok_or(ResponseError::InvalidProducerIdMapping)?;
-        let mut txn = txn.lock().await;
+        let mut txn = self.locked(id).await?;
         check_producer(&txn.record, stamp.id, stamp.epoch)?;
         let key = (topic.to_string(), partition);
         if txn.record.status != Status::Ongoing || !txn.record.partitions.contains(&key) {
@@ -495,10 +548,7 @@ impl Transactions {
     /// EndTxn: commit or abort. A retry of an end already done succeeds;
     /// while one is being finished the answer is retriable.
     pub async fn end(&self, id: &str, producer_id: i64, epoch: i16, commit: bool) -> Result<()> {
-        let txn = self
-            .get(id)
-            .ok_or(ResponseError::InvalidProducerIdMapping)?;
-        let mut txn = txn.lock().await;
+        let mut txn = self.locked(id).await?;
         check_producer(&txn.record, producer_id, epoch)?;
         match (txn.record.status, commit) {
             (Status::Ongoing, _) => {
@@ -659,6 +709,37 @@ impl Transactions {
                 _ => {}
             }
         }
+        self.expire(now).await;
+    }
+
+    /// Forgets the transactional ids that are idle and were not used for
+    /// `expire_after`.
+    async fn expire(&self, now: u64) {
+        let _creating = self.creating.lock().await;
+        let txns: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(id, txn)| (id.clone(), txn.clone()))
+            .collect();
+        for (id, txn) in txns {
+            let Ok(mut txn) = txn.try_lock() else {
+                continue;
+            };
+            if !txn.expired_at(now, self.expire_after) {
+                continue;
+            }
+            match std::fs::remove_file(state_path(&self.dir, &id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(txn = %id, "forgetting an expired transactional id failed: {e}");
+                    continue;
+                }
+            }
+            tracing::info!(txn = %id, "forgot a transactional id unused for {:?}", self.expire_after);
+            txn.expired = true;
+            self.lock().remove(&id);
+        }
     }
 
     async fn new_producer_id(&self) -> Result<i64> {
@@ -756,6 +837,9 @@ mod tests {
     use crate::stream_log::EmbeddedLog;
     use log_core::{BatchBuilder, Log, Record, TopicConfig};
 
+    /// Kafka's default expiry of idle transactional ids.
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
     fn batch(value: &str, producer_id: i64, epoch: i16, sequence: i32) -> Batch {
         let mut builder = BatchBuilder::new();
         builder.push(&Record {
@@ -780,7 +864,7 @@ mod tests {
         let log: Arc<dyn StreamLog> =
             Arc::new(EmbeddedLog::new(Log::open(dir.path().join("log")).unwrap()));
         log.create_topic("t", TopicConfig::default()).await.unwrap();
-        let txns = Transactions::start(log.clone(), dir.path().join("txn"))
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"), WEEK)
             .await
             .unwrap();
         let (pid, epoch) = txns.init("tx", 60_000, None).await.unwrap();
@@ -820,7 +904,7 @@ mod tests {
         };
         txns.save(&prepared).unwrap();
         drop((txn, txns));
-        let txns = Transactions::start(log.clone(), dir.path().join("txn"))
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"), WEEK)
             .await
             .unwrap();
         assert_eq!(end().await, 3, "the redone commit appended nothing twice");
@@ -857,7 +941,7 @@ mod tests {
             ..TopicConfig::default()
         };
         log.create_topic("keyed", compacted).await.unwrap();
-        let txns = Transactions::start(log.clone(), dir.path().join("txn"))
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"), WEEK)
             .await
             .unwrap();
         let (pid, epoch) = txns.init("tx", 60_000, None).await.unwrap();
@@ -874,7 +958,7 @@ mod tests {
             Err(ResponseError::InvalidRecord)
         );
         drop(txns);
-        let txns = Transactions::start(log.clone(), dir.path().join("txn"))
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"), WEEK)
             .await
             .unwrap();
         // The retry of the buffered batch is known after the restart.
@@ -917,7 +1001,7 @@ mod tests {
         log.create_topic("in", TopicConfig::default())
             .await
             .unwrap();
-        let txns = Transactions::start(log.clone(), dir.path().join("txn"))
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"), WEEK)
             .await
             .unwrap();
         let (pid, epoch) = txns.init("tx", 60_000, None).await.unwrap();
@@ -929,12 +1013,56 @@ mod tests {
         assert!(!txns.offset_pending("g", "in", 1));
         drop(txns);
         // Still pending after a restart, until the transaction ends.
-        let txns = Transactions::start(log.clone(), dir.path().join("txn"))
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"), WEEK)
             .await
             .unwrap();
         assert!(txns.offset_pending("g", "in", 0));
         txns.end("tx", pid, epoch, true).await.unwrap();
         assert!(!txns.offset_pending("g", "in", 0));
         assert_eq!(log.group_offsets("g"), vec![("in".to_string(), 0, 7)]);
+    }
+    #[tokio::test]
+    async fn idle_transactional_ids_are_forgotten_and_start_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn StreamLog> =
+            Arc::new(EmbeddedLog::new(Log::open(dir.path().join("log")).unwrap()));
+        log.create_topic("t", TopicConfig::default()).await.unwrap();
+        let state = dir.path().join("txn");
+        let expire_after = Duration::from_secs(1);
+        let txns = Transactions::start(log.clone(), state.clone(), expire_after)
+            .await
+            .unwrap();
+        let (idle_pid, idle_epoch) = txns.init("idle", 60_000, None).await.unwrap();
+        let (busy_pid, busy_epoch) = txns.init("busy", 60_000, None).await.unwrap();
+        let (open_pid, open_epoch) = txns.init("open", 60_000, None).await.unwrap();
+        txns.add_partitions("open", open_pid, open_epoch, vec![("t".into(), 0)])
+            .await
+            .unwrap();
+        // "busy" is used all along; "idle" not at all; "open" has a
+        // transaction open (its own timeout ends it, not expiry).
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            txns.end("busy", busy_pid, busy_epoch, false).await.unwrap();
+        }
+        txns.reap().await;
+        assert!(txns.get("idle").is_none(), "the idle id is forgotten");
+        assert!(!state_path(&state, "idle").exists(), "with its state file");
+        assert_eq!(
+            txns.add_partitions("idle", idle_pid, idle_epoch, vec![("t".into(), 0)])
+                .await,
+            Err(ResponseError::InvalidProducerIdMapping)
+        );
+        assert!(txns.get("busy").is_some(), "an id in use is kept");
+        txns.end("open", open_pid, open_epoch, true).await.unwrap();
+
+        // After a restart the forgotten id stays forgotten, and an
+        // InitProducerId starts it afresh under a new producer id.
+        drop(txns);
+        let txns = Transactions::start(log.clone(), state, WEEK).await.unwrap();
+        assert!(txns.get("idle").is_none());
+        assert!(txns.get("busy").is_some() && txns.get("open").is_some());
+        let (pid, epoch) = txns.init("idle", 60_000, None).await.unwrap();
+        assert_ne!(pid, idle_pid);
+        assert_eq!(epoch, 0);
     }
 }
