@@ -342,6 +342,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Forgets the producers whose batches all lie below `first_offset`
+    /// (retention deleted them).
+    pub(crate) fn evict_producers_below(&self, first_offset: u64) {
+        self.lock_writer().producers.evict_below(first_offset);
+    }
+
     fn lock_writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -22,6 +22,7 @@
 //! back to an older one or to the first segment. Snapshots beyond the
 //! recovered end of the log describe batches a crash took back and are
 //! removed, as are snapshots below the first segment (retention).
+//! Retention also evicts the producers whose batches it deleted.
 //!
 //! This module does not write batches and takes no lock: the partition
 //! calls it under its writer lock. Batches without a producer never reach it.
@@ -226,6 +227,20 @@ impl Producers {
             last_sequence: last,
             base_offset,
             last_offset,
+        });
+    }
+
+    /// Forgets the producers whose latest batch lies wholly below
+    /// `first_offset`, the partition's first offset once retention has
+    /// deleted what came before (as Kafka does): the state stays bounded
+    /// by the producers the retained log holds. A forgotten producer that
+    /// writes again is unknown, and may start at any sequence.
+    pub(crate) fn evict_below(&mut self, first_offset: u64) {
+        self.by_id.retain(|_, producer| {
+            producer
+                .batches
+                .back()
+                .is_some_and(|batch| batch.last_offset >= first_offset)
         });
     }
 
@@ -454,6 +469,9 @@ pub(crate) fn load(
             }
         })?;
     }
+    // A snapshot taken before retention moved the first segment on still
+    // holds the producers it evicted.
+    producers.evict_below(first);
     Ok(producers)
 }
 

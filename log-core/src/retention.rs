@@ -101,6 +101,7 @@ fn delete_oldest(
     s.storage
         .sync_dir(&s.dir)
         .ctx("sync partition directory", &s.dir)?;
+    s.evict_producers_below(first_kept);
     producers::remove_snapshots_below(&*s.storage, &s.dir, first_kept)?;
     Ok(doomed.len())
 }

@@ -449,6 +449,54 @@ fn retention_removes_snapshots_below_the_first_segment() {
 }
 
 #[test]
+fn retention_evicts_producers_whose_batches_it_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open(tmp.path(), Arc::new(FsStorage));
+    let config = TopicConfig {
+        retention_bytes: Some(8192),
+        ..small_segments(Durability::Always)
+    };
+    let by = |id, base_sequence| {
+        unstamped(2, b"k").with_producer(ProducerStamp {
+            id,
+            epoch: 0,
+            base_sequence,
+        })
+    };
+    let (old, active) = (PRODUCER, PRODUCER + 1);
+    // Whether `id` is known: a gap in its sequences is refused (an
+    // unknown producer's batch is written).
+    let known = |p: &Partition, id| {
+        matches!(
+            p.append(by(id, 1000)),
+            Err(LogError::OutOfOrderSequence { .. })
+        )
+    };
+    // Two topics alike: "live" is checked as retention runs, "reopened"
+    // after a restart with nothing appended in between, so its newest
+    // snapshot was taken before retention and still lists `old`.
+    for topic in ["live", "reopened"] {
+        log.create_topic(topic, config.clone()).unwrap();
+        let p = partition(&log, topic);
+        p.append(by(old, 0)).unwrap();
+        for i in 0..30 {
+            p.append(by(active, i * 2)).unwrap();
+        }
+        assert!(known(&p, old) && known(&p, active));
+    }
+    assert!(log.run_maintenance().unwrap().segments_deleted > 0);
+    let live = partition(&log, "live");
+    assert!(live.start_offset() > 2, "`old`'s batch is deleted");
+    assert!(!known(&live, old), "evicted by retention");
+    assert!(known(&live, active), "still known: its batches are kept");
+    drop((live, log));
+    let log = open(tmp.path(), Arc::new(FsStorage));
+    let reopened = partition(&log, "reopened");
+    assert!(!known(&reopened, old), "evicted after a restart");
+    assert!(known(&reopened, active), "still known after a restart");
+}
+
+#[test]
 fn compaction_keeps_the_header_of_a_producers_last_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let info = {
