@@ -137,6 +137,11 @@ impl KafkaListener {
             .min(Semaphore::MAX_PERMITS);
         let initial_delay =
             std::time::Duration::from_millis(settings.group_initial_rebalance_delay_ms);
+        anyhow::ensure!(
+            settings.transactional_id_expiration_ms >= transactions::MAX_TIMEOUT_MS,
+            "kafka.transactional_id_expiration_ms must be at least {} (the longest transaction timeout)",
+            transactions::MAX_TIMEOUT_MS
+        );
         let transactions = transactions::Transactions::start(
             app.log.clone(),
             state_dir.join("transactions"),

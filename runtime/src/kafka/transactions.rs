@@ -51,11 +51,13 @@ use crate::stream_log::{CommitLogSettings, StreamLog};
 
 /// Longest transaction timeout a producer may ask for (Kafka's
 /// `transaction.max.timeout.ms`).
-const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 /// Most bytes one transaction may buffer before it commits.
 pub const MAX_TRANSACTION_BYTES: u64 = 256 << 20;
 /// How often abandoned transactions are looked for.
 const REAP_EVERY: Duration = Duration::from_secs(1);
+/// How often idle transactional ids are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 /// The transactional attribute bit of a batch.
 const TRANSACTIONAL: u8 = 0x10;
 /// A producer's latest batches per partition remembered to answer retries.
@@ -194,8 +196,13 @@ impl Transactions {
                     continue;
                 }
             };
+            let status = record.status;
             let mut txn = Txn::new(record, saved_ms);
             transactions.recover(&mut txn).await;
+            if txn.record.status != status {
+                // Finished just now: its producer may still be retrying.
+                txn.used_ms = now_ms();
+            }
             let id = txn.record.id.clone();
             transactions
                 .lock()
@@ -204,12 +211,17 @@ impl Transactions {
         let weak = Arc::downgrade(&transactions);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REAP_EVERY);
+            let mut last_expiry = std::time::Instant::now();
             loop {
                 tick.tick().await;
                 let Some(transactions) = weak.upgrade() else {
                     return;
                 };
                 transactions.reap().await;
+                if last_expiry.elapsed() >= EXPIRE_EVERY {
+                    last_expiry = std::time::Instant::now();
+                    transactions.expire(now_ms()).await;
+                }
             }
         });
         Ok(transactions)
@@ -260,9 +272,10 @@ impl Transactions {
         self.lock().get(id).cloned()
     }
 
-    /// The transactional id's state, locked and marked as used; unknown
-    /// (or just expired) ids are refused as Kafka refuses them.
-    async fn locked(&self, id: &str) -> Result<OwnedMutexGuard<Txn>> {
+    /// The transactional id's state, locked for its current producer and
+    /// marked as used; unknown (or just expired) ids, other producers and
+    /// stale epochs are refused as Kafka refuses them.
+    async fn locked(&self, id: &str, producer_id: i64, epoch: i16) -> Result<OwnedMutexGuard<Txn>> {
         let txn = self
             .get(id)
             .ok_or(ResponseError::InvalidProducerIdMapping)?;
@@ -270,6 +283,7 @@ impl Transactions {
         if txn.expired {
             return Err(ResponseError::InvalidProducerIdMapping);
         }
+        check_producer(&txn.record, producer_id, epoch)?;
         txn.used_ms = now_ms();
         Ok(txn)
     }
@@ -342,8 +356,14 @@ impl Transactions {
         Ok((txn.record.producer_id, txn.record.epoch))
     }
 
-    /// A new transactional id (the caller holds `creating`).
+    /// A new transactional id (the caller holds `creating`). A buffer of an
+    /// earlier life of the id that was not dropped is dropped first, so it
+    /// cannot become part of a new transaction.
     async fn create(&self, id: &str, timeout_ms: u64) -> Result<(i64, i16)> {
+        self.log
+            .delete_commit_log(&buffer_name(id))
+            .await
+            .map_err(|e| storage_error(&e))?;
         let record = TxnRecord {
             id: id.to_string(),
             producer_id: self.new_producer_id().await?,
@@ -375,8 +395,7 @@ impl Transactions {
         epoch: i16,
         change: impl FnOnce(&mut TxnRecord) -> Result<T>,
     ) -> Result<T> {
-        let mut txn = self.locked(id).await?;
-        check_producer(&txn.record, producer_id, epoch)?;
+        let mut txn = self.locked(id, producer_id, epoch).await?;
         let mut record = txn.record.clone();
         match record.status {
             Status::PrepareCommit | Status::PrepareAbort => {
@@ -460,8 +479,7 @@ impl Transactions {
     /// producer's latest batches is answered without buffering it again.
     pub async fn produce(&self, id: &str, topic: &str, partition: u32, batch: Batch) -> Result<()> {
         let stamp = batch.producer().ok_or(ResponseError::InvalidRecord)?;
-        let mut txn = self.locked(id).await?;
-        check_producer(&txn.record, stamp.id, stamp.epoch)?;
+        let mut txn = self.locked(id, stamp.id, stamp.epoch).await?;
         let key = (topic.to_string(), partition);
         if txn.record.status != Status::Ongoing || !txn.record.partitions.contains(&key) {
             return Err(ResponseError::InvalidTxnState);
@@ -548,8 +566,7 @@ impl Transactions {
     /// EndTxn: commit or abort. A retry of an end already done succeeds;
     /// while one is being finished the answer is retriable.
     pub async fn end(&self, id: &str, producer_id: i64, epoch: i16, commit: bool) -> Result<()> {
-        let mut txn = self.locked(id).await?;
-        check_producer(&txn.record, producer_id, epoch)?;
+        let mut txn = self.locked(id, producer_id, epoch).await?;
         match (txn.record.status, commit) {
             (Status::Ongoing, _) => {
                 txn.record.status = if commit {
@@ -709,32 +726,39 @@ impl Transactions {
                 _ => {}
             }
         }
-        self.expire(now).await;
     }
 
     /// Forgets the transactional ids that are idle and were not used for
-    /// `expire_after`.
+    /// `expire_after`, with their state files and any buffer left behind.
     async fn expire(&self, now: u64) {
-        let _creating = self.creating.lock().await;
-        let txns: Vec<_> = self
+        let idle = |txn: &Arc<tokio::sync::Mutex<Txn>>| {
+            txn.try_lock()
+                .is_ok_and(|txn| txn.expired_at(now, self.expire_after))
+        };
+        let candidates: Vec<_> = self
             .lock()
             .iter()
+            .filter(|(_, txn)| idle(txn))
             .map(|(id, txn)| (id.clone(), txn.clone()))
             .collect();
-        for (id, txn) in txns {
+        if candidates.is_empty() {
+            return;
+        }
+        let _creating = self.creating.lock().await;
+        for (id, txn) in candidates {
             let Ok(mut txn) = txn.try_lock() else {
                 continue;
             };
             if !txn.expired_at(now, self.expire_after) {
                 continue;
             }
-            match std::fs::remove_file(state_path(&self.dir, &id)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(txn = %id, "forgetting an expired transactional id failed: {e}");
-                    continue;
-                }
+            let forgotten = match self.log.delete_commit_log(&buffer_name(&id)).await {
+                Ok(()) => crate::files::remove_durably(&state_path(&self.dir, &id)),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = forgotten {
+                tracing::warn!(txn = %id, "forgetting an expired transactional id failed: {e:#}");
+                continue;
             }
             tracing::info!(txn = %id, "forgot a transactional id unused for {:?}", self.expire_after);
             txn.expired = true;
@@ -1044,7 +1068,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             txns.end("busy", busy_pid, busy_epoch, false).await.unwrap();
         }
-        txns.reap().await;
+        txns.expire(now_ms()).await;
         assert!(txns.get("idle").is_none(), "the idle id is forgotten");
         assert!(!state_path(&state, "idle").exists(), "with its state file");
         assert_eq!(
@@ -1061,8 +1085,22 @@ mod tests {
         let txns = Transactions::start(log.clone(), state, WEEK).await.unwrap();
         assert!(txns.get("idle").is_none());
         assert!(txns.get("busy").is_some() && txns.get("open").is_some());
+        // A buffer an earlier life of the id left behind is dropped first.
+        log.open_commit_log(&buffer_name("idle"), 1, buffer_settings())
+            .await
+            .unwrap();
+        let stale = postcard::to_allocvec(&Destination {
+            topic: "t".into(),
+            partition: 0,
+        })
+        .unwrap();
+        let batch = batch("stale", idle_pid, idle_epoch, 0).into_bytes();
+        log.commit(&buffer_name("idle"), 0, vec![stale.into(), batch])
+            .await
+            .unwrap();
         let (pid, epoch) = txns.init("idle", 60_000, None).await.unwrap();
         assert_ne!(pid, idle_pid);
         assert_eq!(epoch, 0);
+        assert!(log.commits(&buffer_name("idle"), 0).await.is_err());
     }
 }
