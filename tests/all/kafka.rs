@@ -20,7 +20,7 @@ use log_core::{BatchBuilder, ProducerStamp, Record};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, DefaultConsumerContext};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -860,28 +860,37 @@ fn sasl_plain_authenticates_tenants_and_keeps_them_apart() {
 /// A consumer subscribed to `topic` as a member of `group`, heartbeating
 /// often so rebalances are quick.
 fn group_consumer(server: &WeirServer, group: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = config(
-        server,
-        &[
-            ("group.id", group),
-            ("enable.auto.commit", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("session.timeout.ms", "6000"),
-            ("heartbeat.interval.ms", "200"),
-            ("fetch.wait.max.ms", "100"),
-            ("partition.assignment.strategy", "range"),
-        ],
-    )
-    .create()
-    .expect("create a group consumer");
+    group_consumer_with(server, group, topic, &[], DefaultConsumerContext)
+}
+
+fn group_consumer_with<C: ConsumerContext>(
+    server: &WeirServer,
+    group: &str,
+    topic: &str,
+    extra: &[(&str, &str)],
+    context: C,
+) -> BaseConsumer<C> {
+    let mut settings = vec![
+        ("group.id", group),
+        ("enable.auto.commit", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "200"),
+        ("fetch.wait.max.ms", "100"),
+        ("partition.assignment.strategy", "range"),
+    ];
+    settings.extend_from_slice(extra);
+    let consumer: BaseConsumer<C> = config(server, &settings)
+        .create_with_context(context)
+        .expect("create a group consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     consumer
 }
 
 /// The partitions assigned to each consumer, once `done` holds for them
 /// (every consumer is polled, which drives its rebalances).
-fn assignments_when(
-    consumers: &[&BaseConsumer],
+fn assignments_when<C: ConsumerContext>(
+    consumers: &[&BaseConsumer<C>],
     done: impl Fn(&[Vec<i32>]) -> bool,
 ) -> Vec<Vec<i32>> {
     let deadline = Instant::now() + WAIT;
@@ -990,6 +999,63 @@ fn consumer_groups_rebalance_when_members_join_leave_or_die() {
     assignments_when(&[&first], |a| a[0].len() == 2);
     let _silent = dying.join().unwrap();
     assignments_when(&[&first], |a| a[0].len() == 4);
+}
+
+/// Counts the partition revocations a consumer goes through.
+#[derive(Default)]
+struct Revocations(std::sync::atomic::AtomicUsize);
+
+impl rdkafka::ClientContext for Revocations {}
+
+impl ConsumerContext for Revocations {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Revoke(_) = rebalance {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn static_members_restart_without_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    server.create_topic("shifts", 2);
+    let member = |instance: &str| {
+        let extra = [
+            ("group.instance.id", instance),
+            ("session.timeout.ms", "30000"),
+        ];
+        group_consumer_with(&server, "rota", "shifts", &extra, Revocations::default())
+    };
+    let one = member("one");
+    let two = member("two");
+    let before = assignments_when(&[&one, &two], |a| a[0].len() == 1 && a[1].len() == 1);
+    let revoked =
+        |c: &BaseConsumer<Revocations>| c.context().0.load(std::sync::atomic::Ordering::SeqCst);
+    let settled = revoked(&two);
+
+    // "one" stops (a static member does not leave) and starts again under
+    // the same instance id, well within its session: it gets its partition
+    // back, and "two" never gives its own up.
+    drop(one);
+    let quiet = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < quiet {
+        two.poll(Duration::from_millis(50));
+    }
+    let one = member("one");
+    let after = assignments_when(&[&one, &two], |a| a[0].len() == 1 && a[1].len() == 1);
+    assert_eq!(after, before, "each instance keeps its partition");
+    let quiet = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < quiet {
+        for c in [&one, &two] {
+            c.poll(Duration::from_millis(50));
+        }
+    }
+    assert_eq!(
+        revoked(&two),
+        settled,
+        "no rebalance reached the other member"
+    );
 }
 
 #[test]

@@ -8,6 +8,11 @@
 //! its session timeout starts a new rebalance; members that do not rejoin
 //! within the rebalance timeout are dropped from it.
 //!
+//! Static members (KIP-345) name themselves with a group instance id: one
+//! that restarts and joins again under the same instance id takes over its
+//! old member's place and assignment without a rebalance, and requests
+//! from the member it replaced are fenced (FENCED_INSTANCE_ID).
+//!
 //! Membership lives in memory (as in Kafka, clients rejoin after a broker
 //! restart); committed offsets are the log's own consumer-group offsets.
 //! This module knows the protocol's rules but not its message types.
@@ -70,8 +75,19 @@ pub struct Join {
     pub protocols: Vec<(String, Bytes)>,
     /// A first join gets its member id and must join again with it
     /// (KIP-394, JoinGroup v4+), so a join the client gave up on leaves no
-    /// member behind.
+    /// member behind. Static members are exempt: their instance id already
+    /// names them.
     pub id_required: bool,
+    /// The static member's group instance id (JoinGroup v5+).
+    pub instance_id: Option<String>,
+}
+
+/// Who sends a group request: its member id, and its group instance id
+/// when it is a static member.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub member_id: &'a str,
+    pub instance_id: Option<&'a str>,
 }
 
 /// How a join ends.
@@ -88,13 +104,15 @@ pub struct Joined {
     pub protocol: String,
     pub leader: String,
     pub member_id: String,
-    /// For the leader: every member with its metadata for the chosen protocol.
-    pub members: Vec<(String, Bytes)>,
+    /// For the leader: every member (id, instance id, metadata for the
+    /// chosen protocol).
+    pub members: Vec<(String, Option<String>, Bytes)>,
 }
 
 /// A member as DescribeGroups shows it.
 pub struct MemberView {
     pub member_id: String,
+    pub instance_id: Option<String>,
     pub client_id: String,
     pub client_host: String,
     pub metadata: Bytes,
@@ -110,6 +128,7 @@ pub struct GroupView {
 }
 
 struct Member {
+    instance_id: Option<String>,
     client_id: String,
     client_host: String,
     session_timeout: Duration,
@@ -247,16 +266,36 @@ impl Coordinator {
                     return Err(ResponseError::InconsistentGroupProtocol);
                 }
             }
-            let member_id = if join.member_id.is_empty() {
+            let instance = join.instance_id.as_deref();
+            let restarted = match instance {
+                Some(instance) if join.member_id.is_empty() => {
+                    instance_member(&state, instance).cloned()
+                }
+                _ => None,
+            };
+            let member_id = if let Some(old) = restarted {
+                // A static member back from a restart takes over its old
+                // member's place: same assignment, same leadership.
+                let id = format!("{}-{}", join.client_id, random_id());
+                let member = state.members.remove(&old).expect("found by instance");
+                state.members.insert(id.clone(), member);
+                if state.leader == old {
+                    state.leader = id.clone();
+                }
+                id
+            } else if join.member_id.is_empty() {
                 if state.members.len() + state.pending.len() >= MAX_MEMBERS {
                     return Err(ResponseError::GroupMaxSizeReached);
                 }
                 let id = format!("{}-{}", join.client_id, random_id());
-                if join.id_required {
+                if join.id_required && instance.is_none() {
                     state.pending.insert(id.clone(), Instant::now() + session);
                     return Ok(JoinOutcome::MemberIdRequired(id));
                 }
                 id
+            } else if instance.is_some() {
+                check_instance(&state, &join.member_id, instance)?;
+                join.member_id.clone()
             } else if state.members.contains_key(&join.member_id)
                 || state.pending.remove(&join.member_id).is_some()
             {
@@ -271,15 +310,17 @@ impl Coordinator {
             // lost), while the leader's SyncGroup is awaited or once the
             // group is stable. The leader rejoining a stable group always
             // rebalances: that is how it asks for a new assignment when
-            // topic metadata changed.
+            // topic metadata changed. A static member back from a restart
+            // does not, leader or not (KIP-345).
             let same = known.is_some_and(|m| m.protocols == protocols);
             let unchanged = same
                 && match state.phase {
                     Phase::CompletingRebalance => true,
-                    Phase::Stable => state.leader != member_id,
+                    Phase::Stable => state.leader != member_id || join.member_id.is_empty(),
                     Phase::Empty | Phase::PreparingRebalance => false,
                 };
             let member = Member {
+                instance_id: join.instance_id,
                 client_id: join.client_id,
                 client_host: join.client_host,
                 session_timeout: session,
@@ -352,15 +393,16 @@ impl Coordinator {
         &self,
         group_id: &str,
         generation: i32,
-        member_id: &str,
+        caller: Caller<'_>,
         assignments: Vec<(String, Bytes)>,
     ) -> Result<Bytes> {
+        let member_id = caller.member_id;
         let group = self
             .existing(group_id)
             .ok_or(ResponseError::UnknownMemberId)?;
         let wait = {
             let mut state = group.lock();
-            check_member(&state, generation, member_id)?;
+            check_member(&state, generation, caller)?;
             if state.phase == Phase::PreparingRebalance {
                 return Err(ResponseError::RebalanceInProgress);
             }
@@ -387,7 +429,7 @@ impl Coordinator {
             notified.as_mut().enable();
             {
                 let state = group.lock();
-                if let Err(e) = check_member(&state, generation, member_id) {
+                if let Err(e) = check_member(&state, generation, caller) {
                     break Err(e);
                 }
                 match state.phase {
@@ -416,13 +458,14 @@ impl Coordinator {
     }
 
     /// Keeps a member's session alive; tells it when to rejoin.
-    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> Result<()> {
+    pub fn heartbeat(&self, group_id: &str, generation: i32, caller: Caller<'_>) -> Result<()> {
         let group = self
             .existing(group_id)
             .ok_or(ResponseError::UnknownMemberId)?;
         let mut state = group.lock();
-        check_member(&state, generation, member_id)?;
-        state.members.get_mut(member_id).expect("checked").last_seen = Instant::now();
+        check_member(&state, generation, caller)?;
+        let member = state.members.get_mut(caller.member_id).expect("checked");
+        member.last_seen = Instant::now();
         match state.phase {
             Phase::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
             _ => Ok(()),
@@ -430,7 +473,8 @@ impl Coordinator {
     }
 
     /// Removes members; the rest rebalance. Returns each member's outcome.
-    pub fn leave(&self, group_id: &str, members: &[String]) -> Vec<Result<()>> {
+    /// A static member may be named by its instance id alone.
+    pub fn leave(&self, group_id: &str, members: &[Caller<'_>]) -> Vec<Result<()>> {
         let Some(group) = self.existing(group_id) else {
             return members
                 .iter()
@@ -441,9 +485,22 @@ impl Coordinator {
             let mut state = group.lock();
             let outcomes: Vec<Result<()>> = members
                 .iter()
-                .map(|id| match state.members.remove(id) {
-                    Some(_) => Ok(()),
-                    None => Err(ResponseError::UnknownMemberId),
+                .map(|caller| {
+                    let id = match caller.instance_id {
+                        Some(instance) if caller.member_id.is_empty() => {
+                            instance_member(&state, instance)
+                                .cloned()
+                                .ok_or(ResponseError::UnknownMemberId)?
+                        }
+                        _ => {
+                            check_instance(&state, caller.member_id, caller.instance_id)?;
+                            caller.member_id.to_string()
+                        }
+                    };
+                    match state.members.remove(&id) {
+                        Some(_) => Ok(()),
+                        None => Err(ResponseError::UnknownMemberId),
+                    }
                 })
                 .collect();
             if outcomes.iter().any(Result::is_ok) {
@@ -460,12 +517,12 @@ impl Coordinator {
     /// itself) only while the group has no members; otherwise from a
     /// current member of the current generation, refused while the leader's
     /// assignment is awaited (it may move the partitions).
-    pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> Result<()> {
+    pub fn check_commit(&self, group_id: &str, generation: i32, caller: Caller<'_>) -> Result<()> {
         check_group_id(group_id)?;
         let group = self.existing(group_id);
         let state = group.as_ref().map(|g| g.lock());
         let members = state.as_ref().map_or(0, |s| s.members.len());
-        if generation < 0 && member_id.is_empty() {
+        if generation < 0 && caller.member_id.is_empty() {
             return match members {
                 0 => Ok(()),
                 _ => Err(ResponseError::UnknownMemberId),
@@ -475,7 +532,7 @@ impl Coordinator {
         if state.phase == Phase::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);
         }
-        check_member(&state, generation, member_id)
+        check_member(&state, generation, caller)
     }
 
     /// Groups with members, by id.
@@ -545,14 +602,37 @@ fn supports(member: &Member, protocol: &str) -> bool {
     member.protocols.iter().any(|(name, _)| name == protocol)
 }
 
-fn check_member(state: &GroupState, generation: i32, member_id: &str) -> Result<()> {
-    if !state.members.contains_key(member_id) {
+fn check_member(state: &GroupState, generation: i32, caller: Caller<'_>) -> Result<()> {
+    check_instance(state, caller.member_id, caller.instance_id)?;
+    if !state.members.contains_key(caller.member_id) {
         return Err(ResponseError::UnknownMemberId);
     }
     if generation != state.generation {
         return Err(ResponseError::IllegalGeneration);
     }
     Ok(())
+}
+
+/// A static member's requests must come from the member that holds its
+/// instance id now: one it replaced is fenced.
+fn check_instance(state: &GroupState, member_id: &str, instance: Option<&str>) -> Result<()> {
+    let Some(instance) = instance else {
+        return Ok(());
+    };
+    match instance_member(state, instance) {
+        Some(id) if id == member_id => Ok(()),
+        Some(_) => Err(ResponseError::FencedInstanceId),
+        None => Err(ResponseError::UnknownMemberId),
+    }
+}
+
+/// The member id that holds a group instance id.
+fn instance_member<'a>(state: &'a GroupState, instance: &str) -> Option<&'a String> {
+    state
+        .members
+        .iter()
+        .find(|(_, m)| m.instance_id.as_deref() == Some(instance))
+        .map(|(id, _)| id)
 }
 
 /// Starts a rebalance: every member must join again.
@@ -624,7 +704,10 @@ fn joined(state: &GroupState, member_id: &str) -> Joined {
         state
             .members
             .iter()
-            .map(|(id, m)| (id.clone(), metadata(m, &state.protocol)))
+            .map(|(id, m)| {
+                let instance = m.instance_id.clone();
+                (id.clone(), instance, metadata(m, &state.protocol))
+            })
             .collect()
     } else {
         Vec::new()
@@ -658,6 +741,7 @@ fn view(state: &GroupState) -> GroupView {
             .iter()
             .map(|(id, m)| MemberView {
                 member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
                 client_id: m.client_id.clone(),
                 client_host: m.client_host.clone(),
                 metadata: metadata(m, &state.protocol),
@@ -686,6 +770,14 @@ mod tests {
             protocol_type: "consumer".into(),
             protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
             id_required: false,
+            instance_id: None,
+        }
+    }
+
+    fn dynamic(member_id: &str) -> Caller<'_> {
+        Caller {
+            member_id,
+            instance_id: None,
         }
     }
 
@@ -700,7 +792,7 @@ mod tests {
     async fn commits_follow_kafkas_rules_through_a_generation() {
         let coordinator = Coordinator::default();
         // No members: a client assigning partitions itself may commit.
-        assert_eq!(coordinator.check_commit("g", -1, ""), Ok(()));
+        assert_eq!(coordinator.check_commit("g", -1, dynamic("")), Ok(()));
         let joined = joined(coordinator.join("g", join("")).await.unwrap());
         assert_eq!(
             (joined.generation, joined.leader.as_str()),
@@ -710,37 +802,39 @@ mod tests {
         let id = joined.member_id.clone();
         // The leader's assignment is awaited: commits wait for it.
         assert_eq!(
-            coordinator.check_commit("g", 1, &id),
+            coordinator.check_commit("g", 1, dynamic(&id)),
             Err(ResponseError::RebalanceInProgress)
         );
         let assigned = coordinator
-            .sync("g", 1, &id, vec![(id.clone(), Bytes::from_static(b"all"))])
+            .sync(
+                "g",
+                1,
+                dynamic(&id),
+                vec![(id.clone(), Bytes::from_static(b"all"))],
+            )
             .await
             .unwrap();
         assert_eq!(assigned, Bytes::from_static(b"all"));
-        assert_eq!(coordinator.check_commit("g", 1, &id), Ok(()));
+        assert_eq!(coordinator.check_commit("g", 1, dynamic(&id)), Ok(()));
         assert_eq!(
-            coordinator.check_commit("g", 0, &id),
+            coordinator.check_commit("g", 0, dynamic(&id)),
             Err(ResponseError::IllegalGeneration)
         );
         assert_eq!(
-            coordinator.check_commit("g", -1, ""),
+            coordinator.check_commit("g", -1, dynamic("")),
             Err(ResponseError::UnknownMemberId),
             "a group with members takes commits only from them"
         );
-        assert_eq!(coordinator.heartbeat("g", 1, &id), Ok(()));
+        assert_eq!(coordinator.heartbeat("g", 1, dynamic(&id)), Ok(()));
         assert_eq!(
-            coordinator.heartbeat("g", 1, "stranger"),
+            coordinator.heartbeat("g", 1, dynamic("stranger")),
             Err(ResponseError::UnknownMemberId)
         );
-        assert_eq!(
-            coordinator.leave("g", std::slice::from_ref(&id)),
-            vec![Ok(())]
-        );
+        assert_eq!(coordinator.leave("g", &[dynamic(&id)]), vec![Ok(())]);
         assert_eq!(coordinator.view("g").unwrap().phase, Phase::Empty);
-        assert_eq!(coordinator.check_commit("g", -1, ""), Ok(()));
+        assert_eq!(coordinator.check_commit("g", -1, dynamic("")), Ok(()));
         assert_eq!(
-            coordinator.check_commit("", -1, ""),
+            coordinator.check_commit("", -1, dynamic("")),
             Err(ResponseError::InvalidGroupId)
         );
         // Empty groups are forgotten by the sweep.
@@ -797,5 +891,110 @@ mod tests {
         let first = first.await.unwrap();
         assert_eq!((first.generation, second.generation), (1, 1));
         assert_eq!(coordinator.view("g").unwrap().members.len(), 2);
+    }
+    fn static_join(member_id: &str, instance: &str) -> Join {
+        Join {
+            id_required: true,
+            instance_id: Some(instance.to_string()),
+            ..join(member_id)
+        }
+    }
+
+    fn static_caller<'a>(member_id: &'a str, instance: &'a str) -> Caller<'a> {
+        Caller {
+            member_id,
+            instance_id: Some(instance),
+        }
+    }
+
+    #[tokio::test]
+    async fn static_members_come_back_from_a_restart_without_a_rebalance() {
+        let coordinator = Arc::new(Coordinator::default());
+        // A static member gets its id at once (no MEMBER_ID_REQUIRED).
+        let a = joined(coordinator.join("g", static_join("", "i-a")).await.unwrap());
+        assert_eq!(a.generation, 1);
+        coordinator
+            .sync("g", 1, static_caller(&a.member_id, "i-a"), vec![])
+            .await
+            .unwrap();
+        // A second one joins: a rebalance, both in generation 2.
+        let b = tokio::spawn({
+            let coordinator = coordinator.clone();
+            async move { joined(coordinator.join("g", static_join("", "i-b")).await.unwrap()) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let a = joined(
+            coordinator
+                .join("g", static_join(&a.member_id, "i-a"))
+                .await
+                .unwrap(),
+        );
+        let b = b.await.unwrap();
+        assert_eq!(
+            (a.generation, b.generation, a.leader.as_str()),
+            (2, 2, a.member_id.as_str())
+        );
+        let mut instances: Vec<_> = a.members.iter().filter_map(|(_, i, _)| i.clone()).collect();
+        instances.sort();
+        assert_eq!(
+            instances,
+            ["i-a", "i-b"],
+            "the leader sees the instance ids"
+        );
+        let assignments = vec![
+            (a.member_id.clone(), Bytes::from_static(b"p0")),
+            (b.member_id.clone(), Bytes::from_static(b"p1")),
+        ];
+        let sync_b = tokio::spawn({
+            let coordinator = coordinator.clone();
+            let id = b.member_id.clone();
+            async move {
+                coordinator
+                    .sync("g", 2, static_caller(&id, "i-b"), vec![])
+                    .await
+            }
+        });
+        coordinator
+            .sync("g", 2, static_caller(&a.member_id, "i-a"), assignments)
+            .await
+            .unwrap();
+        assert_eq!(sync_b.await.unwrap(), Ok(Bytes::from_static(b"p1")));
+
+        // b restarts: same generation, a new member id, its old assignment.
+        let b2 = joined(coordinator.join("g", static_join("", "i-b")).await.unwrap());
+        assert_eq!(b2.generation, 2, "no rebalance");
+        assert_ne!(b2.member_id, b.member_id);
+        assert_eq!(coordinator.view("g").unwrap().phase, Phase::Stable);
+        let assigned = coordinator
+            .sync("g", 2, static_caller(&b2.member_id, "i-b"), vec![])
+            .await;
+        assert_eq!(assigned, Ok(Bytes::from_static(b"p1")));
+        // The instance it replaced is fenced; the other member goes on.
+        assert_eq!(
+            coordinator.heartbeat("g", 2, static_caller(&b.member_id, "i-b")),
+            Err(ResponseError::FencedInstanceId)
+        );
+        assert_eq!(
+            coordinator.heartbeat("g", 2, static_caller(&a.member_id, "i-a")),
+            Ok(())
+        );
+        // The leader restarts: still no rebalance, and still the leader.
+        let a2 = joined(coordinator.join("g", static_join("", "i-a")).await.unwrap());
+        assert_eq!(
+            (a2.generation, a2.leader.as_str()),
+            (2, a2.member_id.as_str())
+        );
+        assert_eq!(a2.members.len(), 2, "the leader sees every member");
+        assert_eq!(coordinator.view("g").unwrap().phase, Phase::Stable);
+        // A static member may leave by its instance id alone.
+        let leaving = Caller {
+            member_id: "",
+            instance_id: Some("i-b"),
+        };
+        assert_eq!(coordinator.leave("g", &[leaving]), vec![Ok(())]);
+        let view = coordinator.view("g").unwrap();
+        assert_eq!(view.members.len(), 1);
+        assert_eq!(view.members[0].instance_id.as_deref(), Some("i-a"));
+        assert_eq!(view.phase, Phase::PreparingRebalance);
     }
 }

@@ -38,7 +38,7 @@ use kafka_protocol::messages::{BrokerId, GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::connection::Session;
-use super::coordinator::{Join, JoinOutcome, Phase};
+use super::coordinator::{Caller, Join, JoinOutcome, Phase};
 use super::{Broker, NODE_ID, errors};
 
 /// Key types of FindCoordinator.
@@ -51,6 +51,15 @@ fn text(s: impl Into<String>) -> StrBytes {
 
 fn code(result: Result<(), ResponseError>) -> i16 {
     result.err().map_or(0, |e| e.code())
+}
+
+/// The sender of a group request, as its member id and (static members)
+/// group instance id fields name it.
+pub fn caller<'a>(member_id: &'a StrBytes, instance_id: &'a Option<StrBytes>) -> Caller<'a> {
+    Caller {
+        member_id: member_id.as_str(),
+        instance_id: instance_id.as_ref().map(|i| i.as_str()),
+    }
 }
 
 pub fn find_coordinator(
@@ -134,6 +143,7 @@ pub async fn join_group(
             .map(|p| (p.name.to_string(), p.metadata))
             .collect(),
         id_required: version >= 4,
+        instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
     };
     let mut response = JoinGroupResponse::default().with_member_id(request.member_id);
     match broker.coordinator.join(&group, join).await {
@@ -152,9 +162,10 @@ pub async fn join_group(
             response.members = joined
                 .members
                 .into_iter()
-                .map(|(id, metadata)| {
+                .map(|(id, instance, metadata)| {
                     JoinGroupResponseMember::default()
                         .with_member_id(text(id))
+                        .with_group_instance_id(instance.map(text))
                         .with_metadata(metadata)
                 })
                 .collect();
@@ -182,7 +193,7 @@ pub async fn sync_group(
         .sync(
             &group,
             request.generation_id,
-            &request.member_id,
+            caller(&request.member_id, &request.group_instance_id),
             assignments,
         )
         .await
@@ -205,9 +216,11 @@ pub fn heartbeat(
     request: HeartbeatRequest,
 ) -> HeartbeatResponse {
     let group = session.namespace().qualify(&request.group_id);
-    let result = broker
-        .coordinator
-        .heartbeat(&group, request.generation_id, &request.member_id);
+    let result = broker.coordinator.heartbeat(
+        &group,
+        request.generation_id,
+        caller(&request.member_id, &request.group_instance_id),
+    );
     HeartbeatResponse::default().with_error_code(code(result))
 }
 
@@ -218,14 +231,15 @@ pub fn leave_group(
     version: i16,
 ) -> LeaveGroupResponse {
     let group = session.namespace().qualify(&request.group_id);
-    let members: Vec<String> = if version >= 3 {
+    let no_instance = None;
+    let members: Vec<Caller<'_>> = if version >= 3 {
         request
             .members
             .iter()
-            .map(|m| m.member_id.to_string())
+            .map(|m| caller(&m.member_id, &m.group_instance_id))
             .collect()
     } else {
-        vec![request.member_id.to_string()]
+        vec![caller(&request.member_id, &no_instance)]
     };
     let outcomes = broker.coordinator.leave(&group, &members);
     let mut response = LeaveGroupResponse::default();
@@ -233,9 +247,10 @@ pub fn leave_group(
         response.members = members
             .into_iter()
             .zip(outcomes)
-            .map(|(id, outcome)| {
+            .map(|(member, outcome)| {
                 MemberResponse::default()
-                    .with_member_id(text(id))
+                    .with_member_id(text(member.member_id))
+                    .with_group_instance_id(member.instance_id.map(text))
                     .with_error_code(code(outcome))
             })
             .collect();
@@ -255,7 +270,7 @@ pub async fn offset_commit(
     let allowed = broker.coordinator.check_commit(
         &group,
         request.generation_id_or_member_epoch,
-        &request.member_id,
+        caller(&request.member_id, &request.group_instance_id),
     );
     // Each partition's outcome, and the offsets to commit together.
     let mut outcomes: Vec<(TopicName, i32, Result<(), ResponseError>)> = Vec::new();
@@ -451,6 +466,7 @@ pub fn describe_groups(
                             .map(|m| {
                                 DescribedGroupMember::default()
                                     .with_member_id(text(m.member_id))
+                                    .with_group_instance_id(m.instance_id.map(text))
                                     .with_client_id(text(m.client_id))
                                     .with_client_host(text(m.client_host))
                                     .with_member_metadata(m.metadata)

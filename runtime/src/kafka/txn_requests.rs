@@ -143,9 +143,11 @@ pub async fn offset_commit(
     // and generation (older clients) the producer's epoch is the fence.
     let member = match request.generation_id < 0 && request.member_id.is_empty() {
         true => Ok(()),
-        false => broker
-            .coordinator
-            .check_commit(&group, request.generation_id, &request.member_id),
+        false => broker.coordinator.check_commit(
+            &group,
+            request.generation_id,
+            super::groups::caller(&request.member_id, &request.group_instance_id),
+        ),
     };
     let result = match member {
         Ok(()) => {
