@@ -857,6 +857,40 @@ fn sasl_plain_authenticates_tenants_and_keeps_them_apart() {
     }
 }
 
+#[test]
+fn a_tenant_holding_its_budget_share_does_not_stall_the_others() {
+    use kafka_protocol::messages::metadata_request::MetadataRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start_with_config(
+        &dir.path().join("data"),
+        &format!(
+            "tenancy = true\nadmin_token = \"{ADMIN}\"\n[kafka]\nmax_request_bytes = 1048576\n\
+             max_in_flight_bytes = 2097152\nmax_in_flight_bytes_per_tenant = 1048576\n"
+        ),
+    );
+    let token = |tenant: &str| tenant_token(&server, json!({ "name": tenant }));
+    let (hog, calm) = (token("hog"), token("calm"));
+    // The hog announces 1 MiB frames on three connections and never sends
+    // their bytes: together they would hold the whole server budget for a
+    // minute (the frame timeout). Only its own share is taken.
+    let stalled: Vec<Wire> = (0..3)
+        .map(|_| {
+            let mut wire = Wire::connect(&server.kafka);
+            assert_eq!(sasl_login(&mut wire, "hog", &hog), 0);
+            wire.write_only(&(1i32 << 20).to_be_bytes());
+            wire
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Another tenant is still answered (the bare client gives up after 30 s).
+    let mut wire = Wire::connect(&server.kafka);
+    assert_eq!(sasl_login(&mut wire, "calm", &calm), 0);
+    let metadata = wire.send(&MetadataRequest::default(), 9);
+    assert_eq!(metadata.brokers.len(), 1);
+    drop(stalled);
+}
+
 /// A consumer subscribed to `topic` as a member of `group`, heartbeating
 /// often so rebalances are quick.
 fn group_consumer(server: &WeirServer, group: &str, topic: &str) -> BaseConsumer {

@@ -5,8 +5,9 @@
 //! Memory is bounded: a frame larger than `max_request_bytes` closes the
 //! connection before anything is allocated, and the bytes of frames being
 //! read or handled, and of fetch answers until they are written, come from
-//! a server-wide budget, so slow or stuck clients cannot hold more than
-//! `max_in_flight_bytes` together. A frame that does
+//! the server's budget (`budget.rs`), so slow or stuck clients cannot hold
+//! more than `max_in_flight_bytes` together, nor one tenant more than its
+//! share. A frame that does
 //! not decode, an unknown API or an unsupported version (other than
 //! ApiVersions, which answers with the versions spoken) closes only this
 //! connection.
@@ -21,6 +22,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::budget::{Held, Party};
 use super::frame::{Frame, FrameBuilder};
 use super::{
     Broker, admin, fetch, groups, metadata, offsets, produce, sasl, txn_requests, versions,
@@ -55,10 +57,22 @@ pub struct Session {
     pub mute_for: Duration,
     /// Set by a handler: budget held for the answer until it is written
     /// (a fetch's records).
-    pub answer_budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub answer_budget: Option<Held>,
 }
 
 impl Session {
+    /// Whose share of the request budget this connection uses.
+    pub fn party(&self, broker: &Broker) -> Party {
+        match (&broker.app.tenants, &self.namespace) {
+            (None, _) => Party::Everyone,
+            (Some(_), None) => Party::Anonymous,
+            (Some(_), Some(namespace)) => match namespace.tenant_name() {
+                Some(tenant) => Party::Tenant(tenant.to_string()),
+                None => Party::Everyone,
+            },
+        }
+    }
+
     /// The namespace of an authenticated session.
     pub fn namespace(&self) -> &Namespace {
         self.namespace
@@ -122,12 +136,7 @@ async fn serve_one(
                 "request frame of {size} bytes (8 to {max} allowed)"
             ))
         })?;
-    let permits = u32::try_from(size).expect("frames are smaller than 4 GiB");
-    let held = broker
-        .in_flight
-        .acquire_many(permits)
-        .await
-        .expect("the request budget is never closed");
+    let held = broker.budget.acquire(&session.party(broker), size).await;
     let mut frame = BytesMut::zeroed(size);
     match tokio::time::timeout(FRAME_TIMEOUT, stream.read_exact(&mut frame)).await {
         Ok(Ok(_)) => {}

@@ -75,13 +75,10 @@ pub async fn fetch(
             })
         })
         .collect();
-    let whole_budget = broker
-        .settings
-        .max_in_flight_bytes
-        .max(broker.settings.max_request_bytes);
     let max_bytes = usize::try_from(request.max_bytes)
         .unwrap_or(0)
-        .clamp(1, MAX_FETCH_BYTES.min(whole_budget));
+        .clamp(1, MAX_FETCH_BYTES.min(broker.budget.largest_answer()));
+    let party = session.party(broker);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
@@ -89,12 +86,7 @@ pub async fn fetch(
         // Room for the answer in the server's budget before anything is
         // read; what the answer does not use goes back at once, the rest
         // when it has been written.
-        let mut budget = broker
-            .in_flight
-            .clone()
-            .acquire_many_owned(max_bytes as u32)
-            .await
-            .expect("the budget is never closed");
+        let mut budget = broker.budget.acquire(&party, max_bytes).await;
         let found = read_all(broker, &wanted, max_bytes).await;
         let ready: usize = found.iter().map(|f| f.records.len()).sum();
         let failed = found.iter().any(|f| f.error.is_some());

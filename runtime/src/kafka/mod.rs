@@ -20,6 +20,7 @@
 
 mod admin;
 mod batches;
+mod budget;
 mod connection;
 mod coordinator;
 mod errors;
@@ -43,7 +44,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::server::App;
 
@@ -67,6 +67,10 @@ pub struct KafkaSettings {
     /// Request and fetch-answer bytes held at once over all connections;
     /// readers and fetches wait for room. Default 512 MiB.
     pub max_in_flight_bytes: usize,
+    /// With tenancy, the part of that one tenant may hold, and the part
+    /// unauthenticated connections may hold together (at least
+    /// `max_request_bytes`). Default 128 MiB.
+    pub max_in_flight_bytes_per_tenant: usize,
     /// How long a forming consumer group waits for more members before its
     /// first generation (Kafka's `group.initial.rebalance.delay.ms`).
     /// Default 3000.
@@ -85,6 +89,7 @@ impl Default for KafkaSettings {
             advertised: None,
             max_request_bytes: 100 << 20,
             max_in_flight_bytes: 512 << 20,
+            max_in_flight_bytes_per_tenant: 128 << 20,
             group_initial_rebalance_delay_ms: 3000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
         }
@@ -98,9 +103,9 @@ struct Broker {
     /// Host and port returned in metadata.
     advertised_host: String,
     advertised_port: i32,
-    /// Bounds the request and fetch-answer bytes held at once (permits
-    /// are bytes).
-    in_flight: Arc<Semaphore>,
+    /// Bounds the request and fetch-answer bytes held at once, in all and
+    /// per tenant.
+    budget: budget::Budget,
     /// Consumer-group membership.
     coordinator: Arc<coordinator::Coordinator>,
     /// Transactions, by transactional id.
@@ -131,10 +136,11 @@ impl KafkaListener {
             Some(advertised) => parse_host_port(advertised)?,
             None => (addr.ip().to_string(), i32::from(addr.port())),
         };
-        let permits = settings
-            .max_in_flight_bytes
-            .max(settings.max_request_bytes)
-            .min(Semaphore::MAX_PERMITS);
+        let budget = budget::Budget::new(
+            settings.max_in_flight_bytes,
+            settings.max_in_flight_bytes_per_tenant,
+            settings.max_request_bytes,
+        );
         let initial_delay =
             std::time::Duration::from_millis(settings.group_initial_rebalance_delay_ms);
         anyhow::ensure!(
@@ -156,7 +162,7 @@ impl KafkaListener {
                 settings,
                 advertised_host,
                 advertised_port,
-                in_flight: Arc::new(Semaphore::new(permits)),
+                budget,
                 coordinator: coordinator::Coordinator::start(initial_delay),
                 transactions,
                 stats: app.kafka_stats.clone(),

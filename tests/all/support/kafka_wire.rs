@@ -66,6 +66,14 @@ impl Wire {
         self.send_raw(&frame)
     }
 
+    /// Writes `bytes` and waits for nothing (the start of a frame left
+    /// unfinished, say).
+    pub fn write_only(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .expect("write to the Kafka listener");
+    }
+
     /// Writes `bytes` as they are; the next answer's body, or `None` when
     /// the connection is closed instead.
     pub fn send_raw(&mut self, bytes: &[u8]) -> Option<Bytes> {
