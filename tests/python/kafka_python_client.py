@@ -8,15 +8,18 @@ usage: kafka_python_client.py BOOTSTRAP
 
 import json
 import sys
+import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-BASE_TIME = 1_700_000_000_000
+# Recent timestamps: the topic made below keeps records for 10 minutes
+# by their time, so older ones could be deleted before they are checked.
+BASE_TIME = (int(time.time()) - 60) * 1000
 
 
 def main(bootstrap):
-    out = {}
+    out = {"base_time": BASE_TIME}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="weir-python")
     admin.create_topics(
         [

@@ -27,7 +27,14 @@ pub struct Budget {
     whole: Arc<Semaphore>,
     /// Bytes each party may hold (with tenancy).
     share: usize,
-    shares: Mutex<HashMap<Party, Arc<Semaphore>>>,
+    shares: Mutex<Shares>,
+}
+
+#[derive(Default)]
+struct Shares {
+    by_party: HashMap<Party, Arc<Semaphore>>,
+    /// Shares nobody holds are forgotten when the map grows past this.
+    prune_at: usize,
 }
 
 /// Budget held: released when dropped.
@@ -52,20 +59,25 @@ impl Held {
 }
 
 impl Budget {
-    /// A budget of `whole` bytes in all and `share` bytes per party
-    /// (raised to `largest_frame`, so that any frame the server accepts
-    /// fits in a share).
+    /// A budget of `whole` bytes in all and `share` bytes per party, both
+    /// raised to `largest_frame` so that any frame the server accepts
+    /// fits, and the share at most the whole.
     pub fn new(whole: usize, share: usize, largest_frame: usize) -> Budget {
-        let share = share.max(largest_frame).min(Semaphore::MAX_PERMITS);
+        let whole = whole.max(largest_frame).min(Semaphore::MAX_PERMITS);
+        let share = share.max(largest_frame).min(whole);
         Budget {
-            whole: Arc::new(Semaphore::new(whole.max(share))),
+            whole: Arc::new(Semaphore::new(whole)),
             share,
-            shares: Mutex::new(HashMap::new()),
+            shares: Mutex::new(Shares {
+                by_party: HashMap::new(),
+                prune_at: 64,
+            }),
         }
     }
 
-    /// The most one request may hold besides its own frame: half a share,
-    /// so a fetch always fits beside the frame that asked for it.
+    /// The most a fetch answer may hold: half a share. (A fetch holds
+    /// nothing else while it waits: its request's frame is released
+    /// first.)
     pub fn largest_answer(&self) -> usize {
         self.share / 2
     }
@@ -93,13 +105,17 @@ impl Budget {
 
     fn share_of(&self, party: &Party) -> Arc<Semaphore> {
         let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
-        // Shares nobody holds are forgotten now and then, so tenants that
-        // come and go leave nothing behind.
-        if shares.len() > 64 {
+        // Shares nobody holds or waits for are forgotten whenever the map
+        // has doubled, so tenants that come and go leave nothing behind.
+        if shares.by_party.len() >= shares.prune_at {
             let full = self.share;
-            shares.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < full);
+            shares
+                .by_party
+                .retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < full);
+            shares.prune_at = (2 * shares.by_party.len()).max(64);
         }
         shares
+            .by_party
             .entry(party.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(self.share)))
             .clone()

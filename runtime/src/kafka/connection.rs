@@ -55,6 +55,9 @@ pub struct Session {
     /// Set by a handler: read nothing more from this client for this long
     /// after answering (a produce over the tenant's rate, as KIP-219).
     pub mute_for: Duration,
+    /// The budget the request's frame holds while it is handled; a
+    /// handler that waits for more (a fetch) releases it first.
+    pub request_budget: Option<Held>,
     /// Set by a handler: budget held for the answer until it is written
     /// (a fetch's records).
     pub answer_budget: Option<Held>,
@@ -68,7 +71,7 @@ impl Session {
             (Some(_), None) => Party::Anonymous,
             (Some(_), Some(namespace)) => match namespace.tenant_name() {
                 Some(tenant) => Party::Tenant(tenant.to_string()),
-                None => Party::Everyone,
+                None => Party::Anonymous,
             },
         }
     }
@@ -98,6 +101,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>)
         sasl_started: false,
         close_after_answer: None,
         mute_for: Duration::ZERO,
+        request_budget: None,
         answer_budget: None,
     };
     broker.stats.opened();
@@ -136,7 +140,7 @@ async fn serve_one(
                 "request frame of {size} bytes (8 to {max} allowed)"
             ))
         })?;
-    let held = broker.budget.acquire(&session.party(broker), size).await;
+    session.request_budget = Some(broker.budget.acquire(&session.party(broker), size).await);
     let mut frame = BytesMut::zeroed(size);
     match tokio::time::timeout(FRAME_TIMEOUT, stream.read_exact(&mut frame)).await {
         Ok(Ok(_)) => {}
@@ -146,7 +150,7 @@ async fn serve_one(
     let answered = answer(frame.freeze(), session, broker).await;
     // The request is handled: its bytes no longer count, whatever the
     // client does with the answer.
-    drop(held);
+    session.request_budget = None;
     if let Some(mut response) = answered? {
         broker.stats.response(response.len());
         match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all_buf(&mut response)).await {
@@ -203,7 +207,13 @@ async fn answer(
         )));
     }
     broker.stats.request(api_key, frame_len);
-    let client = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
+    // Only the request itself keeps the frame's bytes alive from here on.
+    let client = header
+        .client_id
+        .as_ref()
+        .map_or(String::new(), |c| c.to_string());
+    let client = client.as_str();
+    drop((header, frame));
     tracing::trace!(peer = %session.peer, client, ?api_key, version, "Kafka request");
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::supported_versions()),

@@ -256,6 +256,7 @@ impl Coordinator {
             .map(|(name, metadata)| (name, Bytes::copy_from_slice(&metadata)))
             .collect();
         let group = self.group(group_id);
+        let my_instance = join.instance_id.clone();
         let (member_id, round) = {
             let mut state = group.lock();
             if !state.members.is_empty() {
@@ -273,13 +274,13 @@ impl Coordinator {
                 }
                 _ => None,
             };
-            let member_id = if let Some(old) = restarted {
+            let member_id = if let Some(old) = &restarted {
                 // A static member back from a restart takes over its old
                 // member's place: same assignment, same leadership.
                 let id = format!("{}-{}", join.client_id, random_id());
-                let member = state.members.remove(&old).expect("found by instance");
+                let member = state.members.remove(old).expect("found by instance");
                 state.members.insert(id.clone(), member);
-                if state.leader == old {
+                if state.leader == *old {
                     state.leader = id.clone();
                 }
                 id
@@ -311,16 +312,27 @@ impl Coordinator {
             // group is stable. The leader rejoining a stable group always
             // rebalances: that is how it asks for a new assignment when
             // topic metadata changed. A static member back from a restart
-            // does not, leader or not (KIP-345).
-            let same = known.is_some_and(|m| m.protocols == protocols);
-            let unchanged = same
-                && match state.phase {
-                    Phase::CompletingRebalance => true,
-                    Phase::Stable => state.leader != member_id || join.member_id.is_empty(),
-                    Phase::Empty | Phase::PreparingRebalance => false,
-                };
+            // does not while the group is stable and the group's protocol
+            // still suits it (KIP-345); while an assignment is being made
+            // it does, for that assignment names the member it replaced.
+            let unchanged = match (&restarted, state.phase) {
+                (Some(_), Phase::Stable) => {
+                    protocols.iter().any(|(name, _)| *name == state.protocol)
+                }
+                (Some(_), _) => false,
+                (None, phase) => {
+                    known.is_some_and(|m| m.protocols == protocols)
+                        && match phase {
+                            Phase::CompletingRebalance => true,
+                            Phase::Stable => state.leader != member_id,
+                            Phase::Empty | Phase::PreparingRebalance => false,
+                        }
+                }
+            };
             let member = Member {
-                instance_id: join.instance_id,
+                instance_id: join
+                    .instance_id
+                    .or_else(|| known.and_then(|m| m.instance_id.clone())),
                 client_id: join.client_id,
                 client_host: join.client_host,
                 session_timeout: session,
@@ -333,7 +345,20 @@ impl Coordinator {
             };
             state.members.insert(member_id.clone(), member);
             if unchanged {
-                return Ok(JoinOutcome::Joined(joined(&state, &member_id)));
+                let mut answer = joined(&state, &member_id);
+                if let Some(old) = restarted {
+                    // Calls still waiting under the replaced id learn that
+                    // they are fenced.
+                    group.changed.notify_waiters();
+                    // A restarted leader is not told that it leads: it would
+                    // compute an assignment nobody asked for (Kafka answers
+                    // so before KIP-814).
+                    if answer.leader == member_id {
+                        answer.leader = old;
+                        answer.members.clear();
+                    }
+                }
+                return Ok(JoinOutcome::Joined(answer));
             }
             let was_empty = state.phase == Phase::Empty;
             if state.phase != Phase::PreparingRebalance {
@@ -362,14 +387,20 @@ impl Coordinator {
                     group.changed.notify_waiters();
                 }
                 if state.round > round {
-                    return match state.members.get_mut(&member_id) {
-                        Some(member) => {
-                            member.waiting = false;
-                            member.last_seen = Instant::now();
-                            Ok(JoinOutcome::Joined(joined(&state, &member_id)))
-                        }
-                        None => Err(ResponseError::UnknownMemberId),
-                    };
+                    if let Some(member) = state.members.get_mut(&member_id) {
+                        member.waiting = false;
+                        member.last_seen = Instant::now();
+                        return Ok(JoinOutcome::Joined(joined(&state, &member_id)));
+                    }
+                    // Gone: dropped from the round, or replaced by a restart
+                    // of the same static member.
+                    let replaced = my_instance
+                        .as_deref()
+                        .is_some_and(|i| instance_member(&state, i).is_some());
+                    return Err(match replaced {
+                        true => ResponseError::FencedInstanceId,
+                        false => ResponseError::UnknownMemberId,
+                    });
                 }
                 let deadline = state.rebalance_deadline.unwrap_or_else(Instant::now);
                 match state.settle_until {
@@ -978,14 +1009,17 @@ mod tests {
             coordinator.heartbeat("g", 2, static_caller(&a.member_id, "i-a")),
             Ok(())
         );
-        // The leader restarts: still no rebalance, and still the leader.
+        // The leader restarts: still no rebalance, and it is not asked to
+        // assign again; it gets its assignment back.
         let a2 = joined(coordinator.join("g", static_join("", "i-a")).await.unwrap());
-        assert_eq!(
-            (a2.generation, a2.leader.as_str()),
-            (2, a2.member_id.as_str())
-        );
-        assert_eq!(a2.members.len(), 2, "the leader sees every member");
+        assert_eq!(a2.generation, 2);
+        assert_ne!(a2.leader, a2.member_id);
+        assert!(a2.members.is_empty());
         assert_eq!(coordinator.view("g").unwrap().phase, Phase::Stable);
+        let assigned = coordinator
+            .sync("g", 2, static_caller(&a2.member_id, "i-a"), vec![])
+            .await;
+        assert_eq!(assigned, Ok(Bytes::from_static(b"p0")));
         // A static member may leave by its instance id alone.
         let leaving = Caller {
             member_id: "",
@@ -996,5 +1030,31 @@ mod tests {
         assert_eq!(view.members.len(), 1);
         assert_eq!(view.members[0].instance_id.as_deref(), Some("i-a"));
         assert_eq!(view.phase, Phase::PreparingRebalance);
+    }
+
+    #[tokio::test]
+    async fn a_static_member_restarting_while_the_assignment_is_made_rebalances() {
+        let coordinator = Coordinator::default();
+        let first = joined(coordinator.join("g", static_join("", "i-a")).await.unwrap());
+        assert_eq!(
+            coordinator.view("g").unwrap().phase,
+            Phase::CompletingRebalance
+        );
+        // The assignment under way names the replaced member: a new
+        // generation is made instead of handing the restart the old one.
+        let again = joined(coordinator.join("g", static_join("", "i-a")).await.unwrap());
+        assert_eq!(again.generation, first.generation + 1);
+        assert_eq!(again.leader, again.member_id);
+        assert_eq!(
+            coordinator
+                .sync(
+                    "g",
+                    first.generation,
+                    static_caller(&first.member_id, "i-a"),
+                    vec![]
+                )
+                .await,
+            Err(ResponseError::FencedInstanceId)
+        );
     }
 }

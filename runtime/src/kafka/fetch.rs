@@ -25,6 +25,7 @@ use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::messages::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
+use kafka_protocol::protocol::StrBytes;
 use log_core::LogError;
 
 use super::connection::Session;
@@ -60,27 +61,41 @@ pub async fn fetch(
     version: i16,
 ) -> FetchResponse {
     let ns = session.namespace();
-    let wanted: Vec<Wanted> = request
-        .topics
-        .into_iter()
-        .flat_map(|topic| {
-            let stored = ns.qualify(&topic.topic);
-            let name = topic.topic;
-            topic.partitions.into_iter().map(move |p| Wanted {
-                topic: name.clone(),
-                stored: stored.clone(),
-                partition: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+    // What is needed of the request, copied: the rest goes with the block,
+    // and with it the request's frame.
+    let (wanted, max_bytes, min_bytes, max_wait_ms) = {
+        let request = request;
+        let wanted: Vec<Wanted> = request
+            .topics
+            .into_iter()
+            .flat_map(|topic| {
+                let stored = ns.qualify(&topic.topic);
+                let name = TopicName(StrBytes::from_string(topic.topic.to_string()));
+                topic.partitions.into_iter().map(move |p| Wanted {
+                    topic: name.clone(),
+                    stored: stored.clone(),
+                    partition: p.partition,
+                    offset: p.fetch_offset,
+                    max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                })
             })
-        })
-        .collect();
-    let max_bytes = usize::try_from(request.max_bytes)
+            .collect();
+        (
+            wanted,
+            request.max_bytes,
+            request.min_bytes,
+            request.max_wait_ms,
+        )
+    };
+    // The frame no longer counts while the answer waits for room (holding
+    // it while waiting for more could deadlock).
+    session.request_budget = None;
+    let party = session.party(broker);
+    let max_bytes = usize::try_from(max_bytes)
         .unwrap_or(0)
         .clamp(1, MAX_FETCH_BYTES.min(broker.budget.largest_answer()));
-    let party = session.party(broker);
-    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT);
+    let min_bytes = usize::try_from(min_bytes).unwrap_or(0);
+    let wait = Duration::from_millis(u64::try_from(max_wait_ms).unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     let found = loop {
         // Room for the answer in the server's budget before anything is
