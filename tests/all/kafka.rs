@@ -1090,6 +1090,39 @@ fn static_members_restart_without_a_rebalance() {
         settled,
         "no rebalance reached the other member"
     );
+
+    // The HTTP API and the CLI show the members, their instance ids and
+    // what each is assigned.
+    let group = server.expect(200, server.get("/v1/groups/rota"));
+    assert_eq!(group["state"], json!("Stable"));
+    assert_eq!(group["protocol"], json!("range"));
+    let mut members: Vec<(String, Value)> = group["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["instance_id"].as_str().unwrap().to_string(),
+                m["assignment"].clone(),
+            )
+        })
+        .collect();
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    let expected: Vec<(String, Value)> = [("one", &after[0]), ("two", &after[1])]
+        .iter()
+        .map(|(instance, partitions)| {
+            let assignment = json!([{ "topic": "shifts", "partitions": partitions }]);
+            (instance.to_string(), assignment)
+        })
+        .collect();
+    assert_eq!(members, expected);
+    let shown = server.cli(&["group", "describe", "rota"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("state: Stable"), "{shown}");
+    assert!(
+        shown.contains("shifts[0]") && shown.contains("shifts[1]"),
+        "{shown}"
+    );
 }
 
 #[test]

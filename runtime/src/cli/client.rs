@@ -262,10 +262,15 @@ pub fn group_list(client: &Client) -> anyhow::Result<()> {
         .map(|g| {
             let offsets = g["offsets"].as_array().cloned().unwrap_or_default();
             let lag: u64 = offsets.iter().filter_map(|o| o["lag"].as_u64()).sum();
-            vec![text(&g["name"]), offsets.len().to_string(), lag.to_string()]
+            vec![
+                text(&g["name"]),
+                text(&g["state"]),
+                offsets.len().to_string(),
+                lag.to_string(),
+            ]
         })
         .collect();
-    table(&["GROUP", "PARTITIONS", "LAG"], &rows);
+    table(&["GROUP", "STATE", "PARTITIONS", "LAG"], &rows);
     Ok(())
 }
 
@@ -274,6 +279,39 @@ pub fn group_describe(client: &Client, name: &str) -> anyhow::Result<()> {
     if client.json {
         client.print_json(&value);
         return Ok(());
+    }
+    println!("state: {}", text(&value["state"]));
+    let members = value["members"].as_array().cloned().unwrap_or_default();
+    if !members.is_empty() {
+        let rows: Vec<Vec<String>> = members
+            .iter()
+            .map(|m| {
+                let assigned: Vec<String> = m["assignment"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| {
+                        let partitions: Vec<String> = a["partitions"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect();
+                        format!("{}[{}]", text(&a["topic"]), partitions.join(","))
+                    })
+                    .collect();
+                vec![
+                    text(&m["member_id"]),
+                    text(&m["instance_id"]),
+                    text(&m["client_host"]),
+                    assigned.join(" "),
+                ]
+            })
+            .collect();
+        println!();
+        table(&["MEMBER", "INSTANCE", "HOST", "ASSIGNED"], &rows);
     }
     let rows: Vec<Vec<String>> = value["offsets"]
         .as_array()
@@ -289,7 +327,10 @@ pub fn group_describe(client: &Client, name: &str) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    table(&["TOPIC", "PARTITION", "OFFSET", "LAG"], &rows);
+    if !rows.is_empty() {
+        println!();
+        table(&["TOPIC", "PARTITION", "OFFSET", "LAG"], &rows);
+    }
     Ok(())
 }
 

@@ -82,7 +82,7 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Consumer groups and the offsets they committed (over Kafka).
+    /// Consumer groups of Kafka clients: members and committed offsets.
     Group {
         #[command(subcommand)]
         command: GroupCommand,
@@ -228,9 +228,10 @@ enum TopicCommand {
 
 #[derive(Subcommand)]
 enum GroupCommand {
-    /// Every group with committed offsets, and its total lag.
+    /// Every group with members or committed offsets: state and total lag.
     List,
-    /// A group's committed offset and lag per partition.
+    /// A group's state, members (with their partitions), and committed
+    /// offset and lag per partition.
     Describe { name: String },
 }
 

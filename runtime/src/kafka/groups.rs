@@ -5,7 +5,10 @@
 //! Membership is the [`Coordinator`]'s; committed offsets are the log's
 //! consumer-group offsets (`StreamLog::commit_offsets`), the same ones the
 //! HTTP API and the CLI show. Group ids, like topic names, live in the
-//! caller's namespace.
+//! caller's namespace. [`visible_groups`] and [`summary`] describe groups
+//! for the HTTP API too, with member assignments decoded.
+//!
+//! [`Coordinator`]: super::coordinator::Coordinator
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
@@ -38,8 +41,10 @@ use kafka_protocol::messages::{BrokerId, GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::connection::Session;
-use super::coordinator::{Caller, Join, JoinOutcome, Phase};
+use super::coordinator::{Caller, Coordinator, Join, JoinOutcome, Phase};
 use super::{Broker, NODE_ID, errors};
+use crate::server::App;
+use crate::tenancy::Namespace;
 
 /// Key types of FindCoordinator.
 const GROUP_KEY: i8 = 0;
@@ -392,31 +397,110 @@ pub fn offset_fetch(
     OffsetFetchResponse::default().with_topics(topics)
 }
 
-/// Groups the caller can see: those with members, and those with only
-/// committed offsets (`Empty`), in local names.
-fn visible_groups(broker: &Broker, session: &Session) -> Vec<(String, String, Phase, String)> {
-    let ns = session.namespace();
-    let mut groups: Vec<(String, String, Phase, String)> = broker
-        .coordinator
+/// A group one caller can see.
+pub struct VisibleGroup {
+    /// In the caller's names.
+    pub local: String,
+    pub stored: String,
+    pub phase: Phase,
+    pub protocol_type: String,
+}
+
+/// Groups a caller can see: those with members, and those with only
+/// committed offsets (`Empty`), by local name.
+pub fn visible_groups(coordinator: &Coordinator, app: &App, ns: &Namespace) -> Vec<VisibleGroup> {
+    let mut groups: Vec<VisibleGroup> = coordinator
         .views()
         .into_iter()
         .filter_map(|(stored, view)| {
             let local = ns.localize(&stored)?.to_string();
-            let kept =
-                !view.members.is_empty() || !broker.app.log.group_offsets(&stored).is_empty();
-            kept.then_some((local, stored, view.phase, view.protocol_type))
+            let kept = !view.members.is_empty() || !app.log.group_offsets(&stored).is_empty();
+            kept.then_some(VisibleGroup {
+                local,
+                stored,
+                phase: view.phase,
+                protocol_type: view.protocol_type,
+            })
         })
         .collect();
-    for stored in broker.app.log.groups() {
+    for stored in app.log.groups() {
         let Some(local) = ns.localize(&stored) else {
             continue;
         };
-        if !groups.iter().any(|g| g.1 == stored) {
-            groups.push((local.to_string(), stored, Phase::Empty, String::new()));
+        if !groups.iter().any(|g| g.stored == stored) {
+            groups.push(VisibleGroup {
+                local: local.to_string(),
+                stored,
+                phase: Phase::Empty,
+                protocol_type: String::new(),
+            });
         }
     }
-    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    groups.sort_by(|a, b| a.local.cmp(&b.local));
     groups
+}
+
+/// A group's membership as operators see it.
+pub struct GroupSummary {
+    pub phase: Phase,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberSummary>,
+}
+
+pub struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// Assigned partitions by topic (in the client's names), for groups of
+    /// consumers; empty for other protocol types.
+    pub assignment: Vec<(String, Vec<i32>)>,
+}
+
+/// The membership of the group stored as `group`, if it has members.
+pub fn summary(coordinator: &Coordinator, group: &str) -> Option<GroupSummary> {
+    let view = coordinator.view(group).filter(|v| !v.members.is_empty())?;
+    let consumers = view.protocol_type == "consumer";
+    Some(GroupSummary {
+        phase: view.phase,
+        members: view
+            .members
+            .into_iter()
+            .map(|m| MemberSummary {
+                member_id: m.member_id,
+                instance_id: m.instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                assignment: match consumers {
+                    true => consumer_assignment(m.assignment),
+                    false => Vec::new(),
+                },
+            })
+            .collect(),
+        protocol_type: view.protocol_type,
+        protocol: view.protocol,
+    })
+}
+
+/// Decodes a consumer's assignment (Kafka's consumer protocol: a version,
+/// then the assigned partitions); nothing when it does not decode.
+fn consumer_assignment(mut bytes: bytes::Bytes) -> Vec<(String, Vec<i32>)> {
+    use bytes::Buf;
+    use kafka_protocol::messages::consumer_protocol_assignment::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    if bytes.remaining() < 2 {
+        return Vec::new();
+    }
+    let version = bytes.get_i16().clamp(0, 3);
+    match ConsumerProtocolAssignment::decode(&mut bytes, version) {
+        Ok(assignment) => assignment
+            .assigned_partitions
+            .into_iter()
+            .map(|t| (t.topic.to_string(), t.partitions))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 pub fn list_groups(
@@ -424,20 +508,20 @@ pub fn list_groups(
     session: &Session,
     request: ListGroupsRequest,
 ) -> ListGroupsResponse {
-    let groups = visible_groups(broker, session)
+    let groups = visible_groups(&broker.coordinator, &broker.app, session.namespace())
         .into_iter()
-        .filter(|(_, _, phase, _)| {
+        .filter(|group| {
             request.states_filter.is_empty()
                 || request
                     .states_filter
                     .iter()
-                    .any(|s| s.as_str() == phase.name())
+                    .any(|s| s.as_str() == group.phase.name())
         })
-        .map(|(local, _, phase, protocol_type)| {
+        .map(|group| {
             ListedGroup::default()
-                .with_group_id(GroupId(text(local)))
-                .with_protocol_type(text(protocol_type))
-                .with_group_state(text(phase.name()))
+                .with_group_id(GroupId(text(group.local)))
+                .with_protocol_type(text(group.protocol_type))
+                .with_group_state(text(group.phase.name()))
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)

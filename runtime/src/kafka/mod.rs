@@ -36,6 +36,8 @@ mod transactions;
 mod txn_requests;
 mod versions;
 
+pub use coordinator::Coordinator as GroupCoordinator;
+pub use groups::{GroupSummary, MemberSummary, VisibleGroup, summary, visible_groups};
 pub use stats::KafkaStats;
 
 use std::net::SocketAddr;
@@ -106,7 +108,7 @@ struct Broker {
     /// Bounds the request and fetch-answer bytes held at once, in all and
     /// per tenant.
     budget: budget::Budget,
-    /// Consumer-group membership.
+    /// Consumer-group membership (the app's, which the HTTP API shows).
     coordinator: Arc<coordinator::Coordinator>,
     /// Transactions, by transactional id.
     transactions: Arc<transactions::Transactions>,
@@ -141,8 +143,6 @@ impl KafkaListener {
             settings.max_in_flight_bytes_per_tenant,
             settings.max_request_bytes,
         );
-        let initial_delay =
-            std::time::Duration::from_millis(settings.group_initial_rebalance_delay_ms);
         anyhow::ensure!(
             settings.transactional_id_expiration_ms >= transactions::MAX_TIMEOUT_MS,
             "kafka.transactional_id_expiration_ms must be at least {} (the longest transaction timeout)",
@@ -163,7 +163,7 @@ impl KafkaListener {
                 advertised_host,
                 advertised_port,
                 budget,
-                coordinator: coordinator::Coordinator::start(initial_delay),
+                coordinator: app.kafka_groups.clone(),
                 transactions,
                 stats: app.kafka_stats.clone(),
                 app,

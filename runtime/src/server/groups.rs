@@ -1,5 +1,6 @@
-//! `/v1/groups`: consumer groups and the positions they committed (over
-//! the Kafka protocol, or through the log API), with each partition's lag.
+//! `/v1/groups`: consumer groups, their members (Kafka clients in a group)
+//! and the positions they committed (over the Kafka protocol, or through
+//! the log API), with each partition's lag.
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -9,23 +10,27 @@ use serde_json::{Value, json};
 use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
+use crate::kafka;
 use crate::tenancy::Namespace;
 
-/// `GET /v1/groups`: the caller's groups with committed offsets.
+/// `GET /v1/groups`: the caller's groups (with members now, or with
+/// committed offsets), each with its state and offsets.
 pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
-    let groups: Vec<Value> = app
-        .log
-        .groups()
+    let groups: Vec<Value> = kafka::visible_groups(&app.kafka_groups, &app, &ns)
         .iter()
-        .filter_map(|stored| {
-            let local = ns.localize(stored)?;
-            Some(json!({ "name": local, "offsets": offsets(&app, &ns, stored) }))
+        .map(|group| {
+            json!({
+                "name": group.local,
+                "state": group.phase.name(),
+                "offsets": offsets(&app, &ns, &group.stored),
+            })
         })
         .collect();
     Json(json!({ "groups": groups }))
 }
 
-/// `GET /v1/groups/{name}`: one group's committed offsets.
+/// `GET /v1/groups/{name}`: one group's state, members (with the
+/// partitions assigned to each) and committed offsets.
 pub async fn describe(
     State(app): State<App>,
     Scope(ns): Scope,
@@ -34,12 +39,42 @@ pub async fn describe(
     let Path(name) = name?;
     let stored = ns.qualify(&name);
     let offsets = offsets(&app, &ns, &stored);
-    if offsets.is_empty() {
+    let summary = kafka::summary(&app.kafka_groups, &stored);
+    if offsets.is_empty() && summary.is_none() {
         return Err(ApiError::not_found(format!(
-            "group {name:?} has no committed offsets"
+            "group {name:?} has no members and no committed offsets"
         )));
     }
-    Ok(Json(json!({ "name": name, "offsets": offsets })))
+    let (state, protocol, members) = match summary {
+        Some(summary) => (
+            summary.phase.name(),
+            Some(summary.protocol),
+            summary.members.iter().map(member).collect(),
+        ),
+        None => ("Empty", None, Vec::new()),
+    };
+    Ok(Json(json!({
+        "name": name,
+        "state": state,
+        "protocol": protocol,
+        "members": members,
+        "offsets": offsets,
+    })))
+}
+
+fn member(member: &kafka::MemberSummary) -> Value {
+    let assignment: Vec<Value> = member
+        .assignment
+        .iter()
+        .map(|(topic, partitions)| json!({ "topic": topic, "partitions": partitions }))
+        .collect();
+    json!({
+        "member_id": member.member_id,
+        "instance_id": member.instance_id,
+        "client_id": member.client_id,
+        "client_host": member.client_host,
+        "assignment": assignment,
+    })
 }
 
 /// `[{topic, partition, offset, lag}]` in the caller's names.

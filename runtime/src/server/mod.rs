@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::kafka::{KafkaListener, KafkaSettings, KafkaStats};
+use crate::kafka::{GroupCoordinator, KafkaListener, KafkaSettings, KafkaStats};
 use crate::modules::ModuleStore;
 use crate::operator::{Limits, OperatorEngine};
 use crate::pipeline::Pipelines;
@@ -99,6 +99,9 @@ pub struct App {
     pub scheduler: Arc<CpuScheduler>,
     /// Counters of the Kafka listener (zero while it is off).
     pub kafka_stats: Arc<KafkaStats>,
+    /// Membership of the consumer groups Kafka clients form (none while
+    /// the listener is off).
+    pub kafka_groups: Arc<GroupCoordinator>,
 }
 
 impl App {
@@ -222,6 +225,9 @@ impl Server {
             produce_rates: Arc::new(ProduceRates::default()),
             scheduler,
             kafka_stats: Arc::new(KafkaStats::default()),
+            kafka_groups: GroupCoordinator::start(Duration::from_millis(
+                config.kafka.group_initial_rebalance_delay_ms,
+            )),
         };
         let kafka = match config.kafka.enabled {
             true => Some(
