@@ -126,14 +126,20 @@ impl ConsumerOffsets {
 
     /// Forgets every committed offset for `topic` (when the topic is deleted).
     pub(crate) fn forget_topic(&self, clock: &dyn Clock, topic: &str) -> Result<()> {
-        let keys: Vec<Key> = self
-            .lock()
-            .keys()
-            .filter(|(_, t, _)| t == topic)
-            .cloned()
-            .collect();
+        self.forget(clock, |(_, t, _)| t == topic).map(|_| ())
+    }
+
+    /// Forgets every offset `group` committed; false when it had none.
+    pub(crate) fn forget_group(&self, clock: &dyn Clock, group: &str) -> Result<bool> {
+        self.forget(clock, |(g, _, _)| g == group)
+    }
+
+    /// Durably forgets the offsets whose keys match (tombstones, which
+    /// compaction later removes); false when none matched.
+    fn forget(&self, clock: &dyn Clock, matches: impl Fn(&Key) -> bool) -> Result<bool> {
+        let keys: Vec<Key> = self.lock().keys().filter(|k| matches(k)).cloned().collect();
         if keys.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let entries: Vec<_> = keys
             .iter()
@@ -144,7 +150,7 @@ impl ConsumerOffsets {
         for key in keys {
             committed.remove(&key);
         }
-        Ok(())
+        Ok(true)
     }
 
     fn write(&self, clock: &dyn Clock, entries: &[(Vec<u8>, Option<[u8; 8]>)]) -> Result<()> {

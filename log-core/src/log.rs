@@ -363,6 +363,12 @@ impl Log {
         self.inner.offsets.groups()
     }
 
+    /// Durably forgets every offset `group` committed; false when it had
+    /// none.
+    pub fn delete_group(&self, group: &str) -> Result<bool> {
+        self.inner.offsets.forget_group(&*self.inner.clock, group)
+    }
+
     /// Allocates a producer id for an idempotent producer: unique for the
     /// life of the data directory, never handed out twice, even across
     /// crashes (ids are reserved in blocks, durably, before use).

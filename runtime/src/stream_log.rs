@@ -119,6 +119,9 @@ pub trait StreamLog: Send + Sync + 'static {
     fn group_offsets(&self, group: &str) -> Vec<(String, u32, u64)>;
     /// Every group that has committed a position.
     fn groups(&self) -> Vec<String>;
+    /// Durably forgets every offset `group` committed; false when it had
+    /// none.
+    async fn delete_group(&self, group: &str) -> LogResult<bool>;
 
     /// Makes sure the commit log `name` with `partitions` exists; a new
     /// one gets `settings`.
@@ -314,6 +317,11 @@ impl StreamLog for EmbeddedLog {
 
     fn groups(&self) -> Vec<String> {
         self.log.groups()
+    }
+
+    async fn delete_group(&self, group: &str) -> LogResult<bool> {
+        let group = group.to_string();
+        self.blocking(move |log| log.delete_group(&group)).await
     }
 
     async fn open_commit_log(

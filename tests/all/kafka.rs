@@ -1119,6 +1119,8 @@ fn static_members_restart_without_a_rebalance() {
     let shown = server.cli(&["group", "describe", "rota"]);
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("state: Stable"), "{shown}");
+    // A group with members cannot be deleted.
+    server.expect(409, server.delete("/v1/groups/rota"));
     assert!(
         shown.contains("shifts[0]") && shown.contains("shifts[1]"),
         "{shown}"
@@ -1192,6 +1194,29 @@ fn committed_offsets_survive_client_and_server_restarts() {
     assert_eq!(rows.len(), 2, "one row per partition:\n{shown}");
     let listed = server.cli(&["group", "list"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("billing"));
+
+    // Its consumers gone, the group can be deleted over Kafka (DeleteGroups);
+    // a group that never committed is not found.
+    let admin: AdminClient<DefaultClientContext> = config(&server, &[]).create().unwrap();
+    let deleted = futures::executor::block_on(
+        admin.delete_groups(&["billing", "nobody"], &AdminOptions::new()),
+    )
+    .unwrap();
+    assert_eq!(
+        deleted,
+        vec![
+            Ok("billing".to_string()),
+            Err(("nobody".to_string(), RDKafkaErrorCode::GroupIdNotFound))
+        ]
+    );
+    server.expect(404, server.get("/v1/groups/billing"));
+    let again = server.cli(&["group", "delete", "billing"]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no committed offsets"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
 
 #[test]

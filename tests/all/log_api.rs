@@ -584,6 +584,13 @@ fn consumer_offsets_are_durable_across_restarts() {
         None,
         "deleting a topic forgets its offsets"
     );
+    // Deleting a group forgets its offsets, for good.
+    assert!(log.delete_group("g2").unwrap());
+    assert!(!log.delete_group("g2").unwrap(), "nothing left to delete");
+    drop(log);
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.committed_offset("g2", "b", 0), None);
+    assert_eq!(log.groups(), Vec::<String>::new());
 }
 
 #[test]

@@ -334,16 +334,23 @@ pub fn group_describe(client: &Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn topic_delete(client: &Client, name: &str) -> anyhow::Result<()> {
-    client.call(
-        "DELETE",
-        &format!("/v1/topics/{}", encode_path(name)),
-        Body::None,
-    )?;
+/// DELETEs `path`, then says `done` (unless the output is JSON).
+fn delete(client: &Client, path: &str, done: &str) -> anyhow::Result<()> {
+    client.call("DELETE", path, Body::None)?;
     if !client.json {
-        println!("deleted topic {name}");
+        println!("{done}");
     }
     Ok(())
+}
+
+pub fn group_delete(client: &Client, name: &str) -> anyhow::Result<()> {
+    let path = format!("/v1/groups/{}", encode_path(name));
+    delete(client, &path, &format!("deleted group {name}"))
+}
+
+pub fn topic_delete(client: &Client, name: &str) -> anyhow::Result<()> {
+    let path = format!("/v1/topics/{}", encode_path(name));
+    delete(client, &path, &format!("deleted topic {name}"))
 }
 
 // ---- produce and consume ----
@@ -711,11 +718,7 @@ fn print_status(client: &Client, status: &Value) {
 pub fn pipeline_action(client: &Client, name: &str, action: &str) -> anyhow::Result<()> {
     let path = format!("/v1/pipelines/{}", encode_path(name));
     if action == "delete" {
-        client.call("DELETE", &path, Body::None)?;
-        if !client.json {
-            println!("deleted pipeline {name}");
-        }
-        return Ok(());
+        return delete(client, &path, &format!("deleted pipeline {name}"));
     }
     let status = client.call("POST", &format!("{path}/{action}"), Body::None)?;
     print_status(client, &status);
@@ -760,15 +763,12 @@ pub fn tenant_list(client: &Client) -> anyhow::Result<()> {
 }
 
 pub fn tenant_delete(client: &Client, name: &str) -> anyhow::Result<()> {
-    client.call(
-        "DELETE",
-        &format!("/v1/tenants/{}", encode_path(name)),
-        Body::None,
-    )?;
-    if !client.json {
-        println!("deleted tenant {name} and everything it owned");
-    }
-    Ok(())
+    let path = format!("/v1/tenants/{}", encode_path(name));
+    delete(
+        client,
+        &path,
+        &format!("deleted tenant {name} and everything it owned"),
+    )
 }
 
 pub fn token_create(client: &Client, tenant: &str) -> anyhow::Result<()> {
@@ -790,17 +790,14 @@ pub fn token_create(client: &Client, tenant: &str) -> anyhow::Result<()> {
 }
 
 pub fn token_revoke(client: &Client, tenant: &str, id: &str) -> anyhow::Result<()> {
-    client.call(
-        "DELETE",
-        &format!(
-            "/v1/tenants/{}/tokens/{}",
-            encode_path(tenant),
-            encode_path(id)
-        ),
-        Body::None,
-    )?;
-    if !client.json {
-        println!("revoked token {id} of tenant {tenant}");
-    }
-    Ok(())
+    let path = format!(
+        "/v1/tenants/{}/tokens/{}",
+        encode_path(tenant),
+        encode_path(id)
+    );
+    delete(
+        client,
+        &path,
+        &format!("revoked token {id} of tenant {tenant}"),
+    )
 }

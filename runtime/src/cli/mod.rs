@@ -233,6 +233,8 @@ enum GroupCommand {
     /// A group's state, members (with their partitions), and committed
     /// offset and lag per partition.
     Describe { name: String },
+    /// Forgets a group's committed offsets (once no consumer is in it).
+    Delete { name: String },
 }
 
 #[derive(Subcommand)]
@@ -370,6 +372,7 @@ fn dispatch() -> anyhow::Result<std::process::ExitCode> {
             match command {
                 GroupCommand::List => client::group_list(&client),
                 GroupCommand::Describe { name } => client::group_describe(&client, &name),
+                GroupCommand::Delete { name } => client::group_delete(&client, &name),
             }
             .map(|()| std::process::ExitCode::SUCCESS)
         }

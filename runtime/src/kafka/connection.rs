@@ -269,6 +269,9 @@ async fn answer(
         RequestKind::ListGroups(r) => {
             ResponseKind::ListGroups(groups::list_groups(broker, session, r))
         }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(broker, session, r).await)
+        }
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(groups::describe_groups(broker, session, r))
         }

@@ -1,6 +1,6 @@
 //! Consumer-group requests: FindCoordinator, JoinGroup, SyncGroup,
-//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups and
-//! DescribeGroups.
+//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups,
+//! DescribeGroups and DeleteGroups.
 //!
 //! Membership is the [`Coordinator`]'s; committed offsets are the log's
 //! consumer-group offsets (`StreamLog::commit_offsets`), the same ones the
@@ -11,6 +11,10 @@
 //! [`Coordinator`]: super::coordinator::Coordinator
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
+use kafka_protocol::messages::delete_groups_response::{
+    DeletableGroupResult, DeleteGroupsResponse,
+};
 use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
 use kafka_protocol::messages::describe_groups_response::{
     DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
@@ -39,11 +43,13 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequest;
 use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use kafka_protocol::messages::{BrokerId, GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use log_core::LogError;
 
 use super::connection::Session;
 use super::coordinator::{Caller, Coordinator, Join, JoinOutcome, Phase};
 use super::{Broker, NODE_ID, errors};
 use crate::server::App;
+use crate::stream_log::StreamLog;
 use crate::tenancy::Namespace;
 
 /// Key types of FindCoordinator.
@@ -438,6 +444,60 @@ pub fn visible_groups(coordinator: &Coordinator, app: &App, ns: &Namespace) -> V
     }
     groups.sort_by(|a, b| a.local.cmp(&b.local));
     groups
+}
+
+/// Why a group was not deleted.
+#[derive(Debug)]
+pub enum GroupDeleteError {
+    /// Members are in it: they must leave first.
+    HasMembers,
+    /// It has no committed offsets to delete.
+    Unknown,
+    Log(LogError),
+}
+
+/// Deletes the group stored as `group`: its committed offsets, once it has
+/// no members (as Kafka's DeleteGroups).
+pub async fn delete_group(
+    coordinator: &Coordinator,
+    log: &dyn StreamLog,
+    group: &str,
+) -> Result<(), GroupDeleteError> {
+    if coordinator
+        .view(group)
+        .is_some_and(|v| !v.members.is_empty())
+    {
+        return Err(GroupDeleteError::HasMembers);
+    }
+    match log.delete_group(group).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(GroupDeleteError::Unknown),
+        Err(e) => Err(GroupDeleteError::Log(e)),
+    }
+}
+
+pub async fn delete_groups(
+    broker: &Broker,
+    session: &Session,
+    request: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    let ns = session.namespace();
+    let mut results = Vec::with_capacity(request.groups_names.len());
+    for name in request.groups_names {
+        let stored = ns.qualify(&name);
+        let error = match delete_group(&broker.coordinator, &*broker.app.log, &stored).await {
+            Ok(()) => None,
+            Err(GroupDeleteError::HasMembers) => Some(ResponseError::NonEmptyGroup),
+            Err(GroupDeleteError::Unknown) => Some(ResponseError::GroupIdNotFound),
+            Err(GroupDeleteError::Log(e)) => Some(errors::code(&e)),
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(name)
+                .with_error_code(error.map_or(0, |e| e.code())),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
 }
 
 /// A group's membership as operators see it.

@@ -37,7 +37,10 @@ mod txn_requests;
 mod versions;
 
 pub use coordinator::Coordinator as GroupCoordinator;
-pub use groups::{GroupSummary, MemberSummary, VisibleGroup, summary, visible_groups};
+pub use groups::{
+    GroupDeleteError, GroupSummary, MemberSummary, VisibleGroup, delete_group, summary,
+    visible_groups,
+};
 pub use stats::KafkaStats;
 
 use std::net::SocketAddr;

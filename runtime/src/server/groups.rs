@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::App;
@@ -60,6 +61,28 @@ pub async fn describe(
         "members": members,
         "offsets": offsets,
     })))
+}
+
+/// `DELETE /v1/groups/{name}`: forgets a group's committed offsets, once
+/// no consumer is in it.
+pub async fn delete(
+    State(app): State<App>,
+    Scope(ns): Scope,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
+    let stored = ns.qualify(&name);
+    match kafka::delete_group(&app.kafka_groups, &*app.log, &stored).await {
+        Ok(()) => Ok(Json(json!({ "deleted": name }))),
+        Err(kafka::GroupDeleteError::HasMembers) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("group {name:?} has members; it can be deleted once its consumers stop"),
+        )),
+        Err(kafka::GroupDeleteError::Unknown) => Err(ApiError::not_found(format!(
+            "group {name:?} has no committed offsets"
+        ))),
+        Err(kafka::GroupDeleteError::Log(e)) => Err(e.into()),
+    }
 }
 
 fn member(member: &kafka::MemberSummary) -> Value {

@@ -305,7 +305,10 @@ fn router(app: App, config: &ServerConfig) -> Router {
             post(records::produce).get(records::read),
         )
         .route("/v1/groups", get(groups::list))
-        .route("/v1/groups/{name}", get(groups::describe))
+        .route(
+            "/v1/groups/{name}",
+            get(groups::describe).delete(groups::delete),
+        )
         .route("/v1/modules", get(modules::list))
         .route("/v1/pipelines", get(pipelines::list))
         .route(
