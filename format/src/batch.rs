@@ -72,6 +72,14 @@ pub fn set_producer(batch: &mut [u8], id: i64, epoch: i16, base_sequence: i32) {
     seal(batch);
 }
 
+/// What validating a batch's records found out.
+pub(crate) struct RecordsSummary {
+    /// Offset deltas are exactly 0, 1, 2, ... (no gaps).
+    pub dense: bool,
+    /// The largest record timestamp.
+    pub max_timestamp: i64,
+}
+
 /// A borrowed, validated batch.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct BatchRef<'a> {
@@ -142,6 +150,15 @@ impl<'a> BatchRef<'a> {
         Ok(batch)
     }
 
+    /// Like [`parse_unsealed`](Self::parse_unsealed), for a batch a
+    /// producer made to be appended, also returning what its records say
+    /// (see [`normalize_new`](crate::normalize_new)).
+    pub(crate) fn parse_new(bytes: &'a [u8]) -> Result<(BatchRef<'a>, RecordsSummary), BatchError> {
+        let batch = Self::parse_checking(bytes, false)?;
+        let summary = batch.validate_records()?;
+        Ok((batch, summary))
+    }
+
     /// Wraps bytes that [`parse`](Self::parse) accepted before (for example
     /// when re-reading a batch already checked). Iterating bytes that were
     /// never validated may panic.
@@ -149,7 +166,7 @@ impl<'a> BatchRef<'a> {
         BatchRef { bytes }
     }
 
-    fn validate_records(&self) -> Result<(), BatchError> {
+    fn validate_records(&self) -> Result<RecordsSummary, BatchError> {
         let declared = self.record_count();
         let last_delta = self.last_offset_delta();
         if declared == 0 {
@@ -159,6 +176,10 @@ impl<'a> BatchRef<'a> {
         let mut pos = 0;
         let mut found = 0;
         let mut previous_delta = -1i64;
+        let mut summary = RecordsSummary {
+            dense: true,
+            max_timestamp: i64::MIN,
+        };
         while pos < buf.len() {
             let start = pos;
             let bad = |reason| BatchError::BadRecord {
@@ -173,6 +194,10 @@ impl<'a> BatchRef<'a> {
                 ));
             }
             previous_delta = raw.offset_delta;
+            summary.dense &= raw.offset_delta == found as i64;
+            summary.max_timestamp = summary
+                .max_timestamp
+                .max(self.base_timestamp().wrapping_add(raw.timestamp_delta));
             let mut headers = raw.headers;
             for _ in 0..raw.header_count {
                 let mut hpos = 0;
@@ -188,7 +213,7 @@ impl<'a> BatchRef<'a> {
                 actual: found,
             });
         }
-        Ok(())
+        Ok(summary)
     }
 
     /// The whole encoded batch.
@@ -255,7 +280,7 @@ impl<'a> BatchRef<'a> {
         get_i32(self.bytes, field::BASE_SEQUENCE)
     }
 
-    fn attributes(&self) -> i16 {
+    pub(crate) fn attributes(&self) -> i16 {
         i16::from_be_bytes([
             self.bytes[field::ATTRIBUTES],
             self.bytes[field::ATTRIBUTES + 1],

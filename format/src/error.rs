@@ -29,6 +29,15 @@ pub enum BatchError {
         reason: &'static str,
     },
 
+    #[error(
+        "a new batch must number its records 0, 1, 2, ...: {records} record(s) with \
+         last offset delta {last_offset_delta}"
+    )]
+    NotDense {
+        records: usize,
+        last_offset_delta: usize,
+    },
+
     #[error("header says {declared} records but {actual} were found")]
     CountMismatch { declared: usize, actual: usize },
 }

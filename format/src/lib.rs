@@ -10,7 +10,8 @@
 //! - `batch`: header layout, [`BatchRef`] (validate and view), [`Batches`]
 //!   (concatenated batches), [`seal`] (the CRC), [`set_producer`]
 //! - `record`: [`Record`] (to write), [`RecordView`] (read, zero-copy), headers
-//! - `writer`: [`BatchWriter`] and [`retain`]
+//! - `writer`: [`BatchWriter`], [`retain`] and [`normalize_new`] (a
+//!   producer's new batch, checked and with the host's header fields)
 //! - `varint`: Kafka's zig-zag varints
 
 #![forbid(unsafe_code)]
@@ -27,4 +28,4 @@ pub use batch::{
 };
 pub use error::BatchError;
 pub use record::{Header, Headers, Record, RecordView, Records};
-pub use writer::{BatchWriter, retain};
+pub use writer::{BatchWriter, normalize_new, retain};

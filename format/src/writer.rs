@@ -1,5 +1,6 @@
 //! Encoding batches: [`BatchWriter`] builds one record by record, and
-//! [`retain`] rewrites one keeping some of its records (compaction).
+//! [`retain`] rewrites one keeping some of its records (compaction), and
+//! [`normalize_new`] checks and completes one a producer made.
 
 use crate::batch::{
     BatchRef, HEADER_LEN, LENGTH_PREFIX, MAGIC, NO_PRODUCER_ID, field, put_i32, put_i64, seal,
@@ -184,6 +185,38 @@ pub fn retain(
     Some(buf)
 }
 
+/// Checks a batch that a producer (a WASM guest) made to be appended and
+/// seals it, setting every header field the producer has no business
+/// choosing: base offset 0, leader epoch 0, no producer id, epoch or
+/// sequence, no compression, transaction or control bits, create-time
+/// timestamps, and the largest timestamp recomputed from the records. The
+/// records must be numbered 0, 1, 2, ... with the last offset delta and the
+/// count saying so: a batch claiming more offsets than it holds would move
+/// a topic's end offset past records that do not exist.
+pub fn normalize_new(batch: &mut [u8]) -> Result<(), BatchError> {
+    let (view, summary) = BatchRef::parse_new(batch)?;
+    let count = view.record_count();
+    let last_offset_delta = view.last_offset_delta() as usize;
+    if !summary.dense || last_offset_delta + 1 != count {
+        return Err(BatchError::NotDense {
+            records: count,
+            last_offset_delta,
+        });
+    }
+    let header = Header61 {
+        length: (batch.len() - LENGTH_PREFIX) as i32,
+        last_offset_delta: last_offset_delta as i32,
+        base_timestamp: view.base_timestamp(),
+        max_timestamp: summary.max_timestamp,
+        count: count as i32,
+        producer: (NO_PRODUCER_ID, -1, -1),
+    };
+    header.write(batch);
+    set_base_offset(batch, 0);
+    seal(batch);
+    Ok(())
+}
+
 /// The header fields the writer and `retain` set; the rest are fixed
 /// (no compression, create-time timestamps).
 struct Header61 {
@@ -217,6 +250,66 @@ impl Header61 {
 mod tests {
     use super::*;
     use crate::{BatchRef, Batches, Header, set_producer};
+
+    fn unsealed() -> Vec<u8> {
+        let mut b = BatchWriter::new();
+        for timestamp in [5, 9, 7] {
+            b.push(&Record {
+                value: Some(b"v"),
+                timestamp,
+                ..Record::default()
+            });
+        }
+        b.finish_unsealed().unwrap()
+    }
+
+    #[test]
+    fn normalize_new_sets_the_fields_the_producer_does_not_choose() {
+        let mut bytes = unsealed();
+        set_base_offset(&mut bytes, 77);
+        put_i32(&mut bytes, field::LEADER_EPOCH, 9);
+        // Control and transactional bits, producer fields, a lying max timestamp.
+        bytes[field::ATTRIBUTES..field::ATTRIBUTES + 2].copy_from_slice(&0x30i16.to_be_bytes());
+        put_i64(&mut bytes, field::PRODUCER_ID, 1234);
+        put_i32(&mut bytes, field::BASE_SEQUENCE, 55);
+        put_i64(&mut bytes, field::MAX_TIMESTAMP, i64::MAX);
+        normalize_new(&mut bytes).unwrap();
+        let batch = BatchRef::parse(&bytes).expect("sealed and valid");
+        assert_eq!(batch.base_offset(), 0);
+        assert_eq!(batch.leader_epoch(), 0);
+        assert_eq!(batch.attributes(), 0);
+        assert_eq!(
+            (
+                batch.producer_id(),
+                batch.producer_epoch(),
+                batch.base_sequence()
+            ),
+            (NO_PRODUCER_ID, -1, -1)
+        );
+        assert_eq!(batch.max_timestamp(), 9);
+        assert_eq!(batch.last_offset_delta(), 2);
+    }
+
+    #[test]
+    fn normalize_new_refuses_batches_claiming_more_offsets_than_records() {
+        for forged in [3, 1_000_000, i32::MAX] {
+            let mut bytes = unsealed();
+            put_i32(&mut bytes, field::LAST_OFFSET_DELTA, forged);
+            assert!(
+                matches!(
+                    normalize_new(&mut bytes),
+                    Err(BatchError::NotDense { records: 3, .. })
+                ),
+                "last offset delta {forged} accepted"
+            );
+        }
+        // Records numbered with a gap (0, 2) under a matching last delta.
+        let mut b = BatchWriter::new();
+        b.push(&Record::default());
+        let mut gapped = b.finish_unsealed().unwrap();
+        put_i32(&mut gapped, field::LAST_OFFSET_DELTA, 1);
+        assert!(normalize_new(&mut gapped).is_err());
+    }
 
     fn sample() -> Vec<u8> {
         let mut b = BatchWriter::new();

@@ -111,6 +111,17 @@ impl Batch {
         })
     }
 
+    /// A batch a producer made to be appended (a WASM guest's output),
+    /// checked and completed by [`weir_format::normalize_new`]: records
+    /// numbered from 0 without gaps, and every header field the producer
+    /// has no business choosing set by the host, then sealed.
+    pub fn from_new(mut bytes: Vec<u8>) -> Result<Batch, BatchError> {
+        weir_format::normalize_new(&mut bytes)?;
+        Ok(Batch {
+            bytes: Bytes::from(bytes),
+        })
+    }
+
     /// Wraps bytes that were validated by `from_bytes` before (the log
     /// re-reading a batch it verified earlier in this process).
     pub(crate) fn from_verified(bytes: Bytes) -> Batch {

@@ -145,6 +145,9 @@ pub trait StreamLog: Send + Sync + 'static {
 /// Name prefix of commit logs in the embedded log.
 const COMMIT_LOG_PREFIX: &str = "__commits.";
 
+/// Largest commit (all of its values together) a commit log takes.
+pub const MAX_COMMIT_BYTES: usize = 256 << 20;
+
 /// The embedded `log-core` log behind [`StreamLog`].
 #[derive(Clone)]
 pub struct EmbeddedLog {
@@ -339,7 +342,7 @@ impl StreamLog for EmbeddedLog {
                 partitions,
                 durability: settings.durability,
                 segment_bytes: settings.segment_bytes.clamp(4096, u64::from(u32::MAX)),
-                max_batch_bytes: 256 << 20,
+                max_batch_bytes: MAX_COMMIT_BYTES,
                 ..TopicConfig::default()
             };
             match log.create_internal_topic(&topic, config) {

@@ -1,6 +1,7 @@
 //! Weir's integration tests: one binary, one module per area.
 
 mod exactly_once;
+mod host_work;
 mod http_api;
 mod kafka;
 mod log_api;

@@ -2,22 +2,24 @@
 //!
 //! Fuel metering bounds each call's CPU deterministically; epoch
 //! interruption (a ticker thread advancing the epoch every 10 ms) is only a
-//! wall-clock backstop for calls blocked outside WebAssembly, because under
-//! CPU contention a tight wall-clock deadline interrupts well-behaved code.
-//! The linker holds WASI preview 2 (with a context that grants nothing, see
-//! `host/wasi.rs`) and the contract's own imports.
+//! wall-clock backstop, because under CPU contention a tight wall-clock
+//! deadline interrupts well-behaved code. Neither acts while the guest is
+//! in a host call, so host calls never block (`host/wasi.rs`) and their
+//! time is charged to the fuel (`host::charge_host_time`). The linker
+//! holds WASI preview 2 (with a context that grants nothing) and the
+//! contract's own imports.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::OperatorError;
 use super::cache::ArtifactCache;
-use super::host::{HostState, Operator};
+use super::host::{self, HostState};
 use super::limits::Limits;
 use super::module::{self, OperatorModule};
 
@@ -81,12 +83,7 @@ impl OperatorEngine {
             .map_err(anyhow::Error::from)
             .context("while creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(anyhow::Error::from)
-            .context("while linking WASI")?;
-        Operator::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-            .map_err(anyhow::Error::from)
-            .context("while linking the operator contract")?;
+        host::link(&mut linker)?;
         let cache = cache_dir.map(ArtifactCache::open).transpose()?;
         spawn_epoch_ticker(&engine);
         Ok(OperatorEngine {

@@ -20,7 +20,11 @@ use wasmtime::{Store, Trap};
 
 use super::OperatorError;
 use super::engine::EPOCH_TICK;
-use super::host::{Failure, HostState, KeyedState, Operator, Outcome, StateDelta, Timer};
+use super::guest_text::{MAX_GUEST_TEXT, clean};
+use super::host::{
+    Carried, Failure, HostState, KeyedState, LogBudget, Operator, Outcome, StateDelta, Timer,
+    charge_host_time,
+};
 use super::limits::Limits;
 use super::module::OperatorModule;
 
@@ -30,6 +34,9 @@ pub const LATENESS_SETTING: &str = "weir.lateness-ms";
 
 /// How many rounds of timers (timers set by timers) one call may fire.
 const MAX_TIMER_ROUNDS: usize = 1_000;
+
+/// Longest rejection reason kept, in bytes (it becomes a dead letter's header).
+const MAX_REJECTION_REASON: usize = 1024;
 
 /// An input record the operator refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +60,11 @@ impl CallOutput {
         self.emitted.iter().map(|(_, b)| b.record_count()).sum()
     }
 
+    /// Bytes of emitted batches.
+    pub fn byte_count(&self) -> usize {
+        self.emitted.iter().map(|(_, b)| b.size()).sum()
+    }
+
     /// Appends `other`'s outputs and rejections after these.
     pub fn extend(&mut self, other: CallOutput) {
         self.emitted.extend(other.emitted);
@@ -63,6 +75,16 @@ impl CallOutput {
 struct Live {
     store: Store<HostState>,
     bindings: Operator,
+}
+
+/// Output a round may still emit: it starts at the per-call limits with
+/// each `process` call and is drawn down by that call and by what the host
+/// runs for the same input afterwards (retries record by record, timers),
+/// so no sequence of calls over one input emits more than one call may.
+#[derive(Debug, Clone, Copy)]
+struct RoundBudget {
+    records: usize,
+    bytes: usize,
 }
 
 /// How to start an instance beyond its module and configuration.
@@ -81,8 +103,10 @@ pub struct OperatorInstance {
     lateness_ms: i64,
     max_memory_bytes: usize,
     live: Option<Live>,
-    /// Keyed state while no instance is live (it lives in the store otherwise).
-    parked: Option<KeyedState>,
+    /// Keyed state and log budget while no instance is live (they live in
+    /// the store otherwise).
+    parked: Option<Carried>,
+    round: RoundBudget,
     scratch: Vec<u8>,
 }
 
@@ -128,13 +152,21 @@ impl OperatorInstance {
         let max_memory_bytes = options
             .max_memory_bytes
             .map_or(limits.max_memory_bytes, |m| m.min(limits.max_memory_bytes));
+        let round = RoundBudget {
+            records: limits.max_output_records_per_call,
+            bytes: limits.max_output_bytes_per_call,
+        };
         let mut instance = OperatorInstance {
             module,
             config,
             lateness_ms,
             max_memory_bytes,
             live: None,
-            parked: Some(state),
+            parked: Some(Carried {
+                keyed: state,
+                log_rate: LogBudget::new(limits.max_log_bytes_per_sec),
+            }),
+            round,
             scratch: Vec::new(),
         };
         instance.live()?;
@@ -153,10 +185,13 @@ impl OperatorInstance {
     pub fn keyed_state(&self) -> &KeyedState {
         match &self.live {
             Some(live) => &live.store.data().keyed,
-            None => self
-                .parked
-                .as_ref()
-                .expect("state is parked while no instance is live"),
+            None => {
+                &self
+                    .parked
+                    .as_ref()
+                    .expect("state is parked while no instance is live")
+                    .keyed
+            }
         }
     }
 
@@ -173,10 +208,13 @@ impl OperatorInstance {
     fn keyed_state_mut(&mut self) -> &mut KeyedState {
         match &mut self.live {
             Some(live) => &mut live.store.data_mut().keyed,
-            None => self
-                .parked
-                .as_mut()
-                .expect("state is parked while no instance is live"),
+            None => {
+                &mut self
+                    .parked
+                    .as_mut()
+                    .expect("state is parked while no instance is live")
+                    .keyed
+            }
         }
     }
 
@@ -191,18 +229,19 @@ impl OperatorInstance {
 
     fn instantiate(&mut self) -> Result<Live, OperatorError> {
         let limits = self.limits().clone();
-        let keyed = self
+        let carried = self
             .parked
             .take()
             .expect("state is parked while no instance is live");
         let data = HostState::new(
             &self.module.name,
-            keyed,
+            carried,
             self.max_memory_bytes,
             limits.max_stdio_bytes,
         );
         let mut store = Store::new(&self.module.engine.shared.engine, data);
         store.limiter(|state| state);
+        store.call_hook(charge_host_time);
         prepare_call(&mut store, &limits)?;
         let outcome = self
             .module
@@ -217,12 +256,12 @@ impl OperatorInstance {
         match outcome {
             Ok((bindings, Ok(()))) => Ok(Live { store, bindings }),
             Ok((_, Err(message))) => {
-                self.parked = Some(store.into_data().keyed);
-                Err(OperatorError::Config(message))
+                self.parked = Some(store.into_data().into_carried());
+                Err(OperatorError::Config(clean(&message, MAX_GUEST_TEXT)))
             }
             Err(e) => {
                 let error = classify_trap(&store, e);
-                self.parked = Some(store.into_data().keyed);
+                self.parked = Some(store.into_data().into_carried());
                 Err(error)
             }
         }
@@ -230,13 +269,20 @@ impl OperatorInstance {
 
     /// Runs a batch of input records through the operator, then any timers
     /// the new watermark fires. All or nothing: on error, state is as before.
+    /// Starts a round: the output limits apply to this call and to what
+    /// follows for the same input until the next `process`.
     pub fn process(&mut self, batches: &[Batch]) -> Result<CallOutput, OperatorError> {
+        let limits = self.limits();
+        self.round = RoundBudget {
+            records: limits.max_output_records_per_call,
+            bytes: limits.max_output_bytes_per_call,
+        };
         self.process_records(batches, true)
     }
 
     /// Like [`process`](Self::process), but timers the new watermark makes
     /// due stay pending (for retrying records one by one without running
-    /// a failing timer again each time).
+    /// a failing timer again each time), and within the current round.
     pub fn process_without_timers(
         &mut self,
         batches: &[Batch],
@@ -275,7 +321,7 @@ impl OperatorInstance {
             }
         };
         let result = self.run(|this| {
-            let mut output = this.call(records, |bindings, store| {
+            let mut output = this.call(Some(batches), records, |bindings, store| {
                 bindings.call_process(store, input)
             })?;
             let watermark = max_timestamp.saturating_sub(this.lateness_ms);
@@ -326,7 +372,7 @@ impl OperatorInstance {
             }
             let fired: Vec<Timer> = due.into_iter().map(|(at, key)| Timer { key, at }).collect();
             let count = fired.len();
-            output.extend(self.call(count, |bindings, store| {
+            output.extend(self.call(None, count, |bindings, store| {
                 bindings.call_on_timer(store, &fired)
             })?);
         }
@@ -336,9 +382,12 @@ impl OperatorInstance {
         })
     }
 
-    /// Makes one guest call with fresh budgets and checks its outcome.
+    /// Makes one guest call with fresh budgets and checks its outcome
+    /// against the limits and the round's budget; `input` is what a
+    /// `process` call was given (timer calls have none).
     fn call(
         &mut self,
+        input: Option<&[Batch]>,
         inputs: usize,
         f: impl FnOnce(&Operator, &mut Store<HostState>) -> wasmtime::Result<Result<Outcome, Failure>>,
     ) -> Result<CallOutput, OperatorError> {
@@ -348,15 +397,20 @@ impl OperatorInstance {
         let result = f(&live.bindings, &mut live.store);
         live.store.data_mut().drain_stdio();
         match result {
-            Ok(Ok(outcome)) => check_outcome(outcome, inputs, &limits),
+            Ok(Ok(outcome)) => {
+                let output = check_outcome(outcome, input, inputs, &limits, self.round)?;
+                self.round.records -= output.record_count();
+                self.round.bytes -= output.byte_count();
+                Ok(output)
+            }
             Ok(Err(failure)) => Err(OperatorError::Failed {
                 offset: failure.offset,
-                reason: failure.reason,
+                reason: clean(&failure.reason, MAX_GUEST_TEXT),
             }),
             Err(e) => {
                 let live = self.live.take().expect("the call ran on a live instance");
                 let error = classify_trap(&live.store, e);
-                self.parked = Some(live.store.into_data().keyed);
+                self.parked = Some(live.store.into_data().into_carried());
                 Err(error)
             }
         }
@@ -430,31 +484,35 @@ fn classify_trap(store: &Store<HostState>, error: wasmtime::Error) -> OperatorEr
     }
 }
 
-/// Checks a call's outcome against the output limits and validates every
-/// emitted batch (sealing it: guests leave the CRC to the host).
+/// Checks a call's outcome against the output limits and what is left of
+/// the round's budget, validates and seals every emitted batch (setting the
+/// header fields the guest does not choose), and checks the rejections:
+/// each must name a record of `input`, at most once.
 fn check_outcome(
     outcome: Outcome,
+    input: Option<&[Batch]>,
     inputs: usize,
     limits: &Limits,
+    round: RoundBudget,
 ) -> Result<CallOutput, OperatorError> {
     let bytes: usize = outcome.emitted.iter().map(|e| e.batch.len()).sum();
-    if bytes > limits.max_output_bytes_per_call {
+    if bytes > round.bytes {
         return Err(OperatorError::Limit {
             limit: "output bytes per call",
             detail: format!(
-                "emitted {bytes} bytes, the limit is {}",
-                limits.max_output_bytes_per_call
+                "emitted {bytes} bytes, {} left of the limit of {} for this input",
+                round.bytes, limits.max_output_bytes_per_call
             ),
         });
     }
-    let max_records = limits
-        .max_output_records_per_call
+    let max_records = round
+        .records
         .min(limits.max_outputs_per_input.saturating_mul(inputs.max(1)));
     let mut output = CallOutput::default();
     let mut records = 0;
     for emitted in outcome.emitted {
         check_output_name(&emitted.output)?;
-        let batch = Batch::from_unsealed(emitted.batch).map_err(|e| {
+        let batch = Batch::from_new(emitted.batch).map_err(|e| {
             OperatorError::BadOutput(format!("batch for output {:?}: {e}", emitted.output))
         })?;
         records += batch.record_count();
@@ -463,22 +521,57 @@ fn check_outcome(
                 limit: "output records per call",
                 detail: format!(
                     "emitted more than {max_records} records for {inputs} input(s) \
-                     (limits: {} per call, {} per input)",
+                     (limits: {} per call and input, {} per input record)",
                     limits.max_output_records_per_call, limits.max_outputs_per_input
                 ),
             });
         }
         output.emitted.push((emitted.output, batch));
     }
-    output.rejected = outcome
-        .rejected
-        .into_iter()
-        .map(|r| Rejection {
-            offset: r.offset,
-            reason: r.reason,
-        })
-        .collect();
+    output.rejected = check_rejections(outcome.rejected, input)?;
     Ok(output)
+}
+
+/// Rejections sorted by offset, one per input record (the first reason
+/// given for it), reasons cleaned. Refused when one names an offset
+/// outside the input, or when a call without input records (a timer call)
+/// rejects anything.
+fn check_rejections(
+    rejected: Vec<super::host::weir::operator::types::Rejection>,
+    input: Option<&[Batch]>,
+) -> Result<Vec<Rejection>, OperatorError> {
+    if rejected.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(input) = input else {
+        return Err(OperatorError::BadOutput(
+            "a timer call rejected records, but it has no input records".into(),
+        ));
+    };
+    let mut offsets: Vec<(u64, usize)> = rejected
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.offset, i))
+        .collect();
+    // Stable: the first rejection of an offset comes first.
+    offsets.sort_by_key(|(offset, _)| *offset);
+    offsets.dedup_by_key(|(offset, _)| *offset);
+    let in_input = |offset: u64| {
+        let batch = input.partition_point(|b| b.last_offset() < offset);
+        input.get(batch).is_some_and(|b| b.base_offset() <= offset)
+    };
+    if let Some((offset, _)) = offsets.iter().find(|(offset, _)| !in_input(*offset)) {
+        return Err(OperatorError::BadOutput(format!(
+            "rejected offset {offset}, which is not a record of the call's input"
+        )));
+    }
+    Ok(offsets
+        .into_iter()
+        .map(|(offset, i)| Rejection {
+            offset,
+            reason: clean(&rejected[i].reason, MAX_REJECTION_REASON),
+        })
+        .collect())
 }
 
 fn check_output_name(name: &str) -> Result<(), OperatorError> {

@@ -24,7 +24,10 @@ pub struct Limits {
     /// Wall-clock backstop per call, in milliseconds: only for calls that
     /// stop consuming fuel (blocked in the host). Default 30 s.
     pub max_call_ms: u64,
-    /// Records a call may emit. Default 1,000,000.
+    /// Records a call may emit. Default 1,000,000. This and the next two
+    /// limits apply to a whole round: a `process` call together with
+    /// what the host runs for the same input afterwards (records retried
+    /// one by one after a failure, timers the watermark fires).
     pub max_output_records_per_call: usize,
     /// Bytes of output batches a call may emit. Default 64 MiB.
     pub max_output_bytes_per_call: usize,
@@ -40,6 +43,10 @@ pub struct Limits {
     pub max_stdio_bytes: usize,
     /// Log messages kept per call. Default 1,000.
     pub max_log_messages_per_call: usize,
+    /// Bytes of log messages (and printed lines) per second an operator
+    /// may write to the server's log, with bursts of ten seconds' worth;
+    /// the rest is dropped and counted. Default 64 KiB.
+    pub max_log_bytes_per_sec: usize,
 }
 
 impl Default for Limits {
@@ -57,6 +64,7 @@ impl Default for Limits {
             max_timers: 1_000_000,
             max_stdio_bytes: 1 << 20,
             max_log_messages_per_call: 1_000,
+            max_log_bytes_per_sec: 64 << 10,
         }
     }
 }

@@ -5,11 +5,13 @@
 //! - [`module`]: validating, compiling (with an on-disk cache) and loading modules
 //! - [`instance`]: an operator instance: calls, limits, state, timers, recovery from traps
 //! - `host`: the store's data and the contract's imports, one interface per file
+//! - `guest_text`: text from guests, bounded and cleaned before the host shows it
 //! - [`limits`], [`error`]
 
 mod cache;
 pub mod engine;
 pub mod error;
+mod guest_text;
 mod host;
 pub mod instance;
 pub mod limits;

@@ -22,7 +22,9 @@ use log_core::{Batch, BatchBuilder, Header, Record, RecordView};
 
 use super::spec::ErrorPolicy;
 use super::stats::{TaskStats, bump};
-use crate::operator::{CallOutput, MAIN_OUTPUT, OperatorError, OperatorInstance, StateDelta};
+use crate::operator::{
+    CallOutput, MAIN_OUTPUT, OperatorError, OperatorInstance, Rejection, StateDelta,
+};
 
 /// Why a round ended without a result when its task was stopping.
 pub const INTERRUPTED: &str = "interrupted: the task is stopping";
@@ -131,10 +133,8 @@ impl Chain {
                     dead.add(&record, &failure.reason, &stage.label, origin);
                 }
             }
-            for rejection in &call.rejected {
-                if let Some(record) = find_record(&current, rejection.offset) {
-                    dead.add(&record, &rejection.reason, &stage.label, origin);
-                }
+            for (record, reason) in rejected_records(&current, &call.rejected) {
+                dead.add(&record, reason, &stage.label, origin);
             }
             upstream_watermark = Some(stage.instance.keyed_state().watermark());
             let mut next = Vec::new();
@@ -255,12 +255,27 @@ fn single_record(record: &RecordView<'_>) -> Batch {
         .with_base_offset(record.offset)
 }
 
-fn find_record(batches: &[Batch], offset: u64) -> Option<RecordView<'_>> {
-    batches
-        .iter()
-        .find(|b| (b.base_offset()..=b.last_offset()).contains(&offset))?
-        .records()
-        .find(|r| r.offset == offset)
+/// The input records the rejections name, with their reasons, in one
+/// pass over both (the host hands out rejections sorted by offset, one per
+/// record). A rejected offset that compaction left empty has no record.
+fn rejected_records<'a>(
+    batches: &'a [Batch],
+    rejections: &'a [Rejection],
+) -> Vec<(RecordView<'a>, &'a str)> {
+    let mut found = Vec::with_capacity(rejections.len());
+    let mut rejections = rejections.iter().peekable();
+    for record in batches.iter().flat_map(Batch::records) {
+        while rejections.next_if(|r| r.offset < record.offset).is_some() {}
+        match rejections.peek() {
+            None => break,
+            Some(r) if r.offset == record.offset => {
+                found.push((record, r.reason.as_str()));
+                rejections.next();
+            }
+            Some(_) => {}
+        }
+    }
+    found
 }
 
 /// Dead letters being collected: the original record with the reason,

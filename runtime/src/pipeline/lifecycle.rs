@@ -11,11 +11,21 @@
 //!
 //! Each pipeline record is `<dir>/<name>.json`: the spec, the module
 //! versions it resolved to, and whether it is paused.
+//!
+//! **Locks.** A change to one pipeline may wait: for its modules to
+//! compile, its operators to initialize, its tasks to finish their current
+//! round (each bounded by the operator's limits). Such waits hold only
+//! that pipeline's own lock, so they never hold up another pipeline's
+//! management or status. The shared `admin` lock is held only for quick
+//! checks and bookkeeping: which topics and modules pipelines use, so that
+//! deleting a topic or module cannot race with a pipeline starting to use
+//! it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use log_core::{Cleanup, Durability, validate_topic_name};
@@ -84,7 +94,8 @@ impl Default for TaskLimits {
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineStatus {
     pub name: String,
-    /// `running`, `paused`, `failed` or `starting`.
+    /// `running`, `pausing` (paused, a task still finishing its round),
+    /// `paused` or `failed`.
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -144,9 +155,20 @@ pub struct Pipelines {
     settings: PipelineSettings,
     scheduler: Arc<CpuScheduler>,
     running: Mutex<BTreeMap<String, Running>>,
-    /// Serializes changes (apply, pause, resume, delete, shutdown).
+    /// Serializes what pipelines use (topics, modules) with changes to it;
+    /// held briefly, never across a wait for tasks, compiles or operators.
     admin: tokio::sync::Mutex<()>,
+    /// One lock per pipeline name, serializing changes to that pipeline.
+    changing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// How long a pause waits for tasks to finish their rounds before
+/// answering `pausing`.
+pub const PAUSE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a shutdown waits for tasks to finish their current round;
+/// rounds cut short are redone after the restart (nothing is lost).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 impl Pipelines {
     /// Opens the pipelines stored in `dir` and starts those not paused.
@@ -167,6 +189,7 @@ impl Pipelines {
             scheduler,
             running: Mutex::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            changing: Mutex::new(HashMap::new()),
         };
         for entry in std::fs::read_dir(&pipelines.dir)? {
             let path = entry?.path();
@@ -193,6 +216,17 @@ impl Pipelines {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits for the right to change pipeline `name`.
+    async fn change(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget the locks nobody holds or waits for.
+            changing.retain(|_, lock| Arc::strong_count(lock) > 1);
+            changing.entry(name.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
     /// Creates or updates a pipeline. Returns its status and whether it is new.
     pub async fn apply(
         &self,
@@ -200,7 +234,7 @@ impl Pipelines {
         mut spec: PipelineSpec,
         limits: TaskLimits,
     ) -> Result<(PipelineStatus, bool), PipelineError> {
-        let _admin = self.admin.lock().await;
+        let _change = self.change(name).await;
         check_stored_name("pipeline", name).map_err(PipelineError::Invalid)?;
         if let Some(named) = &spec.name
             && named != name
@@ -231,7 +265,26 @@ impl Pipelines {
         };
         let plans = self.plan(&record).await?;
         self.check_configs(&plans).await?;
-        self.save(&record)?;
+        {
+            // Registered before anything waits, so topic and module
+            // deletions see this pipeline as a user from now on.
+            let _admin = self.admin.lock().await;
+            self.check_topics(name, &record.spec)?;
+            self.save(&record)?;
+            let mut running = self.lock();
+            match running.get_mut(name) {
+                Some(entry) => entry.record = record.clone(),
+                None => {
+                    running.insert(
+                        name.to_string(),
+                        Running {
+                            record: record.clone(),
+                            tasks: Vec::new(),
+                        },
+                    );
+                }
+            }
+        }
         self.stop(name).await;
         let tasks = self.start(&record, plans);
         // Once recovered, every task has fixed its start position (so
@@ -436,16 +489,8 @@ impl Pipelines {
             Some(running) => std::mem::take(&mut running.tasks),
             None => return,
         };
-        for task in &tasks {
-            task.stopping
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = task.control.send(Control::Stop);
-        }
-        for task in tasks {
-            if let Err(e) = task.join.await {
-                tracing::error!(pipeline = name, error = %e, "pipeline task ended abnormally");
-            }
-        }
+        signal_stop(&tasks);
+        join(tasks).await;
     }
 
     /// Pauses a pipeline: its tasks finish their current commit and wait.
@@ -459,7 +504,7 @@ impl Pipelines {
     }
 
     async fn set_paused(&self, name: &str, paused: bool) -> Result<PipelineStatus, PipelineError> {
-        let _admin = self.admin.lock().await;
+        let _change = self.change(name).await;
         let mut record = self
             .lock()
             .get(name)
@@ -484,12 +529,21 @@ impl Pipelines {
             self.lock()
                 .insert(name.to_string(), Running { record, tasks });
         } else {
-            let mut running = self.lock();
-            let entry = running.get_mut(name).expect("checked above");
-            entry.record = record;
-            let control = if paused { Control::Pause } else { Control::Run };
-            for task in &entry.tasks {
-                let _ = task.control.send(control);
+            let settling: Vec<Arc<TaskStats>> = {
+                let mut running = self.lock();
+                let entry = running.get_mut(name).expect("checked above");
+                entry.record = record;
+                let control = if paused { Control::Pause } else { Control::Run };
+                for task in &entry.tasks {
+                    let _ = task.control.send(control);
+                }
+                entry.tasks.iter().map(|t| t.stats.clone()).collect()
+            };
+            if paused {
+                // Answer once the tasks have finished their rounds, or say
+                // `pausing` if one takes longer.
+                let all = futures::future::join_all(settling.iter().map(|s| s.settled()));
+                let _ = tokio::time::timeout(PAUSE_WAIT, all).await;
             }
         }
         self.status(name)
@@ -498,16 +552,18 @@ impl Pipelines {
     /// Deletes a pipeline: stops it and removes its spec and commit logs.
     /// Its output topics stay.
     pub async fn delete(&self, name: &str) -> Result<(), PipelineError> {
-        let _admin = self.admin.lock().await;
-        let inputs = self
-            .lock()
-            .get(name)
-            .map(|r| r.record.spec.inputs.clone())
-            .ok_or_else(|| PipelineError::NotFound(name.to_string()))?;
-        self.stop(name).await;
-        remove_durably(&self.dir.join(format!("{name}.json")))?;
-        self.lock().remove(name);
-        for input in inputs {
+        let _change = self.change(name).await;
+        let removed = {
+            let _admin = self.admin.lock().await;
+            if !self.lock().contains_key(name) {
+                return Err(PipelineError::NotFound(name.to_string()));
+            }
+            remove_durably(&self.dir.join(format!("{name}.json")))?;
+            self.lock().remove(name).expect("checked above")
+        };
+        signal_stop(&removed.tasks);
+        join(removed.tasks).await;
+        for input in removed.record.spec.inputs {
             if let Err(e) = self
                 .log
                 .delete_commit_log(&commit_log_name(name, &input))
@@ -519,12 +575,23 @@ impl Pipelines {
         Ok(())
     }
 
-    /// Stops every pipeline (each task after its current commit).
+    /// Stops every pipeline (each task after its current commit), waiting
+    /// at most [`SHUTDOWN_GRACE`]: a task still in a round then is left to
+    /// the process exit, and its round is redone after the restart.
     pub async fn shutdown(&self) {
-        let _admin = self.admin.lock().await;
-        let names: Vec<String> = self.lock().keys().cloned().collect();
-        for name in names {
-            self.stop(&name).await;
+        let tasks: Vec<TaskHandle> = self
+            .lock()
+            .values_mut()
+            .flat_map(|running| std::mem::take(&mut running.tasks))
+            .collect();
+        signal_stop(&tasks);
+        let count = tasks.len();
+        if tokio::time::timeout(SHUTDOWN_GRACE, join(tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!(tasks = count, grace = ?SHUTDOWN_GRACE,
+                "pipeline tasks still busy at shutdown; their current rounds will be redone");
         }
     }
 
@@ -618,9 +685,18 @@ impl Pipelines {
         for task in &running.tasks {
             let stats = &task.stats;
             let state = stats.state();
-            if let TaskState::Failed(reason) = &state {
-                status.state = "failed";
-                status.reason.get_or_insert_with(|| reason.clone());
+            match &state {
+                TaskState::Failed(reason) => {
+                    status.state = "failed";
+                    status.reason.get_or_insert_with(|| reason.clone());
+                }
+                // Asked to pause, still finishing a round.
+                TaskState::Running | TaskState::Starting
+                    if record.paused && status.state == "paused" =>
+                {
+                    status.state = "pausing";
+                }
+                _ => {}
             }
             let position = stats.position.load(Relaxed);
             let end = self
@@ -655,6 +731,25 @@ impl Pipelines {
         }
         status.stages = stages;
         status
+    }
+}
+
+/// Asks tasks to stop after their current commit.
+fn signal_stop(tasks: &[TaskHandle]) {
+    for task in tasks {
+        task.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = task.control.send(Control::Stop);
+    }
+}
+
+/// Waits for tasks to end.
+async fn join(tasks: Vec<TaskHandle>) {
+    for task in tasks {
+        if let Err(e) = task.join.await {
+            tracing::error!(pipeline = %task.key.pipeline, error = %e,
+                "pipeline task ended abnormally");
+        }
     }
 }
 

@@ -108,6 +108,15 @@ impl TaskStats {
         });
     }
 
+    /// Waits until the task is no longer processing (paused, stopped or
+    /// failed): after a pause, until it has finished its current round.
+    pub async fn settled(&self) {
+        let mut states = self.state.subscribe();
+        let _ = states
+            .wait_for(|s| !matches!(s, TaskState::Starting | TaskState::Running))
+            .await;
+    }
+
     /// Waits until the task has recovered (or failed trying), so its
     /// position is fixed.
     pub async fn started(&self) {

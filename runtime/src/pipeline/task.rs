@@ -32,7 +32,7 @@ use super::scheduler::CpuScheduler;
 use super::spec::{ErrorPolicy, PipelineSettings, StartAt, StartName};
 use super::stats::{TaskState, TaskStats, bump};
 use crate::operator::{InstanceOptions, OperatorInstance, OperatorModule};
-use crate::stream_log::{CommitLogSettings, StreamLog};
+use crate::stream_log::{CommitLogSettings, MAX_COMMIT_BYTES, StreamLog};
 
 /// Longest wait for new input before checking the controls again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -172,6 +172,14 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         .await
         .map_err(|e| format!("reading the commit log: {e}"))?;
     let mut recovered = Recovered::fold(&records)?;
+    // What the commit log holds since its last snapshot counts towards the
+    // next one, so a task restarted again and again still snapshots and
+    // lets the log forget.
+    let recovered_bytes: u64 = records
+        .iter()
+        .flat_map(|r| &r.values)
+        .map(|v| v.len() as u64)
+        .sum();
 
     let producer_id = match recovered.producer_id {
         Some(id) => id,
@@ -228,8 +236,11 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
         queue,
         stats.clone(),
     ));
-    let processed =
-        process_rounds(&key, &*log, work, position, settings, &rounds, &mut control).await;
+    let start = Start {
+        position,
+        since_snapshot: recovered_bytes,
+    };
+    let processed = process_rounds(&key, &*log, work, start, settings, &rounds, &mut control).await;
     // Stopped in the middle of a round: nothing of it was committed, and
     // the next start takes it up again.
     let processed = match processed {
@@ -258,20 +269,29 @@ enum Round {
     Snapshot { values: Vec<Bytes> },
 }
 
+/// Where the processing loop starts.
+struct Start {
+    /// The next input offset.
+    position: u64,
+    /// Bytes in the commit log since its last snapshot.
+    since_snapshot: u64,
+}
+
 /// Reads and processes rounds until stopped, handing each to the
 /// committer. Returns early on a failure (or when the committer is gone).
 async fn process_rounds(
     key: &TaskKey,
     log: &dyn StreamLog,
     mut work: Work,
-    mut position: u64,
+    start: Start,
     settings: PipelineSettings,
     rounds: &mpsc::Sender<Round>,
     control: &mut watch::Receiver<Control>,
 ) -> Result<(), String> {
     let stats = work.stats.clone();
+    let mut position = start.position;
     // Bytes committed since the last snapshot, and that snapshot's size.
-    let (mut since_snapshot, mut last_snapshot) = (0u64, 0u64);
+    let (mut since_snapshot, mut last_snapshot) = (start.since_snapshot, 0u64);
     let gone = || "the committer stopped".to_string();
     loop {
         let wanted = *control.borrow_and_update();
@@ -547,7 +567,18 @@ impl Work {
             .collect();
         let commit = Commit::new(end, self.producer_id, states, targets);
         let batches: Vec<Batch> = outputs.iter().map(|p| p.batch.clone()).collect();
-        Ok((commit.encode(&batches), outputs))
+        let values = commit.encode(&batches);
+        // Each stage's output and state are bounded by its limits; a chain
+        // of many stages can still add up to more than a commit holds.
+        let size: usize = values.iter().map(|v| v.len() + 16).sum();
+        if size > MAX_COMMIT_BYTES {
+            return Err(format!(
+                "the round for offsets up to {end} would commit {size} bytes of outputs and \
+                 state, more than the {MAX_COMMIT_BYTES} bytes a commit holds (lower the \
+                 stages' output or state limits, or use fewer stages)"
+            ));
+        }
+        Ok((values, outputs))
     }
 
     /// Sorts outputs into topic partitions (see `routing`) and stamps each

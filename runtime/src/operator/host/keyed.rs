@@ -3,12 +3,22 @@
 //!
 //! Changes made during a call are journaled: a call that fails or traps is
 //! rolled back, so state always matches the inputs that were processed
-//! successfully (what pipelines checkpoint). Sizes are bounded by limits.
+//! successfully (what pipelines checkpoint). The journal keeps each key's
+//! and timer's value from before the call once, however often the call
+//! changes it, so it never holds more than the keys the call touched.
 //!
 //! For checkpoints, the keys and timers touched since the last one are
 //! remembered: [`KeyedState::take_delta`] hands out their current values,
 //! [`KeyedState::snapshot`] everything, and [`KeyedState::apply`] replays
 //! either onto a fresh state.
+//!
+//! **Memory.** Everything this holds for the operator is charged against
+//! one limit (`max_state_bytes`): stored keys and values, timer keys, the
+//! journal (old values included) and the keys marked for the next
+//! checkpoint, each with a fixed per-entry overhead for the map node and
+//! allocations around it ([`STORED_ENTRY_OVERHEAD`], [`MARK_OVERHEAD`]).
+//! So a million one-byte keys cost what they really cost, not a megabyte,
+//! and the same bound also caps what one checkpoint can carry.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,13 +28,16 @@ use serde_bytes::ByteBuf;
 /// The watermark before any record.
 pub const NO_WATERMARK: i64 = i64::MIN;
 
-#[derive(Debug, Clone)]
-enum Undo {
-    Value { key: Vec<u8>, old: Option<Vec<u8>> },
-    TimerAdded(i64, Vec<u8>),
-    TimerRemoved(i64, Vec<u8>),
-    Watermark(i64),
-}
+/// Bytes charged for each stored key-value pair and each pending timer
+/// beyond the key and value themselves: the map node's share (about 72
+/// bytes for two `Vec`s in a B-tree node two thirds full) and the heap
+/// blocks' headers and rounding (measured: 8.3 M one-byte keys held about
+/// 200 bytes each with the journal and checkpoint marks).
+pub const STORED_ENTRY_OVERHEAD: usize = 128;
+
+/// Bytes charged for each journal entry and each checkpoint mark beyond
+/// the key (and old value) it holds.
+pub const MARK_OVERHEAD: usize = 64;
 
 /// Keyed state, timers and watermark as of a checkpoint: either the
 /// changes since the previous checkpoint or (a snapshot) all of it.
@@ -37,31 +50,61 @@ pub struct StateDelta {
     pub watermark: i64,
 }
 
+/// A change refused because it would pass a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitHit {
+    /// Which limit, as `OperatorError::Limit` names it.
+    pub limit: &'static str,
+    pub detail: String,
+}
+
+/// What a call changed, to undo it: each key's value and each timer's
+/// presence from before the call, and the watermark.
+#[derive(Debug, Clone, Default)]
+struct Journal {
+    values: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    timers: BTreeMap<(i64, Vec<u8>), bool>,
+    watermark: Option<i64>,
+}
+
 /// State, timers and watermark of one operator instance.
 #[derive(Debug, Clone)]
 pub struct KeyedState {
     values: BTreeMap<Vec<u8>, Vec<u8>>,
-    bytes: usize,
     timers: BTreeSet<(i64, Vec<u8>)>,
     watermark: i64,
-    undo: Vec<Undo>,
+    journal: Journal,
     /// Keys and timers changed since the last `take_delta`.
     dirty_keys: BTreeSet<Vec<u8>>,
     dirty_timers: BTreeSet<(i64, Vec<u8>)>,
+    /// Host memory charged for all of the above (see the module docs).
+    charged: usize,
     max_bytes: usize,
     max_timers: usize,
+}
+
+fn stored_cost(key: &[u8], value: &[u8]) -> usize {
+    STORED_ENTRY_OVERHEAD + key.len() + value.len()
+}
+
+fn timer_cost(key: &[u8]) -> usize {
+    STORED_ENTRY_OVERHEAD + key.len()
+}
+
+fn mark_cost(key: &[u8], old: Option<&[u8]>) -> usize {
+    MARK_OVERHEAD + key.len() + old.map_or(0, <[u8]>::len)
 }
 
 impl KeyedState {
     pub fn new(max_bytes: usize, max_timers: usize) -> KeyedState {
         KeyedState {
             values: BTreeMap::new(),
-            bytes: 0,
             timers: BTreeSet::new(),
             watermark: NO_WATERMARK,
-            undo: Vec::new(),
+            journal: Journal::default(),
             dirty_keys: BTreeSet::new(),
             dirty_timers: BTreeSet::new(),
+            charged: 0,
             max_bytes,
             max_timers,
         }
@@ -71,32 +114,79 @@ impl KeyedState {
         self.values.get(key)
     }
 
-    /// Stores a value, or explains which limit it would break.
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), String> {
-        let old_len = self.values.get(&key).map_or(0, |v| key.len() + v.len());
-        let new_bytes = self.bytes - old_len + key.len() + value.len();
-        if new_bytes > self.max_bytes {
-            return Err(format!(
-                "state limit of {} bytes exceeded (would be {new_bytes})",
-                self.max_bytes
-            ));
+    /// Host memory charged for this state, journal and marks included.
+    pub fn charged_bytes(&self) -> usize {
+        self.charged
+    }
+
+    /// Charges `add` bytes (after freeing `free`), or explains the limit.
+    fn charge(&mut self, free: usize, add: usize) -> Result<(), LimitHit> {
+        let total = self.charged - free + add;
+        if total > self.max_bytes {
+            return Err(LimitHit {
+                limit: "state size",
+                detail: format!(
+                    "state limit of {} bytes exceeded (would be {total}, counting keys, values, \
+                     timers, the call's undo journal and checkpoint marks)",
+                    self.max_bytes
+                ),
+            });
         }
-        self.bytes = new_bytes;
-        self.dirty_keys.insert(key.clone());
-        let old = self.values.insert(key.clone(), value);
-        self.undo.push(Undo::Value { key, old });
+        self.charged = total;
         Ok(())
     }
 
-    pub fn delete(&mut self, key: &[u8]) {
-        if let Some(old) = self.values.remove(key) {
-            self.bytes -= key.len() + old.len();
-            self.dirty_keys.insert(key.to_vec());
-            self.undo.push(Undo::Value {
-                key: key.to_vec(),
-                old: Some(old),
-            });
+    /// The cost of journaling `key`'s current value and marking it for the
+    /// next checkpoint, where not done yet in this call.
+    fn key_marks_cost(&self, key: &[u8]) -> usize {
+        let journal = if self.journal.values.contains_key(key) {
+            0
+        } else {
+            mark_cost(key, self.values.get(key).map(Vec::as_slice))
+        };
+        let dirty = if self.dirty_keys.contains(key) {
+            0
+        } else {
+            mark_cost(key, None)
+        };
+        journal + dirty
+    }
+
+    /// Journals `key`'s value from before the call (taking `old`, its
+    /// current value, when this is the first change) and marks it dirty.
+    /// The cost was charged by the caller.
+    fn mark_key(&mut self, key: &[u8], old: Option<Vec<u8>>) {
+        if !self.journal.values.contains_key(key) {
+            self.journal.values.insert(key.to_vec(), old);
         }
+        if !self.dirty_keys.contains(key) {
+            self.dirty_keys.insert(key.to_vec());
+        }
+    }
+
+    /// Stores a value, or explains which limit it would break.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), LimitHit> {
+        let free = self.values.get(&key).map_or(0, |v| stored_cost(&key, v));
+        self.charge(free, stored_cost(&key, &value) + self.key_marks_cost(&key))?;
+        let old = self.values.insert(key.clone(), value);
+        let first_change = !self.journal.values.contains_key(&key);
+        // Only the value from before the call is journaled; a later one is
+        // dropped, and the journal's charge was for the original.
+        self.mark_key(&key, if first_change { old } else { None });
+        Ok(())
+    }
+
+    /// Deletes a key. Refused only when journaling and marking the change
+    /// would pass the limit (they cost a little more than the entry frees).
+    pub fn delete(&mut self, key: &[u8]) -> Result<(), LimitHit> {
+        let Some(free) = self.values.get(key).map(|v| stored_cost(key, v)) else {
+            return Ok(());
+        };
+        self.charge(free, self.key_marks_cost(key))?;
+        let old = self.values.remove(key);
+        let first_change = !self.journal.values.contains_key(key);
+        self.mark_key(key, if first_change { old } else { None });
+        Ok(())
     }
 
     pub fn watermark(&self) -> i64 {
@@ -106,72 +196,115 @@ impl KeyedState {
     /// Moves the watermark forward (never back).
     pub fn advance_watermark(&mut self, to: i64) {
         if to > self.watermark {
-            self.undo.push(Undo::Watermark(self.watermark));
+            self.journal.watermark.get_or_insert(self.watermark);
             self.watermark = to;
         }
     }
 
-    pub fn set_timer(&mut self, key: Vec<u8>, at: i64) -> Result<(), String> {
+    /// The cost of journaling and marking a timer, where not done yet.
+    fn timer_marks_cost(&self, entry: &(i64, Vec<u8>)) -> usize {
+        let journal = if self.journal.timers.contains_key(entry) {
+            0
+        } else {
+            mark_cost(&entry.1, None)
+        };
+        let dirty = if self.dirty_timers.contains(entry) {
+            0
+        } else {
+            mark_cost(&entry.1, None)
+        };
+        journal + dirty
+    }
+
+    /// Journals whether the timer was set before the call and marks it.
+    fn mark_timer(&mut self, entry: &(i64, Vec<u8>), was_set: bool) {
+        if !self.journal.timers.contains_key(entry) {
+            self.journal.timers.insert(entry.clone(), was_set);
+        }
+        if !self.dirty_timers.contains(entry) {
+            self.dirty_timers.insert(entry.clone());
+        }
+    }
+
+    pub fn set_timer(&mut self, key: Vec<u8>, at: i64) -> Result<(), LimitHit> {
+        let entry = (at, key);
+        if self.timers.contains(&entry) {
+            return Ok(());
+        }
         if self.timers.len() >= self.max_timers {
-            return Err(format!("timer limit of {} exceeded", self.max_timers));
+            return Err(LimitHit {
+                limit: "pending timers",
+                detail: format!("timer limit of {} exceeded", self.max_timers),
+            });
         }
-        if self.timers.insert((at, key.clone())) {
-            self.dirty_timers.insert((at, key.clone()));
-            self.undo.push(Undo::TimerAdded(at, key));
-        }
+        self.charge(0, timer_cost(&entry.1) + self.timer_marks_cost(&entry))?;
+        self.mark_timer(&entry, false);
+        self.timers.insert(entry);
         Ok(())
     }
 
-    pub fn cancel_timer(&mut self, key: Vec<u8>, at: i64) {
+    /// Cancels a timer; refused like [`delete`](Self::delete).
+    pub fn cancel_timer(&mut self, key: Vec<u8>, at: i64) -> Result<(), LimitHit> {
         let entry = (at, key);
-        if self.timers.remove(&entry) {
-            self.dirty_timers.insert(entry.clone());
-            self.undo.push(Undo::TimerRemoved(entry.0, entry.1));
+        if !self.timers.contains(&entry) {
+            return Ok(());
         }
+        self.charge(timer_cost(&entry.1), self.timer_marks_cost(&entry))?;
+        self.mark_timer(&entry, true);
+        self.timers.remove(&entry);
+        Ok(())
     }
 
     /// Removes and returns the timers due at the current watermark, in
-    /// order of time, then key.
+    /// order of time, then key. Their journal entries and marks are charged
+    /// without a check (the host, not the guest, asks for this): the next
+    /// change the guest makes sees the total.
     pub fn take_due_timers(&mut self) -> Vec<(i64, Vec<u8>)> {
         let mut due = Vec::new();
         while let Some(first) = self.timers.first() {
             if first.0 > self.watermark {
                 break;
             }
-            let (at, key) = self.timers.pop_first().expect("just looked at it");
-            self.dirty_timers.insert((at, key.clone()));
-            self.undo.push(Undo::TimerRemoved(at, key.clone()));
-            due.push((at, key));
+            let entry = first.clone();
+            self.charged = self.charged - timer_cost(&entry.1) + self.timer_marks_cost(&entry);
+            self.mark_timer(&entry, true);
+            self.timers.remove(&entry);
+            due.push(entry);
         }
         due
     }
 
     /// Makes this call's changes permanent.
     pub fn commit(&mut self) {
-        self.undo.clear();
+        let journal = std::mem::take(&mut self.journal);
+        self.charged -= journal_cost(&journal);
     }
 
     /// Undoes every change since the last commit.
     pub fn rollback(&mut self) {
-        while let Some(undo) = self.undo.pop() {
-            match undo {
-                Undo::Value { key, old } => {
-                    if let Some(v) = self.values.remove(&key) {
-                        self.bytes -= key.len() + v.len();
-                    }
-                    if let Some(old) = old {
-                        self.bytes += key.len() + old.len();
-                        self.values.insert(key, old);
-                    }
-                }
-                Undo::TimerAdded(at, key) => {
-                    self.timers.remove(&(at, key));
-                }
-                Undo::TimerRemoved(at, key) => {
-                    self.timers.insert((at, key));
-                }
-                Undo::Watermark(w) => self.watermark = w,
+        let journal = std::mem::take(&mut self.journal);
+        self.charged -= journal_cost(&journal);
+        for (key, old) in journal.values {
+            if let Some(current) = self.values.remove(&key) {
+                self.charged -= stored_cost(&key, &current);
             }
+            if let Some(old) = old {
+                self.charged += stored_cost(&key, &old);
+                self.values.insert(key, old);
+            }
+        }
+        for (entry, was_set) in journal.timers {
+            let is_set = self.timers.contains(&entry);
+            if was_set && !is_set {
+                self.charged += timer_cost(&entry.1);
+                self.timers.insert(entry);
+            } else if !was_set && is_set {
+                self.charged -= timer_cost(&entry.1);
+                self.timers.remove(&entry);
+            }
+        }
+        if let Some(watermark) = journal.watermark {
+            self.watermark = watermark;
         }
     }
 
@@ -180,6 +313,11 @@ impl KeyedState {
     pub fn take_delta(&mut self) -> StateDelta {
         let keys = std::mem::take(&mut self.dirty_keys);
         let timers = std::mem::take(&mut self.dirty_timers);
+        self.charged -= keys.iter().map(|k| mark_cost(k, None)).sum::<usize>();
+        self.charged -= timers
+            .iter()
+            .map(|(_, k)| mark_cost(k, None))
+            .sum::<usize>();
         StateDelta {
             values: keys
                 .into_iter()
@@ -222,19 +360,22 @@ impl KeyedState {
         for (key, value) in delta.values {
             let key = key.into_vec();
             if let Some(old) = self.values.remove(&key) {
-                self.bytes -= key.len() + old.len();
+                self.charged -= stored_cost(&key, &old);
             }
             if let Some(value) = value {
-                self.bytes += key.len() + value.len();
+                self.charged += stored_cost(&key, &value);
                 self.values.insert(key, value.into_vec());
             }
         }
         for (at, key, set) in delta.timers {
             let entry = (at, key.into_vec());
             if set {
-                self.timers.insert(entry);
-            } else {
-                self.timers.remove(&entry);
+                if !self.timers.contains(&entry) {
+                    self.charged += timer_cost(&entry.1);
+                    self.timers.insert(entry);
+                }
+            } else if self.timers.remove(&entry) {
+                self.charged -= timer_cost(&entry.1);
             }
         }
         self.watermark = delta.watermark;
@@ -255,9 +396,36 @@ impl KeyedState {
     }
 }
 
+/// What a journal is charged (see [`KeyedState::charge`]).
+fn journal_cost(journal: &Journal) -> usize {
+    let values: usize = journal
+        .values
+        .iter()
+        .map(|(k, old)| mark_cost(k, old.as_deref()))
+        .sum();
+    let timers: usize = journal.timers.keys().map(|(_, k)| mark_cost(k, None)).sum();
+    values + timers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the charge should be, recomputed from scratch.
+    fn recount(s: &KeyedState) -> usize {
+        let values: usize = s.values.iter().map(|(k, v)| stored_cost(k, v)).sum();
+        let timers: usize = s.timers.iter().map(|(_, k)| timer_cost(k)).sum();
+        let dirty: usize = s
+            .dirty_keys
+            .iter()
+            .map(|k| mark_cost(k, None))
+            .sum::<usize>()
+            + s.dirty_timers
+                .iter()
+                .map(|(_, k)| mark_cost(k, None))
+                .sum::<usize>();
+        values + timers + dirty + journal_cost(&s.journal)
+    }
 
     #[test]
     fn rollback_restores_values_timers_and_watermark() {
@@ -265,17 +433,24 @@ mod tests {
         s.put(b"a".to_vec(), b"1".to_vec()).unwrap();
         s.set_timer(b"a".to_vec(), 10).unwrap();
         s.commit();
+        s.take_delta();
         s.put(b"a".to_vec(), b"2".to_vec()).unwrap();
         s.put(b"b".to_vec(), b"3".to_vec()).unwrap();
-        s.delete(b"a");
+        s.delete(b"a").unwrap();
         s.advance_watermark(20);
         assert_eq!(s.take_due_timers(), vec![(10, b"a".to_vec())]);
+        s.set_timer(b"c".to_vec(), 30).unwrap();
+        assert_eq!(s.charged_bytes(), recount(&s));
         s.rollback();
         assert_eq!(s.get(b"a"), Some(&b"1".to_vec()));
         assert_eq!(s.get(b"b"), None);
+        assert_eq!((s.watermark(), s.timer_count()), (NO_WATERMARK, 1));
+        assert_eq!(s.charged_bytes(), recount(&s));
+        s.take_delta();
         assert_eq!(
-            (s.watermark(), s.timer_count(), s.bytes),
-            (NO_WATERMARK, 1, 2)
+            s.charged_bytes(),
+            stored_cost(b"a", b"1") + timer_cost(b"a"),
+            "after a rollback and a checkpoint only the stored entries are charged"
         );
     }
 
@@ -288,7 +463,7 @@ mod tests {
         let snapshot = live.snapshot();
         live.take_delta();
         live.put(b"b".to_vec(), b"2".to_vec()).unwrap();
-        live.delete(b"a");
+        live.delete(b"a").unwrap();
         live.advance_watermark(20);
         assert_eq!(live.take_due_timers(), vec![(10, b"a".to_vec())]);
         live.set_timer(b"b".to_vec(), 30).unwrap();
@@ -299,20 +474,64 @@ mod tests {
         rebuilt.apply(snapshot);
         rebuilt.apply(delta);
         assert_eq!(rebuilt.snapshot(), live.snapshot());
-        assert_eq!(rebuilt.bytes, live.bytes);
+        assert_eq!(rebuilt.charged_bytes(), live.charged_bytes());
         assert_eq!(live.take_delta().values, vec![], "taking a delta resets it");
     }
 
     #[test]
     fn limits_are_enforced() {
-        let mut s = KeyedState::new(10, 1);
+        let room = stored_cost(b"k", &[0; 9]) + 2 * mark_cost(b"k", None);
+        let mut s = KeyedState::new(room, 1);
         assert!(s.put(b"k".to_vec(), vec![0; 9]).is_ok());
         assert!(s.put(b"j".to_vec(), vec![0; 1]).is_err());
         assert!(
             s.put(b"k".to_vec(), vec![0; 8]).is_ok(),
             "replacing frees the old value"
         );
+        s.commit();
+        s.set_timer(b"k".to_vec(), 1).unwrap_err();
+        let mut s = KeyedState::new(1 << 20, 1);
         s.set_timer(b"k".to_vec(), 1).unwrap();
-        assert!(s.set_timer(b"k".to_vec(), 2).is_err());
+        assert!(s.set_timer(b"k".to_vec(), 2).is_err(), "timer count limit");
+    }
+
+    #[test]
+    fn repeated_puts_to_one_key_journal_its_old_value_once() {
+        let value = vec![7; 1 << 20];
+        let mut s = KeyedState::new(4 << 20, 10);
+        for _ in 0..150 {
+            s.put(b"k".to_vec(), value.clone())
+                .expect("one key's value is charged once however often it is replaced");
+        }
+        assert!(s.charged_bytes() < (1 << 20) + 1024);
+        s.rollback();
+        assert_eq!(s.get(b"k"), None);
+        assert_eq!(s.charged_bytes(), recount(&s));
+    }
+
+    #[test]
+    fn many_small_keys_are_charged_with_their_overhead() {
+        let mut s = KeyedState::new(1 << 20, 10);
+        let mut stored = 0;
+        while s.put(format!("{stored:08}").into_bytes(), vec![1]).is_ok() {
+            stored += 1;
+        }
+        // 8-byte keys with 1-byte values: far fewer than 1 MiB / 9 bytes.
+        assert!(stored < (1 << 20) / (STORED_ENTRY_OVERHEAD + 2 * MARK_OVERHEAD) + 1);
+        assert_eq!(s.charged_bytes(), recount(&s));
+    }
+
+    #[test]
+    fn timer_keys_are_charged() {
+        let mut s = KeyedState::new(1 << 20, 1_000_000);
+        let key = vec![b't'; 100 << 10];
+        let mut set = 0;
+        while s.set_timer(key.clone(), set).is_ok() {
+            set += 1;
+        }
+        assert!(set < 10, "ten 100 KiB timer keys cannot fit in 1 MiB");
+        s.commit();
+        s.take_delta();
+        assert_eq!(s.charged_bytes(), recount(&s));
     }
 }

@@ -8,18 +8,37 @@ mod state;
 mod timers;
 mod wasi;
 
-use wasmtime::ResourceLimiter;
+use std::time::Instant;
+
+use wasmtime::component::Linker;
 use wasmtime::component::ResourceTable;
+use wasmtime::{CallHook, ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use weir::operator::types::Level;
+
 pub use keyed::{KeyedState, StateDelta};
+pub use log::LogBudget;
+use wasi::link_never_blocking_clocks;
+
+/// Fuel charged per nanosecond the host spends in a call from the guest
+/// (logging, state, WASI): about what the guest's own instructions cost
+/// per nanosecond here, so one budget bounds both.
+pub const FUEL_PER_HOST_NS: u64 = 1;
 
 wasmtime::component::bindgen!({
     world: "operator",
     path: "../wit",
     imports: { default: trappable },
 });
+
+/// What an operator keeps across instances (an instance that trapped is
+/// replaced): its keyed state and its log budget.
+pub struct Carried {
+    pub keyed: KeyedState,
+    pub log_rate: LogBudget,
+}
 
 /// Everything an instance's store holds.
 pub struct HostState {
@@ -35,6 +54,11 @@ pub struct HostState {
     pub keyed: KeyedState,
     /// Log messages left in this call.
     log_budget: usize,
+    /// Log bytes per second, over time.
+    log_rate: LogBudget,
+    /// When the guest's current call into the host began (see
+    /// [`charge_host_time`]).
+    host_entered: Option<Instant>,
     /// What the guest reported just before trapping (the SDK's panic hook).
     pub fatal: Option<(Option<u64>, String)>,
     max_memory_bytes: usize,
@@ -48,7 +72,7 @@ pub struct HostState {
 impl HostState {
     pub fn new(
         operator: &str,
-        keyed: KeyedState,
+        carried: Carried,
         max_memory_bytes: usize,
         max_stdio_bytes: usize,
     ) -> HostState {
@@ -61,13 +85,23 @@ impl HostState {
             stdout,
             stderr,
             stdio_logged: (0, 0),
-            keyed,
+            keyed: carried.keyed,
             log_budget: 0,
+            log_rate: carried.log_rate,
+            host_entered: None,
             fatal: None,
             max_memory_bytes,
             max_stdio_bytes,
             memory_denied: None,
             limit_hit: None,
+        }
+    }
+
+    /// What outlives this instance.
+    pub fn into_carried(self) -> Carried {
+        Carried {
+            keyed: self.keyed,
+            log_rate: self.log_rate,
         }
     }
 
@@ -93,22 +127,62 @@ impl HostState {
             .any(|p| p.contents().len() >= self.max_stdio_bytes)
     }
 
-    /// Copies what the guest printed since the last call into the host's log.
+    /// Copies what the guest printed since the last call into the host's
+    /// log, line by line, through the same budgets as its log messages.
     pub fn drain_stdio(&mut self) {
-        for (name, pipe, logged) in [
+        let mut printed = Vec::new();
+        for (stream, pipe, logged) in [
             ("stdout", &self.stdout, &mut self.stdio_logged.0),
             ("stderr", &self.stderr, &mut self.stdio_logged.1),
         ] {
             let contents = pipe.contents();
             if contents.len() > *logged {
-                let text = String::from_utf8_lossy(&contents[*logged..]);
-                for line in text.lines() {
-                    tracing::info!(operator = %self.operator, stream = name, "{line}");
-                }
+                printed.push((stream, contents.slice(*logged..)));
                 *logged = contents.len();
             }
         }
+        for (stream, bytes) in printed {
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                self.guest_line(Level::Info, Some(stream), line);
+            }
+        }
     }
+}
+
+/// The store's call hook: charges the time the host spends in each call
+/// from the guest (copying a large log message, cloning state, WASI work)
+/// to the call's fuel, at [`FUEL_PER_HOST_NS`], so a guest cannot make
+/// the host work outside its CPU budget. Once the fuel is gone the guest
+/// traps at its next instruction ("CPU per call").
+pub fn charge_host_time(
+    mut store: StoreContextMut<'_, HostState>,
+    hook: CallHook,
+) -> wasmtime::Result<()> {
+    match hook {
+        CallHook::CallingHost => store.data_mut().host_entered = Some(Instant::now()),
+        CallHook::ReturningFromHost => {
+            if let Some(entered) = store.data_mut().host_entered.take() {
+                let spent = u64::try_from(entered.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let fuel = store.get_fuel()?;
+                store.set_fuel(fuel.saturating_sub(spent.saturating_mul(FUEL_PER_HOST_NS)))?;
+            }
+        }
+        CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+    }
+    Ok(())
+}
+
+/// Links WASI (granting nothing, see `wasi`) and the contract's imports.
+pub fn link(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    wasmtime_wasi::p2::add_to_linker_sync(linker)
+        .map_err(anyhow::Error::from)
+        .context("while linking WASI")?;
+    link_never_blocking_clocks(linker).context("while linking the sandbox's clocks")?;
+    Operator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |state| state)
+        .map_err(anyhow::Error::from)
+        .context("while linking the operator contract")?;
+    Ok(())
 }
 
 impl WasiView for HostState {

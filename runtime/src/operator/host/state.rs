@@ -11,11 +11,12 @@ impl Host for HostState {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
         self.keyed
             .put(key, value)
-            .map_err(|e| self.refuse("state size", e))
+            .map_err(|hit| self.refuse(hit.limit, hit.detail))
     }
 
     fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
-        self.keyed.delete(&key);
-        Ok(())
+        self.keyed
+            .delete(&key)
+            .map_err(|hit| self.refuse(hit.limit, hit.detail))
     }
 }

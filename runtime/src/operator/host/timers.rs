@@ -13,11 +13,12 @@ impl Host for HostState {
     fn set(&mut self, key: Vec<u8>, at: i64) -> wasmtime::Result<()> {
         self.keyed
             .set_timer(key, at)
-            .map_err(|e| self.refuse("pending timers", e))
+            .map_err(|hit| self.refuse(hit.limit, hit.detail))
     }
 
     fn cancel(&mut self, key: Vec<u8>, at: i64) -> wasmtime::Result<()> {
-        self.keyed.cancel_timer(key, at);
-        Ok(())
+        self.keyed
+            .cancel_timer(key, at)
+            .map_err(|hit| self.refuse(hit.limit, hit.detail))
     }
 }
