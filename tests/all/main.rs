@@ -13,6 +13,7 @@ mod log_torn_writes;
 mod operator_examples;
 mod operators;
 mod pipelines;
+mod sandbox_served;
 mod support;
 mod tenancy;
 mod weir_run;

@@ -111,15 +111,25 @@ impl WeirServer {
         child.wait().expect("reap the server");
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Stops the server with SIGTERM and checks it exits cleanly.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.stop_within(Duration::from_secs(30));
+    }
+
+    /// Like `stop`, but it must exit within `limit`.
+    pub fn stop_within(mut self, limit: Duration) {
         let mut child = self.child.take().expect("running");
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .expect("send SIGTERM");
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().expect("poll the server") {
                 assert!(
@@ -130,7 +140,7 @@ impl WeirServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "weir serve did not stop on SIGTERM"
+                "weir serve did not stop within {limit:?} of SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -43,7 +43,8 @@ impl LogBudget {
             tokens: rate * 10.0,
             refilled: now,
             dropped: 0,
-            reported: now,
+            // The first drop is reported at once.
+            reported: now.checked_sub(DROPPED_REPORT_EVERY).unwrap_or(now),
         }
     }
 
