@@ -125,8 +125,11 @@ impl TopicConfig {
 }
 
 /// Checks a topic name: 1 to 200 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+/// Longest topic name, in bytes.
+pub const MAX_TOPIC_NAME_LEN: usize = 200;
+
 pub fn validate_topic_name(name: &str) -> Result<()> {
-    let reason = if name.is_empty() || name.len() > 200 {
+    let reason = if name.is_empty() || name.len() > MAX_TOPIC_NAME_LEN {
         Some("must be 1 to 200 characters")
     } else if name == "." || name == ".." {
         Some("must not be '.' or '..'")

@@ -200,6 +200,26 @@ fn commit_topic(name: &str) -> String {
     format!("{COMMIT_LOG_PREFIX}{name}")
 }
 
+/// Whether a commit log called `name` can be made, or why not, in words
+/// that do not name the log's internal topics.
+pub fn check_commit_log_name(name: &str) -> Result<(), String> {
+    log_core::validate_topic_name(&commit_topic(name)).map_err(|_| {
+        format!(
+            "{name:?} is not valid as a commit log name: at most {} characters of A-Z, a-z, \
+             0-9, '.', '_' and '-'",
+            log_core::MAX_TOPIC_NAME_LEN - COMMIT_LOG_PREFIX.len()
+        )
+    })
+}
+
+/// A commit-log operation's error as users see it: naming the commit log,
+/// not the internal topic that holds it.
+pub fn describe_commit_log_error(name: &str, error: &LogError) -> String {
+    error
+        .to_string()
+        .replace(&commit_topic(name), &format!("commit log {name}"))
+}
+
 #[async_trait]
 impl StreamLog for EmbeddedLog {
     async fn create_topic(&self, name: &str, config: TopicConfig) -> LogResult<TopicInfo> {

@@ -511,7 +511,7 @@ fn check_outcome(
     let mut output = CallOutput::default();
     let mut records = 0;
     for emitted in outcome.emitted {
-        check_output_name(&emitted.output)?;
+        check_output_name(&emitted.output).map_err(OperatorError::BadOutput)?;
         let batch = Batch::from_new(emitted.batch).map_err(|e| {
             OperatorError::BadOutput(format!("batch for output {:?}: {e}", emitted.output))
         })?;
@@ -574,7 +574,10 @@ fn check_rejections(
         .collect())
 }
 
-fn check_output_name(name: &str) -> Result<(), OperatorError> {
+/// Checks an output name as the contract defines it (`wit/operator.wit`):
+/// 1 to 64 characters of `[A-Za-z0-9._-]`. Pipeline specs are checked with
+/// it too, so a spec cannot route an output no operator can emit.
+pub fn check_output_name(name: &str) -> Result<(), String> {
     let valid = (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -582,9 +585,9 @@ fn check_output_name(name: &str) -> Result<(), OperatorError> {
     if valid {
         Ok(())
     } else {
-        Err(OperatorError::BadOutput(format!(
+        Err(format!(
             "output name {:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
             name.chars().take(80).collect::<String>()
-        )))
+        ))
     }
 }

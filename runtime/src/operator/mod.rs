@@ -20,7 +20,7 @@ pub mod module;
 pub use engine::OperatorEngine;
 pub use error::OperatorError;
 pub use host::{KeyedState, StateDelta};
-pub use instance::{CallOutput, InstanceOptions, OperatorInstance, Rejection};
+pub use instance::{CallOutput, InstanceOptions, OperatorInstance, Rejection, check_output_name};
 pub use limits::Limits;
 pub use module::OperatorModule;
 

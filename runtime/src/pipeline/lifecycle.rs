@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use log_core::{Cleanup, Durability, validate_topic_name};
+use log_core::{Cleanup, Durability};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -41,7 +41,7 @@ use super::task::{self, Control, StagePlan, TaskKey, TaskSetup, commit_log_name}
 use crate::files::{remove_durably, write_durably};
 use crate::modules::{ModuleError, ModuleStore, now_ms};
 use crate::operator::{InstanceOptions, OperatorInstance};
-use crate::stream_log::StreamLog;
+use crate::stream_log::{StreamLog, check_commit_log_name};
 
 /// What can go wrong managing pipelines.
 #[derive(Debug, thiserror::Error)]
@@ -308,14 +308,12 @@ impl Pipelines {
             self.log
                 .topic(input)
                 .map_err(|e| PipelineError::Invalid(format!("input topic: {e}")))?;
-            validate_topic_name(&format!("__commits.{}", commit_log_name(name, input))).map_err(
-                |_| {
-                    PipelineError::Invalid(format!(
-                        "pipeline name {name:?} and input topic {input:?} are too long together \
-                         (at most 189 characters)"
-                    ))
-                },
-            )?;
+            check_commit_log_name(&commit_log_name(name, input)).map_err(|e| {
+                PipelineError::Invalid(format!(
+                    "pipeline name {name:?} and input topic {input:?} together name its \
+                     commit log: {e}"
+                ))
+            })?;
         }
         for output in spec.output_topics() {
             self.log

@@ -218,6 +218,10 @@ impl PipelineSpec {
         };
         for (i, stage) in self.stages.iter().enumerate() {
             ModuleRef::parse(&stage.module).map_err(|e| format!("stage {}: {e}", i + 1))?;
+            for output in stage.outputs.keys() {
+                crate::operator::check_output_name(output)
+                    .map_err(|e| format!("stage {}: {e}", i + 1))?;
+            }
             if i < last && stage.outputs.contains_key(crate::operator::MAIN_OUTPUT) {
                 return Err(format!(
                     "stage {}: its main output flows to the next stage and cannot also go to a topic",
@@ -306,6 +310,16 @@ mod tests {
         let mut bad_module = base();
         bad_module.stages[0].module = "m@0".into();
         assert!(bad_module.check().unwrap_err().contains("version"));
+        for name in ["", "has space", "ümlaut", &"x".repeat(65)] {
+            let mut bad_output = base();
+            bad_output.stages[0]
+                .outputs
+                .insert(name.to_string(), "out".into());
+            assert!(
+                bad_output.check().unwrap_err().contains("output name"),
+                "output {name:?} accepted"
+            );
+        }
         let mut no_inputs = base();
         no_inputs.inputs.clear();
         assert!(no_inputs.check().unwrap_err().contains("input"));

@@ -32,7 +32,9 @@ use super::scheduler::CpuScheduler;
 use super::spec::{ErrorPolicy, PipelineSettings, StartAt, StartName};
 use super::stats::{TaskState, TaskStats, bump};
 use crate::operator::{InstanceOptions, OperatorInstance, OperatorModule};
-use crate::stream_log::{CommitLogSettings, MAX_COMMIT_BYTES, StreamLog};
+use crate::stream_log::{
+    CommitLogSettings, MAX_COMMIT_BYTES, StreamLog, describe_commit_log_error,
+};
 
 /// Longest wait for new input before checking the controls again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -166,11 +168,11 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
     };
     log.open_commit_log(&commit_log, input_partitions, commit_settings)
         .await
-        .map_err(|e| format!("opening the commit log: {e}"))?;
+        .map_err(|e| format!("opening: {}", describe_commit_log_error(&commit_log, &e)))?;
     let records = log
         .commits(&commit_log, key.partition)
         .await
-        .map_err(|e| format!("reading the commit log: {e}"))?;
+        .map_err(|e| format!("reading: {}", describe_commit_log_error(&commit_log, &e)))?;
     let mut recovered = Recovered::fold(&records)?;
     // What the commit log holds since its last snapshot counts towards the
     // next one, so a task restarted again and again still snapshots and
@@ -195,7 +197,10 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
             let first = Commit::new(position, producer_id, Vec::new(), Vec::new());
             log.commit(&commit_log, key.partition, first.encode(&[]))
                 .await
-                .map_err(|e| format!("committing the start position: {e}"))?;
+                .map_err(|e| {
+                    let e = describe_commit_log_error(&commit_log, &e);
+                    format!("committing the start position: {e}")
+                })?;
             position
         }
     };
@@ -408,7 +413,9 @@ async fn commit_rounds(
             } => {
                 log.commit(&commit_log, partition, values)
                     .await
-                    .map_err(|e| format!("committing: {e}"))?;
+                    .map_err(|e| {
+                        format!("committing: {}", describe_commit_log_error(&commit_log, &e))
+                    })?;
                 bump(&stats.commits, 1);
                 publish(&*log, &outputs, &stats).await?;
                 stats.position.store(end, Ordering::Relaxed);
@@ -417,10 +424,17 @@ async fn commit_rounds(
                 let offset = log
                     .commit(&commit_log, partition, values)
                     .await
-                    .map_err(|e| format!("committing a snapshot: {e}"))?;
+                    .map_err(|e| {
+                        format!(
+                            "committing a snapshot: {}",
+                            describe_commit_log_error(&commit_log, &e)
+                        )
+                    })?;
                 log.truncate_commits(&commit_log, partition, offset)
                     .await
-                    .map_err(|e| format!("truncating the commit log: {e}"))?;
+                    .map_err(|e| {
+                        format!("truncating: {}", describe_commit_log_error(&commit_log, &e))
+                    })?;
             }
         }
     }
