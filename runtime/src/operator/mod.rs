@@ -3,10 +3,12 @@
 //!
 //! - [`engine`]: the one shared wasmtime engine, linker and epoch ticker
 //! - [`module`]: validating, compiling (with an on-disk cache) and loading modules
+//! - `artifact`, `cache`: compiled modules as checksummed bytes, and on disk
 //! - [`instance`]: an operator instance: calls, limits, state, timers, recovery from traps
 //! - `host`: the store's data and the contract's imports, one interface per file
 //! - [`limits`], [`error`]
 
+mod artifact;
 mod cache;
 pub mod engine;
 pub mod error;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::OperatorError;
+use super::artifact::{self, ModuleDigest};
 use super::engine::OperatorEngine;
 use super::host::OperatorPre;
 
@@ -60,25 +61,27 @@ pub(crate) fn load(
         });
     }
     check_header(bytes)?;
-    let digest = hex::encode(Sha256::digest(bytes));
+    let digest: ModuleDigest = Sha256::digest(bytes).into();
     let shared = &engine.shared;
     let cached = shared
         .cache
         .as_ref()
         .and_then(|c| c.get(&shared.engine, &digest));
-    let fresh = cached.is_none();
-    let component = match cached {
-        Some(component) => component,
-        None => compile(
-            &shared.engine,
-            bytes,
-            Duration::from_millis(limits.max_compile_ms),
-        )?,
+    let (component, fresh) = match cached {
+        Some(component) => (component, None),
+        None => {
+            let wall = Duration::from_millis(limits.max_compile_ms);
+            let sealed = compile(&shared.engine, &digest, bytes, wall)?;
+            let component = artifact::load(&shared.engine, &sealed, &digest).map_err(|e| {
+                OperatorError::Host(format!("the compiler's artifact was refused: {e}"))
+            })?;
+            (component, Some(sealed))
+        }
     };
     // Checked on every load, so a cache written under older rules is no loophole.
     check_world(&shared.engine, &component)?;
-    if let (true, Some(cache)) = (fresh, &shared.cache) {
-        cache.put(&digest, &component);
+    if let (Some(sealed), Some(cache)) = (fresh, &shared.cache) {
+        cache.put(&digest, &sealed);
     }
     let pre = shared
         .linker
@@ -87,7 +90,7 @@ pub(crate) fn load(
         .map_err(|e| OperatorError::InvalidModule(format!("{e:#}")))?;
     Ok(Arc::new(OperatorModule {
         name: name.to_string(),
-        digest,
+        digest: hex::encode(digest),
         engine: engine.clone(),
         pre,
     }))
@@ -116,22 +119,24 @@ fn check_header(bytes: &[u8]) -> Result<(), OperatorError> {
 }
 
 /// Compiles on a separate thread so that a compilation taking longer than
-/// `limit` can be abandoned (it finishes in the background, unused).
+/// `limit` can be abandoned (it finishes in the background, unused);
+/// returns the sealed artifact.
 fn compile(
     engine: &wasmtime::Engine,
+    module: &ModuleDigest,
     bytes: &[u8],
     limit: Duration,
-) -> Result<Component, OperatorError> {
+) -> Result<Vec<u8>, OperatorError> {
     let (done, result) = mpsc::channel();
     let (engine, bytes) = (engine.clone(), bytes.to_vec());
     std::thread::Builder::new()
         .name("weir-compile".into())
         .spawn(move || {
-            let _ = done.send(Component::new(&engine, &bytes));
+            let _ = done.send(engine.precompile_component(&bytes));
         })
         .map_err(|e| OperatorError::Host(format!("cannot start a compile thread: {e}")))?;
     match result.recv_timeout(limit) {
-        Ok(Ok(component)) => Ok(component),
+        Ok(Ok(serialized)) => Ok(artifact::seal(module, &serialized)),
         Ok(Err(e)) => Err(OperatorError::InvalidModule(format!("{e:#}"))),
         Err(_) => Err(OperatorError::CompileTimeout {
             max_ms: limit.as_millis() as u64,
