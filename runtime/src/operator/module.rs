@@ -1,14 +1,14 @@
-//! Loading a module: checks, compilation (once, cached by digest) and the
-//! pre-linked form instances are made from.
+//! Loading a module: checks, compilation (once, cached by digest; where
+//! and within which limits is `compile.rs`'s business) and the pre-linked
+//! form instances are made from.
 //!
 //! Refused with a clear message: too large; not WebAssembly; a core module
 //! instead of a component; a component that does not compile; one that
 //! imports anything outside WASI preview 2 and the contract (the unknown
 //! imports are listed); one that does not export the operator world;
-//! one whose compilation takes longer than the limit.
+//! one whose compilation exceeds a limit (the limit is named).
 
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -16,6 +16,7 @@ use wasmtime::component::Component;
 
 use super::OperatorError;
 use super::artifact::{self, ModuleDigest};
+use super::compile::Compiler;
 use super::engine::OperatorEngine;
 use super::host::OperatorPre;
 
@@ -48,8 +49,21 @@ impl std::fmt::Debug for OperatorModule {
     }
 }
 
+/// Loads a module the caller trusts, compiling it in this process.
 pub(crate) fn load(
     engine: &OperatorEngine,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Arc<OperatorModule>, OperatorError> {
+    load_with(engine, &Compiler::in_process(), None, name, bytes)
+}
+
+/// Loads a module, compiling it with `compiler` in `tenant`'s queue unless
+/// the cache has it.
+pub(crate) fn load_with(
+    engine: &OperatorEngine,
+    compiler: &Compiler,
+    tenant: Option<&str>,
     name: &str,
     bytes: &[u8],
 ) -> Result<Arc<OperatorModule>, OperatorError> {
@@ -71,7 +85,7 @@ pub(crate) fn load(
         Some(component) => (component, None),
         None => {
             let wall = Duration::from_millis(limits.max_compile_ms);
-            let sealed = compile(&shared.engine, &digest, bytes, wall)?;
+            let sealed = compiler.compile(&shared.engine, tenant, &digest, bytes, wall)?;
             let component = artifact::load(&shared.engine, &sealed, &digest).map_err(|e| {
                 OperatorError::Host(format!("the compiler's artifact was refused: {e}"))
             })?;
@@ -115,32 +129,6 @@ fn check_header(bytes: &[u8]) -> Result<(), OperatorError> {
             "unsupported WebAssembly version or layer {:02x?}",
             &bytes[4..8]
         ))),
-    }
-}
-
-/// Compiles on a separate thread so that a compilation taking longer than
-/// `limit` can be abandoned (it finishes in the background, unused);
-/// returns the sealed artifact.
-fn compile(
-    engine: &wasmtime::Engine,
-    module: &ModuleDigest,
-    bytes: &[u8],
-    limit: Duration,
-) -> Result<Vec<u8>, OperatorError> {
-    let (done, result) = mpsc::channel();
-    let (engine, bytes) = (engine.clone(), bytes.to_vec());
-    std::thread::Builder::new()
-        .name("weir-compile".into())
-        .spawn(move || {
-            let _ = done.send(engine.precompile_component(&bytes));
-        })
-        .map_err(|e| OperatorError::Host(format!("cannot start a compile thread: {e}")))?;
-    match result.recv_timeout(limit) {
-        Ok(Ok(serialized)) => Ok(artifact::seal(module, &serialized)),
-        Ok(Err(e)) => Err(OperatorError::InvalidModule(format!("{e:#}"))),
-        Err(_) => Err(OperatorError::CompileTimeout {
-            max_ms: limit.as_millis() as u64,
-        }),
     }
 }
 

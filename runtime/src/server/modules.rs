@@ -45,9 +45,12 @@ pub async fn put(
         }
     }
     let modules = app.modules.clone();
-    let (version, new) = tokio::task::spawn_blocking(move || modules.put(&module_name, &bytes))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let tenant = ns.tenant_name().map(str::to_string);
+    let (version, new) = tokio::task::spawn_blocking(move || {
+        modules.put_for(tenant.as_deref(), &module_name, &bytes)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let status = if new {
         StatusCode::CREATED
     } else {
