@@ -98,6 +98,11 @@ impl ModuleStore {
         })
     }
 
+    /// The largest module the engine accepts, in bytes.
+    pub fn max_module_bytes(&self) -> usize {
+        self.engine.limits().max_module_bytes
+    }
+
     /// Compiles modules with `compiler` from now on.
     pub fn with_compiler(mut self, compiler: Compiler) -> ModuleStore {
         self.compiler = compiler;

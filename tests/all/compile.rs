@@ -1,6 +1,7 @@
 //! Compiling untrusted modules: compile bombs stopped at their limits in a
 //! child process while the server and other uploads go on, damaged cache
-//! entries refused and recompiled. Against the real `weir` binary (its `__compile` child included).
+//! entries refused and recompiled, oversize uploads answered with 413.
+//! Against the real `weir` binary (its `__compile` child included).
 
 use std::time::{Duration, Instant};
 
@@ -370,4 +371,36 @@ fn damaged_cache_entries_are_refused_by_the_library_too() {
     let out = op.process(&[input(0, &[(None, r#"{"a":1}"#, 0)])]).unwrap();
     assert_eq!(outputs(&out).len(), 1);
     assert_ne!(std::fs::read(&entry).unwrap(), damaged);
+}
+
+#[test]
+fn oversize_uploads_get_413_and_the_server_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    let url = format!("{}/v1/modules/huge", server.url);
+    let huge = vec![0u8; 100 << 20];
+
+    // Announced by Content-Length: refused before it is read.
+    let (status, body) = answer(agent().put(&url).send(&huge[..]));
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        error_of(&body).contains("over the module size limit of 67108864 bytes"),
+        "{body}"
+    );
+    // Sent in chunks without a length: refused once past the limit.
+    let reader = std::io::Cursor::new(huge);
+    let (status, body) = answer(
+        agent()
+            .put(&url)
+            .send(ureq::SendBody::from_owned_reader(reader)),
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        error_of(&body).contains("more than 67108864 bytes, over the module size limit"),
+        "{body}"
+    );
+
+    assert_eq!(server.get("/healthz").0, 200);
+    server.expect(404, server.get("/v1/modules/huge"));
+    server.push_module("filter", "filter");
 }

@@ -10,7 +10,7 @@ pub enum OperatorError {
     #[error("module imports what Weir does not provide: {}", .0.join(", "))]
     UnknownImports(Vec<String>),
 
-    #[error("module of {size} bytes exceeds the limit of {max} bytes")]
+    #[error("module of {size} bytes exceeds the module size limit of {max} bytes")]
     ModuleTooLarge { size: usize, max: usize },
 
     /// Compiling the module went over a limit (`limit`: "CPU time",

@@ -293,13 +293,12 @@ impl Server {
 }
 
 fn router(app: App, config: &ServerConfig) -> Router {
-    let modules = Router::new()
-        .route(
-            "/v1/modules/{name}",
-            put(modules::put).get(modules::get).delete(modules::delete),
-        )
-        // Room for the largest module, so its own check gives the message.
-        .layer(DefaultBodyLimit::max(config.limits.max_module_bytes + 1));
+    // Uploads stream their body and enforce the module size limit
+    // themselves (`modules.rs`), outside the request body limit.
+    let modules = Router::new().route(
+        "/v1/modules/{name}",
+        put(modules::put).get(modules::get).delete(modules::delete),
+    );
     Router::new()
         .route("/v1/topics", post(topics::create).get(topics::list))
         .route(
