@@ -54,7 +54,8 @@ pub const CHILD_COMMAND: &str = "__compile";
 const EXIT_INVALID: u8 = 65;
 const EXIT_OUT_OF_MEMORY: u8 = 66;
 
-/// How much of the child's stderr is kept for the error message.
+/// How much of the child's stderr is kept for the error message (the rest
+/// is read and dropped).
 const MAX_STDERR: u64 = 64 << 10;
 
 /// How often a running child is checked on.
@@ -223,7 +224,7 @@ impl Compiler {
         let stdin = child.0.stdin.take().expect("stdin is piped");
         let stdout = child.0.stdout.take().expect("stdout is piped");
         let stderr = child.0.stderr.take().expect("stderr is piped");
-        // The artifact is bounded by the child's address space.
+        // The artifact cannot be larger than the child's address space.
         let max_output = memory;
         std::thread::scope(|scope| {
             scope.spawn(move || {
@@ -250,12 +251,17 @@ impl Compiler {
                     )));
                 }
             };
-            let errors = String::from_utf8_lossy(&errors.unwrap_or_default())
-                .trim()
-                .to_string();
-            self.judge(status, errors)?;
-            output
-                .map_err(|e| OperatorError::Host(format!("cannot read the compiler's output: {e}")))
+            let (errors, _) = errors.unwrap_or_default();
+            self.judge(status, String::from_utf8_lossy(&errors).trim().to_string())?;
+            match output {
+                Ok((artifact, true)) => Ok(artifact),
+                Ok((_, false)) => Err(OperatorError::Host(format!(
+                    "the compiler's output is larger than {max_output} bytes"
+                ))),
+                Err(e) => Err(OperatorError::Host(format!(
+                    "cannot read the compiler's output: {e}"
+                ))),
+            }
         })
     }
 
@@ -371,14 +377,13 @@ fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<Ex
     }
 }
 
-/// Reads `from` to its end, keeping at most `max` bytes (an error past it).
-fn read_capped(from: impl Read, max: u64) -> std::io::Result<Vec<u8>> {
+/// Reads `from` to its end (so the child never blocks writing), keeping
+/// the first `max` bytes; also says whether that was all.
+fn read_capped(mut from: impl Read, max: u64) -> std::io::Result<(Vec<u8>, bool)> {
     let mut bytes = Vec::new();
-    from.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max {
-        return Err(std::io::Error::other(format!("more than {max} bytes")));
-    }
-    Ok(bytes)
+    (&mut from).take(max).read_to_end(&mut bytes)?;
+    let rest = std::io::copy(&mut from, &mut std::io::sink())?;
+    Ok((bytes, rest == 0))
 }
 
 /// Compiles on a thread so that a compile over `wall` can be abandoned (it
@@ -635,6 +640,14 @@ mod tests {
         );
         let crashed = judged(signal(libc::SIGSEGV), "").unwrap_err();
         assert!(crashed.contains("compiler process failed"), "{crashed}");
+    }
+
+    #[test]
+    fn output_past_the_cap_is_read_to_its_end_but_not_kept() {
+        let (kept, whole) = read_capped(&[1u8; 100][..], 10).unwrap();
+        assert_eq!((kept, whole), (vec![1; 10], false));
+        let (kept, whole) = read_capped(&[1u8; 10][..], 10).unwrap();
+        assert_eq!((kept, whole), (vec![1; 10], true));
     }
 
     #[test]
