@@ -1,6 +1,7 @@
 //! The module store: operator modules uploaded to the server. Every upload
 //! of new bytes is a new version of its name (1, 2, 3...), validated and
-//! compiled before it is accepted, and kept on disk as
+//! compiled before it is accepted (by the store's [`Compiler`]: for a
+//! server, in a child process within limits), and kept on disk as
 //! `<dir>/<name>/<version>.wasm` with a `versions.json` index; compiled
 //! forms come from the engine's artifact cache, so a restart does not
 //! recompile. Uploading the same bytes as the newest version again is a
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::files::{remove_durably, write_durably};
-use crate::operator::{OperatorEngine, OperatorError, OperatorModule};
+use crate::operator::{Compiler, OperatorEngine, OperatorError, OperatorModule};
 use crate::pipeline::spec::{ModuleRef, check_stored_name};
 
 /// One stored version of a module.
@@ -57,12 +58,15 @@ const INDEX: &str = "versions.json";
 pub struct ModuleStore {
     dir: PathBuf,
     engine: OperatorEngine,
+    compiler: Compiler,
     index: Mutex<BTreeMap<String, Vec<ModuleVersion>>>,
     loaded: Mutex<HashMap<(String, u32), Arc<OperatorModule>>>,
 }
 
 impl ModuleStore {
-    /// Opens the store in `dir`, reading every module's index.
+    /// Opens the store in `dir`, reading every module's index. Modules are
+    /// compiled in this process until [`with_compiler`](Self::with_compiler)
+    /// says otherwise.
     pub fn open(dir: PathBuf, engine: OperatorEngine) -> anyhow::Result<ModuleStore> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("while creating {}", dir.display()))?;
@@ -88,14 +92,37 @@ impl ModuleStore {
         Ok(ModuleStore {
             dir,
             engine,
+            compiler: Compiler::in_process(),
             index: Mutex::new(index),
             loaded: Mutex::new(HashMap::new()),
         })
     }
 
+    /// The largest module the engine accepts, in bytes.
+    pub fn max_module_bytes(&self) -> usize {
+        self.engine.limits().max_module_bytes
+    }
+
+    /// Compiles modules with `compiler` from now on.
+    pub fn with_compiler(mut self, compiler: Compiler) -> ModuleStore {
+        self.compiler = compiler;
+        self
+    }
+
     /// Validates, compiles and stores `bytes` as the next version of
     /// `name`; returns it and whether it is new. Blocking (compilation).
     pub fn put(&self, name: &str, bytes: &[u8]) -> Result<(ModuleVersion, bool), ModuleError> {
+        self.put_for(None, name, bytes)
+    }
+
+    /// Like [`put`](Self::put), for `tenant`: its compile waits in the
+    /// tenant's own queue.
+    pub fn put_for(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(ModuleVersion, bool), ModuleError> {
         check_stored_name("module", name).map_err(ModuleError::InvalidName)?;
         let digest = hex::encode(Sha256::digest(bytes));
         if let Some(newest) = self.versions(name).and_then(|v| v.last().cloned())
@@ -104,8 +131,8 @@ impl ModuleStore {
             return Ok((newest, false));
         }
         let module = self
-            .engine
-            .load(name, bytes)
+            .compiler
+            .load(&self.engine, tenant, name, bytes)
             .map_err(|source| ModuleError::Invalid {
                 name: name.to_string(),
                 source,
@@ -180,8 +207,8 @@ impl ModuleStore {
         let bytes =
             std::fs::read(&path).with_context(|| format!("while reading {}", path.display()))?;
         let module = self
-            .engine
-            .load(name, &bytes)
+            .compiler
+            .load(&self.engine, None, name, &bytes)
             .map_err(|source| ModuleError::Invalid {
                 name: name.to_string(),
                 source,

@@ -1,5 +1,6 @@
 //! Weir's integration tests: one binary, one module per area.
 
+mod compile;
 mod exactly_once;
 mod host_work;
 mod http_api;

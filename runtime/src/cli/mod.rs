@@ -8,7 +8,7 @@ mod demo;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::operator::{Limits, OperatorEngine};
+use crate::operator::{Limits, OperatorEngine, compile};
 use crate::run::{RunOptions, run};
 use crate::server::{Server, ServerConfig};
 use anyhow::Context;
@@ -197,6 +197,10 @@ enum Command {
         #[arg(long)]
         fuel_per_call: Option<u64>,
     },
+    /// Compile the module on stdin into a sealed artifact on stdout: the
+    /// server's compiler process (see `operator/compile.rs`), not for people.
+    #[command(name = compile::CHILD_COMMAND, hide = true)]
+    Compile,
 }
 
 #[derive(Subcommand)]
@@ -446,6 +450,7 @@ fn dispatch() -> anyhow::Result<std::process::ExitCode> {
             }
             .map(|()| std::process::ExitCode::SUCCESS)
         }
+        Command::Compile => Ok(compile::child_main()),
         Command::Demo { data_dir, events } => {
             demo::run(&data_dir, events).map(|()| std::process::ExitCode::SUCCESS)
         }

@@ -61,25 +61,7 @@ impl OperatorEngine {
         cache_dir: Option<PathBuf>,
         pool: Option<u32>,
     ) -> anyhow::Result<OperatorEngine> {
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true);
-        if let Some(instances) = pool {
-            let mut pooling = PoolingAllocationConfig::default();
-            pooling
-                .total_component_instances(instances)
-                .total_core_instances(instances * 16)
-                .total_memories(instances * 4)
-                .total_tables(instances * 4)
-                .max_core_instances_per_component(16)
-                .max_memories_per_component(4)
-                .max_tables_per_component(4)
-                .max_memory_size(limits.max_memory_bytes);
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        }
-        let engine = Engine::new(&config)
+        let engine = Engine::new(&wasmtime_config(&limits, pool))
             .map_err(anyhow::Error::from)
             .context("while creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
@@ -119,4 +101,29 @@ fn spawn_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch ticker");
+}
+
+/// The wasmtime configuration of an engine with `limits`, pooled with
+/// `pool` instance slots when given. The compiler process (`compile.rs`)
+/// uses it too: artifacts load only into an engine configured alike.
+pub(crate) fn wasmtime_config(limits: &Limits, pool: Option<u32>) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true);
+    if let Some(instances) = pool {
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(instances)
+            .total_core_instances(instances * 16)
+            .total_memories(instances * 4)
+            .total_tables(instances * 4)
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(4)
+            .max_tables_per_component(4)
+            .max_memory_size(limits.max_memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    }
+    config
 }

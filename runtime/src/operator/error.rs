@@ -10,11 +10,13 @@ pub enum OperatorError {
     #[error("module imports what Weir does not provide: {}", .0.join(", "))]
     UnknownImports(Vec<String>),
 
-    #[error("module of {size} bytes exceeds the limit of {max} bytes")]
+    #[error("module of {size} bytes exceeds the module size limit of {max} bytes")]
     ModuleTooLarge { size: usize, max: usize },
 
-    #[error("module took longer than {max_ms} ms to compile")]
-    CompileTimeout { max_ms: u64 },
+    /// Compiling the module went over a limit (`limit`: "CPU time",
+    /// "memory" or "wall-clock time"; `max`: its value with its unit).
+    #[error("module compilation stopped at its {limit} limit of {max}")]
+    CompileLimit { limit: &'static str, max: String },
 
     #[error("operator refused its configuration: {0}")]
     Config(String),

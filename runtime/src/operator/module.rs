@@ -1,20 +1,22 @@
-//! Loading a module: checks, compilation (once, cached by digest) and the
-//! pre-linked form instances are made from.
+//! Loading a module: checks, compilation (once, cached by digest; where
+//! and within which limits is `compile.rs`'s business) and the pre-linked
+//! form instances are made from.
 //!
 //! Refused with a clear message: too large; not WebAssembly; a core module
 //! instead of a component; a component that does not compile; one that
 //! imports anything outside WASI preview 2 and the contract (the unknown
 //! imports are listed); one that does not export the operator world;
-//! one whose compilation takes longer than the limit.
+//! one whose compilation exceeds a limit (the limit is named).
 
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::OperatorError;
+use super::artifact::{self, ModuleDigest};
+use super::compile::Compiler;
 use super::engine::OperatorEngine;
 use super::host::OperatorPre;
 
@@ -47,8 +49,21 @@ impl std::fmt::Debug for OperatorModule {
     }
 }
 
+/// Loads a module the caller trusts, compiling it in this process.
 pub(crate) fn load(
     engine: &OperatorEngine,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Arc<OperatorModule>, OperatorError> {
+    load_with(engine, &Compiler::in_process(), None, name, bytes)
+}
+
+/// Loads a module, compiling it with `compiler` in `tenant`'s queue unless
+/// the cache has it.
+pub(crate) fn load_with(
+    engine: &OperatorEngine,
+    compiler: &Compiler,
+    tenant: Option<&str>,
     name: &str,
     bytes: &[u8],
 ) -> Result<Arc<OperatorModule>, OperatorError> {
@@ -60,25 +75,27 @@ pub(crate) fn load(
         });
     }
     check_header(bytes)?;
-    let digest = hex::encode(Sha256::digest(bytes));
+    let digest: ModuleDigest = Sha256::digest(bytes).into();
     let shared = &engine.shared;
     let cached = shared
         .cache
         .as_ref()
         .and_then(|c| c.get(&shared.engine, &digest));
-    let fresh = cached.is_none();
-    let component = match cached {
-        Some(component) => component,
-        None => compile(
-            &shared.engine,
-            bytes,
-            Duration::from_millis(limits.max_compile_ms),
-        )?,
+    let (component, fresh) = match cached {
+        Some(component) => (component, None),
+        None => {
+            let wall = Duration::from_millis(limits.max_compile_ms);
+            let sealed = compiler.compile(&shared.engine, tenant, &digest, bytes, wall)?;
+            let component = artifact::load(&shared.engine, &sealed, &digest).map_err(|e| {
+                OperatorError::Host(format!("the compiler's artifact was refused: {e}"))
+            })?;
+            (component, Some(sealed))
+        }
     };
     // Checked on every load, so a cache written under older rules is no loophole.
     check_world(&shared.engine, &component)?;
-    if let (true, Some(cache)) = (fresh, &shared.cache) {
-        cache.put(&digest, &component);
+    if let (Some(sealed), Some(cache)) = (fresh, &shared.cache) {
+        cache.put(&digest, &sealed);
     }
     let pre = shared
         .linker
@@ -87,7 +104,7 @@ pub(crate) fn load(
         .map_err(|e| OperatorError::InvalidModule(format!("{e:#}")))?;
     Ok(Arc::new(OperatorModule {
         name: name.to_string(),
-        digest,
+        digest: hex::encode(digest),
         engine: engine.clone(),
         pre,
     }))
@@ -112,30 +129,6 @@ fn check_header(bytes: &[u8]) -> Result<(), OperatorError> {
             "unsupported WebAssembly version or layer {:02x?}",
             &bytes[4..8]
         ))),
-    }
-}
-
-/// Compiles on a separate thread so that a compilation taking longer than
-/// `limit` can be abandoned (it finishes in the background, unused).
-fn compile(
-    engine: &wasmtime::Engine,
-    bytes: &[u8],
-    limit: Duration,
-) -> Result<Component, OperatorError> {
-    let (done, result) = mpsc::channel();
-    let (engine, bytes) = (engine.clone(), bytes.to_vec());
-    std::thread::Builder::new()
-        .name("weir-compile".into())
-        .spawn(move || {
-            let _ = done.send(Component::new(&engine, &bytes));
-        })
-        .map_err(|e| OperatorError::Host(format!("cannot start a compile thread: {e}")))?;
-    match result.recv_timeout(limit) {
-        Ok(Ok(component)) => Ok(component),
-        Ok(Err(e)) => Err(OperatorError::InvalidModule(format!("{e:#}"))),
-        Err(_) => Err(OperatorError::CompileTimeout {
-            max_ms: limit.as_millis() as u64,
-        }),
     }
 }
 

@@ -87,6 +87,11 @@ impl From<ModuleError> for ApiError {
                 source: OperatorError::ModuleTooLarge { .. },
                 ..
             } => StatusCode::PAYLOAD_TOO_LARGE,
+            // The server's own failure (say, its compiler process crashed).
+            ModuleError::Invalid {
+                source: OperatorError::Host(_),
+                ..
+            } => StatusCode::INTERNAL_SERVER_ERROR,
             ModuleError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ModuleError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

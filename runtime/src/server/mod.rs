@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 
 use crate::kafka::{GroupCoordinator, KafkaListener, KafkaSettings, KafkaStats};
 use crate::modules::ModuleStore;
-use crate::operator::{Limits, OperatorEngine};
+use crate::operator::{CompileSettings, Compiler, Limits, OperatorEngine};
 use crate::pipeline::Pipelines;
 use crate::pipeline::scheduler::CpuScheduler;
 use crate::pipeline::spec::PipelineSettings;
@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Limits for every operator instance.
     pub limits: Limits,
+    /// Where uploaded modules are compiled, within which limits, and how
+    /// many at once.
+    pub compile: CompileSettings,
     /// Settings of pipeline tasks.
     pub pipelines: PipelineSettings,
     /// Tenants with their own tokens and namespaces; every request then
@@ -76,6 +79,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             max_request_bytes: 16 << 20,
             limits: Limits::default(),
+            compile: CompileSettings::default(),
             pipelines: PipelineSettings::default(),
             tenancy: false,
             admin_token: None,
@@ -188,7 +192,9 @@ impl Server {
         let embedded = EmbeddedLog::new(log);
         let engine = OperatorEngine::new(config.limits.clone(), Some(dir.join("cache")))
             .context("while starting the operator engine")?;
-        let modules = Arc::new(ModuleStore::open(dir.join("modules"), engine)?);
+        let compiler = Compiler::new(config.compile.clone())?;
+        let modules =
+            Arc::new(ModuleStore::open(dir.join("modules"), engine)?.with_compiler(compiler));
         let log: Arc<dyn StreamLog> = Arc::new(embedded.clone());
         let scheduler = CpuScheduler::new(0);
         let pipelines = Arc::new(
@@ -287,13 +293,12 @@ impl Server {
 }
 
 fn router(app: App, config: &ServerConfig) -> Router {
-    let modules = Router::new()
-        .route(
-            "/v1/modules/{name}",
-            put(modules::put).get(modules::get).delete(modules::delete),
-        )
-        // Room for the largest module, so its own check gives the message.
-        .layer(DefaultBodyLimit::max(config.limits.max_module_bytes + 1));
+    // Uploads stream their body and enforce the module size limit
+    // themselves (`modules.rs`), outside the request body limit.
+    let modules = Router::new().route(
+        "/v1/modules/{name}",
+        put(modules::put).get(modules::get).delete(modules::delete),
+    );
     Router::new()
         .route("/v1/topics", post(topics::create).get(topics::list))
         .route(

@@ -104,6 +104,11 @@ impl WeirServer {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Kills the server with SIGKILL (no chance to flush or checkpoint).
     pub fn kill(mut self) {
         let mut child = self.child.take().expect("running");
