@@ -14,7 +14,9 @@ pub struct Limits {
     /// Largest accepted module, in bytes. Default 64 MiB (Python and
     /// JavaScript guests are 2 to 20 MB).
     pub max_module_bytes: usize,
-    /// Longest a module may take to compile, in milliseconds. Default 60 s.
+    /// Longest a module may take to compile, in wall-clock milliseconds
+    /// (a server's upload compiles also have CPU-time and memory limits,
+    /// `[compile]` in its configuration). Default 60 s.
     pub max_compile_ms: u64,
     /// Linear memory per instance, in bytes. Default 64 MiB.
     pub max_memory_bytes: usize,

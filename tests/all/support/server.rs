@@ -116,11 +116,6 @@ impl WeirServer {
         child.wait().expect("reap the server");
     }
 
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
     /// Stops the server with SIGTERM and checks it exits cleanly.
     pub fn stop(self) {
         self.stop_within(Duration::from_secs(30));
