@@ -9,7 +9,7 @@
 //!    filter as native Rust: the logic the SDK runs inside the guest
 //!    (`Batches::assume_valid`, `BatchWriter::push_view`, `finish_unsealed`)
 //!    followed by what the host does with each emitted batch
-//!    (`Batch::from_unsealed`: validate, then seal). Records: 8-byte key, 100-byte value, no
+//!    (`Batch::from_new`: validate, set the host's header fields, seal). Records: 8-byte key, 100-byte value, no
 //!    headers; every 10th value starts with `x`. Batch sizes 1, 16, 256 and
 //!    4096 records; both paths' outputs are checked byte-identical first.
 //!    Reported in records/s (and MB/s of input at batch 256).
@@ -258,7 +258,7 @@ fn native_filter(input: &Batch) -> Option<Batch> {
     let bytes = writer
         .finish_unsealed()
         .expect("the writer holds at least one record");
-    Some(Batch::from_unsealed(bytes).expect("the filter's output is a valid batch"))
+    Some(Batch::from_new(bytes).expect("the filter's output is a valid batch"))
 }
 
 /// The emitted batches of one `process` call.

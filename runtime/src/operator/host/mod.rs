@@ -16,7 +16,7 @@ use wasmtime::{CallHook, ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use weir::operator::types::Level;
+use self::weir::operator::types::Level;
 
 pub use keyed::{KeyedState, StateDelta};
 pub use log::LogBudget;
