@@ -338,8 +338,9 @@ impl Log {
         inner.offsets.forget_topic(&*inner.clock, name)
     }
 
-    /// Durably commits consumer-group offsets, all in one write.
-    pub fn commit_offsets(&self, group: &str, offsets: &[(&str, u32, u64)]) -> Result<()> {
+    /// Durably commits consumer-group offsets, all in one write. Offsets
+    /// are kept as given, negative ones included (Kafka's logical offsets).
+    pub fn commit_offsets(&self, group: &str, offsets: &[(&str, u32, i64)]) -> Result<()> {
         for &(topic, partition, _) in offsets {
             self.topic(topic)?.partition(partition)?;
         }
@@ -349,12 +350,12 @@ impl Log {
     }
 
     /// The offset `group` last committed for a partition.
-    pub fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
+    pub fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Option<i64> {
         self.inner.offsets.get(group, topic, partition)
     }
 
     /// Every offset `group` has committed: (topic, partition, offset).
-    pub fn group_offsets(&self, group: &str) -> Vec<(String, u32, u64)> {
+    pub fn group_offsets(&self, group: &str) -> Vec<(String, u32, i64)> {
         self.inner.offsets.group(group)
     }
 

@@ -11,10 +11,14 @@ use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
 use kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
-use kafka_protocol::messages::{ApiKey, TopicName};
+use kafka_protocol::messages::{ApiKey, GroupId, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use log_core::{BatchBuilder, ProducerStamp, Record};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
@@ -1217,6 +1221,94 @@ fn committed_offsets_survive_client_and_server_restarts() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+}
+
+/// The offset `group` committed for a partition of `topic` (−1: none).
+pub(crate) fn fetched_offset(wire: &mut Wire, group: &str, topic: &str, partition: i32) -> i64 {
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_indexes(vec![partition]),
+        ]));
+    let response = wire.send(&request, 7);
+    assert_eq!(response.error_code, 0);
+    let partition = &response.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    partition.committed_offset
+}
+
+/// OffsetCommit of `(partition, offset)` pairs of `topic` for `group`
+/// from a client outside the group; the error code of each.
+fn commit_offsets(wire: &mut Wire, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Vec<i16> {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(
+                    offsets
+                        .iter()
+                        .map(|&(partition, offset)| {
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(partition)
+                                .with_committed_offset(offset)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let response = wire.send(&request, 8);
+    response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
+#[test]
+fn logical_offsets_are_committed_and_fetched_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = WeirServer::start(&data);
+    server.create_topic("ledger", 2);
+    server.produce("ledger", vec![json!({ "value": "a" })]);
+    // As kafkajs's admin.resetOffsets does: −1 is the end, −2 the beginning.
+    let mut wire = Wire::connect(&server.kafka);
+    assert_eq!(
+        commit_offsets(&mut wire, "resetter", "ledger", &[(0, -1), (1, -2)]),
+        [0, 0]
+    );
+    assert_eq!(fetched_offset(&mut wire, "resetter", "ledger", 0), -1);
+    assert_eq!(fetched_offset(&mut wire, "resetter", "ledger", 1), -2);
+    // Kept, and shown without a made-up lag.
+    let group = server.expect(200, server.get("/v1/groups/resetter"));
+    let shown: Vec<(Value, Value)> = group["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["offset"].clone(), o["lag"].clone()))
+        .collect();
+    assert_eq!(shown, [(json!(-1), Value::Null), (json!(-2), Value::Null)]);
+    let described = server.cli(&["group", "describe", "resetter"]);
+    assert!(
+        described.status.success(),
+        "{}",
+        String::from_utf8_lossy(&described.stderr)
+    );
+    // They survive a restart, and a real offset replaces them.
+    server.stop();
+    let server = WeirServer::start(&data);
+    let mut wire = Wire::connect(&server.kafka);
+    assert_eq!(fetched_offset(&mut wire, "resetter", "ledger", 1), -2);
+    assert_eq!(
+        commit_offsets(&mut wire, "resetter", "ledger", &[(1, 0)]),
+        [0]
+    );
+    assert_eq!(fetched_offset(&mut wire, "resetter", "ledger", 1), 0);
+    let group = server.expect(200, server.get("/v1/groups/resetter"));
+    assert!(group["offsets"][1]["lag"].is_u64(), "{group}");
 }
 
 #[test]

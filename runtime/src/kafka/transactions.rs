@@ -603,12 +603,17 @@ impl Transactions {
         let mut record = txn.record.clone();
         if record.status == Status::PrepareCommit {
             record.sequences = self.append_buffer(&record).await?;
-            let mut by_group: BTreeMap<&str, Vec<(String, u32, u64)>> = BTreeMap::new();
+            let mut by_group: BTreeMap<&str, Vec<(String, u32, i64)>> = BTreeMap::new();
             for ((group, topic, partition), offset) in &record.offsets {
+                // Taken from non-negative i64s (TxnOffsetCommit).
+                let Ok(offset) = i64::try_from(*offset) else {
+                    tracing::error!(txn = %record.id, "a damaged pending offset skipped");
+                    continue;
+                };
                 by_group
                     .entry(group)
                     .or_default()
-                    .push((topic.clone(), *partition, *offset));
+                    .push((topic.clone(), *partition, offset));
             }
             for (group, offsets) in by_group {
                 match self.log.commit_offsets(group, offsets).await {
