@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
 use crate::compaction::{self, CompactionStats};
-use crate::config::{TopicConfig, validate_topic_name};
+use crate::config::{TopicConfig, validate_topic_name, validate_user_topic_name};
 use crate::error::{IoContext, LogError, Result};
 use crate::groups::{ConsumerOffsets, OFFSETS_TOPIC, offsets_topic_config};
 use crate::partition::Partition;
@@ -169,13 +169,7 @@ impl Log {
 
     /// Creates a topic. Names starting with `__` are reserved.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
-        validate_topic_name(name)?;
-        if name.starts_with("__") {
-            return Err(LogError::InvalidTopicName {
-                name: name.to_string(),
-                reason: "names starting with '__' are reserved for internal topics",
-            });
-        }
+        validate_user_topic_name(name)?;
         self.create_any_topic(name, config)
     }
 

@@ -34,9 +34,9 @@ use serde_json::{Value, json};
 use crate::support::kafka_wire::Wire;
 use crate::support::server::WeirServer;
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
-fn config(server: &WeirServer, extra: &[(&str, &str)]) -> ClientConfig {
+pub(crate) fn config(server: &WeirServer, extra: &[(&str, &str)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &server.kafka)
@@ -756,9 +756,9 @@ fn fetch_waits_for_data_up_to_max_wait() {
     assert!(!partition.records.as_ref().unwrap().is_empty());
 }
 
-const ADMIN: &str = "kafka-test-admin";
+pub(crate) const ADMIN: &str = "kafka-test-admin";
 
-fn tenancy_server(dir: &std::path::Path) -> WeirServer {
+pub(crate) fn tenancy_server(dir: &std::path::Path) -> WeirServer {
     WeirServer::start_with_config(
         &dir.join("data"),
         &format!("tenancy = true\nadmin_token = \"{ADMIN}\"\n"),
@@ -766,7 +766,7 @@ fn tenancy_server(dir: &std::path::Path) -> WeirServer {
 }
 
 /// Creates a tenant (`body` as the HTTP API takes it) and a token for it.
-fn tenant_token(server: &WeirServer, body: Value) -> String {
+pub(crate) fn tenant_token(server: &WeirServer, body: Value) -> String {
     let name = body["name"].as_str().unwrap().to_string();
     server.use_token(Some(ADMIN));
     server.expect(201, server.post("/v1/tenants", &body));
@@ -777,8 +777,18 @@ fn tenant_token(server: &WeirServer, body: Value) -> String {
     issued["token"].as_str().unwrap().to_string()
 }
 
+/// Client settings signing in with SASL PLAIN as `tenant`.
+pub(crate) fn sasl(tenant: &str, token: &str) -> [(&'static str, String); 4] {
+    [
+        ("security.protocol", "SASL_PLAINTEXT".to_string()),
+        ("sasl.mechanism", "PLAIN".to_string()),
+        ("sasl.username", tenant.to_string()),
+        ("sasl.password", token.to_string()),
+    ]
+}
+
 /// SASL PLAIN over a bare connection; the SaslAuthenticate error code.
-fn sasl_login(wire: &mut Wire, user: &str, password: &str) -> i16 {
+pub(crate) fn sasl_login(wire: &mut Wire, user: &str, password: &str) -> i16 {
     use kafka_protocol::messages::sasl_authenticate_request::SaslAuthenticateRequest;
     use kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest;
     let handshake = wire.send(
@@ -802,18 +812,10 @@ fn sasl_plain_authenticates_tenants_and_keeps_them_apart() {
     let server = tenancy_server(dir.path());
     let token = |tenant: &str| tenant_token(&server, json!({ "name": tenant }));
     let (acme, globex) = (token("acme"), token("globex"));
-    let sasl = |user: &'static str, password: &str| {
-        vec![
-            ("security.protocol", "SASL_PLAINTEXT".to_string()),
-            ("sasl.mechanism", "PLAIN".to_string()),
-            ("sasl.username", user.to_string()),
-            ("sasl.password", password.to_string()),
-        ]
-    };
     // Both tenants make an `orders` topic over Kafka and write to it.
     for (tenant, password) in [("acme", &acme), ("globex", &globex)] {
         let settings = sasl(tenant, password);
-        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let settings = settings.each_ref().map(|(k, v)| (*k, v.as_str()));
         let admin: AdminClient<DefaultClientContext> = config(&server, &settings).create().unwrap();
         let created = futures::executor::block_on(admin.create_topics(
             [&NewTopic::new("orders", 1, TopicReplication::Fixed(1))],
