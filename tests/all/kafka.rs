@@ -48,7 +48,7 @@ pub(crate) fn config(server: &WeirServer, extra: &[(&str, &str)]) -> ClientConfi
     config
 }
 
-fn producer(server: &WeirServer, extra: &[(&str, &str)]) -> FutureProducer {
+pub(crate) fn producer(server: &WeirServer, extra: &[(&str, &str)]) -> FutureProducer {
     config(
         server,
         &[&[("acks", "all"), ("linger.ms", "5")], extra].concat(),
@@ -58,7 +58,7 @@ fn producer(server: &WeirServer, extra: &[(&str, &str)]) -> FutureProducer {
 }
 
 /// Sends one record and waits for its `(partition, offset)`.
-fn send(producer: &FutureProducer, record: FutureRecord<'_, [u8], [u8]>) -> (i32, i64) {
+pub(crate) fn send(producer: &FutureProducer, record: FutureRecord<'_, [u8], [u8]>) -> (i32, i64) {
     let delivery = futures::executor::block_on(
         producer
             .send_result(record)
@@ -447,17 +447,22 @@ fn offsets_are_found_by_timestamp() {
     assert_eq!((low, high), (0, 10));
 }
 
-/// A batch from an idempotent producer, as it would send it.
-fn stamped_batch(value: &str, stamp: ProducerStamp) -> Bytes {
+/// A batch of one record, as a plain producer would send it.
+pub(crate) fn one_record(value: &str) -> log_core::Batch {
     let mut builder = BatchBuilder::new();
     builder.push(&Record {
         value: Some(value.as_bytes()),
         ..Record::default()
     });
-    builder.finish().unwrap().with_producer(stamp).into_bytes()
+    builder.finish().unwrap()
 }
 
-fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
+/// A batch from an idempotent producer, as it would send it.
+fn stamped_batch(value: &str, stamp: ProducerStamp) -> Bytes {
+    one_record(value).with_producer(stamp).into_bytes()
+}
+
+pub(crate) fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
     ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(30_000)
@@ -473,7 +478,7 @@ fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
 }
 
 /// `(error code, base offset)` of the only partition of a produce.
-fn produce_raw(wire: &mut Wire, topic: &str, records: Bytes) -> (i16, i64) {
+pub(crate) fn produce_raw(wire: &mut Wire, topic: &str, records: Bytes) -> (i16, i64) {
     let response = wire.send(&produce_request(topic, records), 9);
     let partition = &response.responses[0].partition_responses[0];
     (partition.error_code, partition.base_offset)
@@ -903,7 +908,7 @@ fn group_consumer(server: &WeirServer, group: &str, topic: &str) -> BaseConsumer
     group_consumer_with(server, group, topic, &[], DefaultConsumerContext)
 }
 
-fn group_consumer_with<C: ConsumerContext>(
+pub(crate) fn group_consumer_with<C: ConsumerContext>(
     server: &WeirServer,
     group: &str,
     topic: &str,
@@ -929,7 +934,7 @@ fn group_consumer_with<C: ConsumerContext>(
 
 /// The partitions assigned to each consumer, once `done` holds for them
 /// (every consumer is polled, which drives its rebalances).
-fn assignments_when<C: ConsumerContext>(
+pub(crate) fn assignments_when<C: ConsumerContext>(
     consumers: &[&BaseConsumer<C>],
     done: impl Fn(&[Vec<i32>]) -> bool,
 ) -> Vec<Vec<i32>> {
