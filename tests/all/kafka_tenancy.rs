@@ -5,15 +5,18 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
-use kafka_protocol::messages::fetch_response::FetchResponse;
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
+use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
 use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
 use kafka_protocol::messages::metadata_request::MetadataRequest;
-use kafka_protocol::messages::{TopicName, TransactionalId};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
+use kafka_protocol::messages::{GroupId, TopicName, TransactionalId};
+use kafka_protocol::protocol::{Request, StrBytes};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
@@ -60,26 +63,28 @@ fn long_poll(topic: &str, from: i64) -> FetchRequest {
         ])
 }
 
-/// Sends a long-poll on its own signed-in connection in the background and
-/// returns once the server is handling it; the thread's result is the
-/// answer, or `None` when the connection was closed instead.
-fn polling_in_background(
+/// Sends `request` (an `api` request, as `version`) on its own signed-in
+/// connection in the background and returns once the server is handling
+/// it; the thread's result is the answer, or `None` when the connection
+/// was closed instead.
+fn in_background<R>(
     server: &WeirServer,
-    tenant: &str,
-    token: &str,
-    topic: &str,
-    from: i64,
-) -> std::thread::JoinHandle<Option<FetchResponse>> {
-    let fetches = kafka_requests(server, "Fetch");
+    (tenant, token): (&str, &str),
+    (api, request, version): (&str, R, i16),
+) -> std::thread::JoinHandle<Option<R::Response>>
+where
+    R: Request + Send + 'static,
+    R::Response: Send + 'static,
+{
+    let before = kafka_requests(server, api);
     let mut wire = signed_in(server, tenant, token);
-    let request = long_poll(topic, from);
-    let polling = std::thread::spawn(move || wire.try_send(&request, 11));
+    let waiting = std::thread::spawn(move || wire.try_send(&request, version));
     let deadline = Instant::now() + WAIT;
-    while kafka_requests(server, "Fetch") <= fetches {
-        assert!(Instant::now() < deadline, "the long-poll never arrived");
+    while kafka_requests(server, api) <= before {
+        assert!(Instant::now() < deadline, "the {api} request never arrived");
         std::thread::sleep(Duration::from_millis(50));
     }
-    polling
+    waiting
 }
 
 /// How many requests of `api` the Kafka listener has received (from
@@ -123,7 +128,11 @@ fn a_revoked_token_ends_the_kafka_sessions_signed_in_with_it() {
         produce_raw(&mut producing, "orders", one_record("before").into_bytes()),
         (0, 0)
     );
-    let polling = polling_in_background(&server, "acme", &revoked, "orders", 1);
+    let polling = in_background(
+        &server,
+        ("acme", &revoked),
+        ("Fetch", long_poll("orders", 1), 11),
+    );
     let mut other = signed_in(&server, "acme", &kept);
 
     server.use_token(Some(ADMIN));
@@ -158,6 +167,60 @@ fn a_revoked_token_ends_the_kafka_sessions_signed_in_with_it() {
     );
     let metadata = other.send(&MetadataRequest::default(), 9);
     assert_eq!(metadata.brokers.len(), 1, "the kept token's session works");
+}
+
+/// A JoinGroup of a consumer new to `group` that would wait up to 25 s for
+/// the group's other members to rejoin.
+fn join_request(group: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_session_timeout_ms(30_000)
+        .with_rebalance_timeout_ms(25_000)
+        .with_protocol_type(text("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(text("range"))
+                .with_metadata(Bytes::from_static(b"m")),
+        ])
+}
+
+#[test]
+fn a_revoked_token_cuts_short_a_join_waiting_for_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tenancy_server(dir.path());
+    let token = tenant_token(&server, json!({ "name": "acme" }));
+    let (revoked_id, revoked) = another_token(&server, "acme");
+    // A group of one, stable.
+    let mut leader = signed_in(&server, "acme", &token);
+    let joined = leader.send(&join_request("g"), 3);
+    assert_eq!(joined.error_code, 0);
+    let assignment = SyncGroupRequestAssignment::default()
+        .with_member_id(joined.member_id.clone())
+        .with_assignment(Bytes::from_static(b"a"));
+    let synced = leader.send(
+        &SyncGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_generation_id(joined.generation_id)
+            .with_member_id(joined.member_id.clone())
+            .with_assignments(vec![assignment]),
+        2,
+    );
+    assert_eq!(synced.error_code, 0);
+    // A newcomer's join waits for the leader to rejoin, which it does not.
+    let waiting = in_background(
+        &server,
+        ("acme", &revoked),
+        ("JoinGroup", join_request("g"), 3),
+    );
+    server.use_token(Some(ADMIN));
+    server.expect(
+        200,
+        server.delete(&format!("/v1/tenants/acme/tokens/{revoked_id}")),
+    );
+    assert!(
+        waiting.join().unwrap().is_none(),
+        "the join of a revoked session was answered"
+    );
 }
 
 /// Every group the tenant signed in on `wire` can see over Kafka.
@@ -243,7 +306,11 @@ fn a_deleted_tenant_leaves_nothing_to_a_successor_of_its_name() {
     assert_eq!(listed_groups(&mut idle).len(), 2, "billing and live");
     assert_eq!(fetched_offset(&mut idle, "billing", "orders", 0), 1);
     assert_eq!(transaction_files(&server), 1);
-    let polling = polling_in_background(&server, "acme", &token, "orders", 1);
+    let polling = in_background(
+        &server,
+        ("acme", &token),
+        ("Fetch", long_poll("orders", 1), 11),
+    );
 
     server.use_token(Some(ADMIN));
     server.expect(200, server.delete("/v1/tenants/acme"));
