@@ -150,6 +150,19 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     }
 }
 
+/// Checks the name of a topic its users create: a valid name that does not
+/// start with `__`, which is reserved for internal topics.
+pub fn validate_user_topic_name(name: &str) -> Result<()> {
+    validate_topic_name(name)?;
+    if name.starts_with("__") {
+        return Err(LogError::InvalidTopicName {
+            name: name.chars().take(220).collect(),
+            reason: "names starting with '__' are reserved for internal topics",
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +185,10 @@ mod tests {
         ] {
             assert!(validate_topic_name(bad).is_err(), "{bad:?}");
         }
+        assert!(validate_topic_name("__internal").is_ok());
+        assert!(validate_user_topic_name("__internal").is_err());
+        assert!(validate_user_topic_name("_one").is_ok());
+        assert!(validate_user_topic_name("a/b").is_err());
     }
 
     #[test]

@@ -9,7 +9,11 @@
 //! of every key is kept in memory.
 //!
 //! Key: `u16 group length, group, u16 topic length, topic, u32 partition`;
-//! value: `u64 offset`; all big-endian.
+//! value: `i64 offset`; all big-endian. Offsets are kept as committed, as
+//! Kafka keeps them, negative ones included (a client may commit −1 or −2,
+//! the logical "end" and "beginning"). Earlier versions wrote the value as
+//! a `u64`, which is the same 8 bytes for every offset a partition can
+//! have (below 2⁶³), so their files read the same.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -39,7 +43,7 @@ type Key = (String, String, u32);
 #[derive(Debug)]
 pub(crate) struct ConsumerOffsets {
     partition: Partition,
-    committed: Mutex<HashMap<Key, u64>>,
+    committed: Mutex<HashMap<Key, i64>>,
 }
 
 impl ConsumerOffsets {
@@ -62,7 +66,7 @@ impl ConsumerOffsets {
                     continue;
                 };
                 match record.value.and_then(|v| <[u8; 8]>::try_from(v).ok()) {
-                    Some(v) => committed.insert(key, u64::from_be_bytes(v)),
+                    Some(v) => committed.insert(key, i64::from_be_bytes(v)),
                     None => committed.remove(&key),
                 };
             }
@@ -73,7 +77,7 @@ impl ConsumerOffsets {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, u64>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, i64>> {
         self.committed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -82,7 +86,7 @@ impl ConsumerOffsets {
         &self,
         clock: &dyn Clock,
         group: &str,
-        offsets: &[(&str, u32, u64)],
+        offsets: &[(&str, u32, i64)],
     ) -> Result<()> {
         validate_group(group)?;
         let entries: Vec<(Vec<u8>, Option<[u8; 8]>)> = offsets
@@ -98,14 +102,14 @@ impl ConsumerOffsets {
     }
 
     /// The committed offset of `group` for one partition, if any.
-    pub(crate) fn get(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
+    pub(crate) fn get(&self, group: &str, topic: &str, partition: u32) -> Option<i64> {
         self.lock()
             .get(&(group.to_string(), topic.to_string(), partition))
             .copied()
     }
 
     /// Every committed offset of `group`: (topic, partition, offset), sorted.
-    pub(crate) fn group(&self, group: &str) -> Vec<(String, u32, u64)> {
+    pub(crate) fn group(&self, group: &str) -> Vec<(String, u32, i64)> {
         let mut out: Vec<_> = self
             .lock()
             .iter()

@@ -39,7 +39,10 @@ mod topic;
 pub use batch::{Batch, BatchBuilder, Header, Headers, ProducerStamp, Record, RecordView, Records};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compaction::CompactionStats;
-pub use config::{Cleanup, Durability, MAX_TOPIC_NAME_LEN, TopicConfig, validate_topic_name};
+pub use config::{
+    Cleanup, Durability, MAX_TOPIC_NAME_LEN, TopicConfig, validate_topic_name,
+    validate_user_topic_name,
+};
 pub use error::{LogError, Result};
 pub use groups::OFFSETS_TOPIC;
 pub use log::{Log, LogConfig, MaintenanceStats};

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
 use crate::compaction::{self, CompactionStats};
-use crate::config::{TopicConfig, validate_topic_name};
+use crate::config::{TopicConfig, validate_topic_name, validate_user_topic_name};
 use crate::error::{IoContext, LogError, Result};
 use crate::groups::{ConsumerOffsets, OFFSETS_TOPIC, offsets_topic_config};
 use crate::partition::Partition;
@@ -169,13 +169,7 @@ impl Log {
 
     /// Creates a topic. Names starting with `__` are reserved.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
-        validate_topic_name(name)?;
-        if name.starts_with("__") {
-            return Err(LogError::InvalidTopicName {
-                name: name.to_string(),
-                reason: "names starting with '__' are reserved for internal topics",
-            });
-        }
+        validate_user_topic_name(name)?;
         self.create_any_topic(name, config)
     }
 
@@ -338,8 +332,9 @@ impl Log {
         inner.offsets.forget_topic(&*inner.clock, name)
     }
 
-    /// Durably commits consumer-group offsets, all in one write.
-    pub fn commit_offsets(&self, group: &str, offsets: &[(&str, u32, u64)]) -> Result<()> {
+    /// Durably commits consumer-group offsets, all in one write. Offsets
+    /// are kept as given, negative ones included (Kafka's logical offsets).
+    pub fn commit_offsets(&self, group: &str, offsets: &[(&str, u32, i64)]) -> Result<()> {
         for &(topic, partition, _) in offsets {
             self.topic(topic)?.partition(partition)?;
         }
@@ -349,12 +344,12 @@ impl Log {
     }
 
     /// The offset `group` last committed for a partition.
-    pub fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
+    pub fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Option<i64> {
         self.inner.offsets.get(group, topic, partition)
     }
 
     /// Every offset `group` has committed: (topic, partition, offset).
-    pub fn group_offsets(&self, group: &str) -> Vec<(String, u32, u64)> {
+    pub fn group_offsets(&self, group: &str) -> Vec<(String, u32, i64)> {
         self.inner.offsets.group(group)
     }
 

@@ -113,10 +113,11 @@ pub trait StreamLog: Send + Sync + 'static {
     async fn init_producer_id(&self) -> LogResult<i64>;
 
     /// Durably records consumer-group positions `(topic, partition,
-    /// offset)`, all together or none.
-    async fn commit_offsets(&self, group: &str, offsets: Vec<(String, u32, u64)>) -> LogResult<()>;
+    /// offset)`, all together or none. Offsets are kept as given, negative
+    /// ones (Kafka's logical offsets) included.
+    async fn commit_offsets(&self, group: &str, offsets: Vec<(String, u32, i64)>) -> LogResult<()>;
     /// Every position `group` has committed, sorted.
-    fn group_offsets(&self, group: &str) -> Vec<(String, u32, u64)>;
+    fn group_offsets(&self, group: &str) -> Vec<(String, u32, i64)>;
     /// Every group that has committed a position.
     fn groups(&self) -> Vec<String>;
     /// Durably forgets every offset `group` committed; false when it had
@@ -322,10 +323,10 @@ impl StreamLog for EmbeddedLog {
         self.blocking(|log| log.init_producer_id()).await
     }
 
-    async fn commit_offsets(&self, group: &str, offsets: Vec<(String, u32, u64)>) -> LogResult<()> {
+    async fn commit_offsets(&self, group: &str, offsets: Vec<(String, u32, i64)>) -> LogResult<()> {
         let group = group.to_string();
         self.blocking(move |log| {
-            let offsets: Vec<(&str, u32, u64)> = offsets
+            let offsets: Vec<(&str, u32, i64)> = offsets
                 .iter()
                 .map(|(t, p, o)| (t.as_str(), *p, *o))
                 .collect();
@@ -334,7 +335,7 @@ impl StreamLog for EmbeddedLog {
         .await
     }
 
-    fn group_offsets(&self, group: &str) -> Vec<(String, u32, u64)> {
+    fn group_offsets(&self, group: &str) -> Vec<(String, u32, i64)> {
         self.log.group_offsets(group)
     }
 

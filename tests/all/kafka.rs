@@ -11,10 +11,14 @@ use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
 use kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
-use kafka_protocol::messages::{ApiKey, TopicName};
+use kafka_protocol::messages::{ApiKey, GroupId, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use log_core::{BatchBuilder, ProducerStamp, Record};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
@@ -30,9 +34,9 @@ use serde_json::{Value, json};
 use crate::support::kafka_wire::Wire;
 use crate::support::server::WeirServer;
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
-fn config(server: &WeirServer, extra: &[(&str, &str)]) -> ClientConfig {
+pub(crate) fn config(server: &WeirServer, extra: &[(&str, &str)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &server.kafka)
@@ -44,7 +48,7 @@ fn config(server: &WeirServer, extra: &[(&str, &str)]) -> ClientConfig {
     config
 }
 
-fn producer(server: &WeirServer, extra: &[(&str, &str)]) -> FutureProducer {
+pub(crate) fn producer(server: &WeirServer, extra: &[(&str, &str)]) -> FutureProducer {
     config(
         server,
         &[&[("acks", "all"), ("linger.ms", "5")], extra].concat(),
@@ -54,7 +58,7 @@ fn producer(server: &WeirServer, extra: &[(&str, &str)]) -> FutureProducer {
 }
 
 /// Sends one record and waits for its `(partition, offset)`.
-fn send(producer: &FutureProducer, record: FutureRecord<'_, [u8], [u8]>) -> (i32, i64) {
+pub(crate) fn send(producer: &FutureProducer, record: FutureRecord<'_, [u8], [u8]>) -> (i32, i64) {
     let delivery = futures::executor::block_on(
         producer
             .send_result(record)
@@ -443,17 +447,22 @@ fn offsets_are_found_by_timestamp() {
     assert_eq!((low, high), (0, 10));
 }
 
-/// A batch from an idempotent producer, as it would send it.
-fn stamped_batch(value: &str, stamp: ProducerStamp) -> Bytes {
+/// A batch of one record, as a plain producer would send it.
+pub(crate) fn one_record(value: &str) -> log_core::Batch {
     let mut builder = BatchBuilder::new();
     builder.push(&Record {
         value: Some(value.as_bytes()),
         ..Record::default()
     });
-    builder.finish().unwrap().with_producer(stamp).into_bytes()
+    builder.finish().unwrap()
 }
 
-fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
+/// A batch from an idempotent producer, as it would send it.
+fn stamped_batch(value: &str, stamp: ProducerStamp) -> Bytes {
+    one_record(value).with_producer(stamp).into_bytes()
+}
+
+pub(crate) fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
     ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(30_000)
@@ -469,7 +478,7 @@ fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
 }
 
 /// `(error code, base offset)` of the only partition of a produce.
-fn produce_raw(wire: &mut Wire, topic: &str, records: Bytes) -> (i16, i64) {
+pub(crate) fn produce_raw(wire: &mut Wire, topic: &str, records: Bytes) -> (i16, i64) {
     let response = wire.send(&produce_request(topic, records), 9);
     let partition = &response.responses[0].partition_responses[0];
     (partition.error_code, partition.base_offset)
@@ -752,9 +761,9 @@ fn fetch_waits_for_data_up_to_max_wait() {
     assert!(!partition.records.as_ref().unwrap().is_empty());
 }
 
-const ADMIN: &str = "kafka-test-admin";
+pub(crate) const ADMIN: &str = "kafka-test-admin";
 
-fn tenancy_server(dir: &std::path::Path) -> WeirServer {
+pub(crate) fn tenancy_server(dir: &std::path::Path) -> WeirServer {
     WeirServer::start_with_config(
         &dir.join("data"),
         &format!("tenancy = true\nadmin_token = \"{ADMIN}\"\n"),
@@ -762,7 +771,7 @@ fn tenancy_server(dir: &std::path::Path) -> WeirServer {
 }
 
 /// Creates a tenant (`body` as the HTTP API takes it) and a token for it.
-fn tenant_token(server: &WeirServer, body: Value) -> String {
+pub(crate) fn tenant_token(server: &WeirServer, body: Value) -> String {
     let name = body["name"].as_str().unwrap().to_string();
     server.use_token(Some(ADMIN));
     server.expect(201, server.post("/v1/tenants", &body));
@@ -773,8 +782,18 @@ fn tenant_token(server: &WeirServer, body: Value) -> String {
     issued["token"].as_str().unwrap().to_string()
 }
 
+/// Client settings signing in with SASL PLAIN as `tenant`.
+pub(crate) fn sasl(tenant: &str, token: &str) -> [(&'static str, String); 4] {
+    [
+        ("security.protocol", "SASL_PLAINTEXT".to_string()),
+        ("sasl.mechanism", "PLAIN".to_string()),
+        ("sasl.username", tenant.to_string()),
+        ("sasl.password", token.to_string()),
+    ]
+}
+
 /// SASL PLAIN over a bare connection; the SaslAuthenticate error code.
-fn sasl_login(wire: &mut Wire, user: &str, password: &str) -> i16 {
+pub(crate) fn sasl_login(wire: &mut Wire, user: &str, password: &str) -> i16 {
     use kafka_protocol::messages::sasl_authenticate_request::SaslAuthenticateRequest;
     use kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest;
     let handshake = wire.send(
@@ -798,18 +817,10 @@ fn sasl_plain_authenticates_tenants_and_keeps_them_apart() {
     let server = tenancy_server(dir.path());
     let token = |tenant: &str| tenant_token(&server, json!({ "name": tenant }));
     let (acme, globex) = (token("acme"), token("globex"));
-    let sasl = |user: &'static str, password: &str| {
-        vec![
-            ("security.protocol", "SASL_PLAINTEXT".to_string()),
-            ("sasl.mechanism", "PLAIN".to_string()),
-            ("sasl.username", user.to_string()),
-            ("sasl.password", password.to_string()),
-        ]
-    };
     // Both tenants make an `orders` topic over Kafka and write to it.
     for (tenant, password) in [("acme", &acme), ("globex", &globex)] {
         let settings = sasl(tenant, password);
-        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let settings = settings.each_ref().map(|(k, v)| (*k, v.as_str()));
         let admin: AdminClient<DefaultClientContext> = config(&server, &settings).create().unwrap();
         let created = futures::executor::block_on(admin.create_topics(
             [&NewTopic::new("orders", 1, TopicReplication::Fixed(1))],
@@ -897,7 +908,7 @@ fn group_consumer(server: &WeirServer, group: &str, topic: &str) -> BaseConsumer
     group_consumer_with(server, group, topic, &[], DefaultConsumerContext)
 }
 
-fn group_consumer_with<C: ConsumerContext>(
+pub(crate) fn group_consumer_with<C: ConsumerContext>(
     server: &WeirServer,
     group: &str,
     topic: &str,
@@ -923,7 +934,7 @@ fn group_consumer_with<C: ConsumerContext>(
 
 /// The partitions assigned to each consumer, once `done` holds for them
 /// (every consumer is polled, which drives its rebalances).
-fn assignments_when<C: ConsumerContext>(
+pub(crate) fn assignments_when<C: ConsumerContext>(
     consumers: &[&BaseConsumer<C>],
     done: impl Fn(&[Vec<i32>]) -> bool,
 ) -> Vec<Vec<i32>> {
@@ -1217,6 +1228,94 @@ fn committed_offsets_survive_client_and_server_restarts() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+}
+
+/// The offset `group` committed for a partition of `topic` (−1: none).
+pub(crate) fn fetched_offset(wire: &mut Wire, group: &str, topic: &str, partition: i32) -> i64 {
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_indexes(vec![partition]),
+        ]));
+    let response = wire.send(&request, 7);
+    assert_eq!(response.error_code, 0);
+    let partition = &response.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    partition.committed_offset
+}
+
+/// OffsetCommit of `(partition, offset)` pairs of `topic` for `group`
+/// from a client outside the group; the error code of each.
+fn commit_offsets(wire: &mut Wire, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Vec<i16> {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(
+                    offsets
+                        .iter()
+                        .map(|&(partition, offset)| {
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(partition)
+                                .with_committed_offset(offset)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let response = wire.send(&request, 8);
+    response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
+#[test]
+fn logical_offsets_are_committed_and_fetched_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = WeirServer::start(&data);
+    server.create_topic("ledger", 2);
+    server.produce("ledger", vec![json!({ "value": "a" })]);
+    // As kafkajs's admin.resetOffsets does: −1 is the end, −2 the beginning.
+    let mut wire = Wire::connect(&server.kafka);
+    assert_eq!(
+        commit_offsets(&mut wire, "resetter", "ledger", &[(0, -1), (1, -2)]),
+        [0, 0]
+    );
+    assert_eq!(fetched_offset(&mut wire, "resetter", "ledger", 0), -1);
+    assert_eq!(fetched_offset(&mut wire, "resetter", "ledger", 1), -2);
+    // Kept, and shown without a made-up lag.
+    let group = server.expect(200, server.get("/v1/groups/resetter"));
+    let shown: Vec<(Value, Value)> = group["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["offset"].clone(), o["lag"].clone()))
+        .collect();
+    assert_eq!(shown, [(json!(-1), Value::Null), (json!(-2), Value::Null)]);
+    let described = server.cli(&["group", "describe", "resetter"]);
+    assert!(
+        described.status.success(),
+        "{}",
+        String::from_utf8_lossy(&described.stderr)
+    );
+    // They survive a restart, and a real offset replaces them.
+    server.stop();
+    let server = WeirServer::start(&data);
+    let mut wire = Wire::connect(&server.kafka);
+    assert_eq!(fetched_offset(&mut wire, "resetter", "ledger", 1), -2);
+    assert_eq!(
+        commit_offsets(&mut wire, "resetter", "ledger", &[(1, 0)]),
+        [0]
+    );
+    assert_eq!(fetched_offset(&mut wire, "resetter", "ledger", 1), 0);
+    let group = server.expect(200, server.get("/v1/groups/resetter"));
+    assert!(group["offsets"][1]["lag"].is_u64(), "{group}");
 }
 
 #[test]

@@ -556,6 +556,9 @@ fn consumer_offsets_are_durable_across_restarts() {
             .unwrap();
         log.commit_offsets("g1", &[("a", 0, 9)]).unwrap();
         log.commit_offsets("g2", &[("b", 0, 3)]).unwrap();
+        // Kafka's logical offsets (-1 end, -2 beginning) are kept as given.
+        log.commit_offsets("g3", &[("a", 0, -1), ("a", 1, -2)])
+            .unwrap();
         assert!(matches!(
             log.commit_offsets("g1", &[("nope", 0, 1)]),
             Err(LogError::UnknownTopic(_))
@@ -570,6 +573,10 @@ fn consumer_offsets_are_durable_across_restarts() {
     assert_eq!(log.committed_offset("g1", "a", 1), Some(7));
     assert_eq!(log.committed_offset("g2", "b", 0), Some(3));
     assert_eq!(log.committed_offset("g2", "a", 0), None);
+    assert_eq!(
+        log.group_offsets("g3"),
+        [("a".to_string(), 0, -1), ("a".to_string(), 1, -2)]
+    );
     assert_eq!(
         log.group_offsets("g1"),
         [("a".to_string(), 0, 9), ("a".to_string(), 1, 7)]

@@ -5,6 +5,7 @@ mod exactly_once;
 mod host_work;
 mod http_api;
 mod kafka;
+mod kafka_tenancy;
 mod log_api;
 mod log_crash;
 mod log_faults;

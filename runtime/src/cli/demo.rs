@@ -100,7 +100,8 @@ pub fn run(data_dir: &Path, events: u64) -> Result<()> {
             String::from_utf8_lossy(r.value.unwrap_or_default())
         );
     }
-    log.commit_offsets(GROUP, &[(TOPIC, 0, offset)])?;
+    let committed = i64::try_from(offset).context("an offset beyond 2^63")?;
+    log.commit_offsets(GROUP, &[(TOPIC, 0, committed)])?;
     println!("committed offset {offset} of {TOPIC}/0 for consumer group {GROUP}");
     let ends: Vec<u64> = topic.partitions().iter().map(|p| p.end_offset()).collect();
     log.close().context("while closing the log")?;
@@ -114,7 +115,7 @@ pub fn run(data_dir: &Path, events: u64) -> Result<()> {
         "end offsets changed across a restart: {ends:?} before, {reopened:?} after"
     );
     ensure!(
-        log.committed_offset(GROUP, TOPIC, 0) == Some(offset),
+        log.committed_offset(GROUP, TOPIC, 0) == Some(committed),
         "the committed offset was not kept"
     );
     println!(

@@ -35,7 +35,7 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
 };
 use kafka_protocol::protocol::StrBytes;
-use log_core::{Cleanup, Durability, TopicConfig, validate_topic_name};
+use log_core::{Cleanup, Durability, TopicConfig, validate_user_topic_name};
 
 use super::connection::Session;
 use super::{Broker, errors};
@@ -120,7 +120,7 @@ async fn create_one(
     topic: CreatableTopic,
     validate_only: bool,
 ) -> Result<TopicConfig, Refusal> {
-    validate_topic_name(&topic.name).map_err(|e| (errors::code(&e), e.to_string()))?;
+    validate_user_topic_name(&topic.name).map_err(|e| (errors::code(&e), e.to_string()))?;
     if topic.replication_factor > 1 {
         return Err((
             ResponseError::InvalidReplicationFactor,

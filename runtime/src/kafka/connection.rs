@@ -2,6 +2,15 @@
 //! in order, and holds the connection's session (who is authenticated,
 //! which namespace its names live in).
 //!
+//! With tenancy, a session is only as good as the token it signed in with.
+//! Each request is handled under a lease on the token's tenant
+//! ([`Tenants::lease`]), taken only while the token still stands, so a
+//! revoked token or a deleted tenant gets no further request served, and
+//! the tenant's deletion waits for requests already being handled. While
+//! the connection waits for a request, or a request waits (a fetch's
+//! long-poll, a JoinGroup or SyncGroup), a revocation closes the
+//! connection at once.
+//!
 //! Memory is bounded: a frame larger than `max_request_bytes` closes the
 //! connection before anything is allocated, and the bytes of frames being
 //! read or handled, and of fetch answers until they are written, come from
@@ -28,6 +37,7 @@ use super::{
     Broker, admin, fetch, groups, metadata, offsets, produce, sasl, txn_requests, versions,
 };
 use crate::tenancy::Namespace;
+use crate::tenancy::tenants::Credential;
 
 /// A connection with no request for this long is closed (Kafka's
 /// `connections.max.idle.ms`).
@@ -40,6 +50,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 /// `sasl.server.max.receive.size`): unauthenticated clients cannot take a
 /// large share of the request budget.
 const MAX_UNAUTHENTICATED_FRAME: usize = 512 << 10;
+/// Why a session's connection is closed when its credential lapses.
+const REVOKED: &str = "its token was revoked or its tenant deleted";
 
 /// What a connection knows about its client.
 pub struct Session {
@@ -47,6 +59,9 @@ pub struct Session {
     /// The names this client sees; `None` until SASL has authenticated it
     /// when tenancy is on.
     pub namespace: Option<Namespace>,
+    /// With tenancy, the token SASL authenticated: checked before every
+    /// request, and watched while one waits.
+    pub credential: Option<Credential>,
     /// A SaslHandshake chose PLAIN; SaslAuthenticate may follow.
     pub sasl_started: bool,
     /// Set by a handler: close the connection once the answer is written
@@ -82,6 +97,25 @@ impl Session {
             .as_ref()
             .expect("requests other than SASL are answered only once authenticated")
     }
+
+    /// Resolves once this session's credential no longer stands; never for
+    /// a session without one (tenancy off, or not authenticated yet).
+    fn revoked(&self, broker: &Broker) -> impl Future<Output = ()> + Send + 'static {
+        let watched = broker.app.tenants.clone().zip(self.credential.clone());
+        async move {
+            let Some((tenants, credential)) = watched else {
+                return std::future::pending().await;
+            };
+            // Subscribed before checking: a revocation after the check
+            // still wakes this.
+            let mut revocations = tenants.revocations();
+            while tenants.is_valid(&credential) {
+                if revocations.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
 }
 
 /// Why a connection ends.
@@ -98,6 +132,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>)
     let mut session = Session {
         peer,
         namespace: broker.app.tenants.is_none().then(Namespace::global),
+        credential: None,
         sasl_started: false,
         close_after_answer: None,
         mute_for: Duration::ZERO,
@@ -124,30 +159,13 @@ async fn serve_one(
     session: &mut Session,
     broker: &Broker,
 ) -> Result<(), Close> {
-    let size = match tokio::time::timeout(IDLE_TIMEOUT, stream.read_i32()).await {
-        Ok(Ok(size)) => size,
-        Ok(Err(_)) | Err(_) => return Err(Close::Quietly),
+    let revoked = session.revoked(broker);
+    let frame = tokio::select! {
+        biased;
+        () = revoked => return Err(Close::Because(REVOKED.into())),
+        frame = read_frame(stream, session, broker) => frame?,
     };
-    let max = match session.namespace {
-        Some(_) => broker.settings.max_request_bytes,
-        None => MAX_UNAUTHENTICATED_FRAME.min(broker.settings.max_request_bytes),
-    };
-    let size = usize::try_from(size)
-        .ok()
-        .filter(|size| (8..=max).contains(size))
-        .ok_or_else(|| {
-            Close::Because(format!(
-                "request frame of {size} bytes (8 to {max} allowed)"
-            ))
-        })?;
-    session.request_budget = Some(broker.budget.acquire(&session.party(broker), size).await);
-    let mut frame = BytesMut::zeroed(size);
-    match tokio::time::timeout(FRAME_TIMEOUT, stream.read_exact(&mut frame)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(_)) => return Err(Close::Quietly),
-        Err(_) => return Err(Close::Because("request frame not completed in time".into())),
-    }
-    let answered = answer(frame.freeze(), session, broker).await;
+    let answered = answer(frame, session, broker).await;
     // The request is handled: its bytes no longer count, whatever the
     // client does with the answer.
     session.request_budget = None;
@@ -172,6 +190,51 @@ async fn serve_one(
         tokio::time::sleep(mute).await;
     }
     Ok(())
+}
+
+/// Reads one request frame, its bytes taken from the budget.
+async fn read_frame(
+    stream: &mut TcpStream,
+    session: &mut Session,
+    broker: &Broker,
+) -> Result<Bytes, Close> {
+    let size = match tokio::time::timeout(IDLE_TIMEOUT, stream.read_i32()).await {
+        Ok(Ok(size)) => size,
+        Ok(Err(_)) | Err(_) => return Err(Close::Quietly),
+    };
+    let max = match session.namespace {
+        Some(_) => broker.settings.max_request_bytes,
+        None => MAX_UNAUTHENTICATED_FRAME.min(broker.settings.max_request_bytes),
+    };
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|size| (8..=max).contains(size))
+        .ok_or_else(|| {
+            Close::Because(format!(
+                "request frame of {size} bytes (8 to {max} allowed)"
+            ))
+        })?;
+    session.request_budget = Some(broker.budget.acquire(&session.party(broker), size).await);
+    let mut frame = BytesMut::zeroed(size);
+    match tokio::time::timeout(FRAME_TIMEOUT, stream.read_exact(&mut frame)).await {
+        Ok(Ok(_)) => Ok(frame.freeze()),
+        Ok(Err(_)) => Err(Close::Quietly),
+        Err(_) => Err(Close::Because("request frame not completed in time".into())),
+    }
+}
+
+/// Runs a request that may wait long (a long-poll, a group join) until it
+/// is done or the session's credential is revoked, whichever comes first.
+/// Only requests that may be dropped midway go through here.
+async fn unless_revoked<T>(
+    revoked: impl Future<Output = ()>,
+    request: impl Future<Output = T>,
+) -> Result<T, Close> {
+    tokio::select! {
+        biased;
+        () = revoked => Err(Close::Because(REVOKED.into())),
+        answer = request => Ok(answer),
+    }
 }
 
 /// Decodes one request frame, handles it and encodes the response frame
@@ -206,6 +269,16 @@ async fn answer(
             "{api_key:?} before SASL authentication (this server requires SASL PLAIN)"
         )));
     }
+    // Held until the request is handled: the tenant's deletion waits for it.
+    let _lease = match (&broker.app.tenants, &session.credential) {
+        (Some(tenants), Some(credential)) => Some(
+            tenants
+                .lease(credential)
+                .await
+                .ok_or_else(|| Close::Because(REVOKED.into()))?,
+        ),
+        _ => None,
+    };
     broker.stats.request(api_key, frame_len);
     // Only the request itself keeps the frame's bytes alive from here on.
     let client = header
@@ -226,9 +299,13 @@ async fn answer(
                 None => return Ok(None),
             }
         }
-        RequestKind::Fetch(r) => {
-            ResponseKind::Fetch(fetch::fetch(broker, &mut *session, r, version).await)
-        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(
+            unless_revoked(
+                session.revoked(broker),
+                fetch::fetch(broker, &mut *session, r, version),
+            )
+            .await?,
+        ),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(offsets::list_offsets(broker, session, r, version).await)
         }
@@ -250,12 +327,20 @@ async fn answer(
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version))
         }
-        RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(groups::join_group(broker, session, r, client, version).await)
-        }
-        RequestKind::SyncGroup(r) => {
-            ResponseKind::SyncGroup(groups::sync_group(broker, session, r, version).await)
-        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
+            unless_revoked(
+                session.revoked(broker),
+                groups::join_group(broker, session, r, client, version),
+            )
+            .await?,
+        ),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(
+            unless_revoked(
+                session.revoked(broker),
+                groups::sync_group(broker, session, r, version),
+            )
+            .await?,
+        ),
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, session, r)),
         RequestKind::LeaveGroup(r) => {
             ResponseKind::LeaveGroup(groups::leave_group(broker, session, r, version))

@@ -375,6 +375,10 @@ impl Coordinator {
             (member_id, state.round)
         };
         group.changed.notify_waiters();
+        let _waiting = Waiting {
+            group: &group,
+            member_id: member_id.clone(),
+        };
         loop {
             let notified = group.changed.notified();
             tokio::pin!(notified);
@@ -387,9 +391,7 @@ impl Coordinator {
                     group.changed.notify_waiters();
                 }
                 if state.round > round {
-                    if let Some(member) = state.members.get_mut(&member_id) {
-                        member.waiting = false;
-                        member.last_seen = Instant::now();
+                    if state.members.contains_key(&member_id) {
                         return Ok(JoinOutcome::Joined(joined(&state, &member_id)));
                     }
                     // Gone: dropped from the round, or replaced by a restart
@@ -453,20 +455,22 @@ impl Coordinator {
             member.waiting = true;
             member.rebalance_timeout
         };
+        let _waiting = Waiting {
+            group: &group,
+            member_id: member_id.to_string(),
+        };
         let deadline = Instant::now() + wait;
-        let result = loop {
+        loop {
             let notified = group.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let state = group.lock();
-                if let Err(e) = check_member(&state, generation, caller) {
-                    break Err(e);
-                }
+                check_member(&state, generation, caller)?;
                 match state.phase {
-                    Phase::Stable => break Ok(state.members[member_id].assignment.clone()),
+                    Phase::Stable => return Ok(state.members[member_id].assignment.clone()),
                     Phase::PreparingRebalance | Phase::Empty => {
-                        break Err(ResponseError::RebalanceInProgress);
+                        return Err(ResponseError::RebalanceInProgress);
                     }
                     Phase::CompletingRebalance => {}
                 }
@@ -479,13 +483,7 @@ impl Coordinator {
                     group.changed.notify_waiters();
                 }
             }
-        };
-        let mut state = group.lock();
-        if let Some(member) = state.members.get_mut(member_id) {
-            member.waiting = false;
-            member.last_seen = Instant::now();
         }
-        result
     }
 
     /// Keeps a member's session alive; tells it when to rejoin.
@@ -566,6 +564,27 @@ impl Coordinator {
         check_member(&state, generation, caller)
     }
 
+    /// Forgets every group whose id matches (a deleted tenant's): members
+    /// are dropped, and calls waiting in the groups end with
+    /// UNKNOWN_MEMBER_ID. Their committed offsets are the log's to forget.
+    pub fn forget_groups(&self, matches: impl Fn(&str) -> bool) {
+        let forgotten: Vec<Arc<Group>> = {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<String> = groups.keys().filter(|id| matches(id)).cloned().collect();
+            ids.iter().filter_map(|id| groups.remove(id)).collect()
+        };
+        for group in forgotten {
+            {
+                let mut state = group.lock();
+                state.members.clear();
+                state.pending.clear();
+                state.settle_until = None;
+                membership_changed(&mut state);
+            }
+            group.changed.notify_waiters();
+        }
+    }
+
     /// Groups with members, by id.
     pub fn views(&self) -> Vec<(String, GroupView)> {
         let groups: Vec<(String, Arc<Group>)> = {
@@ -619,6 +638,25 @@ impl Coordinator {
             let state = group.lock();
             Arc::strong_count(group) > 1 || !state.members.is_empty() || !state.pending.is_empty()
         });
+    }
+}
+
+/// A member waiting in a JoinGroup or SyncGroup call: its session does not
+/// run meanwhile, and runs again from when the call ends, however it ends.
+/// A call dropped midway (its connection closed) thus leaves no member
+/// that never expires.
+struct Waiting<'a> {
+    group: &'a Group,
+    member_id: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut state = self.group.lock();
+        if let Some(member) = state.members.get_mut(&self.member_id) {
+            member.waiting = false;
+            member.last_seen = Instant::now();
+        }
     }
 }
 
@@ -1056,5 +1094,65 @@ mod tests {
                 .await,
             Err(ResponseError::FencedInstanceId)
         );
+    }
+
+    #[tokio::test]
+    async fn a_join_dropped_midway_leaves_a_member_that_expires() {
+        let coordinator = Arc::new(Coordinator::default());
+        let a = joined(coordinator.join("g", join("")).await.unwrap());
+        coordinator
+            .sync("g", a.generation, dynamic(&a.member_id), vec![])
+            .await
+            .unwrap();
+        // b's join starts a rebalance and waits for a; its connection closes.
+        let short = Join {
+            session_timeout: MIN_SESSION,
+            ..join("")
+        };
+        let waiting = tokio::spawn({
+            let coordinator = coordinator.clone();
+            async move { coordinator.join("g", short).await }
+        });
+        while coordinator.view("g").unwrap().members.len() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        waiting.abort();
+        assert!(waiting.await.is_err_and(|e| e.is_cancelled()));
+        tokio::time::sleep(MIN_SESSION + Duration::from_millis(100)).await;
+        coordinator.expire_sessions();
+        let members = coordinator.view("g").unwrap().members;
+        assert_eq!(members.len(), 1, "b's session ran out");
+        assert_eq!(members[0].member_id, a.member_id);
+    }
+
+    #[tokio::test]
+    async fn forgotten_groups_end_their_waiting_calls() {
+        let coordinator = Arc::new(Coordinator::default());
+        let a = joined(coordinator.join("acme.g", join("")).await.unwrap());
+        coordinator
+            .sync("acme.g", a.generation, dynamic(&a.member_id), vec![])
+            .await
+            .unwrap();
+        joined(coordinator.join("other.g", join("")).await.unwrap());
+        // A second member waits in a rebalance a will not join.
+        let waiting = tokio::spawn({
+            let coordinator = coordinator.clone();
+            async move { coordinator.join("acme.g", join("")).await }
+        });
+        while coordinator.view("acme.g").unwrap().members.len() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        coordinator.forget_groups(|id| id.starts_with("acme."));
+        let ended = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting join ends at once")
+            .unwrap();
+        assert_eq!(ended.err(), Some(ResponseError::UnknownMemberId));
+        assert!(coordinator.view("acme.g").is_none());
+        assert_eq!(
+            coordinator.heartbeat("acme.g", a.generation, dynamic(&a.member_id)),
+            Err(ResponseError::UnknownMemberId)
+        );
+        assert_eq!(coordinator.view("other.g").unwrap().members.len(), 1);
     }
 }

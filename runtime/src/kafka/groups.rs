@@ -4,8 +4,9 @@
 //!
 //! Membership is the [`Coordinator`]'s; committed offsets are the log's
 //! consumer-group offsets (`StreamLog::commit_offsets`), the same ones the
-//! HTTP API and the CLI show. Group ids, like topic names, live in the
-//! caller's namespace. [`visible_groups`] and [`summary`] describe groups
+//! HTTP API and the CLI show, kept as committed (negative ones included,
+//! as Kafka keeps them). Group ids, like topic names, live in the caller's
+//! namespace. [`visible_groups`] and [`summary`] describe groups
 //! for the HTTP API too, with member assignments decoded.
 //!
 //! [`Coordinator`]: super::coordinator::Coordinator
@@ -296,9 +297,9 @@ pub async fn offset_commit(
                     .ok()
                     .filter(|i| (*i as usize) < info.partitions.len())
                     .ok_or(ResponseError::UnknownTopicOrPartition)?;
-                let offset = u64::try_from(p.committed_offset)
-                    .map_err(|_| ResponseError::InvalidCommitOffsetSize)?;
-                offsets.push((stored.clone(), partition, offset));
+                // Kept as given, as Kafka keeps it: admin tools commit −1
+                // and −2 to reset a group to the end or the beginning.
+                offsets.push((stored.clone(), partition, p.committed_offset));
                 Ok(())
             });
             outcomes.push((topic.name.clone(), p.partition_index, result));
@@ -344,7 +345,7 @@ pub fn offset_fetch(
         committed
             .iter()
             .find(|(t, p, _)| t == stored && i64::from(*p) == i64::from(partition))
-            .map_or(-1, |(_, _, o)| *o as i64)
+            .map_or(-1, |(_, _, o)| *o)
     };
     let entry = |partition: i32, offset: i64| {
         OffsetFetchResponsePartition::default()
@@ -387,7 +388,7 @@ pub fn offset_fetch(
                     continue;
                 };
                 let name = TopicName(text(local));
-                let e = entry(*partition as i32, *offset as i64);
+                let e = entry(*partition as i32, *offset);
                 match topics.last_mut() {
                     Some(last) if last.name == name => last.partitions.push(e),
                     _ => topics.push(

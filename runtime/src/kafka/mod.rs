@@ -42,6 +42,7 @@ pub use groups::{
     visible_groups,
 };
 pub use stats::KafkaStats;
+pub use transactions::{MAX_TIMEOUT_MS as MAX_TRANSACTION_TIMEOUT_MS, Transactions};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,8 +114,9 @@ struct Broker {
     budget: budget::Budget,
     /// Consumer-group membership (the app's, which the HTTP API shows).
     coordinator: Arc<coordinator::Coordinator>,
-    /// Transactions, by transactional id.
-    transactions: Arc<transactions::Transactions>,
+    /// Transactions, by transactional id (the app's, which tenant deletion
+    /// cleans up).
+    transactions: Arc<Transactions>,
     stats: Arc<KafkaStats>,
 }
 
@@ -127,12 +129,7 @@ pub struct KafkaListener {
 
 impl KafkaListener {
     /// Binds the listener; the advertised address defaults to the bound one.
-    /// `state_dir` keeps the transaction coordinator's state.
-    pub async fn bind(
-        app: App,
-        settings: KafkaSettings,
-        state_dir: std::path::PathBuf,
-    ) -> anyhow::Result<KafkaListener> {
+    pub async fn bind(app: App, settings: KafkaSettings) -> anyhow::Result<KafkaListener> {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("while opening the Kafka listener on {}", settings.listen))?;
@@ -146,18 +143,6 @@ impl KafkaListener {
             settings.max_in_flight_bytes_per_tenant,
             settings.max_request_bytes,
         );
-        anyhow::ensure!(
-            settings.transactional_id_expiration_ms >= transactions::MAX_TIMEOUT_MS,
-            "kafka.transactional_id_expiration_ms must be at least {} (the longest transaction timeout)",
-            transactions::MAX_TIMEOUT_MS
-        );
-        let transactions = transactions::Transactions::start(
-            app.log.clone(),
-            state_dir.join("transactions"),
-            std::time::Duration::from_millis(settings.transactional_id_expiration_ms),
-        )
-        .await
-        .context("while loading the Kafka transactions")?;
         Ok(KafkaListener {
             addr,
             listener,
@@ -167,7 +152,7 @@ impl KafkaListener {
                 advertised_port,
                 budget,
                 coordinator: app.kafka_groups.clone(),
-                transactions,
+                transactions: app.kafka_transactions.clone(),
                 stats: app.kafka_stats.clone(),
                 app,
             }),

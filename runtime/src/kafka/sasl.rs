@@ -1,7 +1,9 @@
 //! SASL PLAIN (SaslHandshake v1, then SaslAuthenticate): the user name is
 //! the tenant and the password one of its tokens, checked exactly as the
 //! HTTP API checks a bearer token. An authenticated connection sees and
-//! touches only its tenant's topics, in tenant-local names.
+//! touches only its tenant's topics, in tenant-local names, for as long as
+//! that token stands: the session keeps the credential, and the connection
+//! closes once it is revoked or the tenant deleted (`connection.rs`).
 //!
 //! With tenancy on, a connection may send nothing but ApiVersions and the
 //! SASL requests (in frames of at most 512 KiB) until it has authenticated;
@@ -20,7 +22,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Broker;
 use super::connection::Session;
-use crate::tenancy::{Caller, Namespace};
+use crate::tenancy::Namespace;
+use crate::tenancy::tenants::Identity;
 
 const PLAIN: &str = "PLAIN";
 
@@ -53,6 +56,7 @@ pub fn authenticate(
     let response = check(broker, session, request);
     if response.error_code != 0 {
         session.namespace = broker.app.tenants.is_none().then(Namespace::global);
+        session.credential = None;
         session.close_after_answer = Some("SASL authentication failed".into());
     }
     response
@@ -81,11 +85,13 @@ fn check(
             "malformed SASL PLAIN message",
         );
     };
-    let namespace = match &broker.app.tenants {
-        None => Namespace::global(),
-        Some(tenants) => match tenants.authenticate(password) {
-            Some(Caller::Tenant(tenant)) if tenant == user => Namespace::tenant(&tenant),
-            Some(Caller::Admin) => {
+    let (namespace, credential) = match &broker.app.tenants {
+        None => (Namespace::global(), None),
+        Some(tenants) => match tenants.identify(password) {
+            Some(Identity::Tenant(credential)) if credential.tenant() == user => {
+                (Namespace::tenant(user), Some(credential))
+            }
+            Some(Identity::Admin) => {
                 return refuse(
                     ResponseError::SaslAuthenticationFailed,
                     "the admin credential manages tenants; use a tenant's token for its data",
@@ -101,6 +107,7 @@ fn check(
         },
     };
     session.namespace = Some(namespace);
+    session.credential = credential;
     SaslAuthenticateResponse::default().with_auth_bytes(Bytes::new())
 }
 

@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use log_core::{Batch, Cleanup, LogError, ProducerStamp};
@@ -603,12 +604,17 @@ impl Transactions {
         let mut record = txn.record.clone();
         if record.status == Status::PrepareCommit {
             record.sequences = self.append_buffer(&record).await?;
-            let mut by_group: BTreeMap<&str, Vec<(String, u32, u64)>> = BTreeMap::new();
+            let mut by_group: BTreeMap<&str, Vec<(String, u32, i64)>> = BTreeMap::new();
             for ((group, topic, partition), offset) in &record.offsets {
+                // Taken from non-negative i64s (TxnOffsetCommit).
+                let Ok(offset) = i64::try_from(*offset) else {
+                    tracing::error!(txn = %record.id, "a damaged pending offset skipped");
+                    continue;
+                };
                 by_group
                     .entry(group)
                     .or_default()
-                    .push((topic.clone(), *partition, *offset));
+                    .push((topic.clone(), *partition, offset));
             }
             for (group, offsets) in by_group {
                 match self.log.commit_offsets(group, offsets).await {
@@ -752,18 +758,49 @@ impl Transactions {
             if !txn.expired_at(now, self.expire_after) {
                 continue;
             }
-            let forgotten = match self.log.delete_commit_log(&buffer_name(&id)).await {
-                Ok(()) => crate::files::remove_durably(&state_path(&self.dir, &id)),
-                Err(e) => Err(e.into()),
-            };
-            if let Err(e) = forgotten {
-                tracing::warn!(txn = %id, "forgetting an expired transactional id failed: {e:#}");
-                continue;
+            match self.forget(&id, &mut txn).await {
+                Ok(()) => tracing::info!(
+                    txn = %id,
+                    "forgot a transactional id unused for {:?}",
+                    self.expire_after
+                ),
+                Err(e) => {
+                    tracing::warn!(txn = %id, "forgetting an expired transactional id failed: {e:#}");
+                }
             }
-            tracing::info!(txn = %id, "forgot a transactional id unused for {:?}", self.expire_after);
-            txn.expired = true;
-            self.lock().remove(&id);
         }
+    }
+
+    /// Forgets every transactional id that matches (a deleted tenant's),
+    /// whatever its state: an open transaction is dropped unwritten, a
+    /// prepared one is not finished. A producer still using one gets
+    /// INVALID_PRODUCER_ID_MAPPING; an InitProducerId starts it afresh.
+    pub async fn forget_ids(&self, matches: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+        let _creating = self.creating.lock().await;
+        let doomed: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(id, _)| matches(id))
+            .map(|(id, txn)| (id.clone(), txn.clone()))
+            .collect();
+        for (id, txn) in doomed {
+            let mut txn = txn.lock().await;
+            self.forget(&id, &mut txn)
+                .await
+                .with_context(|| format!("while forgetting transactional id {id:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets one transactional id: its buffer, its state file, its entry
+    /// (the caller holds `creating` and the id's lock).
+    async fn forget(&self, id: &str, txn: &mut Txn) -> anyhow::Result<()> {
+        self.log.delete_commit_log(&buffer_name(id)).await?;
+        crate::files::remove_durably(&state_path(&self.dir, id))?;
+        self.track_offsets(&txn.record, false);
+        txn.expired = true;
+        self.lock().remove(id);
+        Ok(())
     }
 
     async fn new_producer_id(&self) -> Result<i64> {
@@ -1102,5 +1139,62 @@ mod tests {
         assert_ne!(pid, idle_pid);
         assert_eq!(epoch, 0);
         assert!(log.commits(&buffer_name("idle"), 0).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn forgotten_ids_lose_their_open_transaction_and_start_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn StreamLog> =
+            Arc::new(EmbeddedLog::new(Log::open(dir.path().join("log")).unwrap()));
+        log.create_topic("acme.t", TopicConfig::default())
+            .await
+            .unwrap();
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"), WEEK)
+            .await
+            .unwrap();
+        let (pid, epoch) = txns.init("acme.tx", 60_000, None).await.unwrap();
+        txns.add_partitions("acme.tx", pid, epoch, vec![("acme.t".into(), 0)])
+            .await
+            .unwrap();
+        txns.add_group("acme.tx", pid, epoch, "acme.g")
+            .await
+            .unwrap();
+        txns.commit_offsets(
+            "acme.tx",
+            pid,
+            epoch,
+            "acme.g",
+            vec![("acme.t".into(), 0, 1)],
+        )
+        .await
+        .unwrap();
+        txns.produce("acme.tx", "acme.t", 0, batch("a", pid, epoch, 0))
+            .await
+            .unwrap();
+        txns.init("other.tx", 60_000, None).await.unwrap();
+        assert!(txns.offset_pending("acme.g", "acme.t", 0));
+
+        txns.forget_ids(|id| id.starts_with("acme.")).await.unwrap();
+        assert!(txns.get("acme.tx").is_none());
+        assert!(txns.get("other.tx").is_some(), "other ids are kept");
+        assert!(!state_path(&dir.path().join("txn"), "acme.tx").exists());
+        assert!(
+            log.commits(&buffer_name("acme.tx"), 0).await.is_err(),
+            "buffer dropped"
+        );
+        assert!(!txns.offset_pending("acme.g", "acme.t", 0));
+        assert_eq!(
+            txns.end("acme.tx", pid, epoch, true).await,
+            Err(ResponseError::InvalidProducerIdMapping)
+        );
+        assert_eq!(log.topic("acme.t").unwrap().partitions[0].end_offset, 0);
+        // The id starts afresh, also after a restart.
+        drop(txns);
+        let txns = Transactions::start(log.clone(), dir.path().join("txn"), WEEK)
+            .await
+            .unwrap();
+        let (fresh, epoch) = txns.init("acme.tx", 60_000, None).await.unwrap();
+        assert_ne!(fresh, pid);
+        assert_eq!(epoch, 0);
     }
 }

@@ -128,12 +128,23 @@ pub async fn offset_commit(
             let partition = u32::try_from(p.partition_index)
                 .ok()
                 .filter(|i| (*i as usize) < count);
+            // The transaction's saved state keeps offsets unsigned: a
+            // logical (negative) one is refused here, unlike OffsetCommit.
             let offset = u64::try_from(p.committed_offset).ok();
             match (partition, offset) {
                 (Some(partition), Some(offset)) => {
                     offsets.push((stored.clone(), partition, offset))
                 }
-                _ => invalid.push((topic.name.clone(), p.partition_index)),
+                (None, _) => invalid.push((
+                    topic.name.clone(),
+                    p.partition_index,
+                    ResponseError::UnknownTopicOrPartition,
+                )),
+                (Some(_), None) => invalid.push((
+                    topic.name.clone(),
+                    p.partition_index,
+                    ResponseError::InvalidCommitOffsetSize,
+                )),
             }
         }
     }
@@ -170,13 +181,12 @@ pub async fn offset_commit(
             .partitions
             .iter()
             .map(|p| {
-                let bad = invalid
+                let refused = invalid
                     .iter()
-                    .any(|(t, i)| *t == topic.name && *i == p.partition_index);
-                let error = if bad {
-                    ResponseError::UnknownTopicOrPartition.code()
-                } else {
-                    code(result)
+                    .find(|(t, i, _)| *t == topic.name && *i == p.partition_index);
+                let error = match refused {
+                    Some((_, _, refusal)) => refusal.code(),
+                    None => code(result),
                 };
                 TxnOffsetCommitResponsePartition::default()
                     .with_partition_index(p.partition_index)

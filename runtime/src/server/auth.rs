@@ -3,7 +3,9 @@
 //! With tenancy on, every request except `/healthz` must carry
 //! `Authorization: Bearer TOKEN`; a missing, unknown or revoked token gets
 //! 401. The admin credential manages tenants (and reads `/metrics`); a
-//! tenant token works on that tenant's namespace only. Error messages are
+//! tenant token works on that tenant's namespace only, and a tenant's
+//! request holds a lease on it while it runs, so deleting the tenant waits
+//! for it (`tenancy/deletion.rs`). Error messages are
 //! rewritten into the caller's names on the way out, so stored names never
 //! leak. Without tenancy every request is open and names are global.
 
@@ -16,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::App;
 use super::error::ApiError;
+use crate::tenancy::tenants::Identity;
 use crate::tenancy::{Caller, Namespace};
 
 /// Largest error body rewritten into tenant-local names.
@@ -31,9 +34,9 @@ pub enum Access {
 
 /// Checks the bearer token (when tenancy is on) and records the caller.
 pub async fn authenticate(State(app): State<App>, mut request: Request, next: Next) -> Response {
-    let access = match &app.tenants {
-        None => Access::Open,
-        Some(_) if request.uri().path() == "/healthz" => Access::Open,
+    let (access, _lease) = match &app.tenants {
+        None => (Access::Open, None),
+        Some(_) if request.uri().path() == "/healthz" => (Access::Open, None),
         Some(tenants) => {
             let token = request
                 .headers()
@@ -48,8 +51,16 @@ pub async fn authenticate(State(app): State<App>, mut request: Request, next: Ne
                 )
                 .into_response();
             };
-            match tenants.authenticate(token) {
-                Some(caller) => Access::Caller(caller),
+            let leased = match tenants.identify(token) {
+                Some(Identity::Admin) => Some((Caller::Admin, None)),
+                Some(Identity::Tenant(credential)) => tenants.lease(&credential).await.map(|l| {
+                    let caller = Caller::Tenant(credential.tenant().to_string());
+                    (caller, Some(l))
+                }),
+                None => None,
+            };
+            match leased {
+                Some((caller, lease)) => (Access::Caller(caller), lease),
                 None => {
                     return ApiError::new(StatusCode::UNAUTHORIZED, "invalid or revoked token")
                         .into_response();

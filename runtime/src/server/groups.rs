@@ -100,7 +100,9 @@ fn member(member: &kafka::MemberSummary) -> Value {
     })
 }
 
-/// `[{topic, partition, offset, lag}]` in the caller's names.
+/// `[{topic, partition, offset, lag}]` in the caller's names. A negative
+/// offset (Kafka's logical −1 and −2, as an admin tool commits them) has
+/// no lag: `null`, as for a partition gone.
 fn offsets(app: &App, ns: &Namespace, group: &str) -> Vec<Value> {
     app.log
         .group_offsets(group)
@@ -115,7 +117,7 @@ fn offsets(app: &App, ns: &Namespace, group: &str) -> Vec<Value> {
                 "topic": ns.localize(&topic)?,
                 "partition": partition,
                 "offset": offset,
-                "lag": end.map(|end| end.saturating_sub(offset)),
+                "lag": end.zip(u64::try_from(offset).ok()).map(|(end, offset)| end.saturating_sub(offset)),
             }))
         })
         .collect()

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::kafka::{GroupCoordinator, KafkaListener, KafkaSettings, KafkaStats};
+use crate::kafka::{GroupCoordinator, KafkaListener, KafkaSettings, KafkaStats, Transactions};
 use crate::modules::ModuleStore;
 use crate::operator::{CompileSettings, Compiler, Limits, OperatorEngine};
 use crate::pipeline::Pipelines;
@@ -106,6 +106,10 @@ pub struct App {
     /// Membership of the consumer groups Kafka clients form (none while
     /// the listener is off).
     pub kafka_groups: Arc<GroupCoordinator>,
+    /// Kafka transactions by transactional id. They run whether or not the
+    /// listener does, so prepared commits are finished and a deleted
+    /// tenant's ids are forgotten either way.
+    pub kafka_transactions: Arc<Transactions>,
 }
 
 impl App {
@@ -218,6 +222,18 @@ impl Server {
         } else {
             (None, None)
         };
+        anyhow::ensure!(
+            config.kafka.transactional_id_expiration_ms >= crate::kafka::MAX_TRANSACTION_TIMEOUT_MS,
+            "kafka.transactional_id_expiration_ms must be at least {} (the longest transaction timeout)",
+            crate::kafka::MAX_TRANSACTION_TIMEOUT_MS
+        );
+        let kafka_transactions = Transactions::start(
+            log.clone(),
+            dir.join("kafka").join("transactions"),
+            Duration::from_millis(config.kafka.transactional_id_expiration_ms),
+        )
+        .await
+        .context("while loading the Kafka transactions")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("while listening on {}", config.listen))?;
@@ -234,11 +250,10 @@ impl Server {
             kafka_groups: GroupCoordinator::start(Duration::from_millis(
                 config.kafka.group_initial_rebalance_delay_ms,
             )),
+            kafka_transactions,
         };
         let kafka = match config.kafka.enabled {
-            true => Some(
-                KafkaListener::bind(app.clone(), config.kafka.clone(), dir.join("kafka")).await?,
-            ),
+            true => Some(KafkaListener::bind(app.clone(), config.kafka.clone()).await?),
             false => None,
         };
         Ok(Server {

@@ -1,6 +1,6 @@
 //! `/v1/tenants`: the admin's endpoints: tenants and their tokens.
-//! Deleting a tenant deletes everything it owns (pipelines, modules,
-//! topics) before the tenant itself.
+//! Deleting a tenant is [`delete_tenant`]'s work: everything it owns goes
+//! with it.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 use super::App;
 use super::auth::{Admin, Scope};
 use super::error::{ApiError, ApiResult};
-use crate::tenancy::{Namespace, Quotas, TenancyError, Tenants};
+use crate::tenancy::{DeletionError, Namespace, Quotas, TenancyError, Tenants, delete_tenant};
 
 impl From<TenancyError> for ApiError {
     fn from(e: TenancyError) -> ApiError {
         let status = match &e {
             TenancyError::InvalidName(_) => StatusCode::BAD_REQUEST,
-            TenancyError::Exists(_) => StatusCode::CONFLICT,
+            TenancyError::Exists(_) | TenancyError::BeingDeleted(_) => StatusCode::CONFLICT,
             TenancyError::UnknownTenant(_) | TenancyError::UnknownToken { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -111,25 +111,15 @@ pub async fn delete(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
-    // The tenant goes first, so its tokens stop working before its
-    // resources are removed (a half-done deletion can be finished by the
-    // next tenant of that name deleting again).
-    tenants(&app)?.delete(&name)?;
-    let ns = Namespace::tenant(&name);
-    let owned = |stored: &str| ns.localize(stored).is_some();
-    for pipeline in app.pipelines.names().into_iter().filter(|p| owned(p)) {
-        app.pipelines.delete(&pipeline).await?;
+    tenants(&app)?;
+    match delete_tenant(&app, &name).await {
+        Ok(()) => Ok(Json(json!({ "deleted": name }))),
+        Err(DeletionError::Tenancy(e)) => Err(e.into()),
+        Err(e @ DeletionError::Incomplete { .. }) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{e:#}"),
+        )),
     }
-    for (module, _) in app.modules.list().into_iter().filter(|(m, _)| owned(m)) {
-        let modules = app.modules.clone();
-        tokio::task::spawn_blocking(move || modules.delete(&module))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    }
-    for topic in app.log.topics().into_iter().filter(|t| owned(&t.name)) {
-        app.log.delete_topic(&topic.name).await?;
-    }
-    Ok(Json(json!({ "deleted": name })))
 }
 
 /// `POST /v1/tenants/{name}/tokens`: a new token, shown only in this answer.

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use log_core::{TopicConfig, validate_topic_name};
+use log_core::{TopicConfig, validate_user_topic_name};
 use serde_json::{Map, Value, json};
 
 use super::App;
@@ -32,7 +32,7 @@ pub async fn create(
     };
     let config: TopicConfig = serde_json::from_value(Value::Object(fields))
         .map_err(|e| ApiError::bad_request(format!("invalid topic settings: {e}")))?;
-    validate_topic_name(&name)?;
+    validate_user_topic_name(&name)?;
     app.check_topic_quota(&ns)?;
     let info = app.log.create_topic(&ns.qualify(&name), config).await?;
     Ok((StatusCode::CREATED, Json(localize(&ns, info))))

@@ -137,6 +137,13 @@ impl ProduceRates {
         })
     }
 
+    /// Forgets a deleted tenant's bucket: one created again under its name
+    /// inherits neither its debt nor its credit.
+    pub fn forget(&self, tenant: &str) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        buckets.remove(tenant);
+    }
+
     /// Runs `use_bucket` on the tenant's bucket, refilled up to now, with
     /// the rate in bytes per second.
     fn with_bucket<T>(
@@ -198,6 +205,9 @@ mod tests {
             "{pause:?}"
         );
         assert_eq!(rates.charge("b", 10_000, None), Duration::ZERO);
+        // A tenant deleted and created again starts without the old debt.
+        rates.forget("a");
+        assert_eq!(rates.charge("a", 1000, Some(1000)), Duration::ZERO);
     }
 
     #[test]

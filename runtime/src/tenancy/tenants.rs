@@ -8,10 +8,21 @@
 //! stored only as SHA-256 hashes in `<data>/tenants.json`. A presented
 //! token is hashed and compared with every stored hash in constant time,
 //! so neither the comparison nor the lookup order leaks which bytes match.
+//!
+//! Long-lived sessions (Kafka connections) authenticate once and then hold
+//! a [`Credential`]: which token of which incarnation of the tenant they
+//! signed in with. Before each request they take a [`Lease`], which says
+//! without hashing again whether that token still stands, and they watch
+//! [`Tenants::revocations`] to end requests that wait (long-polls, group
+//! joins) as soon as it is revoked. A tenant re-created under the same name
+//! is a new incarnation: sessions of the old one never pass for it.
+//! Deleting a tenant is two steps ([`Tenants::begin_delete`], then
+//! [`Tenants::finish_delete`] once its resources are gone), so a deletion
+//! cut short leaves the name taken until it is finished.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use rand::RngCore;
@@ -42,6 +53,8 @@ pub enum TenancyError {
     InvalidName(String),
     #[error("tenant {0:?} already exists")]
     Exists(String),
+    #[error("tenant {0:?} is being deleted: delete it again to finish")]
+    BeingDeleted(String),
     #[error("unknown tenant {0:?}")]
     UnknownTenant(String),
     #[error("tenant {tenant:?} has no token {id:?}")]
@@ -62,6 +75,70 @@ struct TenantRecord {
     /// Its own quotas; `None`: the server's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     quotas: Option<Quotas>,
+    /// Its deletion has begun: its tokens are gone and the name stays
+    /// taken until the deletion is finished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleting: bool,
+    /// This life of the tenant (not stored: each start and each
+    /// re-creation makes a new one).
+    #[serde(skip)]
+    incarnation: Incarnation,
+}
+
+/// One life of a tenant, from its creation (or the server's start) to its
+/// deletion. Requests of its sessions hold it shared while they run
+/// ([`Lease`]); deletion takes it whole once, to wait for them to end.
+#[derive(Debug, Clone, Default)]
+struct Incarnation(Arc<tokio::sync::RwLock<()>>);
+
+impl Incarnation {
+    fn is(&self, other: &Incarnation) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// A tenant token as a long-lived session holds it: which token, of which
+/// incarnation of which tenant.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    tenant: String,
+    token_id: String,
+    incarnation: Incarnation,
+}
+
+impl Credential {
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
+/// Who a token belongs to, as a session signing in learns it.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    Admin,
+    Tenant(Credential),
+}
+
+/// A request of a session in flight, under a credential that stood when
+/// the request began: the tenant's deletion waits until it is dropped.
+#[derive(Debug)]
+pub struct Lease {
+    _held: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+/// A tenant whose deletion has begun: its tokens no longer work.
+pub struct Departing {
+    name: String,
+    incarnation: Incarnation,
+}
+
+impl Departing {
+    /// Waits until no request of the tenant's sessions is in flight. New
+    /// ones are refused already, and those that wait were woken by the
+    /// revocation, so this is the time of the longest request being handled.
+    pub async fn requests_finished(&self) {
+        drop(self.incarnation.0.write().await);
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +159,9 @@ pub struct TenantInfo {
     /// Its own quotas, if it does not use the defaults.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quotas: Option<Quotas>,
+    /// Its deletion began and is not finished (delete it again).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
 }
 
 /// A newly issued token: the only time its secret is seen.
@@ -97,6 +177,9 @@ pub struct Tenants {
     path: PathBuf,
     admin_hash: [u8; 32],
     stored: Mutex<Stored>,
+    /// Counts revocations (tokens revoked, deletions begun), so sessions
+    /// can wake and check their credential.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 /// Checks a tenant name: 1 to 32 characters of `[a-z0-9-]`, starting with
@@ -154,6 +237,7 @@ impl Tenants {
             path,
             admin_hash: hash(&admin),
             stored: Mutex::new(stored),
+            revocations: tokio::sync::watch::Sender::new(0),
         };
         Ok((tenants, file))
     }
@@ -169,14 +253,15 @@ impl Tenants {
         )
     }
 
-    /// Who a bearer token belongs to, if anyone.
-    pub fn authenticate(&self, token: &str) -> Option<Caller> {
+    /// Who a token belongs to, if anyone, with the credential a session
+    /// keeps.
+    pub fn identify(&self, token: &str) -> Option<Identity> {
         let presented = hash(token);
         let mut found = None;
         // Every hash is compared, whatever matches, in constant time.
         let is_admin: bool = presented.ct_eq(&self.admin_hash).into();
         if is_admin {
-            found = Some(Caller::Admin);
+            found = Some(Identity::Admin);
         }
         for (name, tenant) in &self.lock().tenants {
             for stored in &tenant.tokens {
@@ -185,11 +270,45 @@ impl Tenants {
                 };
                 let matches: bool = presented.as_slice().ct_eq(&bytes).into();
                 if matches {
-                    found = Some(Caller::Tenant(name.clone()));
+                    found = Some(Identity::Tenant(Credential {
+                        tenant: name.clone(),
+                        token_id: stored.id.clone(),
+                        incarnation: tenant.incarnation.clone(),
+                    }));
                 }
             }
         }
         found
+    }
+
+    /// Whether a session's credential still stands: its token not revoked,
+    /// its tenant not deleted (nor deleted and created again).
+    pub fn is_valid(&self, credential: &Credential) -> bool {
+        self.lock()
+            .tenants
+            .get(&credential.tenant)
+            .is_some_and(|record| {
+                record.incarnation.is(&credential.incarnation)
+                    && record.tokens.iter().any(|t| t.id == credential.token_id)
+            })
+    }
+
+    /// Holds the credential's tenant for one request, if the credential
+    /// still stands (`None`: it was revoked).
+    pub async fn lease(&self, credential: &Credential) -> Option<Lease> {
+        let guard = credential.incarnation.0.clone().read_owned().await;
+        // Checked once the lease is held: a deletion that began before
+        // cannot miss this request, one that begins after waits for it.
+        self.is_valid(credential).then_some(Lease { _held: guard })
+    }
+
+    /// Changes whenever a token is revoked or a tenant's deletion begins.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    fn revoked(&self) {
+        self.revocations.send_modify(|count| *count += 1);
     }
 
     pub fn exists(&self, name: &str) -> bool {
@@ -199,14 +318,20 @@ impl Tenants {
     pub fn create(&self, name: &str, quotas: Option<Quotas>) -> Result<TenantInfo, TenancyError> {
         check_tenant_name(name).map_err(TenancyError::InvalidName)?;
         let mut stored = self.lock();
-        if stored.tenants.contains_key(name) {
-            return Err(TenancyError::Exists(name.to_string()));
+        match stored.tenants.get(name) {
+            Some(record) if record.deleting => {
+                return Err(TenancyError::BeingDeleted(name.to_string()));
+            }
+            Some(_) => return Err(TenancyError::Exists(name.to_string())),
+            None => {}
         }
         let mut updated = stored.clone();
         let record = TenantRecord {
             created_ms: now_ms(),
             tokens: Vec::new(),
             quotas,
+            deleting: false,
+            incarnation: Incarnation::default(),
         };
         updated.tenants.insert(name.to_string(), record);
         self.save(&updated)?;
@@ -231,12 +356,40 @@ impl Tenants {
         self.lock().tenants.get(name).map(|r| info(name, r))
     }
 
-    /// Forgets a tenant and its tokens (its resources are the caller's to delete).
-    pub fn delete(&self, name: &str) -> Result<(), TenancyError> {
+    /// Begins deleting a tenant: its tokens are dropped (sessions using
+    /// them are told through [`revocations`](Self::revocations)) and its
+    /// name stays taken until [`finish_delete`](Self::finish_delete).
+    /// Beginning again a deletion begun before is how it is resumed.
+    pub fn begin_delete(&self, name: &str) -> Result<Departing, TenancyError> {
         let mut stored = self.lock();
         let mut updated = stored.clone();
-        if updated.tenants.remove(name).is_none() {
-            return Err(TenancyError::UnknownTenant(name.to_string()));
+        let record = updated
+            .tenants
+            .get_mut(name)
+            .ok_or_else(|| TenancyError::UnknownTenant(name.to_string()))?;
+        record.tokens.clear();
+        record.deleting = true;
+        let incarnation = record.incarnation.clone();
+        self.save(&updated)?;
+        *stored = updated;
+        drop(stored);
+        self.revoked();
+        Ok(Departing {
+            name: name.to_string(),
+            incarnation,
+        })
+    }
+
+    /// Forgets a tenant whose resources are gone.
+    pub fn finish_delete(&self, departing: Departing) -> Result<(), TenancyError> {
+        let mut stored = self.lock();
+        let mut updated = stored.clone();
+        let gone = updated
+            .tenants
+            .remove(&departing.name)
+            .is_some_and(|record| record.incarnation.is(&departing.incarnation));
+        if !gone {
+            return Err(TenancyError::UnknownTenant(departing.name));
         }
         self.save(&updated)?;
         *stored = updated;
@@ -251,6 +404,9 @@ impl Tenants {
             .tenants
             .get_mut(tenant)
             .ok_or_else(|| TenancyError::UnknownTenant(tenant.to_string()))?;
+        if record.deleting {
+            return Err(TenancyError::BeingDeleted(tenant.to_string()));
+        }
         let token = format!("weir_{}", random_hex(32));
         let id = random_hex(6);
         record.tokens.push(TokenRecord {
@@ -285,6 +441,8 @@ impl Tenants {
         }
         self.save(&updated)?;
         *stored = updated;
+        drop(stored);
+        self.revoked();
         Ok(())
     }
 }
@@ -295,6 +453,7 @@ fn info(name: &str, record: &TenantRecord) -> TenantInfo {
         created_ms: record.created_ms,
         tokens: record.tokens.iter().map(|t| t.id.clone()).collect(),
         quotas: record.quotas,
+        deleting: record.deleting,
     }
 }
 
@@ -330,29 +489,38 @@ fn write_private(file: &Path, text: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    impl Tenants {
+        fn caller(&self, token: &str) -> Option<Caller> {
+            self.identify(token).map(|identity| match identity {
+                Identity::Admin => Caller::Admin,
+                Identity::Tenant(credential) => Caller::Tenant(credential.tenant),
+            })
+        }
+    }
+
     #[test]
     fn tokens_authenticate_until_revoked_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (tenants, file) = Tenants::open(dir.path(), Some("root".into())).unwrap();
         assert!(file.is_none());
-        assert_eq!(tenants.authenticate("root"), Some(Caller::Admin));
+        assert_eq!(tenants.caller("root"), Some(Caller::Admin));
         tenants.create("acme", None).unwrap();
         let issued = tenants.issue_token("acme").unwrap();
         assert_eq!(
-            tenants.authenticate(&issued.token),
+            tenants.caller(&issued.token),
             Some(Caller::Tenant("acme".into()))
         );
-        assert_eq!(tenants.authenticate("weir_nope"), None);
+        assert_eq!(tenants.caller("weir_nope"), None);
         let stored = std::fs::read_to_string(dir.path().join(TENANTS_FILE)).unwrap();
         assert!(!stored.contains(&issued.token), "only the hash is stored");
 
         let (reopened, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
         assert_eq!(
-            reopened.authenticate(&issued.token),
+            reopened.caller(&issued.token),
             Some(Caller::Tenant("acme".into()))
         );
         reopened.revoke_token("acme", &issued.id).unwrap();
-        assert_eq!(reopened.authenticate(&issued.token), None);
+        assert_eq!(reopened.caller(&issued.token), None);
         assert!(matches!(
             reopened.create("acme", None),
             Err(TenancyError::Exists(_))
@@ -366,7 +534,7 @@ mod tests {
         let (tenants, file) = Tenants::open(dir.path(), None).unwrap();
         let file = file.expect("generated");
         let token = std::fs::read_to_string(&file).unwrap();
-        assert_eq!(tenants.authenticate(token.trim()), Some(Caller::Admin));
+        assert_eq!(tenants.caller(token.trim()), Some(Caller::Admin));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -374,6 +542,87 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let (again, _) = Tenants::open(dir.path(), None).unwrap();
-        assert_eq!(again.authenticate(token.trim()), Some(Caller::Admin));
+        assert_eq!(again.caller(token.trim()), Some(Caller::Admin));
+    }
+
+    fn credential(tenants: &Tenants, token: &str) -> Credential {
+        match tenants.identify(token) {
+            Some(Identity::Tenant(credential)) => credential,
+            other => panic!("not a tenant's token: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_lapse_with_their_token_and_with_their_tenants_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tenants, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
+        tenants.create("acme", None).unwrap();
+        let (first, second) = (
+            tenants.issue_token("acme").unwrap(),
+            tenants.issue_token("acme").unwrap(),
+        );
+        let (one, two) = (
+            credential(&tenants, &first.token),
+            credential(&tenants, &second.token),
+        );
+        let mut revocations = tenants.revocations();
+        assert!(tenants.lease(&one).await.is_some());
+        tenants.revoke_token("acme", &first.id).unwrap();
+        assert!(revocations.has_changed().unwrap(), "sessions are woken");
+        revocations.mark_unchanged();
+        assert!(tenants.lease(&one).await.is_none());
+        assert!(tenants.is_valid(&two), "the other token still stands");
+
+        // A deletion revokes every token and waits for requests in flight.
+        let in_flight = tenants.lease(&two).await.unwrap();
+        let departing = tenants.begin_delete("acme").unwrap();
+        assert!(revocations.has_changed().unwrap());
+        assert!(!tenants.is_valid(&two));
+        {
+            let finished = departing.requests_finished();
+            tokio::pin!(finished);
+            let waited = tokio::time::timeout(std::time::Duration::from_millis(50), &mut finished);
+            assert!(waited.await.is_err(), "the request in flight is waited for");
+            drop(in_flight);
+            finished.await;
+        }
+        assert!(tenants.lease(&two).await.is_none());
+        tenants.finish_delete(departing).unwrap();
+
+        // The same name again is a new life: the old one's credentials never
+        // pass for it, even with a token id it reuses.
+        tenants.create("acme", None).unwrap();
+        let third = tenants.issue_token("acme").unwrap();
+        let old_life = Credential {
+            token_id: third.id.clone(),
+            ..two.clone()
+        };
+        assert!(!tenants.is_valid(&old_life));
+        assert!(tenants.is_valid(&credential(&tenants, &third.token)));
+    }
+
+    #[test]
+    fn a_deletion_cut_short_keeps_the_name_until_it_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tenants, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
+        tenants.create("acme", None).unwrap();
+        let issued = tenants.issue_token("acme").unwrap();
+        tenants.begin_delete("acme").unwrap();
+        // The server stops before the tenant's resources are deleted.
+        let (reopened, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
+        assert_eq!(reopened.caller(&issued.token), None);
+        assert!(reopened.get("acme").unwrap().deleting);
+        assert!(matches!(
+            reopened.create("acme", None),
+            Err(TenancyError::BeingDeleted(_))
+        ));
+        assert!(matches!(
+            reopened.issue_token("acme"),
+            Err(TenancyError::BeingDeleted(_))
+        ));
+        let departing = reopened.begin_delete("acme").unwrap();
+        reopened.finish_delete(departing).unwrap();
+        reopened.create("acme", None).unwrap();
+        assert!(!reopened.get("acme").unwrap().deleting);
     }
 }
