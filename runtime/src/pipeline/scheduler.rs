@@ -168,6 +168,15 @@ impl CpuScheduler {
         }
     }
 
+    /// Forgets a deleted tenant's account (its pipelines are gone), so a
+    /// tenant created again under the name starts afresh.
+    pub fn forget(&self, tenant: &str) {
+        let mut state = self.lock();
+        if state.tenants.get(tenant).is_some_and(|a| a.running == 0) {
+            state.tenants.remove(tenant);
+        }
+    }
+
     /// CPU time used so far by each tenant's operators.
     pub fn cpu_time(&self, tenant: &str) -> Duration {
         self.lock()
@@ -259,6 +268,15 @@ mod tests {
         while thread_cpu_time() < until {
             std::hint::spin_loop();
         }
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_tenant_starts_afresh() {
+        let scheduler = CpuScheduler::new(1);
+        scheduler.run("gone", 1, || spin(5)).await;
+        assert!(scheduler.cpu_time("gone") > Duration::ZERO);
+        scheduler.forget("gone");
+        assert_eq!(scheduler.cpu_time("gone"), Duration::ZERO);
     }
 
     /// Two tenants flood one slot with equal work; shares 3:1 give them

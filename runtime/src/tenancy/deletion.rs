@@ -15,7 +15,7 @@
 //!    topics), then modules, consumer groups (members and committed
 //!    offsets), Kafka transactional ids (with any open transaction's
 //!    buffer), topics (with their idempotent-producer state), and its
-//!    produce-rate bucket.
+//!    produce-rate bucket and its account of operator CPU time.
 //! 4. The tenant is forgotten ([`Tenants::finish_delete`]).
 //!
 //! A deletion cut short (storage failing, the server stopping) leaves the
@@ -93,6 +93,7 @@ async fn delete_owned(app: &App, ns: &Namespace) -> anyhow::Result<()> {
     }
     if let Some(tenant) = ns.tenant_name() {
         app.produce_rates.forget(tenant);
+        app.scheduler.forget(tenant);
     }
     Ok(())
 }
