@@ -93,6 +93,33 @@ fn hostile_pipelines_leave_the_neighbour_the_server_and_shutdown_alone() {
         json!({"attack": "log-flood", "lines": "5000"}),
     );
 
+    hostile_pipeline(
+        &server,
+        "journal",
+        "skip",
+        json!({"attack": "journal", "puts": "150"}),
+    );
+    hostile_pipeline(&server, "timers", "skip", json!({"attack": "timer-keys"}));
+    hostile_pipeline(
+        &server,
+        "big",
+        "skip",
+        json!({"attack": "big-output", "output-bytes": "20971520"}),
+    );
+    hostile_pipeline(&server, "big-logger", "skip", json!({"attack": "log-big"}));
+    hostile_pipeline(
+        &server,
+        "controller",
+        "halt",
+        json!({"attack": "forge-control"}),
+    );
+    server.create_topic("dead", 1);
+    server.create_topic("out-rejecter", 1);
+    let spec = json!({"inputs": ["in"], "on_error": "dead-letter", "dead_letter": "dead",
+        "stages": [{"module": "abuse", "config": {"attack": "reject-many"},
+                    "outputs": {"main": "out-rejecter"}}]});
+    server.expect(201, server.put("/v1/pipelines/rejecter", &spec));
+
     server.use_token(Some(&alice));
     server.create_topic("orders", 1);
     server.create_topic("kept", 1);
@@ -160,6 +187,27 @@ fn hostile_pipelines_leave_the_neighbour_the_server_and_shutdown_alone() {
     server.wait_until("the logger catches up", |s| {
         s.pipeline("logger")["lag"] == 0
     });
+    // State, timers, output, logs: each over its limit, skipped, bounded.
+    for name in ["journal", "timers", "big", "big-logger"] {
+        server.wait_until(&format!("{name} skips what passes its limits"), |s| {
+            let status = s.pipeline(name);
+            assert_eq!(status["state"], "running", "{status}");
+            counter(&status, "errors") > 0 && status["lag"] == 0
+        });
+    }
+    // A round's output stays within one call's 64 MiB: at most 3 records
+    // of 20 MiB per round, never all of them.
+    let big = server.pipeline("big");
+    assert!(counter(&big, "records_out") < 50, "{big}");
+    // Control bits are cleared: every forwarded record is visible.
+    server.wait_until("the control-bit forger's records arrive", |s| {
+        s.records("out-controller", 0).len() == 50
+    });
+    // 20,000 rejections per record: one dead letter per record.
+    server.wait_until("each rejected record is dead-lettered once", |s| {
+        s.pipeline("rejecter")["lag"] == 0
+    });
+    assert_eq!(server.records("dead", 0).len(), 50);
 
     // Management of the hostile pipelines answers too.
     let (paused, took) = timed(|| server.post("/v1/pipelines/waiter/pause", &json!({})));

@@ -5,7 +5,8 @@
 //! module size limit, or the tenant's `module_bytes` quota): from its
 //! `Content-Length` before any of it is read, or once the bytes read pass
 //! the limit. What the client still sends is then read and thrown away, up
-//! to a bound, so that it gets the answer rather than a connection reset.
+//! to a bound, so that it gets the answer rather than a connection reset;
+//! so it is for uploads refused for their name or the module count quota.
 
 use std::time::Duration;
 
@@ -45,20 +46,16 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Path(name) = name?;
-    check_name("module", &name).map_err(ApiError::bad_request)?;
+    // Refused before reading: the body is still drained (see the module doc).
+    let name = match admit_upload(&app, &ns, name) {
+        Ok(name) => name,
+        Err(refused) => {
+            discard(body.into_data_stream());
+            return Err(refused);
+        }
+    };
     let module_name = ns.qualify(&name);
     let quotas = app.quotas(&ns);
-    if let Some(quotas) = quotas
-        && app.modules.versions(&module_name).is_none()
-    {
-        let owned = app.modules.list();
-        let count = owned
-            .iter()
-            .filter(|(m, _)| ns.localize(m).is_some())
-            .count();
-        quotas.check_count("modules", count as u64)?;
-    }
     // The size limit and the `module_bytes` quota are enforced while reading.
     let limit = UploadLimit {
         max_module_bytes: app.modules.max_module_bytes() as u64,
@@ -86,6 +83,28 @@ pub async fn put(
                      "size": version.size, "new": new }),
         ),
     ))
+}
+
+/// The module name of an upload, unless the name is invalid or a new
+/// module would pass the tenant's module count quota.
+fn admit_upload(
+    app: &App,
+    ns: &crate::tenancy::Namespace,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<String> {
+    let Path(name) = name?;
+    check_name("module", &name).map_err(ApiError::bad_request)?;
+    if let Some(quotas) = app.quotas(ns)
+        && app.modules.versions(&ns.qualify(&name)).is_none()
+    {
+        let owned = app.modules.list();
+        let count = owned
+            .iter()
+            .filter(|(m, _)| ns.localize(m).is_some())
+            .count();
+        quotas.check_count("modules", count as u64)?;
+    }
+    Ok(name)
 }
 
 /// `GET /v1/modules`: the caller's modules.
