@@ -56,9 +56,12 @@ pub struct HostState {
     log_budget: usize,
     /// Log bytes per second, over time.
     log_rate: LogBudget,
-    /// When the guest's current call into the host began (see
-    /// [`charge_host_time`]).
+    /// When the guest's current call into the host began, and how deeply
+    /// host calls are nested (a host function lowering its result calls
+    /// the guest's allocator, which may call the host to grow memory); see
+    /// [`charge_host_time`].
     host_entered: Option<Instant>,
+    host_depth: u32,
     /// What the guest reported just before trapping (the SDK's panic hook).
     pub fatal: Option<(Option<u64>, String)>,
     max_memory_bytes: usize,
@@ -89,6 +92,7 @@ impl HostState {
             log_budget: 0,
             log_rate: carried.log_rate,
             host_entered: None,
+            host_depth: 0,
             fatal: None,
             max_memory_bytes,
             max_stdio_bytes,
@@ -108,6 +112,8 @@ impl HostState {
     /// Starts a call: resets the per-call budgets and reports.
     pub fn begin_call(&mut self, log_budget: usize) {
         self.log_budget = log_budget;
+        self.host_entered = None;
+        self.host_depth = 0;
         self.fatal = None;
         self.memory_denied = None;
         self.limit_hit = None;
@@ -158,10 +164,22 @@ pub fn charge_host_time(
     mut store: StoreContextMut<'_, HostState>,
     hook: CallHook,
 ) -> wasmtime::Result<()> {
+    let state = store.data_mut();
     match hook {
-        CallHook::CallingHost => store.data_mut().host_entered = Some(Instant::now()),
+        CallHook::CallingHost => {
+            if state.host_depth == 0 {
+                state.host_entered = Some(Instant::now());
+            }
+            state.host_depth += 1;
+        }
         CallHook::ReturningFromHost => {
-            if let Some(entered) = store.data_mut().host_entered.take() {
+            state.host_depth = state.host_depth.saturating_sub(1);
+            // Charged once, for the outermost host call: it includes any
+            // nested guest code, which also used fuel (charged twice, a
+            // little, rather than not at all).
+            if state.host_depth == 0
+                && let Some(entered) = state.host_entered.take()
+            {
                 let spent = u64::try_from(entered.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 let fuel = store.get_fuel()?;
                 store.set_fuel(fuel.saturating_sub(spent.saturating_mul(FUEL_PER_HOST_NS)))?;
