@@ -95,15 +95,9 @@ fn upload(url: &str, token: &str, bytes: &[u8]) -> (u16, Value) {
     )
 }
 
-/// Creates a tenant and returns a token for it.
+/// Creates a tenant and returns a fresh token for it.
 fn tenant(server: &WeirServer, name: &str) -> String {
-    server.use_token(Some(ADMIN));
-    server.expect(201, server.post("/v1/tenants", &json!({ "name": name })));
-    let issued = server.expect(
-        201,
-        server.post(&format!("/v1/tenants/{name}/tokens"), &json!({})),
-    );
-    issued["token"].as_str().unwrap().to_string()
+    server.create_tenant(ADMIN, json!({ "name": name }))
 }
 
 /// The `weir __compile` processes the server runs now.

@@ -772,14 +772,7 @@ pub(crate) fn tenancy_server(dir: &std::path::Path) -> WeirServer {
 
 /// Creates a tenant (`body` as the HTTP API takes it) and a token for it.
 pub(crate) fn tenant_token(server: &WeirServer, body: Value) -> String {
-    let name = body["name"].as_str().unwrap().to_string();
-    server.use_token(Some(ADMIN));
-    server.expect(201, server.post("/v1/tenants", &body));
-    let issued = server.expect(
-        201,
-        server.post(&format!("/v1/tenants/{name}/tokens"), &json!({})),
-    );
-    issued["token"].as_str().unwrap().to_string()
+    server.create_tenant(ADMIN, body)
 }
 
 /// Client settings signing in with SASL PLAIN as `tenant`.

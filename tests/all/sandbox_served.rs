@@ -19,14 +19,9 @@ const ADMIN: &str = "sandbox-admin-secret";
 /// on a loaded 2-core machine.
 const ANSWER_BOUND: Duration = Duration::from_secs(5);
 
+/// Creates a tenant and returns a fresh token for it.
 fn tenant(server: &WeirServer, name: &str) -> String {
-    server.use_token(Some(ADMIN));
-    server.expect(201, server.post("/v1/tenants", &json!({ "name": name })));
-    let issued = server.expect(
-        201,
-        server.post(&format!("/v1/tenants/{name}/tokens"), &json!({})),
-    );
-    issued["token"].as_str().unwrap().to_string()
+    server.create_tenant(ADMIN, json!({ "name": name }))
 }
 
 /// Runs `request` and returns its answer and how long it took.

@@ -17,13 +17,7 @@ fn tenancy_server(dir: &std::path::Path) -> WeirServer {
 
 /// Creates a tenant and returns a fresh token for it.
 fn tenant(server: &WeirServer, name: &str) -> String {
-    server.use_token(Some(ADMIN));
-    server.expect(201, server.post("/v1/tenants", &json!({ "name": name })));
-    let issued = server.expect(
-        201,
-        server.post(&format!("/v1/tenants/{name}/tokens"), &json!({})),
-    );
-    issued["token"].as_str().unwrap().to_string()
+    server.create_tenant(ADMIN, json!({ "name": name }))
 }
 
 #[test]
@@ -202,16 +196,7 @@ fn a_generated_admin_credential_is_written_privately_and_announced() {
 
 /// Creates a tenant with its own quotas; returns a token for it.
 fn tenant_with_quotas(server: &WeirServer, name: &str, quotas: Value) -> String {
-    server.use_token(Some(ADMIN));
-    server.expect(
-        201,
-        server.post("/v1/tenants", &json!({ "name": name, "quotas": quotas })),
-    );
-    let issued = server.expect(
-        201,
-        server.post(&format!("/v1/tenants/{name}/tokens"), &json!({})),
-    );
-    let token = issued["token"].as_str().unwrap().to_string();
+    let token = server.create_tenant(ADMIN, json!({ "name": name, "quotas": quotas }));
     server.use_token(Some(&token));
     token
 }

@@ -216,6 +216,19 @@ impl WeirServer {
         body
     }
 
+    /// Creates a tenant as `admin` (`body`: its name, and quotas if any)
+    /// and returns a fresh token for it; the client goes on as the admin.
+    pub fn create_tenant(&self, admin: &str, body: Value) -> String {
+        let name = body["name"].as_str().expect("a tenant name").to_string();
+        self.use_token(Some(admin));
+        self.expect(201, self.post("/v1/tenants", &body));
+        let issued = self.expect(
+            201,
+            self.post(&format!("/v1/tenants/{name}/tokens"), &json!({})),
+        );
+        issued["token"].as_str().expect("a token").to_string()
+    }
+
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let body = json!({ "name": name, "partitions": partitions });
         self.expect(201, self.post("/v1/topics", &body));
