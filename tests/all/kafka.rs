@@ -57,6 +57,20 @@ pub(crate) fn producer(server: &WeirServer, extra: &[(&str, &str)]) -> FuturePro
     .expect("create a producer")
 }
 
+/// Creates a one-partition topic through a Kafka admin client signed in
+/// with `settings`, and checks it was made.
+pub(crate) fn create_topic_over_kafka(server: &WeirServer, settings: &[(&str, &str)], name: &str) {
+    let admin: AdminClient<DefaultClientContext> = config(server, settings)
+        .create()
+        .expect("create an admin client");
+    let created = futures::executor::block_on(admin.create_topics(
+        [&NewTopic::new(name, 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))
+    .expect("CreateTopics answers");
+    assert_eq!(created, [Ok(name.to_string())], "{settings:?}");
+}
+
 /// Sends one record and waits for its `(partition, offset)`.
 pub(crate) fn send(producer: &FutureProducer, record: FutureRecord<'_, [u8], [u8]>) -> (i32, i64) {
     let delivery = futures::executor::block_on(
@@ -814,13 +828,7 @@ fn sasl_plain_authenticates_tenants_and_keeps_them_apart() {
     for (tenant, password) in [("acme", &acme), ("globex", &globex)] {
         let settings = sasl(tenant, password);
         let settings = settings.each_ref().map(|(k, v)| (*k, v.as_str()));
-        let admin: AdminClient<DefaultClientContext> = config(&server, &settings).create().unwrap();
-        let created = futures::executor::block_on(admin.create_topics(
-            [&NewTopic::new("orders", 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .unwrap();
-        assert_eq!(created, vec![Ok("orders".to_string())], "{tenant}");
+        create_topic_over_kafka(&server, &settings, "orders");
         let producer = producer(&server, &settings);
         send(
             &producer,

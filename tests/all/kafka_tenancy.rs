@@ -27,8 +27,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 use crate::kafka::{
-    ADMIN, WAIT, assignments_when, config, fetched_offset, group_consumer_with, one_record,
-    produce_raw, produce_request, producer, sasl, sasl_login, send, tenancy_server, tenant_token,
+    ADMIN, WAIT, assignments_when, config, create_topic_over_kafka, fetched_offset,
+    group_consumer_with, one_record, produce_raw, produce_request, producer, sasl, sasl_login,
+    send, tenancy_server, tenant_token,
 };
 use crate::support::kafka_wire::Wire;
 use crate::support::server::WeirServer;
@@ -266,13 +267,7 @@ fn a_deleted_tenant_leaves_nothing_to_a_successor_of_its_name() {
     // Over Kafka the tenant makes a topic with records, a group with
     // committed offsets, a group with a live member, and a transaction it
     // leaves open.
-    let admin: AdminClient<DefaultClientContext> = config(&server, &settings).create().unwrap();
-    let created = futures::executor::block_on(admin.create_topics(
-        [&NewTopic::new("orders", 1, TopicReplication::Fixed(1))],
-        &AdminOptions::new(),
-    ))
-    .unwrap();
-    assert_eq!(created, [Ok("orders".to_string())]);
+    create_topic_over_kafka(&server, &settings, "orders");
     send(
         &producer(&server, &settings),
         FutureRecord::to("orders").payload(b"old"),

@@ -116,13 +116,7 @@ fn hostile_pipelines_leave_the_neighbour_the_server_and_shutdown_alone() {
     server.expect(201, server.put("/v1/pipelines/rejecter", &spec));
 
     server.use_token(Some(&alice));
-    server.create_topic("orders", 1);
-    server.create_topic("kept", 1);
-    let filter = std::fs::read(guest_path("filter")).unwrap();
-    server.expect(201, server.put_bytes("/v1/modules/filter", &filter));
-    let spec = json!({"inputs": ["orders"], "stages": [{"module": "filter",
-        "config": {"field": "ok", "equals": "true"}, "outputs": {"main": "kept"}}]});
-    server.expect(201, server.put("/v1/pipelines/p", &spec));
+    server.start_neighbour_filter();
 
     let mut slowest = Duration::ZERO;
     for round in 0..10 {

@@ -368,13 +368,7 @@ fn a_tenant_with_a_looping_module_does_not_stop_another() {
     server.produce("in", burden);
 
     server.use_token(Some(&quiet));
-    server.create_topic("orders", 1);
-    server.create_topic("kept", 1);
-    let filter = std::fs::read(guest_path("filter")).unwrap();
-    server.expect(201, server.put_bytes("/v1/modules/filter", &filter));
-    let spec = json!({"inputs": ["orders"], "stages": [{"module": "filter",
-        "config": {"field": "ok", "equals": "true"}, "outputs": {"main": "kept"}}]});
-    server.expect(201, server.put("/v1/pipelines/p", &spec));
+    server.start_neighbour_filter();
     for round in 0..5 {
         server.produce(
             "orders",

@@ -234,6 +234,19 @@ impl WeirServer {
         self.expect(201, self.post("/v1/topics", &body));
     }
 
+    /// Sets up a well-behaved neighbour as the current caller: pipeline
+    /// `p` keeps the records of topic `orders` whose field `ok` is `true`
+    /// in topic `kept`.
+    pub fn start_neighbour_filter(&self) {
+        self.create_topic("orders", 1);
+        self.create_topic("kept", 1);
+        let filter = std::fs::read(guest_path("filter")).expect("read the filter guest");
+        self.expect(201, self.put_bytes("/v1/modules/filter", &filter));
+        let spec = json!({"inputs": ["orders"], "stages": [{"module": "filter",
+            "config": {"field": "ok", "equals": "true"}, "outputs": {"main": "kept"}}]});
+        self.expect(201, self.put("/v1/pipelines/p", &spec));
+    }
+
     /// Uploads a guest built by the tests as module `name`.
     pub fn push_module(&self, name: &str, guest: &str) {
         let bytes = std::fs::read(guest_path(guest)).expect("read the guest");
