@@ -13,11 +13,15 @@
 //! - `writer`: [`BatchWriter`], [`retain`] and [`normalize_new`] (a
 //!   producer's new batch, checked and with the host's header fields)
 //! - `varint`: Kafka's zig-zag varints
+//! - `owned` (feature `owned`, for the host): [`Batch`], an owned and
+//!   validated batch, and [`BatchBuilder`]
 
 #![forbid(unsafe_code)]
 
 mod batch;
 mod error;
+#[cfg(feature = "owned")]
+mod owned;
 mod record;
 mod varint;
 mod writer;
@@ -27,5 +31,7 @@ pub use batch::{
     set_base_offset, set_producer,
 };
 pub use error::BatchError;
+#[cfg(feature = "owned")]
+pub use owned::{Batch, BatchBuilder, ProducerStamp};
 pub use record::{Header, Headers, Record, RecordView, Records};
 pub use writer::{BatchWriter, normalize_new, retain};

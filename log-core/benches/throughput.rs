@@ -38,7 +38,7 @@
 //! live in a temporary directory under the target directory, removed at the
 //! end. The output ends with a markdown table for `BENCHMARKS.md`.
 
-#[path = "../../bench/report.rs"]
+#[path = "../../bench/src/report.rs"]
 mod report;
 
 use report::{Row, median, print_table};

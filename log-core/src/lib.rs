@@ -9,7 +9,7 @@
 //! offsets. It knows nothing of pipelines, WASM or HTTP.
 //!
 //! Table of contents, following the data path:
-//! - [`batch`]: the owned record batch (format in `weir-format`, see `FORMAT.md`)
+//! - [`batch`]: the owned record batch (from `weir-format`, see `FORMAT.md`)
 //! - [`log`]: the data directory, topics, consumer offsets, background work
 //! - `topic`, `partition`: handles for appending, reading and tailing
 //! - `segment`, `index`: segment files and their sparse indexes
@@ -19,7 +19,14 @@
 //! - [`storage`]: the file-system trait, real and simulated
 //! - [`config`], [`clock`], [`error`]
 
-pub mod batch;
+/// The record batch the log stores: `weir-format`'s owned, validated
+/// batch (format in `FORMAT.md`).
+pub mod batch {
+    pub use weir_format::{
+        Batch, BatchBuilder, BatchError, BatchRef, HEADER_LEN, Header, Headers, LENGTH_PREFIX,
+        MAGIC, ProducerStamp, Record, RecordView, Records, declared_len,
+    };
+}
 pub mod clock;
 mod compaction;
 pub mod config;

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use log_core::Batch;
 
 use crate::jsonl::{self, JsonRecord};
-use crate::operator::{CallOutput, OperatorEngine, OperatorError, OperatorInstance};
+use weir_host::{CallOutput, OperatorEngine, OperatorError, OperatorInstance};
 
 /// What `weir run` was asked to do.
 #[derive(Debug, Clone)]

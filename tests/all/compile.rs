@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use wasm_encoder::{
     CodeSection, Function, FunctionSection, Module, ModuleSection, TypeSection, ValType,
 };
-use weir::operator::{CompileSettings, Compiler, Limits, OperatorEngine, OperatorError};
+use weir_host::{CompileSettings, Compiler, Limits, OperatorEngine, OperatorError};
 
 use crate::support::server::{WEIR, WeirServer, guest_path};
 use crate::support::{input, outputs};
@@ -259,7 +259,7 @@ fn modules_compiled_in_a_child_process_load_and_run() {
     let bytes = std::fs::read(guest_path("filter")).unwrap();
     let module = compiler.load(&engine, Some("t"), "filter", &bytes).unwrap();
     let config = vec![("field".into(), "a".into()), ("equals".into(), "1".into())];
-    let mut op = weir::operator::OperatorInstance::new(module, config).unwrap();
+    let mut op = weir_host::OperatorInstance::new(module, config).unwrap();
     let out = op
         .process(&[input(
             0,
@@ -361,7 +361,7 @@ fn damaged_cache_entries_are_refused_by_the_library_too() {
     std::fs::write(&entry, &damaged).unwrap();
     let module = engine().load("filter", &bytes).expect("recompiled");
     let config = vec![("field".into(), "a".into()), ("equals".into(), "1".into())];
-    let mut op = weir::operator::OperatorInstance::new(module, config).unwrap();
+    let mut op = weir_host::OperatorInstance::new(module, config).unwrap();
     let out = op.process(&[input(0, &[(None, r#"{"a":1}"#, 0)])]).unwrap();
     assert_eq!(outputs(&out).len(), 1);
     assert_ne!(std::fs::read(&entry).unwrap(), damaged);

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use weir::operator::{Limits, OperatorError, OperatorInstance};
+use weir_host::{Limits, OperatorError, OperatorInstance};
 
 use crate::support::{engine_with, input, operator};
 

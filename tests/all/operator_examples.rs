@@ -2,7 +2,7 @@
 //! real input, against exact expected output.
 
 use serde_json::json;
-use weir::operator::{Limits, OperatorInstance};
+use weir_host::{Limits, OperatorInstance};
 
 use crate::support::{Out, engine_with, input, operator, outputs};
 

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use serde_json::json;
-use weir::operator::{Limits, OperatorEngine, OperatorError};
+use weir_host::{Limits, OperatorEngine, OperatorError};
 
 use crate::support::{engine_with, guest, input, operator, outputs};
 
@@ -150,7 +150,7 @@ fn mutated_modules_never_crash_the_host() {
         match engine.load("mutant", &bytes) {
             Ok(module) => {
                 loaded += 1;
-                let run = weir::operator::OperatorInstance::new(module, Vec::new())
+                let run = weir_host::OperatorInstance::new(module, Vec::new())
                     .and_then(|mut op| op.process(&[input(0, &[(None, "v", 0)])]));
                 if let Err(e) = run {
                     assert!(!matches!(e, OperatorError::Host(_)), "mutant {i}: {e}");
@@ -180,7 +180,7 @@ fn compiled_modules_are_cached_on_disk_and_reused() {
     let started = Instant::now();
     let module = second.load("filter", &bytes).unwrap();
     let from_cache = started.elapsed();
-    let mut op = weir::operator::OperatorInstance::new(
+    let mut op = weir_host::OperatorInstance::new(
         module,
         vec![("field".into(), "a".into()), ("equals".into(), "1".into())],
     )

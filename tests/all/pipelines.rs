@@ -483,7 +483,7 @@ fn every_partition_of_every_input_is_processed() {
         for record in server.records("kept", p) {
             let key = record["key"].as_str().unwrap();
             assert_eq!(
-                weir::partitioner::partition_for_key(key.as_bytes(), 2),
+                weir_pipeline::partitioner::partition_for_key(key.as_bytes(), 2),
                 p,
                 "{key}"
             );

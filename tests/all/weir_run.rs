@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use weir::operator::Limits;
 use weir::run::{RunOptions, RunSummary, run};
+use weir_host::Limits;
 
 use crate::support::{engine_with, guest};
 

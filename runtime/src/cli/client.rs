@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 use ureq::Agent;
 
-use crate::pipeline::PipelineSpec;
+use weir_pipeline::PipelineSpec;
 
 /// Records sent per produce request when reading stdin.
 const PRODUCE_CHUNK: usize = 1_000;
@@ -395,7 +395,7 @@ pub fn produce(
             if line.trim().is_empty() {
                 continue;
             }
-            let record = crate::jsonl::parse_line(&line, crate::modules::now_ms())
+            let record = crate::jsonl::parse_line(&line, weir_core::now_ms())
                 .map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
             chunk.push(with_partition(record_json(record, key.as_deref())));
             if chunk.len() == PRODUCE_CHUNK {

@@ -8,12 +8,12 @@ mod demo;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::operator::{Limits, OperatorEngine, compile};
 use crate::run::{RunOptions, run};
 use crate::server::{Server, ServerConfig};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value, json};
+use weir_host::{Limits, OperatorEngine, compile};
 
 use client::Client;
 
@@ -505,7 +505,7 @@ fn parse_since(text: &str) -> anyhow::Result<i64> {
         return Ok(ms);
     }
     if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(crate::modules::now_ms() - ago.as_millis() as i64);
+        return Ok(weir_core::now_ms() - ago.as_millis() as i64);
     }
     let time = humantime::parse_rfc3339_weak(text).map_err(|_| {
         anyhow::anyhow!(

@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::App;
 use super::error::ApiError;
-use crate::tenancy::tenants::Identity;
-use crate::tenancy::{Caller, Namespace};
+use weir_tenancy::tenants::Identity;
+use weir_tenancy::{Caller, Namespace};
 
 /// Largest error body rewritten into tenant-local names.
 const MAX_ERROR_BODY: usize = 64 << 10;

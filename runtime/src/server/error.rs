@@ -8,10 +8,10 @@ use axum::response::{IntoResponse, Response};
 use log_core::LogError;
 use serde_json::json;
 
-use crate::modules::ModuleError;
-use crate::operator::OperatorError;
-use crate::pipeline::PipelineError;
-use crate::tenancy::OverQuota;
+use weir_host::OperatorError;
+use weir_pipeline::PipelineError;
+use weir_pipeline::modules::ModuleError;
+use weir_tenancy::OverQuota;
 
 /// An error answer.
 #[derive(Debug)]

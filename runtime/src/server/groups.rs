@@ -11,13 +11,13 @@ use serde_json::{Value, json};
 use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
-use crate::kafka;
-use crate::tenancy::Namespace;
+use weir_kafka as kafka;
+use weir_tenancy::Namespace;
 
 /// `GET /v1/groups`: the caller's groups (with members now, or with
 /// committed offsets), each with its state and offsets.
 pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
-    let groups: Vec<Value> = kafka::visible_groups(&app.kafka_groups, &app, &ns)
+    let groups: Vec<Value> = kafka::visible_groups(&app.kafka.groups, &*app.log, &ns)
         .iter()
         .map(|group| {
             json!({
@@ -40,7 +40,7 @@ pub async fn describe(
     let Path(name) = name?;
     let stored = ns.qualify(&name);
     let offsets = offsets(&app, &ns, &stored);
-    let summary = kafka::summary(&app.kafka_groups, &stored);
+    let summary = kafka::summary(&app.kafka.groups, &stored);
     if offsets.is_empty() && summary.is_none() {
         return Err(ApiError::not_found(format!(
             "group {name:?} has no members and no committed offsets"
@@ -72,7 +72,7 @@ pub async fn delete(
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
     let stored = ns.qualify(&name);
-    match kafka::delete_group(&app.kafka_groups, &*app.log, &stored).await {
+    match kafka::delete_group(&app.kafka.groups, &*app.log, &stored).await {
         Ok(()) => Ok(Json(json!({ "deleted": name }))),
         Err(kafka::GroupDeleteError::HasMembers) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 
 use super::App;
 use super::auth::Admin;
-use crate::tenancy::Namespace;
+use weir_tenancy::Namespace;
 
 /// Writes one metric family: its help, type and samples.
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
@@ -35,7 +35,7 @@ fn label(value: &str) -> String {
 pub async fn metrics(State(app): State<App>, _admin: Admin) -> impl IntoResponse {
     let mut out = String::new();
     let topics = app.log.topics();
-    let partition_samples = |value: fn(&crate::stream_log::PartitionInfo) -> f64| {
+    let partition_samples = |value: fn(&weir_log::PartitionInfo) -> f64| {
         topics
             .iter()
             .flat_map(|t| {
@@ -71,7 +71,7 @@ pub async fn metrics(State(app): State<App>, _admin: Admin) -> impl IntoResponse
     );
 
     let statuses = app.pipelines.statuses();
-    let per_pipeline = |value: fn(&crate::pipeline::PipelineStatus) -> f64| {
+    let per_pipeline = |value: fn(&weir_pipeline::PipelineStatus) -> f64| {
         statuses
             .iter()
             .map(|s| (format!("pipeline=\"{}\"", label(&s.name)), value(s)))
@@ -120,7 +120,7 @@ pub async fn metrics(State(app): State<App>, _admin: Admin) -> impl IntoResponse
         &per_pipeline(|s| f64::from(u8::from(s.state == "running"))),
     );
 
-    let per_stage = |value: fn(&crate::pipeline::stats::StageCounts) -> f64| {
+    let per_stage = |value: fn(&weir_pipeline::stats::StageCounts) -> f64| {
         statuses
             .iter()
             .flat_map(|s| {
@@ -180,7 +180,7 @@ pub async fn metrics(State(app): State<App>, _admin: Admin) -> impl IntoResponse
 
 /// The Kafka listener: connections, requests by API, bytes.
 fn kafka_metrics(out: &mut String, app: &App) {
-    let stats = &app.kafka_stats;
+    let stats = &app.kafka.stats;
     let one = |value: f64| vec![(String::new(), value)];
     family(
         out,

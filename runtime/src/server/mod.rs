@@ -33,15 +33,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::kafka::{GroupCoordinator, KafkaListener, KafkaSettings, KafkaStats, Transactions};
-use crate::modules::ModuleStore;
-use crate::operator::{CompileSettings, Compiler, Limits, OperatorEngine};
-use crate::pipeline::Pipelines;
-use crate::pipeline::scheduler::CpuScheduler;
-use crate::pipeline::spec::PipelineSettings;
-use crate::stream_log::{EmbeddedLog, StreamLog};
-use crate::tenancy::tenants::ADMIN_TOKEN_ENV;
-use crate::tenancy::{Namespace, OverQuota, ProduceRates, Quotas, Tenants};
+use weir_host::{CompileSettings, Compiler, Limits, OperatorEngine};
+use weir_kafka::{
+    GroupCoordinator, KafkaContext, KafkaListener, KafkaSettings, KafkaStats, Transactions,
+};
+use weir_log::{EmbeddedLog, StreamLog};
+use weir_pipeline::modules::ModuleStore;
+use weir_pipeline::scheduler::CpuScheduler;
+use weir_pipeline::spec::PipelineSettings;
+use weir_pipeline::{Pipelines, TenantModules};
+use weir_tenancy::tenants::ADMIN_TOKEN_ENV;
+use weir_tenancy::{QuotaChecks, Quotas, TenantDeletion, TenantResources, TenantTopics, Tenants};
 
 /// The server's configuration (the `--config` TOML file; flags override).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,7 +91,8 @@ impl Default for ServerConfig {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares: the server's services, wired together in
+/// [`Server::start`].
 #[derive(Clone)]
 pub struct App {
     pub log: Arc<dyn StreamLog>,
@@ -97,76 +100,15 @@ pub struct App {
     pub pipelines: Arc<Pipelines>,
     /// `None` when tenancy is off.
     pub tenants: Option<Arc<Tenants>>,
-    pub default_quotas: Quotas,
-    pub produce_rates: Arc<ProduceRates>,
+    /// Requests checked against the caller's quotas.
+    pub quotas: Arc<QuotaChecks>,
     /// Shares operator CPU between tenants; also counts it.
     pub scheduler: Arc<CpuScheduler>,
-    /// Counters of the Kafka listener (zero while it is off).
-    pub kafka_stats: Arc<KafkaStats>,
-    /// Membership of the consumer groups Kafka clients form (none while
-    /// the listener is off).
-    pub kafka_groups: Arc<GroupCoordinator>,
-    /// Kafka transactions by transactional id. They run whether or not the
-    /// listener does, so prepared commits are finished and a deleted
-    /// tenant's ids are forgotten either way.
-    pub kafka_transactions: Arc<Transactions>,
-}
-
-impl App {
-    /// The quotas that apply to a caller (none without tenancy).
-    pub fn quotas(&self, ns: &Namespace) -> Option<Quotas> {
-        let tenant = ns.tenant_name()?;
-        let tenants = self.tenants.as_ref()?;
-        Some(tenants.quotas(tenant).unwrap_or(self.default_quotas))
-    }
-
-    /// Refuses a new topic when the caller has as many as its quota allows.
-    pub fn check_topic_quota(&self, ns: &Namespace) -> Result<(), OverQuota> {
-        let Some(quotas) = self.quotas(ns) else {
-            return Ok(());
-        };
-        let owned = self.log.topics();
-        let count = owned
-            .iter()
-            .filter(|t| ns.localize(&t.name).is_some())
-            .count();
-        quotas.check_count("topics", count as u64)
-    }
-
-    /// Refuses `bytes` of records when the caller stores as much as its
-    /// quota allows or produces faster than its rate.
-    pub fn check_produce(&self, ns: &Namespace, bytes: u64) -> Result<(), OverQuota> {
-        let (Some(quotas), Some(tenant)) = (self.quotas(ns), ns.tenant_name()) else {
-            return Ok(());
-        };
-        self.check_storage(ns, &quotas)?;
-        self.produce_rates
-            .take(tenant, bytes, quotas.produce_bytes_per_sec)
-    }
-
-    /// Refuses records when the caller stores as much as its quota allows;
-    /// otherwise charges `bytes` to its produce rate and returns how long
-    /// it should pause (the Kafka way of enforcing a rate).
-    pub fn charge_produce(&self, ns: &Namespace, bytes: u64) -> Result<Duration, OverQuota> {
-        let (Some(quotas), Some(tenant)) = (self.quotas(ns), ns.tenant_name()) else {
-            return Ok(Duration::ZERO);
-        };
-        self.check_storage(ns, &quotas)?;
-        Ok(self
-            .produce_rates
-            .charge(tenant, bytes, quotas.produce_bytes_per_sec))
-    }
-
-    fn check_storage(&self, ns: &Namespace, quotas: &Quotas) -> Result<(), OverQuota> {
-        let stored: u64 = self
-            .log
-            .topics()
-            .iter()
-            .filter(|t| ns.localize(&t.name).is_some())
-            .flat_map(|t| t.partitions.iter().map(|p| p.size_bytes))
-            .sum();
-        quotas.check_storage(stored)
-    }
+    /// The Kafka protocol's services: its groups, transactions and
+    /// counters, shown by the HTTP API too.
+    pub kafka: KafkaContext,
+    /// Deletes a tenant and everything it owns (`None` when tenancy is off).
+    pub deletion: Option<Arc<TenantDeletion>>,
 }
 
 /// A started server: its address, and the parts to shut down.
@@ -223,9 +165,9 @@ impl Server {
             (None, None)
         };
         anyhow::ensure!(
-            config.kafka.transactional_id_expiration_ms >= crate::kafka::MAX_TRANSACTION_TIMEOUT_MS,
+            config.kafka.transactional_id_expiration_ms >= weir_kafka::MAX_TRANSACTION_TIMEOUT_MS,
             "kafka.transactional_id_expiration_ms must be at least {} (the longest transaction timeout)",
-            crate::kafka::MAX_TRANSACTION_TIMEOUT_MS
+            weir_kafka::MAX_TRANSACTION_TIMEOUT_MS
         );
         let kafka_transactions = Transactions::start(
             log.clone(),
@@ -238,22 +180,48 @@ impl Server {
             .await
             .with_context(|| format!("while listening on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let quotas = Arc::new(QuotaChecks::new(
+            log.clone(),
+            tenants.clone(),
+            config.quotas,
+        ));
+        let kafka = KafkaContext {
+            log: log.clone(),
+            topic_users: pipelines.clone(),
+            tenants: tenants.clone(),
+            quotas: quotas.clone(),
+            groups: GroupCoordinator::start(Duration::from_millis(
+                config.kafka.group_initial_rebalance_delay_ms,
+            )),
+            transactions: kafka_transactions,
+            stats: Arc::new(KafkaStats::default()),
+        };
+        // The order in which a tenant's resources are deleted: pipelines
+        // first (they read and write its topics), the produce-rate bucket
+        // and CPU account last (see `weir_tenancy::deletion`).
+        let deletion = tenants.clone().map(|tenants| {
+            let holders: Vec<Arc<dyn TenantResources>> = vec![
+                pipelines.clone(),
+                Arc::new(TenantModules(modules.clone())),
+                Arc::new(kafka.clone()),
+                Arc::new(TenantTopics(log.clone())),
+                quotas.clone(),
+                scheduler.clone(),
+            ];
+            Arc::new(TenantDeletion::new(tenants, holders))
+        });
         let app = App {
             log,
             modules,
             pipelines,
             tenants,
-            default_quotas: config.quotas,
-            produce_rates: Arc::new(ProduceRates::default()),
+            quotas,
             scheduler,
-            kafka_stats: Arc::new(KafkaStats::default()),
-            kafka_groups: GroupCoordinator::start(Duration::from_millis(
-                config.kafka.group_initial_rebalance_delay_ms,
-            )),
-            kafka_transactions,
+            kafka,
+            deletion,
         };
         let kafka = match config.kafka.enabled {
-            true => Some(KafkaListener::bind(app.clone(), config.kafka.clone()).await?),
+            true => Some(KafkaListener::bind(app.kafka.clone(), config.kafka.clone()).await?),
             false => None,
         };
         Ok(Server {

@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
-use crate::modules::ModuleVersion;
-use crate::pipeline::spec::check_name;
+use weir_core::names::check_name;
+use weir_pipeline::modules::ModuleVersion;
 
 /// What is read and thrown away of a refused upload, at most: as nginx's
 /// lingering close, enough for a client that sends a little more than the
@@ -55,7 +55,7 @@ pub async fn put(
         }
     };
     let module_name = ns.qualify(&name);
-    let quotas = app.quotas(&ns);
+    let quotas = app.quotas.quotas(&ns);
     // The size limit and the `module_bytes` quota are enforced while reading.
     let limit = UploadLimit {
         max_module_bytes: app.modules.max_module_bytes() as u64,
@@ -89,12 +89,12 @@ pub async fn put(
 /// module would pass the tenant's module count quota.
 fn admit_upload(
     app: &App,
-    ns: &crate::tenancy::Namespace,
+    ns: &weir_tenancy::Namespace,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<String> {
     let Path(name) = name?;
     check_name("module", &name).map_err(ApiError::bad_request)?;
-    if let Some(quotas) = app.quotas(ns)
+    if let Some(quotas) = app.quotas.quotas(ns)
         && app.modules.versions(&ns.qualify(&name)).is_none()
     {
         let owned = app.modules.list();

@@ -15,10 +15,10 @@ use serde_json::{Value, json};
 use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
-use crate::pipeline::lifecycle::TaskLimits;
-use crate::pipeline::spec::check_name;
-use crate::pipeline::{PipelineError, PipelineSpec, PipelineStatus};
-use crate::tenancy::Namespace;
+use weir_core::names::check_name;
+use weir_pipeline::lifecycle::TaskLimits;
+use weir_pipeline::{PipelineError, PipelineSpec, PipelineStatus};
+use weir_tenancy::Namespace;
 
 /// `PUT /v1/pipelines/{name}` with the spec as JSON.
 pub async fn apply(
@@ -35,8 +35,8 @@ pub async fn apply(
             "the spec names pipeline {named:?} but the request is for {name:?}"
         )));
     }
-    let (name, spec) = (ns.qualify(&name), ns.qualify_spec(spec));
-    let quotas = app.quotas(&ns);
+    let (name, spec) = (ns.qualify(&name), spec.qualified(&ns));
+    let quotas = app.quotas.quotas(&ns);
     if let Some(quotas) = &quotas
         && app.pipelines.status(&name).is_err()
     {
@@ -53,7 +53,7 @@ pub async fn apply(
     let pipelines = app.pipelines.clone();
     let (status, created) =
         detached(async move { pipelines.apply(&name, spec, limits).await }).await?;
-    let status = ns.localize_status(status);
+    let status = status.localized(&ns);
     let code = if created {
         StatusCode::CREATED
     } else {
@@ -69,7 +69,7 @@ pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
         .statuses()
         .into_iter()
         .filter(|s| ns.localize(&s.name).is_some())
-        .map(|s| ns.localize_status(s))
+        .map(|s| s.localized(&ns))
         .collect();
     Json(json!({ "pipelines": statuses }))
 }
@@ -82,7 +82,7 @@ pub async fn status(
 ) -> ApiResult<Json<PipelineStatus>> {
     let Path(name) = name?;
     let status = app.pipelines.status(&ns.qualify(&name))?;
-    Ok(Json(ns.localize_status(status)))
+    Ok(Json(status.localized(&ns)))
 }
 
 /// `POST /v1/pipelines/{name}/pause` (any body is read and ignored, so
@@ -123,7 +123,7 @@ async fn set_paused(
         }
     })
     .await?;
-    Ok(Json(ns.localize_status(status)))
+    Ok(Json(status.localized(&ns)))
 }
 
 /// `DELETE /v1/pipelines/{name}`.

@@ -24,8 +24,8 @@ use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
 use crate::jsonl::{JsonRecord, parse_object, render_into};
-use crate::modules::now_ms;
-use crate::partitioner::partition_for_key;
+use weir_core::now_ms;
+use weir_pipeline::partitioner::partition_for_key;
 
 /// Most records one read returns.
 const MAX_LIMIT: usize = 10_000;
@@ -109,7 +109,7 @@ pub async fn produce(
         batches.push((partition, records, batch));
     }
     let bytes: usize = batches.iter().map(|(_, _, b)| b.size()).sum();
-    app.check_produce(&ns, bytes as u64)?;
+    app.quotas.check_produce(&ns, bytes as u64)?;
     let mut offsets = vec![None; request.records.len()];
     for (partition, records, batch) in batches {
         let info = app.log.append(&topic, partition, batch).await?;

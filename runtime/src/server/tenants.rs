@@ -1,5 +1,5 @@
 //! `/v1/tenants`: the admin's endpoints: tenants and their tokens.
-//! Deleting a tenant is [`delete_tenant`]'s work: everything it owns goes
+//! Deleting a tenant is [`TenantDeletion`]'s work: everything it owns goes
 //! with it.
 
 use axum::Json;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::App;
 use super::auth::{Admin, Scope};
 use super::error::{ApiError, ApiResult};
-use crate::tenancy::{DeletionError, Namespace, Quotas, TenancyError, Tenants, delete_tenant};
+use weir_tenancy::{DeletionError, Namespace, Quotas, TenancyError, TenantDeletion, Tenants};
 
 impl From<TenancyError> for ApiError {
     fn from(e: TenancyError) -> ApiError {
@@ -29,9 +29,15 @@ impl From<TenancyError> for ApiError {
 }
 
 fn tenants(app: &App) -> ApiResult<&Tenants> {
-    app.tenants.as_deref().ok_or_else(|| {
-        ApiError::not_found("tenancy is off on this server (tenancy = true in its configuration)")
-    })
+    app.tenants.as_deref().ok_or_else(tenancy_off)
+}
+
+fn deletion(app: &App) -> ApiResult<&TenantDeletion> {
+    app.deletion.as_deref().ok_or_else(tenancy_off)
+}
+
+fn tenancy_off() -> ApiError {
+    ApiError::not_found("tenancy is off on this server (tenancy = true in its configuration)")
 }
 
 #[derive(Deserialize)]
@@ -100,7 +106,7 @@ pub fn usage(app: &App, ns: &Namespace) -> Value {
         "pipelines": pipelines,
         "storage_bytes": storage,
         "cpu_seconds": app.scheduler.cpu_time(ns.tenant_name().unwrap_or("")).as_secs_f64(),
-        "quotas": app.quotas(ns),
+        "quotas": app.quotas.quotas(ns),
     })
 }
 
@@ -111,8 +117,7 @@ pub async fn delete(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
-    tenants(&app)?;
-    match delete_tenant(&app, &name).await {
+    match deletion(&app)?.delete_tenant(&name).await {
         Ok(()) => Ok(Json(json!({ "deleted": name }))),
         Err(DeletionError::Tenancy(e)) => Err(e.into()),
         Err(e @ DeletionError::Incomplete { .. }) => Err(ApiError::new(

@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
-use crate::stream_log::TopicInfo;
-use crate::tenancy::Namespace;
+use weir_log::TopicInfo;
+use weir_tenancy::Namespace;
 
 /// `POST /v1/topics`: `{"name": ..., "partitions": ..., "durability": ...,
 /// "cleanup": ..., "retention_ms": ..., ...}` (every topic setting).
@@ -33,7 +33,7 @@ pub async fn create(
     let config: TopicConfig = serde_json::from_value(Value::Object(fields))
         .map_err(|e| ApiError::bad_request(format!("invalid topic settings: {e}")))?;
     validate_user_topic_name(&name)?;
-    app.check_topic_quota(&ns)?;
+    app.quotas.check_topic_quota(&ns)?;
     let info = app.log.create_topic(&ns.qualify(&name), config).await?;
     Ok((StatusCode::CREATED, Json(localize(&ns, info))))
 }

@@ -123,23 +123,23 @@ pub fn guest(name: &str) -> std::path::PathBuf {
 }
 
 /// An operator engine with default limits (or `limits`) and no disk cache.
-pub fn engine_with(limits: weir::operator::Limits) -> weir::operator::OperatorEngine {
-    weir::operator::OperatorEngine::new(limits, None).expect("engine")
+pub fn engine_with(limits: weir_host::Limits) -> weir_host::OperatorEngine {
+    weir_host::OperatorEngine::new(limits, None).expect("engine")
 }
 
 /// Loads and instantiates a guest with `config`.
 pub fn operator(
-    engine: &weir::operator::OperatorEngine,
+    engine: &weir_host::OperatorEngine,
     name: &str,
     config: &[(&str, &str)],
-) -> Result<weir::operator::OperatorInstance, weir::operator::OperatorError> {
+) -> Result<weir_host::OperatorInstance, weir_host::OperatorError> {
     let bytes = std::fs::read(guest(name)).expect("guest built");
     let module = engine.load(name, &bytes)?;
     let config = config
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    weir::operator::OperatorInstance::new(module, config)
+    weir_host::OperatorInstance::new(module, config)
 }
 
 /// One input batch from (key, value, timestamp) triples, offsets from `base`.
@@ -159,7 +159,7 @@ pub fn input(base: u64, records: &[(Option<&str>, &str, i64)]) -> Batch {
 pub type Out = (String, Option<String>, serde_json::Value, i64);
 
 /// The records a call emitted, in order.
-pub fn outputs(output: &weir::operator::CallOutput) -> Vec<Out> {
+pub fn outputs(output: &weir_host::CallOutput) -> Vec<Out> {
     output
         .emitted
         .iter()

@@ -1,0 +1,341 @@
+//! Benchmark of pipelines end to end (`runtime/src/pipeline`), in process:
+//! the embedded log, the module store and the pipeline runtime exactly as
+//! `weir serve` puts them together, without HTTP in the way.
+//!
+//! 1. Throughput: N records (8-byte key, 100-byte value, every 10th value
+//!    starting with `x`) are appended in batches of 1000 to a topic nobody
+//!    reads (the baseline: the log's raw append throughput, same run, same
+//!    durability). Then, with a one-stage filter pipeline (the
+//!    `well-behaved` test guest, dropping the `x` records) running from
+//!    the input topic to an output topic, the same records are appended
+//!    to the input, timed from the first append until the last derived
+//!    record is readable. Reported in input records/s and MB/s, and as a
+//!    ratio to the raw append. Topics `always` and `never`.
+//! 2. Latency: the same pipeline over an empty topic; one record is
+//!    appended every millisecond (1000/s), and the time from each append's
+//!    acknowledgement to its output being readable is recorded (p50, p99,
+//!    max), beside the append's own latency.
+//!
+//! ```text
+//! cargo bench -p weir-bench --bench pipeline            # about a minute
+//! cargo bench -p weir-bench --bench pipeline -- --quick
+//! ```
+//!
+//! The guests must be built first (`cargo test -p weir-tests --no-run`).
+
+use weir_bench::guests::guests_dir;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log_core::{Batch, BatchBuilder, Durability, Log, Record, TopicConfig};
+use serde_json::json;
+use weir_bench::report::{Row, median, print_table};
+use weir_host::{Limits, OperatorEngine};
+use weir_log::{EmbeddedLog, StreamLog};
+use weir_pipeline::lifecycle::TaskLimits;
+use weir_pipeline::modules::ModuleStore;
+use weir_pipeline::scheduler::CpuScheduler;
+use weir_pipeline::spec::PipelineSettings;
+use weir_pipeline::{PipelineSpec, Pipelines};
+
+const KEY_LEN: usize = 8;
+const VALUE_LEN: usize = 100;
+const BATCH: usize = 1000;
+const FILTER_GUEST: &str = "well_behaved";
+
+struct Settings {
+    records: usize,
+    runs: usize,
+    latency_records: usize,
+}
+
+impl Settings {
+    fn parse() -> Settings {
+        let quick = std::env::args().any(|a| a == "--quick");
+        if quick {
+            Settings {
+                records: 200_000,
+                runs: 1,
+                latency_records: 500,
+            }
+        } else {
+            Settings {
+                records: 1_000_000,
+                runs: 3,
+                latency_records: 5_000,
+            }
+        }
+    }
+}
+
+fn batches(records: usize, first: usize) -> Vec<Batch> {
+    let value_x = vec![b'x'; VALUE_LEN];
+    let value_v = vec![b'v'; VALUE_LEN];
+    (first..first + records)
+        .collect::<Vec<_>>()
+        .chunks(BATCH)
+        .map(|chunk| {
+            let mut builder = BatchBuilder::with_capacity(chunk.len() * 128);
+            for &i in chunk {
+                let key = format!("{:08}", i % 100_000_000);
+                builder.push(&Record {
+                    key: Some(key.as_bytes()),
+                    value: Some(if i % 10 == 0 { &value_x } else { &value_v }),
+                    headers: &[],
+                    timestamp: 1_700_000_000_000 + i as i64,
+                });
+            }
+            builder.finish().expect("non-empty")
+        })
+        .collect()
+}
+
+/// A server's worth of parts over a fresh directory.
+struct Bench {
+    _dir: tempfile::TempDir,
+    log: Arc<dyn StreamLog>,
+    pipelines: Pipelines,
+}
+
+async fn setup(output_durability: Durability) -> Bench {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = Log::open(dir.path().join("log")).expect("open log");
+    let log: Arc<dyn StreamLog> = Arc::new(EmbeddedLog::new(log));
+    let engine =
+        OperatorEngine::new(Limits::default(), Some(dir.path().join("cache"))).expect("engine");
+    let modules = Arc::new(ModuleStore::open(dir.path().join("modules"), engine).expect("modules"));
+    let wasm = std::fs::read(guests_dir().join(format!("{FILTER_GUEST}.wasm")))
+        .expect("the guests are built (cargo test -p weir-tests --no-run)");
+    modules.put("filter", &wasm).expect("push the filter");
+    let pipelines = Pipelines::open(
+        log.clone(),
+        modules,
+        dir.path().join("pipelines"),
+        PipelineSettings::default(),
+        CpuScheduler::new(0),
+    )
+    .await
+    .expect("pipelines");
+    let durable = |durability| TopicConfig {
+        durability,
+        ..TopicConfig::default()
+    };
+    log.create_topic("input", durable(output_durability))
+        .await
+        .expect("input topic");
+    log.create_topic("output", durable(output_durability))
+        .await
+        .expect("output topic");
+    Bench {
+        _dir: dir,
+        log,
+        pipelines,
+    }
+}
+
+fn filter_spec() -> PipelineSpec {
+    serde_json::from_value(json!({
+        "inputs": ["input"],
+        "stages": [{ "module": "filter", "outputs": { "main": "output" } }],
+    }))
+    .expect("spec")
+}
+
+fn end(log: &dyn StreamLog, topic: &str) -> u64 {
+    log.topic(topic).expect("topic").partitions[0].end_offset
+}
+
+/// Rates measured by one throughput run, in records/s.
+struct Rates {
+    append: f64,
+    end_to_end: f64,
+    backlog: f64,
+}
+
+/// Waits until the output topic holds `expected` records.
+async fn wait_output(log: &dyn StreamLog, expected: u64) {
+    while end(log, "output") < expected {
+        log.wait_for("output", 0, end(log, "output"), Duration::from_millis(100))
+            .await
+            .expect("wait");
+    }
+    assert_eq!(end(log, "output"), expected, "exactly the kept records");
+}
+
+async fn throughput(records: usize, durability: Durability) -> Rates {
+    // Baseline: the same appends into a topic nobody reads.
+    let bench = setup(durability).await;
+    let started = Instant::now();
+    for batch in batches(records, 0) {
+        bench.log.append("output", 0, batch).await.expect("append");
+    }
+    let append = records as f64 / started.elapsed().as_secs_f64();
+    drop(bench);
+    let expected = (records - records.div_ceil(10)) as u64;
+
+    // End to end: the pipeline runs; the same records are produced; the
+    // clock stops when the last derived record is readable.
+    let bench = setup(durability).await;
+    bench
+        .pipelines
+        .apply("filter", filter_spec(), TaskLimits::default())
+        .await
+        .expect("apply");
+    let input = batches(records, 0);
+    let started = Instant::now();
+    for batch in input {
+        bench.log.append("input", 0, batch).await.expect("append");
+    }
+    wait_output(&*bench.log, expected).await;
+    let end_to_end = records as f64 / started.elapsed().as_secs_f64();
+    bench.pipelines.shutdown().await;
+    drop(bench);
+
+    // Backlog: the input is stored first, then a new pipeline works
+    // through it (like a job reading a file).
+    let bench = setup(durability).await;
+    for batch in batches(records, 0) {
+        bench.log.append("input", 0, batch).await.expect("append");
+    }
+    let started = Instant::now();
+    bench
+        .pipelines
+        .apply("filter", filter_spec(), TaskLimits::default())
+        .await
+        .expect("apply");
+    wait_output(&*bench.log, expected).await;
+    let backlog = records as f64 / started.elapsed().as_secs_f64();
+    bench.pipelines.shutdown().await;
+    Rates {
+        append,
+        end_to_end,
+        backlog,
+    }
+}
+
+/// Returns (append latencies, append-to-output latencies), in ms.
+async fn latency(records: usize) -> (Vec<f64>, Vec<f64>) {
+    let bench = setup(Durability::Always).await;
+    bench
+        .pipelines
+        .apply("filter", filter_spec(), TaskLimits::default())
+        .await
+        .expect("apply");
+    let log = bench.log.clone();
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::with_capacity(records);
+        let mut next = 0u64;
+        while (next as usize) < records {
+            let now_end = log
+                .wait_for("output", 0, next, Duration::from_secs(5))
+                .await
+                .expect("wait");
+            let at = Instant::now();
+            while next < now_end {
+                seen.push(at);
+                next += 1;
+            }
+        }
+        seen
+    });
+    let mut acked = Vec::with_capacity(records);
+    let mut appends = Vec::with_capacity(records);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    for i in 0..records {
+        tick.tick().await;
+        // Values start with `v`: the filter keeps every record.
+        let batch = batches(1, i * 10 + 1).pop().expect("one batch");
+        let sent = Instant::now();
+        bench.log.append("input", 0, batch).await.expect("append");
+        let done = Instant::now();
+        appends.push((done - sent).as_secs_f64() * 1e3);
+        acked.push(done);
+    }
+    let seen = watcher.await.expect("watcher");
+    let through: Vec<f64> = acked
+        .iter()
+        .zip(&seen)
+        .map(|(a, s)| s.saturating_duration_since(*a).as_secs_f64() * 1e3)
+        .collect();
+    bench.pipelines.shutdown().await;
+    (appends, through)
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let settings = Settings::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("# Pipeline benchmark");
+    println!();
+    println!(
+        "{} records of {KEY_LEN}+{VALUE_LEN} bytes per run, {} run(s), filter keeps 9 in 10",
+        settings.records, settings.runs
+    );
+    let mut rows = Vec::new();
+    let record_bytes = (KEY_LEN + VALUE_LEN) as f64;
+    for (durability, name) in [(Durability::Always, "always"), (Durability::Never, "never")] {
+        let runs: Vec<Rates> = (0..settings.runs)
+            .map(|run| {
+                let rates = runtime.block_on(throughput(settings.records, durability));
+                println!(
+                    "  topics {name}, run {}: raw append {:.2} M records/s; end to end {:.2} M \
+                     records/s (ratio {:.2}); backlog {:.2} M records/s (ratio {:.2})",
+                    run + 1,
+                    rates.append / 1e6,
+                    rates.end_to_end / 1e6,
+                    rates.end_to_end / rates.append,
+                    rates.backlog / 1e6,
+                    rates.backlog / rates.append,
+                );
+                rates
+            })
+            .collect();
+        let append = median(runs.iter().map(|r| r.append).collect());
+        let end_to_end = median(runs.iter().map(|r| r.end_to_end).collect());
+        let backlog = median(runs.iter().map(|r| r.backlog).collect());
+        for (what, rate) in [
+            ("produce → filter pipeline → topic", end_to_end),
+            ("filter pipeline over a stored backlog", backlog),
+        ] {
+            rows.push(Row {
+                measurement: format!("{what}, topics `{name}`, vs raw append"),
+                weir: format!(
+                    "{:.2} M rec/s ({:.0} MB/s)",
+                    rate / 1e6,
+                    rate * record_bytes / 1e6
+                ),
+                baseline: format!("{:.2} M rec/s", append / 1e6),
+                ratio: rate / append,
+                goal: "none set".into(),
+            });
+        }
+    }
+    let (appends, through) = runtime.block_on(latency(settings.latency_records));
+    println!(
+        "  latency at 1000 records/s over {} records: append p50 {:.2} ms p99 {:.2} ms; \
+         append-to-output p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
+        through.len(),
+        percentile(&appends, 0.5),
+        percentile(&appends, 0.99),
+        percentile(&through, 0.5),
+        percentile(&through, 0.99),
+        percentile(&through, 1.0),
+    );
+    rows.push(Row {
+        measurement: "latency append → output readable, p99, 1000 rec/s, `always`".into(),
+        weir: format!("{:.2} ms", percentile(&through, 0.99)),
+        baseline: format!("append p99 {:.2} ms", percentile(&appends, 0.99)),
+        ratio: percentile(&appends, 0.99) / percentile(&through, 0.99),
+        goal: "p99 < 10 ms".into(),
+    });
+    print_table(&rows);
+}

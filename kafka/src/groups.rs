@@ -1,0 +1,637 @@
+//! Consumer-group requests: FindCoordinator, JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups,
+//! DescribeGroups and DeleteGroups.
+//!
+//! Membership is the [`Coordinator`]'s; committed offsets are the log's
+//! consumer-group offsets (`StreamLog::commit_offsets`), the same ones the
+//! HTTP API and the CLI show, kept as committed (negative ones included,
+//! as Kafka keeps them). Group ids, like topic names, live in the caller's
+//! namespace. [`visible_groups`] and [`summary`] describe groups
+//! for the HTTP API too, with member assignments decoded.
+//!
+//! [`Coordinator`]: super::coordinator::Coordinator
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
+use kafka_protocol::messages::delete_groups_response::{
+    DeletableGroupResult, DeleteGroupsResponse,
+};
+use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
+use kafka_protocol::messages::describe_groups_response::{
+    DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
+};
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::find_coordinator_response::{
+    Coordinator as Found, FindCoordinatorResponse,
+};
+use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
+use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
+use kafka_protocol::messages::join_group_request::JoinGroupRequest;
+use kafka_protocol::messages::join_group_response::{JoinGroupResponse, JoinGroupResponseMember};
+use kafka_protocol::messages::leave_group_request::LeaveGroupRequest;
+use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
+use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
+use kafka_protocol::messages::list_groups_response::{ListGroupsResponse, ListedGroup};
+use kafka_protocol::messages::offset_commit_request::OffsetCommitRequest;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequest;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponse, OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequest;
+use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
+use kafka_protocol::messages::{BrokerId, GroupId, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use log_core::LogError;
+
+use super::connection::Session;
+use super::coordinator::{Caller, Coordinator, Join, JoinOutcome, Phase};
+use super::{Broker, NODE_ID, errors};
+use weir_log::StreamLog;
+use weir_tenancy::Namespace;
+
+/// Key types of FindCoordinator.
+const GROUP_KEY: i8 = 0;
+const TRANSACTION_KEY: i8 = 1;
+
+fn text(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+fn code(result: Result<(), ResponseError>) -> i16 {
+    result.err().map_or(0, |e| e.code())
+}
+
+/// The sender of a group request, as its member id and (static members)
+/// group instance id fields name it.
+pub fn caller<'a>(member_id: &'a StrBytes, instance_id: &'a Option<StrBytes>) -> Caller<'a> {
+    Caller {
+        member_id: member_id.as_str(),
+        instance_id: instance_id.as_ref().map(|i| i.as_str()),
+    }
+}
+
+pub fn find_coordinator(
+    broker: &Broker,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let answer = |key_type: i8| -> Result<(), ResponseError> {
+        match key_type {
+            GROUP_KEY | TRANSACTION_KEY => Ok(()),
+            _ => Err(ResponseError::InvalidRequest),
+        }
+    };
+    let host = text(broker.advertised_host.clone());
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        response.error_message = None;
+        response.coordinators = request
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let result = answer(request.key_type);
+                Found::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(if result.is_ok() { NODE_ID } else { -1 }))
+                    .with_host(if result.is_ok() {
+                        host.clone()
+                    } else {
+                        text("")
+                    })
+                    .with_port(if result.is_ok() {
+                        broker.advertised_port
+                    } else {
+                        -1
+                    })
+                    .with_error_code(code(result))
+                    .with_error_message(None)
+            })
+            .collect();
+        return response;
+    }
+    response.error_message = None;
+    match answer(request.key_type) {
+        Ok(()) => {
+            response.node_id = BrokerId(NODE_ID);
+            response.host = host;
+            response.port = broker.advertised_port;
+        }
+        Err(e) => {
+            response.error_code = e.code();
+            response.node_id = BrokerId(-1);
+            response.port = -1;
+        }
+    }
+    response
+}
+
+pub async fn join_group(
+    broker: &Broker,
+    session: &Session,
+    request: JoinGroupRequest,
+    client_id: &str,
+    version: i16,
+) -> JoinGroupResponse {
+    let group = session.namespace().qualify(&request.group_id);
+    let join = Join {
+        member_id: request.member_id.to_string(),
+        client_id: client_id.to_string(),
+        client_host: session.peer.ip().to_string(),
+        session_timeout: millis(request.session_timeout_ms),
+        // v0 has no rebalance timeout: the session timeout serves.
+        rebalance_timeout: millis(if version >= 1 {
+            request.rebalance_timeout_ms
+        } else {
+            request.session_timeout_ms
+        }),
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        id_required: version >= 4,
+        instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+    };
+    let mut response = JoinGroupResponse::default().with_member_id(request.member_id);
+    match broker.coordinator.join(&group, join).await {
+        Ok(JoinOutcome::MemberIdRequired(id)) => {
+            response.error_code = ResponseError::MemberIdRequired.code();
+            response.member_id = text(id);
+        }
+        Ok(JoinOutcome::Joined(joined)) => {
+            response.generation_id = joined.generation;
+            response.protocol_name = Some(text(joined.protocol));
+            if version >= 7 {
+                response.protocol_type = Some(text(joined.protocol_type));
+            }
+            response.leader = text(joined.leader);
+            response.member_id = text(joined.member_id);
+            response.members = joined
+                .members
+                .into_iter()
+                .map(|(id, instance, metadata)| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(text(id))
+                        .with_group_instance_id(instance.map(text))
+                        .with_metadata(metadata)
+                })
+                .collect();
+        }
+        Err(e) => response.error_code = e.code(),
+    }
+    response
+}
+
+pub async fn sync_group(
+    broker: &Broker,
+    session: &Session,
+    request: SyncGroupRequest,
+    version: i16,
+) -> SyncGroupResponse {
+    let group = session.namespace().qualify(&request.group_id);
+    let assignments = request
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let mut response = SyncGroupResponse::default();
+    match broker
+        .coordinator
+        .sync(
+            &group,
+            request.generation_id,
+            caller(&request.member_id, &request.group_instance_id),
+            assignments,
+        )
+        .await
+    {
+        Ok(assignment) => {
+            response.assignment = assignment;
+            if version >= 5 {
+                response.protocol_type = request.protocol_type;
+                response.protocol_name = request.protocol_name;
+            }
+        }
+        Err(e) => response.error_code = e.code(),
+    }
+    response
+}
+
+pub fn heartbeat(
+    broker: &Broker,
+    session: &Session,
+    request: HeartbeatRequest,
+) -> HeartbeatResponse {
+    let group = session.namespace().qualify(&request.group_id);
+    let result = broker.coordinator.heartbeat(
+        &group,
+        request.generation_id,
+        caller(&request.member_id, &request.group_instance_id),
+    );
+    HeartbeatResponse::default().with_error_code(code(result))
+}
+
+pub fn leave_group(
+    broker: &Broker,
+    session: &Session,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let group = session.namespace().qualify(&request.group_id);
+    let no_instance = None;
+    let members: Vec<Caller<'_>> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| caller(&m.member_id, &m.group_instance_id))
+            .collect()
+    } else {
+        vec![caller(&request.member_id, &no_instance)]
+    };
+    let outcomes = broker.coordinator.leave(&group, &members);
+    let mut response = LeaveGroupResponse::default();
+    if version >= 3 {
+        response.members = members
+            .into_iter()
+            .zip(outcomes)
+            .map(|(member, outcome)| {
+                MemberResponse::default()
+                    .with_member_id(text(member.member_id))
+                    .with_group_instance_id(member.instance_id.map(text))
+                    .with_error_code(code(outcome))
+            })
+            .collect();
+    } else {
+        response.error_code = code(outcomes.into_iter().next().unwrap_or(Ok(())));
+    }
+    response
+}
+
+pub async fn offset_commit(
+    broker: &Broker,
+    session: &Session,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let ns = session.namespace();
+    let group = ns.qualify(&request.group_id);
+    let allowed = broker.coordinator.check_commit(
+        &group,
+        request.generation_id_or_member_epoch,
+        caller(&request.member_id, &request.group_instance_id),
+    );
+    // Each partition's outcome, and the offsets to commit together.
+    let mut outcomes: Vec<(TopicName, i32, Result<(), ResponseError>)> = Vec::new();
+    let mut offsets = Vec::new();
+    for topic in request.topics {
+        let stored = ns.qualify(&topic.name);
+        let info = broker.ctx.log.topic(&stored);
+        for p in topic.partitions {
+            let result = allowed.and_then(|()| {
+                let info = info.as_ref().map_err(errors::code)?;
+                let partition = u32::try_from(p.partition_index)
+                    .ok()
+                    .filter(|i| (*i as usize) < info.partitions.len())
+                    .ok_or(ResponseError::UnknownTopicOrPartition)?;
+                // Kept as given, as Kafka keeps it: admin tools commit −1
+                // and −2 to reset a group to the end or the beginning.
+                offsets.push((stored.clone(), partition, p.committed_offset));
+                Ok(())
+            });
+            outcomes.push((topic.name.clone(), p.partition_index, result));
+        }
+    }
+    if !offsets.is_empty()
+        && let Err(e) = broker.ctx.log.commit_offsets(&group, offsets).await
+    {
+        tracing::warn!("committing consumer-group offsets failed: {e}");
+        let failed = errors::code(&e);
+        for outcome in &mut outcomes {
+            if outcome.2.is_ok() {
+                outcome.2 = Err(failed);
+            }
+        }
+    }
+    let mut response = OffsetCommitResponse::default();
+    for (topic, partition, result) in outcomes {
+        let entry = OffsetCommitResponsePartition::default()
+            .with_partition_index(partition)
+            .with_error_code(code(result));
+        match response.topics.last_mut() {
+            Some(last) if last.name == topic => last.partitions.push(entry),
+            _ => response.topics.push(
+                OffsetCommitResponseTopic::default()
+                    .with_name(topic)
+                    .with_partitions(vec![entry]),
+            ),
+        }
+    }
+    response
+}
+
+pub fn offset_fetch(
+    broker: &Broker,
+    session: &Session,
+    request: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    let ns = session.namespace();
+    let group = ns.qualify(&request.group_id);
+    let committed = broker.ctx.log.group_offsets(&group);
+    let lookup = |stored: &str, partition: i32| {
+        committed
+            .iter()
+            .find(|(t, p, _)| t == stored && i64::from(*p) == i64::from(partition))
+            .map_or(-1, |(_, _, o)| *o)
+    };
+    let entry = |partition: i32, offset: i64| {
+        OffsetFetchResponsePartition::default()
+            .with_partition_index(partition)
+            .with_committed_offset(offset)
+    };
+    let topics = match request.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| {
+                let stored = ns.qualify(&t.name);
+                let partitions = t
+                    .partition_indexes
+                    .into_iter()
+                    .map(|p| {
+                        // A transaction that will commit an offset here is
+                        // still open: a client asking for stable offsets
+                        // (Kafka Streams with exactly-once) waits for it.
+                        let pending = request.require_stable
+                            && u32::try_from(p).is_ok_and(|p| {
+                                broker.transactions.offset_pending(&group, &stored, p)
+                            });
+                        match pending {
+                            true => entry(p, -1)
+                                .with_error_code(ResponseError::UnstableOffsetCommit.code()),
+                            false => entry(p, lookup(&stored, p)),
+                        }
+                    })
+                    .collect();
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect(),
+        // Every committed offset of the group.
+        None => {
+            let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
+            for (stored, partition, offset) in &committed {
+                let Some(local) = ns.localize(stored) else {
+                    continue;
+                };
+                let name = TopicName(text(local));
+                let e = entry(*partition as i32, *offset);
+                match topics.last_mut() {
+                    Some(last) if last.name == name => last.partitions.push(e),
+                    _ => topics.push(
+                        OffsetFetchResponseTopic::default()
+                            .with_name(name)
+                            .with_partitions(vec![e]),
+                    ),
+                }
+            }
+            topics
+        }
+    };
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// A group one caller can see.
+pub struct VisibleGroup {
+    /// In the caller's names.
+    pub local: String,
+    pub stored: String,
+    pub phase: Phase,
+    pub protocol_type: String,
+}
+
+/// Groups a caller can see: those with members, and those with only
+/// committed offsets (`Empty`), by local name.
+pub fn visible_groups(
+    coordinator: &Coordinator,
+    log: &dyn StreamLog,
+    ns: &Namespace,
+) -> Vec<VisibleGroup> {
+    let mut groups: Vec<VisibleGroup> = coordinator
+        .views()
+        .into_iter()
+        .filter_map(|(stored, view)| {
+            let local = ns.localize(&stored)?.to_string();
+            let kept = !view.members.is_empty() || !log.group_offsets(&stored).is_empty();
+            kept.then_some(VisibleGroup {
+                local,
+                stored,
+                phase: view.phase,
+                protocol_type: view.protocol_type,
+            })
+        })
+        .collect();
+    for stored in log.groups() {
+        let Some(local) = ns.localize(&stored) else {
+            continue;
+        };
+        if !groups.iter().any(|g| g.stored == stored) {
+            groups.push(VisibleGroup {
+                local: local.to_string(),
+                stored,
+                phase: Phase::Empty,
+                protocol_type: String::new(),
+            });
+        }
+    }
+    groups.sort_by(|a, b| a.local.cmp(&b.local));
+    groups
+}
+
+/// Why a group was not deleted.
+#[derive(Debug)]
+pub enum GroupDeleteError {
+    /// Members are in it: they must leave first.
+    HasMembers,
+    /// It has no committed offsets to delete.
+    Unknown,
+    Log(LogError),
+}
+
+/// Deletes the group stored as `group`: its committed offsets, once it has
+/// no members (as Kafka's DeleteGroups).
+pub async fn delete_group(
+    coordinator: &Coordinator,
+    log: &dyn StreamLog,
+    group: &str,
+) -> Result<(), GroupDeleteError> {
+    if coordinator
+        .view(group)
+        .is_some_and(|v| !v.members.is_empty())
+    {
+        return Err(GroupDeleteError::HasMembers);
+    }
+    match log.delete_group(group).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(GroupDeleteError::Unknown),
+        Err(e) => Err(GroupDeleteError::Log(e)),
+    }
+}
+
+pub async fn delete_groups(
+    broker: &Broker,
+    session: &Session,
+    request: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    let ns = session.namespace();
+    let mut results = Vec::with_capacity(request.groups_names.len());
+    for name in request.groups_names {
+        let stored = ns.qualify(&name);
+        let error = match delete_group(&broker.coordinator, &*broker.ctx.log, &stored).await {
+            Ok(()) => None,
+            Err(GroupDeleteError::HasMembers) => Some(ResponseError::NonEmptyGroup),
+            Err(GroupDeleteError::Unknown) => Some(ResponseError::GroupIdNotFound),
+            Err(GroupDeleteError::Log(e)) => Some(errors::code(&e)),
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(name)
+                .with_error_code(error.map_or(0, |e| e.code())),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+/// A group's membership as operators see it.
+pub struct GroupSummary {
+    pub phase: Phase,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberSummary>,
+}
+
+pub struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// Assigned partitions by topic (in the client's names), for groups of
+    /// consumers; empty for other protocol types.
+    pub assignment: Vec<(String, Vec<i32>)>,
+}
+
+/// The membership of the group stored as `group`, if it has members.
+pub fn summary(coordinator: &Coordinator, group: &str) -> Option<GroupSummary> {
+    let view = coordinator.view(group).filter(|v| !v.members.is_empty())?;
+    let consumers = view.protocol_type == "consumer";
+    Some(GroupSummary {
+        phase: view.phase,
+        members: view
+            .members
+            .into_iter()
+            .map(|m| MemberSummary {
+                member_id: m.member_id,
+                instance_id: m.instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                assignment: match consumers {
+                    true => consumer_assignment(m.assignment),
+                    false => Vec::new(),
+                },
+            })
+            .collect(),
+        protocol_type: view.protocol_type,
+        protocol: view.protocol,
+    })
+}
+
+/// Decodes a consumer's assignment (Kafka's consumer protocol: a version,
+/// then the assigned partitions); nothing when it does not decode.
+fn consumer_assignment(mut bytes: bytes::Bytes) -> Vec<(String, Vec<i32>)> {
+    use bytes::Buf;
+    use kafka_protocol::messages::consumer_protocol_assignment::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    if bytes.remaining() < 2 {
+        return Vec::new();
+    }
+    let version = bytes.get_i16().clamp(0, 3);
+    match ConsumerProtocolAssignment::decode(&mut bytes, version) {
+        Ok(assignment) => assignment
+            .assigned_partitions
+            .into_iter()
+            .map(|t| (t.topic.to_string(), t.partitions))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+pub fn list_groups(
+    broker: &Broker,
+    session: &Session,
+    request: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let groups = visible_groups(&broker.coordinator, &*broker.ctx.log, session.namespace())
+        .into_iter()
+        .filter(|group| {
+            request.states_filter.is_empty()
+                || request
+                    .states_filter
+                    .iter()
+                    .any(|s| s.as_str() == group.phase.name())
+        })
+        .map(|group| {
+            ListedGroup::default()
+                .with_group_id(GroupId(text(group.local)))
+                .with_protocol_type(text(group.protocol_type))
+                .with_group_state(text(group.phase.name()))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub fn describe_groups(
+    broker: &Broker,
+    session: &Session,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let ns = session.namespace();
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|id| {
+            let stored = ns.qualify(&id);
+            let described = DescribedGroup::default().with_group_id(id);
+            match broker.coordinator.view(&stored) {
+                Some(view) => described
+                    .with_group_state(text(view.phase.name()))
+                    .with_protocol_type(text(view.protocol_type))
+                    .with_protocol_data(text(view.protocol))
+                    .with_members(
+                        view.members
+                            .into_iter()
+                            .map(|m| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(text(m.member_id))
+                                    .with_group_instance_id(m.instance_id.map(text))
+                                    .with_client_id(text(m.client_id))
+                                    .with_client_host(text(m.client_host))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment)
+                            })
+                            .collect(),
+                    ),
+                None if !broker.ctx.log.group_offsets(&stored).is_empty() => {
+                    described.with_group_state(text(Phase::Empty.name()))
+                }
+                None => described.with_group_state(text("Dead")),
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+fn millis(ms: i32) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}

@@ -1,0 +1,804 @@
+//! The pipelines of a server and their lifecycle: create or update (apply),
+//! pause, resume, delete, status; specs kept on disk so they run again
+//! after a restart.
+//!
+//! Applying a spec checks it completely before anything changes: shape,
+//! topics, modules (resolved to versions and compiled) and every stage's
+//! configuration (each operator is instantiated once). An update stops the
+//! old tasks after their current commit and starts new ones, which resume
+//! from the committed position with the committed state (state is keyed
+//! by module name, so a new version of a module keeps it).
+//!
+//! Each pipeline record is `<dir>/<name>.json`: the spec, the module
+//! versions it resolved to, and whether it is paused.
+//!
+//! **Locks.** A change to one pipeline may wait: for its modules to
+//! compile, its operators to initialize, its tasks to finish their current
+//! round (each bounded by the operator's limits). Such waits hold only
+//! that pipeline's own lock, so they never hold up another pipeline's
+//! management or status. The shared `admin` lock is held only for quick
+//! checks and bookkeeping: which topics and modules pipelines use, so that
+//! deleting a topic or module cannot race with a pipeline starting to use
+//! it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use log_core::{Cleanup, Durability};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::routing::OutputTopic;
+use super::scheduler::CpuScheduler;
+use super::spec::{ModuleRef, PipelineSettings, PipelineSpec};
+use super::stats::{StageCounts, TaskState, TaskStats};
+use super::task::{self, Control, StagePlan, TaskKey, TaskSetup, commit_log_name};
+use crate::modules::{ModuleError, ModuleStore};
+use weir_core::files::{remove_durably, write_durably};
+use weir_core::names::check_stored_name;
+use weir_core::now_ms;
+use weir_host::{InstanceOptions, OperatorInstance};
+use weir_log::{StreamLog, check_commit_log_name};
+
+/// What can go wrong managing pipelines.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("unknown pipeline {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+    #[error(transparent)]
+    Storage(#[from] anyhow::Error),
+}
+
+/// A pipeline as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineRecord {
+    pub name: String,
+    pub spec: PipelineSpec,
+    /// The module version each stage runs, as `name@version`.
+    pub modules: Vec<String>,
+    pub paused: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    /// What its tenant's quotas allow its operators.
+    #[serde(default)]
+    pub limits: TaskLimits,
+}
+
+/// Per-pipeline limits that come from its tenant's quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskLimits {
+    /// Memory cap per operator instance, below the engine's limit.
+    pub max_memory_bytes: Option<usize>,
+    /// Weight when the CPU is contended (see `scheduler`).
+    pub cpu_share: u32,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        TaskLimits {
+            max_memory_bytes: None,
+            cpu_share: 100,
+        }
+    }
+}
+
+/// A pipeline's state, counters and lag.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineStatus {
+    pub name: String,
+    /// `running`, `pausing` (paused, a task still finishing its round),
+    /// `paused` or `failed`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub modules: Vec<String>,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub errors: u64,
+    pub rejected: u64,
+    pub dead_lettered: u64,
+    pub unrouted: u64,
+    /// Outputs dropped because no append could take them.
+    pub undeliverable: u64,
+    /// Input records not processed yet, over all partitions.
+    pub lag: u64,
+    pub processing_ms: u64,
+    pub stages: Vec<StageStatus>,
+    pub tasks: Vec<TaskStatus>,
+    pub spec: PipelineSpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageStatus {
+    pub module: String,
+    #[serde(flatten)]
+    pub counts: StageCounts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskStatus {
+    pub input: String,
+    pub partition: u32,
+    #[serde(flatten)]
+    pub state: TaskState,
+    /// The next input offset to process.
+    pub position: u64,
+    pub lag: u64,
+}
+
+impl PipelineStatus {
+    /// Calls `f` on every name the status holds (its spec's included): the
+    /// one list of them, used to namespace a status.
+    pub fn for_each_name(&mut self, mut f: impl FnMut(&mut String)) {
+        f(&mut self.name);
+        self.modules.iter_mut().for_each(&mut f);
+        for stage in &mut self.stages {
+            f(&mut stage.module);
+        }
+        for task in &mut self.tasks {
+            f(&mut task.input);
+        }
+        self.spec.for_each_name(f);
+    }
+
+    /// Calls `f` on every message the status holds (which may quote names).
+    pub fn for_each_message(&mut self, mut f: impl FnMut(&mut String)) {
+        self.reason.iter_mut().for_each(&mut f);
+        for task in &mut self.tasks {
+            if let TaskState::Failed(reason) = &mut task.state {
+                f(reason);
+            }
+        }
+    }
+}
+
+struct TaskHandle {
+    key: TaskKey,
+    control: watch::Sender<Control>,
+    stopping: Arc<AtomicBool>,
+    join: JoinHandle<()>,
+    stats: Arc<TaskStats>,
+}
+
+struct Running {
+    record: PipelineRecord,
+    tasks: Vec<TaskHandle>,
+}
+
+/// Every pipeline of the server.
+pub struct Pipelines {
+    log: Arc<dyn StreamLog>,
+    modules: Arc<ModuleStore>,
+    dir: PathBuf,
+    settings: PipelineSettings,
+    scheduler: Arc<CpuScheduler>,
+    running: Mutex<BTreeMap<String, Running>>,
+    /// Serializes what pipelines use (topics, modules) with changes to it;
+    /// held briefly, never across a wait for tasks, compiles or operators.
+    admin: Arc<tokio::sync::Mutex<()>>,
+    /// One lock per pipeline name, serializing changes to that pipeline.
+    changing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// How long a pause waits for tasks to finish their rounds before
+/// answering `pausing`.
+pub const PAUSE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a shutdown waits for tasks to finish their current round;
+/// rounds cut short are redone after the restart (nothing is lost).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+impl Pipelines {
+    /// Opens the pipelines stored in `dir` and starts those not paused.
+    pub async fn open(
+        log: Arc<dyn StreamLog>,
+        modules: Arc<ModuleStore>,
+        dir: PathBuf,
+        settings: PipelineSettings,
+        scheduler: Arc<CpuScheduler>,
+    ) -> anyhow::Result<Pipelines> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("while creating {}", dir.display()))?;
+        let pipelines = Pipelines {
+            log,
+            modules,
+            dir,
+            settings,
+            scheduler,
+            running: Mutex::new(BTreeMap::new()),
+            admin: Arc::new(tokio::sync::Mutex::new(())),
+            changing: Mutex::new(HashMap::new()),
+        };
+        for entry in std::fs::read_dir(&pipelines.dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let text = std::fs::read(&path)?;
+            let record: PipelineRecord = serde_json::from_slice(&text)
+                .with_context(|| format!("while reading {}", path.display()))?;
+            let name = record.name.clone();
+            let tasks = match pipelines.plan(&record).await {
+                Ok(plans) => pipelines.start(&record, plans),
+                Err(e) => {
+                    tracing::error!(pipeline = %name, error = %e, "pipeline cannot start");
+                    failed_tasks(&record, e.to_string())
+                }
+            };
+            pipelines.lock().insert(name, Running { record, tasks });
+        }
+        Ok(pipelines)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for the right to change pipeline `name`.
+    async fn change(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget the locks nobody holds or waits for.
+            changing.retain(|_, lock| Arc::strong_count(lock) > 1);
+            changing.entry(name.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// Creates or updates a pipeline. Returns its status and whether it is new.
+    pub async fn apply(
+        &self,
+        name: &str,
+        mut spec: PipelineSpec,
+        limits: TaskLimits,
+    ) -> Result<(PipelineStatus, bool), PipelineError> {
+        let _change = self.change(name).await;
+        check_stored_name("pipeline", name).map_err(PipelineError::Invalid)?;
+        if let Some(named) = &spec.name
+            && named != name
+        {
+            return Err(PipelineError::Invalid(format!(
+                "the spec names pipeline {named:?} but the request is for {name:?}"
+            )));
+        }
+        spec.name = Some(name.to_string());
+        spec.check().map_err(PipelineError::Invalid)?;
+        self.check_topics(name, &spec)?;
+        let mut modules = Vec::new();
+        for stage in &spec.stages {
+            let reference = ModuleRef::parse(&stage.module).map_err(PipelineError::Invalid)?;
+            let version = self.modules.resolve(&reference)?;
+            modules.push(format!("{}@{}", reference.name, version.version));
+        }
+        let existing = self.lock().get(name).map(|r| r.record.clone());
+        let now = now_ms();
+        let record = PipelineRecord {
+            name: name.to_string(),
+            spec,
+            modules,
+            paused: existing.as_ref().is_some_and(|r| r.paused),
+            created_ms: existing.as_ref().map_or(now, |r| r.created_ms),
+            updated_ms: now,
+            limits,
+        };
+        let plans = self.plan(&record).await?;
+        self.check_configs(&plans).await?;
+        {
+            // Registered before anything waits, so topic and module
+            // deletions see this pipeline as a user from now on.
+            let _admin = self.admin.lock().await;
+            self.check_topics(name, &record.spec)?;
+            self.save(&record)?;
+            let mut running = self.lock();
+            match running.get_mut(name) {
+                Some(entry) => entry.record = record.clone(),
+                None => {
+                    running.insert(
+                        name.to_string(),
+                        Running {
+                            record: record.clone(),
+                            tasks: Vec::new(),
+                        },
+                    );
+                }
+            }
+        }
+        self.stop(name).await;
+        let tasks = self.start(&record, plans);
+        // Once recovered, every task has fixed its start position (so
+        // `latest` means records after this call) and reports real lag.
+        for task in &tasks {
+            task.stats.started().await;
+        }
+        self.lock().insert(
+            name.to_string(),
+            Running {
+                record: record.clone(),
+                tasks,
+            },
+        );
+        let status = self.status(name)?;
+        Ok((status, existing.is_none()))
+    }
+
+    fn check_topics(&self, name: &str, spec: &PipelineSpec) -> Result<(), PipelineError> {
+        for input in &spec.inputs {
+            self.log
+                .topic(input)
+                .map_err(|e| PipelineError::Invalid(format!("input topic: {e}")))?;
+            check_commit_log_name(&commit_log_name(name, input)).map_err(|e| {
+                PipelineError::Invalid(format!(
+                    "pipeline name {name:?} and input topic {input:?} together name its \
+                     commit log: {e}"
+                ))
+            })?;
+        }
+        for output in spec.output_topics() {
+            self.log
+                .topic(output)
+                .map_err(|e| PipelineError::Invalid(format!("output topic: {e}")))?;
+            if spec.inputs.iter().any(|i| i == output) {
+                return Err(PipelineError::Invalid(format!(
+                    "topic {output:?} is both an input and an output (a loop)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the modules of a record and plans its stages.
+    async fn plan(&self, record: &PipelineRecord) -> Result<Vec<StagePlan>, PipelineError> {
+        let modules = self.modules.clone();
+        let record = record.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            record
+                .spec
+                .stages
+                .iter()
+                .zip(&record.modules)
+                .map(|(stage, label)| {
+                    let (name, version) = label
+                        .split_once('@')
+                        .and_then(|(n, v)| Some((n, v.parse::<u32>().ok()?)))
+                        .ok_or_else(|| PipelineError::Invalid(format!("bad module {label:?}")))?;
+                    let module = modules.load(name, version)?;
+                    let occurrence = seen.entry(name.to_string()).or_default();
+                    *occurrence += 1;
+                    Ok(StagePlan {
+                        module,
+                        label: label.clone(),
+                        state_key: format!("{name}#{occurrence}"),
+                        config: stage
+                            .config
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.as_text()))
+                            .collect(),
+                        routes: stage.outputs.clone(),
+                        max_memory_bytes: record.limits.max_memory_bytes,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .expect("planning does not panic")
+    }
+
+    /// Instantiates each stage once, so a bad configuration is refused
+    /// before anything changes.
+    async fn check_configs(&self, plans: &[StagePlan]) -> Result<(), PipelineError> {
+        let plans = plans.to_vec();
+        tokio::task::spawn_blocking(move || {
+            for (i, plan) in plans.into_iter().enumerate() {
+                let options = InstanceOptions {
+                    max_memory_bytes: plan.max_memory_bytes,
+                    ..InstanceOptions::default()
+                };
+                OperatorInstance::with_options(plan.module, plan.config, options).map_err(|e| {
+                    PipelineError::Invalid(format!("stage {} ({}): {e}", i + 1, plan.label))
+                })?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("checking configurations does not panic")
+    }
+
+    fn save(&self, record: &PipelineRecord) -> Result<(), PipelineError> {
+        let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        write_durably(&self.dir.join(format!("{}.json", record.name)), &bytes)?;
+        Ok(())
+    }
+
+    /// Starts one task per partition of each input.
+    fn start(&self, record: &PipelineRecord, plans: Vec<StagePlan>) -> Vec<TaskHandle> {
+        let spec = &record.spec;
+        let mut outputs = Vec::new();
+        for topic in spec.output_topics() {
+            match self.log.topic(topic) {
+                Ok(info) => outputs.push(info),
+                Err(e) => return failed_tasks(record, format!("output topic: {e}")),
+            }
+        }
+        let mut inputs = Vec::new();
+        for topic in &spec.inputs {
+            match self.log.topic(topic) {
+                Ok(info) => inputs.push(info),
+                Err(e) => return failed_tasks(record, format!("input topic: {e}")),
+            }
+        }
+        let output_topics: HashMap<String, OutputTopic> = outputs
+            .iter()
+            .map(|t| {
+                let topic = OutputTopic {
+                    partitions: t.partitions.len() as u32,
+                    max_batch_bytes: t.config.max_batch_bytes,
+                    compacted: t.config.cleanup == Cleanup::Compact,
+                };
+                (t.name.clone(), topic)
+            })
+            .collect();
+        // Exactly-once across power loss needs commits as durable as the
+        // most durable output; across process crashes any setting holds.
+        let commit_durability = outputs
+            .iter()
+            .map(|t| t.config.durability)
+            .max_by_key(|d| match d {
+                Durability::Never => 0,
+                Durability::Interval => 1,
+                Durability::Always => 2,
+            })
+            .unwrap_or(Durability::Always);
+        let initial = if record.paused {
+            Control::Pause
+        } else {
+            Control::Run
+        };
+        let mut tasks = Vec::new();
+        for input in &inputs {
+            for partition in 0..input.partitions.len() as u32 {
+                let key = TaskKey {
+                    pipeline: record.name.clone(),
+                    input: input.name.clone(),
+                    partition,
+                };
+                let (control, receiver) = watch::channel(initial);
+                let stopping = Arc::new(AtomicBool::new(false));
+                let stats = Arc::new(TaskStats::new(plans.len()));
+                let setup = TaskSetup {
+                    key: key.clone(),
+                    log: self.log.clone(),
+                    stages: plans.clone(),
+                    policy: spec.on_error,
+                    dead_letter: spec.dead_letter.clone(),
+                    start: spec.start,
+                    outputs: output_topics.clone(),
+                    commit_durability,
+                    settings: self.settings,
+                    scheduler: self.scheduler.clone(),
+                    tenant: record
+                        .name
+                        .split_once('.')
+                        .map_or("", |(tenant, _)| tenant)
+                        .to_string(),
+                    cpu_share: record.limits.cpu_share,
+                    stats: stats.clone(),
+                    control: receiver,
+                    stopping: stopping.clone(),
+                };
+                let join = tokio::spawn(task::run(setup));
+                tasks.push(TaskHandle {
+                    key,
+                    control,
+                    stopping,
+                    join,
+                    stats,
+                });
+            }
+        }
+        tasks
+    }
+
+    /// Stops a pipeline's tasks (each after its current commit) and waits.
+    async fn stop(&self, name: &str) {
+        let tasks = match self.lock().get_mut(name) {
+            Some(running) => std::mem::take(&mut running.tasks),
+            None => return,
+        };
+        signal_stop(&tasks);
+        join(tasks).await;
+    }
+
+    /// Pauses a pipeline: its tasks finish their current commit and wait.
+    pub async fn pause(&self, name: &str) -> Result<PipelineStatus, PipelineError> {
+        self.set_paused(name, true).await
+    }
+
+    /// Resumes a paused pipeline, or restarts the failed tasks of one.
+    pub async fn resume(&self, name: &str) -> Result<PipelineStatus, PipelineError> {
+        self.set_paused(name, false).await
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<PipelineStatus, PipelineError> {
+        let _change = self.change(name).await;
+        let mut record = self
+            .lock()
+            .get(name)
+            .map(|r| r.record.clone())
+            .ok_or_else(|| PipelineError::NotFound(name.to_string()))?;
+        record.paused = paused;
+        self.save(&record)?;
+        let restart = !paused && {
+            let running = self.lock();
+            let tasks = &running[name].tasks;
+            tasks.is_empty()
+                || tasks
+                    .iter()
+                    .any(|t| matches!(t.stats.state(), TaskState::Failed(_)))
+        };
+        if restart {
+            self.stop(name).await;
+            let tasks = match self.plan(&record).await {
+                Ok(plans) => self.start(&record, plans),
+                Err(e) => failed_tasks(&record, e.to_string()),
+            };
+            self.lock()
+                .insert(name.to_string(), Running { record, tasks });
+        } else {
+            let settling: Vec<Arc<TaskStats>> = {
+                let mut running = self.lock();
+                let entry = running.get_mut(name).expect("checked above");
+                entry.record = record;
+                let control = if paused { Control::Pause } else { Control::Run };
+                for task in &entry.tasks {
+                    let _ = task.control.send(control);
+                }
+                entry.tasks.iter().map(|t| t.stats.clone()).collect()
+            };
+            if paused {
+                // Answer once the tasks have finished their rounds, or say
+                // `pausing` if one takes longer.
+                let all = futures::future::join_all(settling.iter().map(|s| s.settled()));
+                let _ = tokio::time::timeout(PAUSE_WAIT, all).await;
+            }
+        }
+        self.status(name)
+    }
+
+    /// Deletes a pipeline: stops it and removes its spec and commit logs.
+    /// Its output topics stay.
+    pub async fn delete(&self, name: &str) -> Result<(), PipelineError> {
+        let _change = self.change(name).await;
+        let removed = {
+            let _admin = self.admin.lock().await;
+            if !self.lock().contains_key(name) {
+                return Err(PipelineError::NotFound(name.to_string()));
+            }
+            remove_durably(&self.dir.join(format!("{name}.json")))?;
+            self.lock().remove(name).expect("checked above")
+        };
+        signal_stop(&removed.tasks);
+        join(removed.tasks).await;
+        for input in removed.record.spec.inputs {
+            if let Err(e) = self
+                .log
+                .delete_commit_log(&commit_log_name(name, &input))
+                .await
+            {
+                tracing::warn!(pipeline = name, error = %e, "could not delete a commit log");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every pipeline (each task after its current commit), waiting
+    /// at most [`SHUTDOWN_GRACE`]: a task still in a round then is left to
+    /// the process exit, and its round is redone after the restart.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<TaskHandle> = self
+            .lock()
+            .values_mut()
+            .flat_map(|running| std::mem::take(&mut running.tasks))
+            .collect();
+        signal_stop(&tasks);
+        let count = tasks.len();
+        if tokio::time::timeout(SHUTDOWN_GRACE, join(tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!(tasks = count, grace = ?SHUTDOWN_GRACE,
+                "pipeline tasks still busy at shutdown; their current rounds will be redone");
+        }
+    }
+
+    /// Holds off pipeline changes (apply, delete) until dropped.
+    pub(crate) async fn hold_changes(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.admin.clone().lock_owned().await
+    }
+
+    /// Runs `change` (deleting or reshaping a topic or module) unless a
+    /// pipeline uses the thing (as `users` tells), serialized with pipeline
+    /// changes so no apply can start using it in between. Returns the
+    /// users instead when there are any.
+    pub async fn unless_used<T>(
+        &self,
+        users: impl FnOnce(&Pipelines) -> Vec<String>,
+        change: impl Future<Output = T>,
+    ) -> Result<T, Vec<String>> {
+        let _admin = self.admin.lock().await;
+        let users = users(self);
+        if !users.is_empty() {
+            return Err(users);
+        }
+        Ok(change.await)
+    }
+
+    /// Names of the pipelines running a module.
+    pub fn using_module(&self, module: &str) -> Vec<String> {
+        let prefix = format!("{module}@");
+        self.lock()
+            .values()
+            .filter(|r| r.record.modules.iter().any(|m| m.starts_with(&prefix)))
+            .map(|r| r.record.name.clone())
+            .collect()
+    }
+
+    /// Every pipeline's name.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Names of the pipelines reading or writing a topic.
+    pub fn using_topic(&self, topic: &str) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|r| {
+                let spec = &r.record.spec;
+                spec.inputs.iter().any(|i| i == topic) || spec.output_topics().any(|o| o == topic)
+            })
+            .map(|r| r.record.name.clone())
+            .collect()
+    }
+
+    /// A pipeline's status and counters.
+    pub fn status(&self, name: &str) -> Result<PipelineStatus, PipelineError> {
+        let running = self.lock();
+        let entry = running
+            .get(name)
+            .ok_or_else(|| PipelineError::NotFound(name.to_string()))?;
+        Ok(self.summarize(entry))
+    }
+
+    /// The status of every pipeline.
+    pub fn statuses(&self) -> Vec<PipelineStatus> {
+        self.lock().values().map(|r| self.summarize(r)).collect()
+    }
+
+    fn summarize(&self, running: &Running) -> PipelineStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        let record = &running.record;
+        let mut stages: Vec<StageStatus> = record
+            .modules
+            .iter()
+            .map(|m| StageStatus {
+                module: m.clone(),
+                counts: StageCounts::default(),
+            })
+            .collect();
+        let mut status = PipelineStatus {
+            name: record.name.clone(),
+            state: if record.paused { "paused" } else { "running" },
+            reason: None,
+            modules: record.modules.clone(),
+            records_in: 0,
+            records_out: 0,
+            errors: 0,
+            rejected: 0,
+            dead_lettered: 0,
+            unrouted: 0,
+            undeliverable: 0,
+            lag: 0,
+            processing_ms: 0,
+            stages: Vec::new(),
+            tasks: Vec::new(),
+            spec: record.spec.clone(),
+        };
+        for task in &running.tasks {
+            let stats = &task.stats;
+            let state = stats.state();
+            match &state {
+                TaskState::Failed(reason) => {
+                    status.state = "failed";
+                    status.reason.get_or_insert_with(|| reason.clone());
+                }
+                // Asked to pause, still finishing a round.
+                TaskState::Running | TaskState::Starting
+                    if record.paused && status.state == "paused" =>
+                {
+                    status.state = "pausing";
+                }
+                _ => {}
+            }
+            let position = stats.position.load(Relaxed);
+            let end = self
+                .log
+                .topic(&task.key.input)
+                .ok()
+                .and_then(|t| t.partitions.get(task.key.partition as usize).copied())
+                .map_or(position, |p| p.end_offset);
+            let lag = end.saturating_sub(position);
+            status.records_in += stats.records_in.load(Relaxed);
+            status.records_out += stats.records_out.load(Relaxed);
+            status.dead_lettered += stats.dead_lettered.load(Relaxed);
+            status.unrouted += stats.unrouted.load(Relaxed);
+            status.undeliverable += stats.undeliverable.load(Relaxed);
+            status.lag += lag;
+            for (stage, counts) in stages.iter_mut().zip(&stats.stages) {
+                stage.counts.add(&counts.counts());
+            }
+            status.tasks.push(TaskStatus {
+                input: task.key.input.clone(),
+                partition: task.key.partition,
+                state,
+                position,
+                lag,
+            });
+        }
+        status.errors += status.undeliverable;
+        for stage in &stages {
+            status.errors += stage.counts.errors;
+            status.rejected += stage.counts.rejected;
+            status.processing_ms += stage.counts.processing_ms;
+        }
+        status.stages = stages;
+        status
+    }
+}
+
+/// Asks tasks to stop after their current commit.
+fn signal_stop(tasks: &[TaskHandle]) {
+    for task in tasks {
+        task.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = task.control.send(Control::Stop);
+    }
+}
+
+/// Waits for tasks to end.
+async fn join(tasks: Vec<TaskHandle>) {
+    for task in tasks {
+        if let Err(e) = task.join.await {
+            tracing::error!(pipeline = %task.key.pipeline, error = %e,
+                "pipeline task ended abnormally");
+        }
+    }
+}
+
+/// Task handles standing for a pipeline that could not start, so its
+/// status says why.
+fn failed_tasks(record: &PipelineRecord, reason: String) -> Vec<TaskHandle> {
+    let (control, _) = watch::channel(Control::Stop);
+    let stats = Arc::new(TaskStats::new(record.modules.len()));
+    stats.set_state(TaskState::Failed(reason));
+    vec![TaskHandle {
+        key: TaskKey {
+            pipeline: record.name.clone(),
+            input: record.spec.inputs.first().cloned().unwrap_or_default(),
+            partition: 0,
+        },
+        control,
+        stopping: Arc::new(AtomicBool::new(true)),
+        join: tokio::spawn(async {}),
+        stats,
+    }]
+}

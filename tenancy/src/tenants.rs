@@ -1,0 +1,610 @@
+//! Tenants and their credentials.
+//!
+//! The admin credential creates and deletes tenants and issues and revokes
+//! their API tokens. It comes from the configuration, or the
+//! `WEIR_ADMIN_TOKEN` environment variable; on a first start with
+//! neither, one is generated and written to `<data>/admin-token` (mode
+//! 0600). Tokens are random 256-bit secrets, shown once when issued and
+//! stored only as SHA-256 hashes in `<data>/tenants.json`. A presented
+//! token is hashed and compared with every stored hash in constant time,
+//! so neither the comparison nor the lookup order leaks which bytes match.
+//!
+//! Long-lived sessions (Kafka connections) authenticate once and then hold
+//! a [`Credential`]: which token of which incarnation of the tenant they
+//! signed in with. Before each request they take a [`Lease`], which says
+//! without hashing again whether that token still stands, and they watch
+//! [`Tenants::revocations`] to end requests that wait (long-polls, group
+//! joins) as soon as it is revoked. A tenant re-created under the same name
+//! is a new incarnation: sessions of the old one never pass for it.
+//! Deleting a tenant is two steps ([`Tenants::begin_delete`], then
+//! [`Tenants::finish_delete`] once its resources are gone), so a deletion
+//! cut short leaves the name taken until it is finished.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::Quotas;
+use weir_core::files::write_durably;
+use weir_core::now_ms;
+
+/// Environment variable holding the admin credential.
+pub const ADMIN_TOKEN_ENV: &str = "WEIR_ADMIN_TOKEN";
+const ADMIN_TOKEN_FILE: &str = "admin-token";
+const TENANTS_FILE: &str = "tenants.json";
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    Tenant(String),
+}
+
+/// What can go wrong with tenants.
+#[derive(Debug, thiserror::Error)]
+pub enum TenancyError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("tenant {0:?} already exists")]
+    Exists(String),
+    #[error("tenant {0:?} is being deleted: delete it again to finish")]
+    BeingDeleted(String),
+    #[error("unknown tenant {0:?}")]
+    UnknownTenant(String),
+    #[error("tenant {tenant:?} has no token {id:?}")]
+    UnknownToken { tenant: String, id: String },
+    #[error(transparent)]
+    Storage(#[from] anyhow::Error),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Stored {
+    tenants: BTreeMap<String, TenantRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TenantRecord {
+    created_ms: i64,
+    tokens: Vec<TokenRecord>,
+    /// Its own quotas; `None`: the server's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quotas: Option<Quotas>,
+    /// Its deletion has begun: its tokens are gone and the name stays
+    /// taken until the deletion is finished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleting: bool,
+    /// This life of the tenant (not stored: each start and each
+    /// re-creation makes a new one).
+    #[serde(skip)]
+    incarnation: Incarnation,
+}
+
+/// One life of a tenant, from its creation (or the server's start) to its
+/// deletion. Requests of its sessions hold it shared while they run
+/// ([`Lease`]); deletion takes it whole once, to wait for them to end.
+#[derive(Debug, Clone, Default)]
+struct Incarnation(Arc<tokio::sync::RwLock<()>>);
+
+impl Incarnation {
+    fn is(&self, other: &Incarnation) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// A tenant token as a long-lived session holds it: which token, of which
+/// incarnation of which tenant.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    tenant: String,
+    token_id: String,
+    incarnation: Incarnation,
+}
+
+impl Credential {
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
+/// Who a token belongs to, as a session signing in learns it.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    Admin,
+    Tenant(Credential),
+}
+
+/// A request of a session in flight, under a credential that stood when
+/// the request began: the tenant's deletion waits until it is dropped.
+#[derive(Debug)]
+pub struct Lease {
+    _held: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+/// A tenant whose deletion has begun: its tokens no longer work.
+pub struct Departing {
+    name: String,
+    incarnation: Incarnation,
+}
+
+impl Departing {
+    /// Waits until no request of the tenant's sessions is in flight. New
+    /// ones are refused already, and those that wait were woken by the
+    /// revocation, so this is the time of the longest request being handled.
+    pub async fn requests_finished(&self) {
+        drop(self.incarnation.0.write().await);
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TokenRecord {
+    id: String,
+    /// SHA-256 of the token, hex.
+    hash: String,
+    created_ms: i64,
+}
+
+/// A tenant as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantInfo {
+    pub name: String,
+    pub created_ms: i64,
+    /// Ids of its live tokens (the secrets are never shown again).
+    pub tokens: Vec<String>,
+    /// Its own quotas, if it does not use the defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
+    /// Its deletion began and is not finished (delete it again).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
+}
+
+/// A newly issued token: the only time its secret is seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedToken {
+    pub tenant: String,
+    pub id: String,
+    pub token: String,
+}
+
+/// The server's tenants.
+pub struct Tenants {
+    path: PathBuf,
+    admin_hash: [u8; 32],
+    stored: Mutex<Stored>,
+    /// Counts revocations (tokens revoked, deletions begun), so sessions
+    /// can wake and check their credential.
+    revocations: tokio::sync::watch::Sender<u64>,
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+impl Tenants {
+    /// Opens the tenants of `data_dir`. The admin credential is `admin`
+    /// when given (config or environment); otherwise the one in
+    /// `<data>/admin-token`, generated on first start. Returns the path of
+    /// that file when it is the credential in use.
+    pub fn open(
+        data_dir: &Path,
+        admin: Option<String>,
+    ) -> anyhow::Result<(Tenants, Option<PathBuf>)> {
+        let path = data_dir.join(TENANTS_FILE);
+        let stored = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("while reading {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+            Err(e) => return Err(e).with_context(|| format!("while reading {}", path.display())),
+        };
+        let (admin, file) = match admin.filter(|t| !t.is_empty()) {
+            Some(token) => (token, None),
+            None => {
+                let file = data_dir.join(ADMIN_TOKEN_FILE);
+                (admin_token_file(&file)?, Some(file))
+            }
+        };
+        let tenants = Tenants {
+            path,
+            admin_hash: hash(&admin),
+            stored: Mutex::new(stored),
+            revocations: tokio::sync::watch::Sender::new(0),
+        };
+        Ok((tenants, file))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stored> {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save(&self, stored: &Stored) -> anyhow::Result<()> {
+        write_durably(
+            &self.path,
+            &serde_json::to_vec_pretty(stored).expect("tenants serialize"),
+        )
+    }
+
+    /// Who a token belongs to, if anyone, with the credential a session
+    /// keeps.
+    pub fn identify(&self, token: &str) -> Option<Identity> {
+        let presented = hash(token);
+        let mut found = None;
+        // Every hash is compared, whatever matches, in constant time.
+        let is_admin: bool = presented.ct_eq(&self.admin_hash).into();
+        if is_admin {
+            found = Some(Identity::Admin);
+        }
+        for (name, tenant) in &self.lock().tenants {
+            for stored in &tenant.tokens {
+                let Ok(bytes) = hex::decode(&stored.hash) else {
+                    continue;
+                };
+                let matches: bool = presented.as_slice().ct_eq(&bytes).into();
+                if matches {
+                    found = Some(Identity::Tenant(Credential {
+                        tenant: name.clone(),
+                        token_id: stored.id.clone(),
+                        incarnation: tenant.incarnation.clone(),
+                    }));
+                }
+            }
+        }
+        found
+    }
+
+    /// Whether a session's credential still stands: its token not revoked,
+    /// its tenant not deleted (nor deleted and created again).
+    pub fn is_valid(&self, credential: &Credential) -> bool {
+        self.lock()
+            .tenants
+            .get(&credential.tenant)
+            .is_some_and(|record| {
+                record.incarnation.is(&credential.incarnation)
+                    && record.tokens.iter().any(|t| t.id == credential.token_id)
+            })
+    }
+
+    /// Holds the credential's tenant for one request, if the credential
+    /// still stands (`None`: it was revoked).
+    pub async fn lease(&self, credential: &Credential) -> Option<Lease> {
+        let guard = credential.incarnation.0.clone().read_owned().await;
+        // Checked once the lease is held: a deletion that began before
+        // cannot miss this request, one that begins after waits for it.
+        self.is_valid(credential).then_some(Lease { _held: guard })
+    }
+
+    /// Changes whenever a token is revoked or a tenant's deletion begins.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    fn revoked(&self) {
+        self.revocations.send_modify(|count| *count += 1);
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.lock().tenants.contains_key(name)
+    }
+
+    pub fn create(&self, name: &str, quotas: Option<Quotas>) -> Result<TenantInfo, TenancyError> {
+        weir_core::names::check_tenant_name(name).map_err(TenancyError::InvalidName)?;
+        let mut stored = self.lock();
+        match stored.tenants.get(name) {
+            Some(record) if record.deleting => {
+                return Err(TenancyError::BeingDeleted(name.to_string()));
+            }
+            Some(_) => return Err(TenancyError::Exists(name.to_string())),
+            None => {}
+        }
+        let mut updated = stored.clone();
+        let record = TenantRecord {
+            created_ms: now_ms(),
+            tokens: Vec::new(),
+            quotas,
+            deleting: false,
+            incarnation: Incarnation::default(),
+        };
+        updated.tenants.insert(name.to_string(), record);
+        self.save(&updated)?;
+        *stored = updated;
+        Ok(info(name, &stored.tenants[name]))
+    }
+
+    pub fn list(&self) -> Vec<TenantInfo> {
+        self.lock()
+            .tenants
+            .iter()
+            .map(|(name, record)| info(name, record))
+            .collect()
+    }
+
+    /// A tenant's own quotas (`None`: it uses the defaults, or is unknown).
+    pub fn quotas(&self, name: &str) -> Option<Quotas> {
+        self.lock().tenants.get(name).and_then(|r| r.quotas)
+    }
+
+    pub fn get(&self, name: &str) -> Option<TenantInfo> {
+        self.lock().tenants.get(name).map(|r| info(name, r))
+    }
+
+    /// Begins deleting a tenant: its tokens are dropped (sessions using
+    /// them are told through [`revocations`](Self::revocations)) and its
+    /// name stays taken until [`finish_delete`](Self::finish_delete).
+    /// Beginning again a deletion begun before is how it is resumed.
+    pub fn begin_delete(&self, name: &str) -> Result<Departing, TenancyError> {
+        let mut stored = self.lock();
+        let mut updated = stored.clone();
+        let record = updated
+            .tenants
+            .get_mut(name)
+            .ok_or_else(|| TenancyError::UnknownTenant(name.to_string()))?;
+        record.tokens.clear();
+        record.deleting = true;
+        let incarnation = record.incarnation.clone();
+        self.save(&updated)?;
+        *stored = updated;
+        drop(stored);
+        self.revoked();
+        Ok(Departing {
+            name: name.to_string(),
+            incarnation,
+        })
+    }
+
+    /// Forgets a tenant whose resources are gone.
+    pub fn finish_delete(&self, departing: Departing) -> Result<(), TenancyError> {
+        let mut stored = self.lock();
+        let mut updated = stored.clone();
+        let gone = updated
+            .tenants
+            .remove(&departing.name)
+            .is_some_and(|record| record.incarnation.is(&departing.incarnation));
+        if !gone {
+            return Err(TenancyError::UnknownTenant(departing.name));
+        }
+        self.save(&updated)?;
+        *stored = updated;
+        Ok(())
+    }
+
+    /// Issues a new token for a tenant.
+    pub fn issue_token(&self, tenant: &str) -> Result<IssuedToken, TenancyError> {
+        let mut stored = self.lock();
+        let mut updated = stored.clone();
+        let record = updated
+            .tenants
+            .get_mut(tenant)
+            .ok_or_else(|| TenancyError::UnknownTenant(tenant.to_string()))?;
+        if record.deleting {
+            return Err(TenancyError::BeingDeleted(tenant.to_string()));
+        }
+        let token = format!("weir_{}", random_hex(32));
+        let id = random_hex(6);
+        record.tokens.push(TokenRecord {
+            id: id.clone(),
+            hash: hex::encode(hash(&token)),
+            created_ms: now_ms(),
+        });
+        self.save(&updated)?;
+        *stored = updated;
+        Ok(IssuedToken {
+            tenant: tenant.to_string(),
+            id,
+            token,
+        })
+    }
+
+    /// Revokes a tenant's token: it stops working at once.
+    pub fn revoke_token(&self, tenant: &str, id: &str) -> Result<(), TenancyError> {
+        let mut stored = self.lock();
+        let mut updated = stored.clone();
+        let record = updated
+            .tenants
+            .get_mut(tenant)
+            .ok_or_else(|| TenancyError::UnknownTenant(tenant.to_string()))?;
+        let before = record.tokens.len();
+        record.tokens.retain(|t| t.id != id);
+        if record.tokens.len() == before {
+            return Err(TenancyError::UnknownToken {
+                tenant: tenant.to_string(),
+                id: id.to_string(),
+            });
+        }
+        self.save(&updated)?;
+        *stored = updated;
+        drop(stored);
+        self.revoked();
+        Ok(())
+    }
+}
+
+fn info(name: &str, record: &TenantRecord) -> TenantInfo {
+    TenantInfo {
+        name: name.to_string(),
+        created_ms: record.created_ms,
+        tokens: record.tokens.iter().map(|t| t.id.clone()).collect(),
+        quotas: record.quotas,
+        deleting: record.deleting,
+    }
+}
+
+/// The admin token kept in `file`, generated (mode 0600) if there is none.
+fn admin_token_file(file: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(file) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("while reading {}", file.display())),
+    }
+    let token = format!("weir_admin_{}", random_hex(32));
+    write_private(file, &format!("{token}\n"))?;
+    Ok(token)
+}
+
+/// Writes a file only its owner can read (created with mode 0600).
+fn write_private(file: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options
+        .open(file)
+        .with_context(|| format!("while creating {}", file.display()))?;
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.sync_all())
+        .with_context(|| format!("while writing {}", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Tenants {
+        fn caller(&self, token: &str) -> Option<Caller> {
+            self.identify(token).map(|identity| match identity {
+                Identity::Admin => Caller::Admin,
+                Identity::Tenant(credential) => Caller::Tenant(credential.tenant),
+            })
+        }
+    }
+
+    #[test]
+    fn tokens_authenticate_until_revoked_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tenants, file) = Tenants::open(dir.path(), Some("root".into())).unwrap();
+        assert!(file.is_none());
+        assert_eq!(tenants.caller("root"), Some(Caller::Admin));
+        tenants.create("acme", None).unwrap();
+        let issued = tenants.issue_token("acme").unwrap();
+        assert_eq!(
+            tenants.caller(&issued.token),
+            Some(Caller::Tenant("acme".into()))
+        );
+        assert_eq!(tenants.caller("weir_nope"), None);
+        let stored = std::fs::read_to_string(dir.path().join(TENANTS_FILE)).unwrap();
+        assert!(!stored.contains(&issued.token), "only the hash is stored");
+
+        let (reopened, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
+        assert_eq!(
+            reopened.caller(&issued.token),
+            Some(Caller::Tenant("acme".into()))
+        );
+        reopened.revoke_token("acme", &issued.id).unwrap();
+        assert_eq!(reopened.caller(&issued.token), None);
+        assert!(matches!(
+            reopened.create("acme", None),
+            Err(TenancyError::Exists(_))
+        ));
+        assert!(reopened.create("Bad.Name", None).is_err());
+    }
+
+    #[test]
+    fn a_generated_admin_token_is_private_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tenants, file) = Tenants::open(dir.path(), None).unwrap();
+        let file = file.expect("generated");
+        let token = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(tenants.caller(token.trim()), Some(Caller::Admin));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (again, _) = Tenants::open(dir.path(), None).unwrap();
+        assert_eq!(again.caller(token.trim()), Some(Caller::Admin));
+    }
+
+    fn credential(tenants: &Tenants, token: &str) -> Credential {
+        match tenants.identify(token) {
+            Some(Identity::Tenant(credential)) => credential,
+            other => panic!("not a tenant's token: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_lapse_with_their_token_and_with_their_tenants_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tenants, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
+        tenants.create("acme", None).unwrap();
+        let (first, second) = (
+            tenants.issue_token("acme").unwrap(),
+            tenants.issue_token("acme").unwrap(),
+        );
+        let (one, two) = (
+            credential(&tenants, &first.token),
+            credential(&tenants, &second.token),
+        );
+        let mut revocations = tenants.revocations();
+        assert!(tenants.lease(&one).await.is_some());
+        tenants.revoke_token("acme", &first.id).unwrap();
+        assert!(revocations.has_changed().unwrap(), "sessions are woken");
+        revocations.mark_unchanged();
+        assert!(tenants.lease(&one).await.is_none());
+        assert!(tenants.is_valid(&two), "the other token still stands");
+
+        // A deletion revokes every token and waits for requests in flight.
+        let in_flight = tenants.lease(&two).await.unwrap();
+        let departing = tenants.begin_delete("acme").unwrap();
+        assert!(revocations.has_changed().unwrap());
+        assert!(!tenants.is_valid(&two));
+        {
+            let finished = departing.requests_finished();
+            tokio::pin!(finished);
+            let waited = tokio::time::timeout(std::time::Duration::from_millis(50), &mut finished);
+            assert!(waited.await.is_err(), "the request in flight is waited for");
+            drop(in_flight);
+            finished.await;
+        }
+        assert!(tenants.lease(&two).await.is_none());
+        tenants.finish_delete(departing).unwrap();
+
+        // The same name again is a new life: the old one's credentials never
+        // pass for it, even with a token id it reuses.
+        tenants.create("acme", None).unwrap();
+        let third = tenants.issue_token("acme").unwrap();
+        let old_life = Credential {
+            token_id: third.id.clone(),
+            ..two.clone()
+        };
+        assert!(!tenants.is_valid(&old_life));
+        assert!(tenants.is_valid(&credential(&tenants, &third.token)));
+    }
+
+    #[test]
+    fn a_deletion_cut_short_keeps_the_name_until_it_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tenants, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
+        tenants.create("acme", None).unwrap();
+        let issued = tenants.issue_token("acme").unwrap();
+        tenants.begin_delete("acme").unwrap();
+        // The server stops before the tenant's resources are deleted.
+        let (reopened, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
+        assert_eq!(reopened.caller(&issued.token), None);
+        assert!(reopened.get("acme").unwrap().deleting);
+        assert!(matches!(
+            reopened.create("acme", None),
+            Err(TenancyError::BeingDeleted(_))
+        ));
+        assert!(matches!(
+            reopened.issue_token("acme"),
+            Err(TenancyError::BeingDeleted(_))
+        ));
+        let departing = reopened.begin_delete("acme").unwrap();
+        reopened.finish_delete(departing).unwrap();
+        reopened.create("acme", None).unwrap();
+        assert!(!reopened.get("acme").unwrap().deleting);
+    }
+}
