@@ -46,7 +46,7 @@ use kafka_protocol::messages::produce_request::{
 };
 use kafka_protocol::messages::{RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use log_core::{Batch, BatchBuilder, Durability, Log, Record, TopicConfig};
+use log_core::Log;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -54,7 +54,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Message, Offset, TopicPartitionList};
 use weir::server::{Server, ServerConfig};
 use weir_bench::report::{Row, median, print_table};
+use weir_format::{Batch, BatchBuilder, Record};
 use weir_log::StreamLog;
+use weir_log::{Durability, TopicConfig};
 
 struct Settings {
     /// Records of 100 bytes; a tenth as many of 1 KiB.
@@ -377,7 +379,7 @@ fn raw_fetch(weir: &WeirProcess, topic: &str, count: usize) -> f64 {
 /// Appends `count` records straight to `log-core` in batches of `batch`;
 /// returns (records/s, the log, its partition) for the read baseline.
 fn log_append(
-    durability: Durability,
+    durability: log_core::Durability,
     count: usize,
     batch: usize,
     value: &[u8],
@@ -387,10 +389,10 @@ fn log_append(
     let topic = log
         .create_topic(
             "baseline",
-            TopicConfig {
+            log_core::TopicConfig {
                 durability,
                 max_batch_bytes: 64 << 20,
-                ..TopicConfig::default()
+                ..log_core::TopicConfig::default()
             },
         )
         .expect("topic");
@@ -426,7 +428,7 @@ fn records_per_batch(weir: &WeirProcess, topic: &str) -> usize {
     let log = weir.log.clone();
     let topic = topic.to_string();
     weir.runtime.block_on(async move {
-        let end = log.topic(&topic).unwrap().partitions[0].end_offset;
+        let end = log.topic(&topic).await.unwrap().partitions[0].end_offset;
         let (mut offset, mut batches) = (0, 0usize);
         while offset < end {
             let read = log.read(&topic, 0, offset, 8 << 20).await.unwrap();
@@ -484,7 +486,10 @@ fn main() {
     ] {
         let value = vec![b'v'; size];
         let mut fetch = Rates::default();
-        for durability in [Durability::Always, Durability::Never] {
+        for (durability, raw_durability) in [
+            (Durability::Always, log_core::Durability::Always),
+            (Durability::Never, log_core::Durability::Never),
+        ] {
             let name = format!("{durability:?}").to_lowercase();
             let mut produce = Rates::default();
             for run in 0..settings.runs {
@@ -495,7 +500,7 @@ fn main() {
                 let client = kafka_produce(&weir, &topic, count, &value);
                 let batch = records_per_batch(&weir, &topic);
                 let raw = raw_produce(&weir, &raw_topic, count, batch, &value);
-                let (log, _dir, partition) = log_append(durability, count, batch, &value);
+                let (log, _dir, partition) = log_append(raw_durability, count, batch, &value);
                 println!(
                     "{label} `{name}` run {run}: produce {client:.0}/s, bare {raw:.0}/s, \
                      log-core append {log:.0}/s ({batch} records per batch)"

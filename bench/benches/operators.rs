@@ -51,9 +51,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log_core::{Batch, BatchBuilder, Record};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
+use weir_format::{Batch, BatchBuilder, Record};
 use weir_format::{BatchWriter, Batches};
 use weir_host::{Limits, OperatorEngine, OperatorInstance, OperatorModule};
 

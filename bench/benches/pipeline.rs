@@ -28,10 +28,11 @@ use weir_bench::guests::guests_dir;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log_core::{Batch, BatchBuilder, Durability, Log, Record, TopicConfig};
 use serde_json::json;
 use weir_bench::report::{Row, median, print_table};
+use weir_format::{Batch, BatchBuilder, Record};
 use weir_host::{Limits, OperatorEngine};
+use weir_log::{Durability, TopicConfig};
 use weir_log::{EmbeddedLog, StreamLog};
 use weir_pipeline::lifecycle::TaskLimits;
 use weir_pipeline::modules::ModuleStore;
@@ -100,8 +101,10 @@ struct Bench {
 
 async fn setup(output_durability: Durability) -> Bench {
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = Log::open(dir.path().join("log")).expect("open log");
-    let log: Arc<dyn StreamLog> = Arc::new(EmbeddedLog::new(log));
+    let log = EmbeddedLog::open(dir.path().join("log"))
+        .await
+        .expect("open log");
+    let log: Arc<dyn StreamLog> = Arc::new(log);
     let engine =
         OperatorEngine::new(Limits::default(), Some(dir.path().join("cache"))).expect("engine");
     let modules = Arc::new(ModuleStore::open(dir.path().join("modules"), engine).expect("modules"));
@@ -142,8 +145,8 @@ fn filter_spec() -> PipelineSpec {
     .expect("spec")
 }
 
-fn end(log: &dyn StreamLog, topic: &str) -> u64 {
-    log.topic(topic).expect("topic").partitions[0].end_offset
+async fn end(log: &dyn StreamLog, topic: &str) -> u64 {
+    log.topic(topic).await.expect("topic").partitions[0].end_offset
 }
 
 /// Rates measured by one throughput run, in records/s.
@@ -155,12 +158,21 @@ struct Rates {
 
 /// Waits until the output topic holds `expected` records.
 async fn wait_output(log: &dyn StreamLog, expected: u64) {
-    while end(log, "output") < expected {
-        log.wait_for("output", 0, end(log, "output"), Duration::from_millis(100))
-            .await
-            .expect("wait");
+    while end(log, "output").await < expected {
+        log.wait_for(
+            "output",
+            0,
+            end(log, "output").await,
+            Duration::from_millis(100),
+        )
+        .await
+        .expect("wait");
     }
-    assert_eq!(end(log, "output"), expected, "exactly the kept records");
+    assert_eq!(
+        end(log, "output").await,
+        expected,
+        "exactly the kept records"
+    );
 }
 
 async fn throughput(records: usize, durability: Durability) -> Rates {

@@ -35,10 +35,11 @@ use weir_bench::guests::guests_dir;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log_core::{Batch, BatchBuilder, Durability, Log, Record, TopicConfig};
 use serde_json::json;
 use weir_bench::report::{Row, median, print_table};
+use weir_format::{Batch, BatchBuilder, Record};
 use weir_host::{Limits, OperatorEngine};
+use weir_log::{Durability, TopicConfig};
 use weir_log::{EmbeddedLog, StreamLog};
 use weir_pipeline::lifecycle::TaskLimits;
 use weir_pipeline::modules::ModuleStore;
@@ -113,8 +114,8 @@ fn spec(input: &str, module: &str, output: &str) -> PipelineSpec {
     .expect("spec")
 }
 
-fn end(log: &dyn StreamLog, topic: &str) -> u64 {
-    log.topic(topic).expect("topic").partitions[0].end_offset
+async fn end(log: &dyn StreamLog, topic: &str) -> u64 {
+    log.topic(topic).await.expect("topic").partitions[0].end_offset
 }
 
 /// A fresh server's worth of parts, with B's pipelines (if any) running.
@@ -122,8 +123,10 @@ fn end(log: &dyn StreamLog, topic: &str) -> u64 {
 /// busy when A is done; the hostile ones stay busy on far less.
 async fn setup(neighbour: Neighbour, backlog: usize) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = Log::open(dir.path().join("log")).expect("open log");
-    let log: Arc<dyn StreamLog> = Arc::new(EmbeddedLog::new(log));
+    let log = EmbeddedLog::open(dir.path().join("log"))
+        .await
+        .expect("open log");
+    let log: Arc<dyn StreamLog> = Arc::new(log);
     let engine = OperatorEngine::new(
         Limits::default(),
         Some(guests_dir().join("../../bench-cache")),
@@ -212,10 +215,15 @@ async fn measure(neighbour: Neighbour, settings: &Settings) -> Measured {
         )
         .await
         .expect("apply A");
-    while end(log, "a.out") < expected {
-        log.wait_for("a.out", 0, end(log, "a.out"), Duration::from_millis(100))
-            .await
-            .expect("wait");
+    while end(log, "a.out").await < expected {
+        log.wait_for(
+            "a.out",
+            0,
+            end(log, "a.out").await,
+            Duration::from_millis(100),
+        )
+        .await
+        .expect("wait");
     }
     let elapsed = started.elapsed().as_secs_f64();
     let a_used = (env.scheduler.cpu_time("a") - a_cpu).as_secs_f64();
@@ -241,11 +249,11 @@ async fn measure(neighbour: Neighbour, settings: &Settings) -> Measured {
         log.append("a.live", 0, batch).await.expect("append");
         let acked = Instant::now();
         let want = i as u64 + 1;
-        while end(log, "a.live-out") < want {
+        while end(log, "a.live-out").await < want {
             log.wait_for(
                 "a.live-out",
                 0,
-                end(log, "a.live-out"),
+                end(log, "a.live-out").await,
                 Duration::from_secs(10),
             )
             .await

@@ -35,7 +35,7 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
 };
 use kafka_protocol::protocol::StrBytes;
-use log_core::{Cleanup, Durability, TopicConfig, validate_user_topic_name};
+use weir_log::{Cleanup, Durability, LogError, TopicConfig, check_user_topic_name};
 
 use super::connection::Session;
 use super::{Broker, errors};
@@ -121,7 +121,7 @@ async fn create_one(
     topic: CreatableTopic,
     validate_only: bool,
 ) -> Result<TopicConfig, Refusal> {
-    validate_user_topic_name(&topic.name).map_err(|e| (errors::code(&e), e.to_string()))?;
+    check_user_topic_name(&topic.name).map_err(|e| (errors::code(&e), e.to_string()))?;
     if topic.replication_factor > 1 {
         return Err((
             ResponseError::InvalidReplicationFactor,
@@ -154,16 +154,19 @@ async fn create_one(
             .map_err(|reason| (ResponseError::InvalidConfig, reason))?;
     }
     let stored = ns.qualify(&topic.name);
-    config
-        .validate(&stored)
+    broker
+        .ctx
+        .log
+        .check_topic_config(&stored, &config)
         .map_err(|e| (errors::code(&e), e.to_string()))?;
     broker
         .ctx
         .quotas
         .check_topic_quota(ns)
-        .map_err(|over| (ResponseError::PolicyViolation, over.message))?;
+        .await
+        .map_err(errors::check_refusal)?;
     if validate_only {
-        return match broker.ctx.log.topic(&stored) {
+        return match broker.ctx.log.topic(&stored).await {
             Ok(_) => Err((
                 ResponseError::TopicAlreadyExists,
                 format!("topic {:?} already exists", topic.name.as_str()),
@@ -336,6 +339,7 @@ async fn grow(
     let info = ctx
         .log
         .topic(stored)
+        .await
         .map_err(|e| (errors::code(&e), e.to_string()))?;
     let total = u32::try_from(count).unwrap_or(0);
     if total as usize <= info.partitions.len() {
@@ -348,12 +352,14 @@ async fn grow(
         ));
     }
     if validate_only {
-        return TopicConfig {
+        let config = TopicConfig {
             partitions: total,
             ..info.config
-        }
-        .validate(stored)
-        .map_err(|e| (ResponseError::InvalidPartitions, e.to_string()));
+        };
+        return ctx
+            .log
+            .check_topic_config(stored, &config)
+            .map_err(|e| (ResponseError::InvalidPartitions, e.to_string()));
     }
     match change_unless_used(
         &*ctx.topic_users,
@@ -364,7 +370,7 @@ async fn grow(
     {
         Ok(result) => result.map(|_| ()).map_err(|e| {
             let code = match e {
-                log_core::LogError::InvalidConfig { .. } => ResponseError::InvalidPartitions,
+                LogError::InvalidConfig { .. } => ResponseError::InvalidPartitions,
                 _ => errors::code(&e),
             };
             (code, e.to_string())
@@ -427,7 +433,7 @@ async fn delete_one(broker: &Broker, stored: &str) -> Result<(), Refusal> {
     }
 }
 
-pub fn describe_configs(
+pub async fn describe_configs(
     broker: &Broker,
     session: &Session,
     request: DescribeConfigsRequest,
@@ -441,7 +447,12 @@ pub fn describe_configs(
             .with_resource_name(resource.resource_name.clone())
             .with_error_message(None);
         match resource.resource_type {
-            TOPIC_RESOURCE => match broker.ctx.log.topic(&ns.qualify(&resource.resource_name)) {
+            TOPIC_RESOURCE => match broker
+                .ctx
+                .log
+                .topic(&ns.qualify(&resource.resource_name))
+                .await
+            {
                 Ok(info) => {
                     let wanted = resource.configuration_keys.as_ref();
                     result.configs = describe(&info.config)

@@ -12,7 +12,7 @@ use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use log_core::Batch;
+use weir_format::Batch;
 use weir_format::{HEADER_LEN, LENGTH_PREFIX, declared_len, field, seal};
 
 /// Attribute bits of RecordBatch v2.
@@ -250,8 +250,8 @@ fn bounded(reader: impl Read, limit: usize) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use log_core::{BatchBuilder, Record};
     use std::io::Write;
+    use weir_format::{BatchBuilder, Record};
 
     fn plain_batch(values: &[&[u8]]) -> Bytes {
         let mut builder = BatchBuilder::new();

@@ -122,7 +122,7 @@ impl Session {
 enum Close {
     /// The client went away or idled out.
     Quietly,
-    /// The client broke the protocol; logged.
+    /// The client broke the protocol, or the log could not answer; logged.
     Because(String),
 }
 
@@ -291,7 +291,10 @@ async fn answer(
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::supported_versions()),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::metadata(broker, session, r, version))
+            let response = metadata::metadata(broker, session, r, version).await;
+            ResponseKind::Metadata(
+                response.map_err(|e| Close::Because(format!("the log cannot list topics: {e}")))?,
+            )
         }
         RequestKind::Produce(r) => {
             match produce::produce(broker, &mut *session, r, version).await {
@@ -321,9 +324,9 @@ async fn answer(
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(admin::delete_topics(broker, session, r, version).await)
         }
-        RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(admin::describe_configs(broker, session, r, version))
-        }
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(
+            admin::describe_configs(broker, session, r, version).await,
+        ),
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version))
         }
@@ -349,16 +352,16 @@ async fn answer(
             ResponseKind::OffsetCommit(groups::offset_commit(broker, session, r).await)
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(groups::offset_fetch(broker, session, r))
+            ResponseKind::OffsetFetch(groups::offset_fetch(broker, session, r).await)
         }
         RequestKind::ListGroups(r) => {
-            ResponseKind::ListGroups(groups::list_groups(broker, session, r))
+            ResponseKind::ListGroups(groups::list_groups(broker, session, r).await)
         }
         RequestKind::DeleteGroups(r) => {
             ResponseKind::DeleteGroups(groups::delete_groups(broker, session, r).await)
         }
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::describe_groups(broker, session, r))
+            ResponseKind::DescribeGroups(groups::describe_groups(broker, session, r).await)
         }
         RequestKind::AddPartitionsToTxn(r) => {
             ResponseKind::AddPartitionsToTxn(txn_requests::add_partitions(broker, session, r).await)

@@ -26,7 +26,7 @@ use kafka_protocol::messages::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::protocol::StrBytes;
-use log_core::LogError;
+use weir_log::LogError;
 
 use super::connection::Session;
 use super::{Broker, errors};
@@ -168,7 +168,7 @@ async fn read_one(
     first: bool,
 ) -> Result<Found, LogError> {
     let log = &broker.ctx.log;
-    let info = log.topic(&want.stored)?;
+    let info = log.topic(&want.stored).await?;
     let partition = u32::try_from(want.partition)
         .ok()
         .and_then(|p| info.partitions.get(p as usize))

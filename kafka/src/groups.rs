@@ -44,7 +44,7 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequest;
 use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use kafka_protocol::messages::{BrokerId, GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use log_core::LogError;
+use weir_log::LogError;
 
 use super::connection::Session;
 use super::coordinator::{Caller, Coordinator, Join, JoinOutcome, Phase};
@@ -288,7 +288,7 @@ pub async fn offset_commit(
     let mut offsets = Vec::new();
     for topic in request.topics {
         let stored = ns.qualify(&topic.name);
-        let info = broker.ctx.log.topic(&stored);
+        let info = broker.ctx.log.topic(&stored).await;
         for p in topic.partitions {
             let result = allowed.and_then(|()| {
                 let info = info.as_ref().map_err(errors::code)?;
@@ -332,14 +332,18 @@ pub async fn offset_commit(
     response
 }
 
-pub fn offset_fetch(
+pub async fn offset_fetch(
     broker: &Broker,
     session: &Session,
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
     let ns = session.namespace();
     let group = ns.qualify(&request.group_id);
-    let committed = broker.ctx.log.group_offsets(&group);
+    let committed = match broker.ctx.log.group_offsets(&group).await {
+        Ok(committed) => committed,
+        // Never "nothing committed": the consumer would reset its position.
+        Err(e) => return OffsetFetchResponse::default().with_error_code(errors::code(&e).code()),
+    };
     let lookup = |stored: &str, partition: i32| {
         committed
             .iter()
@@ -414,17 +418,18 @@ pub struct VisibleGroup {
 
 /// Groups a caller can see: those with members, and those with only
 /// committed offsets (`Empty`), by local name.
-pub fn visible_groups(
+pub async fn visible_groups(
     coordinator: &Coordinator,
     log: &dyn StreamLog,
     ns: &Namespace,
-) -> Vec<VisibleGroup> {
+) -> Result<Vec<VisibleGroup>, LogError> {
+    let with_offsets = log.groups().await?;
     let mut groups: Vec<VisibleGroup> = coordinator
         .views()
         .into_iter()
         .filter_map(|(stored, view)| {
             let local = ns.localize(&stored)?.to_string();
-            let kept = !view.members.is_empty() || !log.group_offsets(&stored).is_empty();
+            let kept = !view.members.is_empty() || with_offsets.contains(&stored);
             kept.then_some(VisibleGroup {
                 local,
                 stored,
@@ -433,7 +438,7 @@ pub fn visible_groups(
             })
         })
         .collect();
-    for stored in log.groups() {
+    for stored in with_offsets {
         let Some(local) = ns.localize(&stored) else {
             continue;
         };
@@ -447,7 +452,7 @@ pub fn visible_groups(
         }
     }
     groups.sort_by(|a, b| a.local.cmp(&b.local));
-    groups
+    Ok(groups)
 }
 
 /// Why a group was not deleted.
@@ -567,12 +572,17 @@ fn consumer_assignment(mut bytes: bytes::Bytes) -> Vec<(String, Vec<i32>)> {
     }
 }
 
-pub fn list_groups(
+pub async fn list_groups(
     broker: &Broker,
     session: &Session,
     request: ListGroupsRequest,
 ) -> ListGroupsResponse {
-    let groups = visible_groups(&broker.coordinator, &*broker.ctx.log, session.namespace())
+    let visible = visible_groups(&broker.coordinator, &*broker.ctx.log, session.namespace());
+    let groups = match visible.await {
+        Ok(groups) => groups,
+        Err(e) => return ListGroupsResponse::default().with_error_code(errors::code(&e).code()),
+    };
+    let groups = groups
         .into_iter()
         .filter(|group| {
             request.states_filter.is_empty()
@@ -591,12 +601,24 @@ pub fn list_groups(
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub fn describe_groups(
+pub async fn describe_groups(
     broker: &Broker,
     session: &Session,
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let ns = session.namespace();
+    let with_offsets = match broker.ctx.log.groups().await {
+        Ok(groups) => groups,
+        Err(e) => {
+            let failed = |id| {
+                DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(errors::code(&e).code())
+            };
+            let groups = request.groups.into_iter().map(failed).collect();
+            return DescribeGroupsResponse::default().with_groups(groups);
+        }
+    };
     let groups = request
         .groups
         .into_iter()
@@ -622,7 +644,7 @@ pub fn describe_groups(
                             })
                             .collect(),
                     ),
-                None if !broker.ctx.log.group_offsets(&stored).is_empty() => {
+                None if with_offsets.contains(&stored) => {
                     described.with_group_state(text(Phase::Empty.name()))
                 }
                 None => described.with_group_state(text("Dead")),

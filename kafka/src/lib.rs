@@ -132,7 +132,7 @@ impl TenantResources for KafkaContext {
     async fn delete_owned(&self, ns: &Namespace) -> anyhow::Result<()> {
         let owned = |stored: &str| ns.localize(stored).is_some();
         self.groups.forget_groups(owned);
-        for group in self.log.groups().into_iter().filter(|g| owned(g)) {
+        for group in self.log.groups().await?.into_iter().filter(|g| owned(g)) {
             self.log
                 .delete_group(&group)
                 .await

@@ -5,7 +5,6 @@
 //! request (as with `auto.create.topics.enable=false`): they are made
 //! through CreateTopics, the HTTP API or the CLI.
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_request::MetadataRequest;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -14,34 +13,38 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::connection::Session;
-use super::{Broker, NODE_ID};
-use weir_log::TopicInfo;
+use super::{Broker, NODE_ID, errors};
+use weir_log::{LogError, TopicInfo};
 use weir_tenancy::Namespace;
 
 /// The cluster id clients see.
 const CLUSTER_ID: &str = "weir";
 
-pub fn metadata(
+/// The brokers and the topics asked for; fails (and the connection
+/// closes) when the log cannot list them.
+pub async fn metadata(
     broker: &Broker,
     session: &Session,
     request: MetadataRequest,
     version: i16,
-) -> MetadataResponse {
+) -> Result<MetadataResponse, LogError> {
     let ns = session.namespace();
     let topics = match request.topics {
         // All topics (v0 asks for all with an empty list).
-        None => all_topics(broker, ns),
-        Some(list) if list.is_empty() && version == 0 => all_topics(broker, ns),
-        Some(list) => list
-            .into_iter()
-            .filter_map(|t| t.name)
-            .map(|name| match broker.ctx.log.topic(&ns.qualify(&name)) {
-                Ok(info) => topic(name, &info),
-                Err(_) => MetadataResponseTopic::default()
-                    .with_name(Some(name))
-                    .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-            })
-            .collect(),
+        None => all_topics(broker, ns).await?,
+        Some(list) if list.is_empty() && version == 0 => all_topics(broker, ns).await?,
+        Some(list) => {
+            let mut topics = Vec::new();
+            for name in list.into_iter().filter_map(|t| t.name) {
+                topics.push(match broker.ctx.log.topic(&ns.qualify(&name)).await {
+                    Ok(info) => topic(name, &info),
+                    Err(e) => MetadataResponseTopic::default()
+                        .with_name(Some(name))
+                        .with_error_code(errors::code(&e).code()),
+                });
+            }
+            topics
+        }
     };
     let mut response = MetadataResponse::default()
         .with_brokers(vec![
@@ -57,14 +60,15 @@ pub fn metadata(
     if version >= 2 {
         response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
     }
-    response
+    Ok(response)
 }
 
-fn all_topics(broker: &Broker, ns: &Namespace) -> Vec<MetadataResponseTopic> {
-    broker
-        .ctx
-        .log
-        .topics()
+async fn all_topics(
+    broker: &Broker,
+    ns: &Namespace,
+) -> Result<Vec<MetadataResponseTopic>, LogError> {
+    let topics = broker.ctx.log.topics().await?;
+    let visible = topics
         .iter()
         .filter_map(|info| {
             let local = ns.localize(&info.name)?;
@@ -73,7 +77,8 @@ fn all_topics(broker: &Broker, ns: &Namespace) -> Vec<MetadataResponseTopic> {
                 info,
             ))
         })
-        .collect()
+        .collect();
+    Ok(visible)
 }
 
 fn topic(name: TopicName, info: &TopicInfo) -> MetadataResponseTopic {

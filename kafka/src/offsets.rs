@@ -10,7 +10,7 @@ use kafka_protocol::messages::list_offsets_request::ListOffsetsRequest;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
-use log_core::LogError;
+use weir_log::LogError;
 
 use super::connection::Session;
 use super::{Broker, errors};
@@ -72,7 +72,7 @@ async fn found(
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, LogError> {
     let log = &broker.ctx.log;
-    let info = log.topic(topic)?;
+    let info = log.topic(topic).await?;
     let unknown = || LogError::UnknownPartition {
         topic: topic.to_string(),
         partition: partition.max(0) as u32,

@@ -19,6 +19,8 @@
 //! POLICY_VIOLATION. Decompression is bounded per batch (the topic's largest
 //! batch) and per request (`max_request_bytes`).
 
+use std::collections::HashMap;
+
 use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
@@ -29,7 +31,8 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use log_core::Batch;
+use weir_format::Batch;
+use weir_log::{LogResult, TopicInfo};
 
 use super::batches::{self, Refused};
 use super::connection::Session;
@@ -46,11 +49,14 @@ pub async fn produce(
     let acks = request.acks;
     let transaction = request.transactional_id.as_ref().map(|id| ns.qualify(id));
     // Decoding (and decompressing) is CPU work: off the async threads.
+    let mut topics = HashMap::new();
+    for topic in &request.topic_data {
+        let info = broker.ctx.log.topic(&ns.qualify(&topic.name)).await;
+        topics.insert(topic.name.to_string(), info);
+    }
     let work = {
-        let log = broker.ctx.log.clone();
-        let ns = ns.clone();
         let budget = broker.settings.max_request_bytes;
-        tokio::task::spawn_blocking(move || decode(&*log, &ns, request, budget))
+        tokio::task::spawn_blocking(move || decode(&topics, request, budget))
             .await
             .expect("decoding a produce request does not panic")
     };
@@ -60,12 +66,12 @@ pub async fn produce(
         .flatten()
         .map(|b| b.size() as u64)
         .sum();
-    let over_quota = match broker.ctx.quotas.charge_produce(&ns, bytes) {
+    let over_quota = match broker.ctx.quotas.charge_produce(&ns, bytes).await {
         Ok(pause) => {
             session.mute_for = pause;
             None
         }
-        Err(over) => Some(over.message),
+        Err(refused) => Some(errors::check_refusal(refused)),
     };
     let appends = work.into_iter().map(|(topic, index, batches)| {
         let stored = ns.qualify(&topic);
@@ -74,10 +80,7 @@ pub async fn produce(
         async move {
             let result = match (batches, over_quota) {
                 (Err(refused), _) => Err(refused),
-                (Ok(_), Some(message)) => Err(Refused {
-                    code: ResponseError::PolicyViolation,
-                    message,
-                }),
+                (Ok(_), Some((code, message))) => Err(Refused { code, message }),
                 (Ok(_), None) if !matches!(acks, -1..=1) => Err(Refused {
                     code: ResponseError::InvalidRequiredAcks,
                     message: format!("acks must be -1, 0 or 1, got {acks}"),
@@ -111,7 +114,8 @@ pub async fn produce(
             Ok(base_offset) => {
                 partition.base_offset = base_offset;
                 if version >= 5 {
-                    partition.log_start_offset = log_start(broker, &ns.qualify(&topic), index);
+                    partition.log_start_offset =
+                        log_start(broker, &ns.qualify(&topic), index).await;
                 }
             }
             Err(refused) => {
@@ -137,16 +141,16 @@ pub async fn produce(
 }
 
 /// Each partition's batches, decoded and decompressed within `budget`
-/// bytes for the whole request.
+/// bytes for the whole request; `topics` holds what the log says of each
+/// topic the request names.
 fn decode(
-    log: &dyn weir_log::StreamLog,
-    ns: &weir_tenancy::Namespace,
+    topics: &HashMap<String, LogResult<TopicInfo>>,
     request: ProduceRequest,
     mut budget: usize,
 ) -> Vec<(TopicName, i32, Result<Vec<Batch>, Refused>)> {
     let mut work = Vec::new();
     for topic in request.topic_data {
-        let info = log.topic(&ns.qualify(&topic.name));
+        let info = &topics[topic.name.as_str()];
         for PartitionProduceData { index, records, .. } in topic.partition_data {
             let transactional = request.transactional_id.is_some();
             let batches = match (&info, records) {
@@ -226,11 +230,12 @@ async fn append(
     Ok(first.expect("at least one batch") as i64)
 }
 
-fn log_start(broker: &Broker, topic: &str, partition: i32) -> i64 {
+async fn log_start(broker: &Broker, topic: &str, partition: i32) -> i64 {
     broker
         .ctx
         .log
         .topic(topic)
+        .await
         .ok()
         .and_then(|t| {
             t.partitions

@@ -42,11 +42,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use log_core::{Batch, Cleanup, LogError, ProducerStamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
 use weir_format::field;
+use weir_format::{Batch, ProducerStamp};
+use weir_log::{Cleanup, LogError};
 
 use weir_log::{CommitLogSettings, StreamLog};
 
@@ -251,7 +252,7 @@ impl Transactions {
                         }
                     }
                 }
-                Err(LogError::UnknownTopic(_)) => {}
+                Err(LogError::UnknownCommitLog(_)) => {}
                 Err(e) => tracing::warn!(txn = %txn.record.id, "reading the buffer failed: {e}"),
             },
             Status::PrepareCommit | Status::PrepareAbort => {
@@ -498,7 +499,7 @@ impl Transactions {
                 return Err(ResponseError::OutOfOrderSequenceNumber);
             }
         }
-        self.check_batch(topic, &batch)?;
+        self.check_batch(topic, &batch).await?;
         if txn.buffered + batch.size() as u64 > MAX_TRANSACTION_BYTES {
             return Err(ResponseError::MessageTooLarge);
         }
@@ -528,8 +529,12 @@ impl Transactions {
 
     /// What the log would refuse: a batch over the topic's largest, or a
     /// record without a key on a compacted topic.
-    fn check_batch(&self, topic: &str, batch: &Batch) -> Result<()> {
-        let info = self.log.topic(topic).map_err(|e| super::errors::code(&e))?;
+    async fn check_batch(&self, topic: &str, batch: &Batch) -> Result<()> {
+        let info = self
+            .log
+            .topic(topic)
+            .await
+            .map_err(|e| super::errors::code(&e))?;
         if batch.size() > info.config.max_batch_bytes {
             return Err(ResponseError::MessageTooLarge);
         }
@@ -646,7 +651,7 @@ impl Transactions {
         let mut sequences = record.sequences.clone();
         let commits = match self.log.commits(&buffer_name(&record.id), 0).await {
             Ok(commits) => commits,
-            Err(LogError::UnknownTopic(_)) => Vec::new(),
+            Err(LogError::UnknownCommitLog(_)) => Vec::new(),
             Err(e) => return Err(storage_error(&e)),
         };
         let mut touched = BTreeSet::new();
@@ -669,14 +674,13 @@ impl Transactions {
             *sequence = sequence.saturating_add(batch.view().last_offset_delta() as i32 + 1);
             match self.log.append(&to.topic, to.partition, batch).await {
                 // Appended now, or by the attempt a crash interrupted.
-                Ok(_) | Err(LogError::DuplicateSequence { .. }) => {
+                Ok(_) | Err(LogError::DuplicateSequence(_)) => {
                     touched.insert((to.topic, to.partition));
                 }
                 // Failures a retry would not cure: the batch cannot be
                 // written (its topic went away or changed); the rest is.
                 Err(
                     e @ (LogError::UnknownTopic(_)
-                    | LogError::TopicDeleted(_)
                     | LogError::UnknownPartition { .. }
                     | LogError::BatchTooLarge { .. }
                     | LogError::MissingKey { .. }
@@ -689,7 +693,7 @@ impl Transactions {
         }
         for (topic, partition) in touched {
             match self.log.sync(&topic, partition).await {
-                Ok(()) | Err(LogError::UnknownTopic(_) | LogError::TopicDeleted(_)) => {}
+                Ok(()) | Err(LogError::UnknownTopic(_)) => {}
                 Err(e) => return Err(storage_error(&e)),
             }
         }
@@ -881,22 +885,21 @@ fn buffer_name(id: &str) -> String {
 
 fn buffer_settings() -> CommitLogSettings {
     CommitLogSettings {
-        durability: log_core::Durability::Always,
+        durability: weir_log::Durability::Always,
         segment_bytes: 64 << 20,
     }
 }
 
+/// The clock, in the unsigned milliseconds transaction records keep.
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    weir_core::now_ms().max(0) as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use log_core::{BatchBuilder, Log, Record, TopicConfig};
-    use weir_log::EmbeddedLog;
+    use weir_format::{BatchBuilder, Record};
+    use weir_log::{MemoryLog, TopicConfig};
 
     /// Kafka's default expiry of idle transactional ids.
     const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -922,8 +925,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_redone_after_a_crash_appends_nothing_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let log: Arc<dyn StreamLog> =
-            Arc::new(EmbeddedLog::new(Log::open(dir.path().join("log")).unwrap()));
+        let log: Arc<dyn StreamLog> = Arc::new(MemoryLog::new());
         log.create_topic("t", TopicConfig::default()).await.unwrap();
         let txns = Transactions::start(log.clone(), dir.path().join("txn"), WEEK)
             .await
@@ -946,7 +948,7 @@ mod tests {
         let buffered = log.commits(&buffer_name("tx"), 0).await.unwrap();
         assert_eq!(buffered.len(), 3);
         txns.end("tx", pid, epoch, true).await.unwrap();
-        let end = || async { log.topic("t").unwrap().partitions[0].end_offset };
+        let end = || async { log.topic("t").await.unwrap().partitions[0].end_offset };
         assert_eq!(end().await, 3);
 
         // The crash: the appends were done but the completed state was not
@@ -994,8 +996,7 @@ mod tests {
     #[tokio::test]
     async fn retries_are_recognized_across_a_restart_and_bad_batches_refused_early() {
         let dir = tempfile::tempdir().unwrap();
-        let log: Arc<dyn StreamLog> =
-            Arc::new(EmbeddedLog::new(Log::open(dir.path().join("log")).unwrap()));
+        let log: Arc<dyn StreamLog> = Arc::new(MemoryLog::new());
         log.create_topic("t", TopicConfig::default()).await.unwrap();
         let compacted = TopicConfig {
             cleanup: Cleanup::Compact,
@@ -1057,8 +1058,7 @@ mod tests {
     #[tokio::test]
     async fn offsets_of_open_transactions_are_pending_until_they_end() {
         let dir = tempfile::tempdir().unwrap();
-        let log: Arc<dyn StreamLog> =
-            Arc::new(EmbeddedLog::new(Log::open(dir.path().join("log")).unwrap()));
+        let log: Arc<dyn StreamLog> = Arc::new(MemoryLog::new());
         log.create_topic("in", TopicConfig::default())
             .await
             .unwrap();
@@ -1080,13 +1080,15 @@ mod tests {
         assert!(txns.offset_pending("g", "in", 0));
         txns.end("tx", pid, epoch, true).await.unwrap();
         assert!(!txns.offset_pending("g", "in", 0));
-        assert_eq!(log.group_offsets("g"), vec![("in".to_string(), 0, 7)]);
+        assert_eq!(
+            log.group_offsets("g").await.unwrap(),
+            vec![("in".to_string(), 0, 7)]
+        );
     }
     #[tokio::test]
     async fn idle_transactional_ids_are_forgotten_and_start_afresh() {
         let dir = tempfile::tempdir().unwrap();
-        let log: Arc<dyn StreamLog> =
-            Arc::new(EmbeddedLog::new(Log::open(dir.path().join("log")).unwrap()));
+        let log: Arc<dyn StreamLog> = Arc::new(MemoryLog::new());
         log.create_topic("t", TopicConfig::default()).await.unwrap();
         let state = dir.path().join("txn");
         let expire_after = Duration::from_secs(1);
@@ -1144,8 +1146,7 @@ mod tests {
     #[tokio::test]
     async fn forgotten_ids_lose_their_open_transaction_and_start_afresh() {
         let dir = tempfile::tempdir().unwrap();
-        let log: Arc<dyn StreamLog> =
-            Arc::new(EmbeddedLog::new(Log::open(dir.path().join("log")).unwrap()));
+        let log: Arc<dyn StreamLog> = Arc::new(MemoryLog::new());
         log.create_topic("acme.t", TopicConfig::default())
             .await
             .unwrap();
@@ -1187,7 +1188,10 @@ mod tests {
             txns.end("acme.tx", pid, epoch, true).await,
             Err(ResponseError::InvalidProducerIdMapping)
         );
-        assert_eq!(log.topic("acme.t").unwrap().partitions[0].end_offset, 0);
+        assert_eq!(
+            log.topic("acme.t").await.unwrap().partitions[0].end_offset,
+            0
+        );
         // The id starts afresh, also after a restart.
         drop(txns);
         let txns = Transactions::start(log.clone(), dir.path().join("txn"), WEEK)

@@ -22,11 +22,12 @@ use super::Broker;
 use super::connection::Session;
 
 /// Partitions of a topic (0 when it does not exist).
-fn partition_count(broker: &Broker, stored: &str) -> usize {
+async fn partition_count(broker: &Broker, stored: &str) -> usize {
     broker
         .ctx
         .log
         .topic(stored)
+        .await
         .map_or(0, |t| t.partitions.len())
 }
 
@@ -47,7 +48,7 @@ pub async fn add_partitions(
     let mut unknown = Vec::new();
     for topic in &request.v3_and_below_topics {
         let stored = ns.qualify(&topic.name);
-        let count = partition_count(broker, &stored);
+        let count = partition_count(broker, &stored).await;
         for &p in &topic.partitions {
             match u32::try_from(p).ok().filter(|p| (*p as usize) < count) {
                 Some(p) => known.push((topic.name.clone(), p as i32, (stored.clone(), p))),
@@ -123,7 +124,7 @@ pub async fn offset_commit(
     let mut invalid = Vec::new();
     for topic in &request.topics {
         let stored = ns.qualify(&topic.name);
-        let count = partition_count(broker, &stored);
+        let count = partition_count(broker, &stored).await;
         for p in &topic.partitions {
             let partition = u32::try_from(p.partition_index)
                 .ok()

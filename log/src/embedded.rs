@@ -1,17 +1,21 @@
 //! [`EmbeddedLog`]: the `log-core` log behind [`StreamLog`]. Blocking
 //! work (file I/O, fsync) runs on tokio's blocking pool, never on the
-//! async threads. Commit logs are internal topics named `__commits.NAME`.
+//! async threads. Commit logs are internal topics named `__commits.NAME`;
+//! this module also turns `log-core`'s types and errors into the
+//! interface's.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use log_core::{AppendInfo, Batch, BatchBuilder, Log, LogError, Record, TopicConfig};
+use log_core::{BatchBuilder, Log, Record};
+use weir_format::Batch;
 
 use crate::{
-    CommitLogSettings, CommitRecord, LogResult, MAX_COMMIT_BYTES, PartitionInfo, StreamLog,
-    TopicInfo,
+    AppendInfo, Cleanup, CommitLogSettings, CommitRecord, Durability, LogError, LogResult,
+    MAX_COMMIT_BYTES, PartitionInfo, StreamLog, TopicConfig, TopicInfo, check_commit_log_name,
 };
 
 /// Name prefix of commit logs in the embedded log.
@@ -28,19 +32,30 @@ impl EmbeddedLog {
         EmbeddedLog { log: Arc::new(log) }
     }
 
-    /// Syncs every partition (on shutdown).
-    pub fn flush(&self) -> LogResult<()> {
-        self.log.flush()
+    /// Opens the log in `dir`, creating it when there is none.
+    pub async fn open(dir: PathBuf) -> LogResult<EmbeddedLog> {
+        blocking(move || Log::open(dir))
+            .await
+            .map(EmbeddedLog::new)
+            .map_err(from_core)
     }
 
     fn partition(&self, topic: &str, partition: u32) -> LogResult<log_core::Partition> {
-        Ok(self.log.topic(topic)?.partition(partition)?.clone())
+        let partition = (|| Ok(self.log.topic(topic)?.partition(partition)?.clone()))();
+        partition.map_err(from_core)
     }
 
+    fn commit_partition(&self, name: &str, partition: u32) -> LogResult<log_core::Partition> {
+        let topic = commit_topic(name);
+        let partition = (|| Ok(self.log.topic(&topic)?.partition(partition)?.clone()))();
+        partition.map_err(|e| commit_log_error(name, e))
+    }
+
+    /// Runs `work` on the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Log) -> LogResult<T> + Send + 'static,
-    ) -> LogResult<T> {
+        work: impl FnOnce(&Log) -> log_core::Result<T> + Send + 'static,
+    ) -> log_core::Result<T> {
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || work(&log))
             .await
@@ -48,10 +63,143 @@ impl EmbeddedLog {
     }
 }
 
+/// Runs `work` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> log_core::Result<T> + Send + 'static,
+) -> log_core::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("log work does not panic")
+}
+
+/// A `log-core` error in the interface's terms.
+fn from_core(error: log_core::LogError) -> LogError {
+    use log_core::LogError as E;
+    match error {
+        E::InvalidTopicName { name, reason } => LogError::InvalidTopicName {
+            name,
+            reason: reason.to_string(),
+        },
+        E::InvalidConfig { topic, reason } => LogError::InvalidConfig { topic, reason },
+        E::TopicExists(name) => LogError::TopicExists(name),
+        E::UnknownTopic(name) | E::TopicDeleted(name) => LogError::UnknownTopic(name),
+        E::UnknownPartition {
+            topic,
+            partition,
+            partitions,
+        } => LogError::UnknownPartition {
+            topic,
+            partition,
+            partitions,
+        },
+        E::OffsetOutOfRange {
+            topic,
+            partition,
+            requested,
+            start,
+            end,
+        } => LogError::OffsetOutOfRange {
+            topic,
+            partition,
+            requested,
+            start,
+            end,
+        },
+        E::BatchTooLarge { topic, size, max } => LogError::BatchTooLarge { topic, size, max },
+        E::InvalidBatch(e) => LogError::InvalidBatch(e),
+        E::MissingKey { topic, index } => LogError::MissingKey { topic, index },
+        e @ E::ProducerFenced { .. } => LogError::ProducerFenced(e.to_string()),
+        e @ (E::OutOfOrderSequence { .. } | E::InvalidSequence { .. }) => {
+            LogError::OutOfOrderSequence(e.to_string())
+        }
+        e @ E::DuplicateSequence {
+            last_sequence,
+            producer_last_sequence,
+            ..
+        } => {
+            if last_sequence <= i64::from(producer_last_sequence) {
+                LogError::DuplicateSequence(e.to_string())
+            } else {
+                // Partly new: not a retry the producer can drop.
+                LogError::OutOfOrderSequence(e.to_string())
+            }
+        }
+        e => LogError::Unavailable(e.to_string()),
+    }
+}
+
+/// A commit-log operation's error, naming the commit log, not the
+/// internal topic that holds it.
+fn commit_log_error(name: &str, error: log_core::LogError) -> LogError {
+    match error {
+        log_core::LogError::UnknownTopic(_) | log_core::LogError::TopicDeleted(_) => {
+            LogError::UnknownCommitLog(name.to_string())
+        }
+        e => LogError::CommitLog {
+            name: name.to_string(),
+            reason: e.to_string().replace(&commit_topic(name), name),
+        },
+    }
+}
+
+fn to_core(config: &TopicConfig) -> log_core::TopicConfig {
+    log_core::TopicConfig {
+        partitions: config.partitions,
+        durability: match config.durability {
+            Durability::Always => log_core::Durability::Always,
+            Durability::Interval => log_core::Durability::Interval,
+            Durability::Never => log_core::Durability::Never,
+        },
+        flush_interval_ms: config.flush_interval_ms,
+        cleanup: match config.cleanup {
+            Cleanup::Delete => log_core::Cleanup::Delete,
+            Cleanup::Compact => log_core::Cleanup::Compact,
+        },
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
+        segment_bytes: config.segment_bytes,
+        segment_ms: config.segment_ms,
+        max_batch_bytes: config.max_batch_bytes,
+        tombstone_retention_ms: config.tombstone_retention_ms,
+        index_interval_bytes: config.index_interval_bytes,
+    }
+}
+
+fn from_core_config(config: &log_core::TopicConfig) -> TopicConfig {
+    TopicConfig {
+        partitions: config.partitions,
+        durability: match config.durability {
+            log_core::Durability::Always => Durability::Always,
+            log_core::Durability::Interval => Durability::Interval,
+            log_core::Durability::Never => Durability::Never,
+        },
+        flush_interval_ms: config.flush_interval_ms,
+        cleanup: match config.cleanup {
+            log_core::Cleanup::Delete => Cleanup::Delete,
+            log_core::Cleanup::Compact => Cleanup::Compact,
+        },
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
+        segment_bytes: config.segment_bytes,
+        segment_ms: config.segment_ms,
+        max_batch_bytes: config.max_batch_bytes,
+        tombstone_retention_ms: config.tombstone_retention_ms,
+        index_interval_bytes: config.index_interval_bytes,
+    }
+}
+
+fn append_info(info: log_core::AppendInfo) -> AppendInfo {
+    AppendInfo {
+        base_offset: info.base_offset,
+        last_offset: info.last_offset,
+        duplicate: info.duplicate,
+    }
+}
+
 fn topic_info(topic: &log_core::Topic) -> TopicInfo {
     TopicInfo {
         name: topic.name().to_string(),
-        config: topic.config().clone(),
+        config: from_core_config(topic.config()),
         partitions: topic
             .partitions()
             .iter()
@@ -69,64 +217,63 @@ fn commit_topic(name: &str) -> String {
     format!("{COMMIT_LOG_PREFIX}{name}")
 }
 
-/// Whether a commit log called `name` can be made, or why not, in words
-/// that do not name the log's internal topics.
-pub fn check_commit_log_name(name: &str) -> Result<(), String> {
-    log_core::validate_topic_name(&commit_topic(name)).map_err(|_| {
-        format!(
-            "{name:?} is not valid as a commit log name: at most {} characters of A-Z, a-z, \
-             0-9, '.', '_' and '-'",
-            log_core::MAX_TOPIC_NAME_LEN - COMMIT_LOG_PREFIX.len()
-        )
-    })
-}
-
-/// A commit-log operation's error as users see it: naming the commit log,
-/// not the internal topic that holds it.
-pub fn describe_commit_log_error(name: &str, error: &LogError) -> String {
-    error
-        .to_string()
-        .replace(&commit_topic(name), &format!("commit log {name}"))
+/// Whether `name` is one of the log's own topics, hidden from users of
+/// the interface.
+fn is_internal(name: &str) -> bool {
+    name.starts_with("__")
 }
 
 #[async_trait]
 impl StreamLog for EmbeddedLog {
+    fn check_topic_config(&self, name: &str, config: &TopicConfig) -> LogResult<()> {
+        to_core(config).validate(name).map_err(from_core)
+    }
+
     async fn create_topic(&self, name: &str, config: TopicConfig) -> LogResult<TopicInfo> {
         let name = name.to_string();
+        let config = to_core(&config);
         self.blocking(move |log| log.create_topic(&name, config).map(|t| topic_info(&t)))
             .await
+            .map_err(from_core)
     }
 
-    fn topics(&self) -> Vec<TopicInfo> {
-        self.log.topics().iter().map(topic_info).collect()
+    async fn topics(&self) -> LogResult<Vec<TopicInfo>> {
+        Ok(self.log.topics().iter().map(topic_info).collect())
     }
 
-    fn topic(&self, name: &str) -> LogResult<TopicInfo> {
-        if name.starts_with("__") {
+    async fn topic(&self, name: &str) -> LogResult<TopicInfo> {
+        if is_internal(name) {
             return Err(LogError::UnknownTopic(name.to_string()));
         }
-        self.log.topic(name).map(|t| topic_info(&t))
+        self.log
+            .topic(name)
+            .map(|t| topic_info(&t))
+            .map_err(from_core)
     }
 
     async fn delete_topic(&self, name: &str) -> LogResult<()> {
         let name = name.to_string();
-        self.blocking(move |log| log.delete_topic(&name)).await
+        self.blocking(move |log| log.delete_topic(&name))
+            .await
+            .map_err(from_core)
     }
 
     async fn add_partitions(&self, name: &str, total: u32) -> LogResult<TopicInfo> {
-        if name.starts_with("__") {
+        if is_internal(name) {
             return Err(LogError::UnknownTopic(name.to_string()));
         }
         let name = name.to_string();
         self.blocking(move |log| log.add_partitions(&name, total).map(|t| topic_info(&t)))
             .await
+            .map_err(from_core)
     }
 
     async fn append(&self, topic: &str, partition: u32, batch: Batch) -> LogResult<AppendInfo> {
         let partition = self.partition(topic, partition)?;
-        tokio::task::spawn_blocking(move || partition.append(batch))
+        blocking(move || partition.append(batch))
             .await
-            .expect("appending does not panic")
+            .map(append_info)
+            .map_err(from_core)
     }
 
     async fn read(
@@ -149,9 +296,9 @@ impl StreamLog for EmbeddedLog {
         max_bytes: usize,
     ) -> LogResult<(Vec<Batch>, Bytes)> {
         let partition = self.partition(topic, partition)?;
-        tokio::task::spawn_blocking(move || partition.read_stored(offset, max_bytes))
+        blocking(move || partition.read_stored(offset, max_bytes))
             .await
-            .expect("reading does not panic")
+            .map_err(from_core)
     }
 
     async fn wait_for(
@@ -163,7 +310,7 @@ impl StreamLog for EmbeddedLog {
     ) -> LogResult<u64> {
         let partition = self.partition(topic, partition)?;
         match tokio::time::timeout(timeout, partition.wait_for(offset)).await {
-            Ok(end) => end,
+            Ok(end) => end.map_err(from_core),
             Err(_elapsed) => Ok(partition.end_offset()),
         }
     }
@@ -175,20 +322,20 @@ impl StreamLog for EmbeddedLog {
         timestamp: i64,
     ) -> LogResult<u64> {
         let partition = self.partition(topic, partition)?;
-        tokio::task::spawn_blocking(move || partition.offset_for_timestamp(timestamp))
+        blocking(move || partition.offset_for_timestamp(timestamp))
             .await
-            .expect("searching by time does not panic")
+            .map_err(from_core)
     }
 
     async fn sync(&self, topic: &str, partition: u32) -> LogResult<()> {
         let partition = self.partition(topic, partition)?;
-        tokio::task::spawn_blocking(move || partition.flush())
-            .await
-            .expect("syncing does not panic")
+        blocking(move || partition.flush()).await.map_err(from_core)
     }
 
     async fn init_producer_id(&self) -> LogResult<i64> {
-        self.blocking(|log| log.init_producer_id()).await
+        self.blocking(|log| log.init_producer_id())
+            .await
+            .map_err(from_core)
     }
 
     async fn commit_offsets(&self, group: &str, offsets: Vec<(String, u32, i64)>) -> LogResult<()> {
@@ -201,19 +348,22 @@ impl StreamLog for EmbeddedLog {
             log.commit_offsets(&group, &offsets)
         })
         .await
+        .map_err(from_core)
     }
 
-    fn group_offsets(&self, group: &str) -> Vec<(String, u32, i64)> {
-        self.log.group_offsets(group)
+    async fn group_offsets(&self, group: &str) -> LogResult<Vec<(String, u32, i64)>> {
+        Ok(self.log.group_offsets(group))
     }
 
-    fn groups(&self) -> Vec<String> {
-        self.log.groups()
+    async fn groups(&self) -> LogResult<Vec<String>> {
+        Ok(self.log.groups())
     }
 
     async fn delete_group(&self, group: &str) -> LogResult<bool> {
         let group = group.to_string();
-        self.blocking(move |log| log.delete_group(&group)).await
+        self.blocking(move |log| log.delete_group(&group))
+            .await
+            .map_err(from_core)
     }
 
     async fn open_commit_log(
@@ -222,6 +372,10 @@ impl StreamLog for EmbeddedLog {
         partitions: u32,
         settings: CommitLogSettings,
     ) -> LogResult<()> {
+        check_commit_log_name(name).map_err(|reason| LogError::CommitLog {
+            name: name.to_string(),
+            reason,
+        })?;
         let topic = commit_topic(name);
         self.blocking(move |log| {
             if log.topic(&topic).is_ok() {
@@ -234,22 +388,19 @@ impl StreamLog for EmbeddedLog {
                 max_batch_bytes: MAX_COMMIT_BYTES,
                 ..TopicConfig::default()
             };
-            match log.create_internal_topic(&topic, config) {
+            match log.create_internal_topic(&topic, to_core(&config)) {
                 // Another task of the same pipeline made it first.
-                Ok(_) | Err(LogError::TopicExists(_)) => Ok(()),
+                Ok(_) | Err(log_core::LogError::TopicExists(_)) => Ok(()),
                 Err(e) => Err(e),
             }
         })
         .await
+        .map_err(|e| commit_log_error(name, e))
     }
 
     async fn commit(&self, name: &str, partition: u32, values: Vec<Bytes>) -> LogResult<u64> {
-        let partition = self
-            .log
-            .topic(&commit_topic(name))?
-            .partition(partition)?
-            .clone();
-        tokio::task::spawn_blocking(move || {
+        let partition = self.commit_partition(name, partition)?;
+        blocking(move || {
             let size: usize = values.iter().map(|v| v.len() + 16).sum();
             let mut batch = BatchBuilder::with_capacity(size + 64);
             for value in &values {
@@ -263,32 +414,24 @@ impl StreamLog for EmbeddedLog {
                 .map(|info| info.base_offset)
         })
         .await
-        .expect("committing does not panic")
+        .map_err(|e| commit_log_error(name, e))
     }
 
     async fn truncate_commits(&self, name: &str, partition: u32, offset: u64) -> LogResult<()> {
-        let partition = self
-            .log
-            .topic(&commit_topic(name))?
-            .partition(partition)?
-            .clone();
+        let partition = self.commit_partition(name, partition)?;
         // The commits kept must be on disk before older ones go, whatever
         // the commit log's durability.
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             partition.flush()?;
             partition.delete_before(offset).map(|_| ())
         })
         .await
-        .expect("truncating does not panic")
+        .map_err(|e| commit_log_error(name, e))
     }
 
     async fn commits(&self, name: &str, partition: u32) -> LogResult<Vec<CommitRecord>> {
-        let partition = self
-            .log
-            .topic(&commit_topic(name))?
-            .partition(partition)?
-            .clone();
-        tokio::task::spawn_blocking(move || {
+        let partition = self.commit_partition(name, partition)?;
+        blocking(move || {
             let mut commits = Vec::new();
             let mut offset = partition.start_offset();
             let end = partition.end_offset();
@@ -311,15 +454,20 @@ impl StreamLog for EmbeddedLog {
             Ok(commits)
         })
         .await
-        .expect("reading commits does not panic")
+        .map_err(|e| commit_log_error(name, e))
     }
 
     async fn delete_commit_log(&self, name: &str) -> LogResult<()> {
         let topic = commit_topic(name);
         self.blocking(move |log| match log.delete_internal_topic(&topic) {
-            Err(LogError::UnknownTopic(_)) => Ok(()),
+            Err(log_core::LogError::UnknownTopic(_)) => Ok(()),
             other => other,
         })
         .await
+        .map_err(|e| commit_log_error(name, e))
+    }
+
+    async fn close(&self) -> LogResult<()> {
+        self.blocking(|log| log.flush()).await.map_err(from_core)
     }
 }

@@ -1,70 +1,54 @@
-//! The narrow log interface: everything above the log (pipelines, the HTTP
-//! API) reads and writes streams only through [`StreamLog`], so a
-//! distributed log can later stand in for the embedded one.
+//! The log interface: everything above the log (pipelines, the Kafka
+//! listener, the HTTP API) reads and writes streams only through
+//! [`StreamLog`], in this crate's own types, so any backend that keeps the
+//! contract in `docs/log-interface.md` can stand in for the embedded log.
+//! Only the batch format (`weir-format`, Kafka's RecordBatch v2) is shared
+//! with the backends: it is the wire format.
 //!
-//! It offers topics (create, describe, delete), appending a batch (made
-//! idempotent by the producer stamp a batch may carry), reading from an
-//! offset, waiting for new data, consumer-group positions, and commit logs: small internal,
-//! always-durable logs a pipeline task appends its commit records to (its
-//! input position, state changes and outputs in one atomic append).
-//!
-//! - [`embedded`]: [`EmbeddedLog`], the implementation over `log-core`
+//! - [`topic`]: topic names, [`TopicConfig`], [`TopicInfo`], [`AppendInfo`]
+//! - [`error`]: [`LogError`], what every backend reports
+//! - [`commit_log`]: commit logs' names, settings and records
+//! - [`users`]: [`TopicUsers`], asked before a topic is deleted or reshaped
+//! - [`embedded`]: [`EmbeddedLog`], the backend over `log-core`
+//! - [`memory`]: [`MemoryLog`], a backend in memory, for tests
 
+pub mod commit_log;
 pub mod embedded;
+pub mod error;
+pub mod memory;
+pub mod topic;
+pub mod users;
 
-pub use embedded::{EmbeddedLog, check_commit_log_name, describe_commit_log_error};
+pub use commit_log::{
+    CommitLogSettings, CommitRecord, MAX_COMMIT_BYTES, MAX_COMMIT_LOG_NAME_LEN,
+    check_commit_log_name,
+};
+pub use embedded::EmbeddedLog;
+pub use error::{LogError, LogResult};
+pub use memory::MemoryLog;
+pub use topic::{
+    AppendInfo, Cleanup, Durability, MAX_TOPIC_NAME_LEN, PartitionInfo, TopicConfig, TopicInfo,
+    check_topic_name, check_user_topic_name,
+};
+pub use users::{TopicHold, TopicUsers, change_unless_used};
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use log_core::{AppendInfo, Batch, Durability, LogError, TopicConfig};
-use serde::Serialize;
+use weir_format::Batch;
 
-/// Result of the log interface.
-pub type LogResult<T> = Result<T, LogError>;
-
-/// A topic's configuration and where each partition stands.
-#[derive(Debug, Clone, Serialize)]
-pub struct TopicInfo {
-    pub name: String,
-    pub config: TopicConfig,
-    pub partitions: Vec<PartitionInfo>,
-}
-
-/// Offsets and size of one partition.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct PartitionInfo {
-    pub partition: u32,
-    /// First offset still stored.
-    pub start_offset: u64,
-    /// One past the last readable offset.
-    pub end_offset: u64,
-    pub size_bytes: u64,
-}
-
-/// One commit of a commit log: the values appended together, and the
-/// offset of the first.
-#[derive(Debug, Clone)]
-pub struct CommitRecord {
-    pub offset: u64,
-    pub values: Vec<Bytes>,
-}
-
-/// How a new commit log is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitLogSettings {
-    pub durability: Durability,
-    /// Size of its storage units: truncation frees whole ones.
-    pub segment_bytes: u64,
-}
-
-/// The log as pipelines and the API see it.
+/// The log as pipelines, the Kafka listener and the API see it. Topics
+/// whose names start with `__` are the backend's own: they are neither
+/// listed nor described.
 #[async_trait]
 pub trait StreamLog: Send + Sync + 'static {
+    /// Whether this backend can keep a topic `name` configured so.
+    fn check_topic_config(&self, name: &str, config: &TopicConfig) -> LogResult<()>;
     async fn create_topic(&self, name: &str, config: TopicConfig) -> LogResult<TopicInfo>;
-    fn topics(&self) -> Vec<TopicInfo>;
-    fn topic(&self, name: &str) -> LogResult<TopicInfo>;
+    async fn topics(&self) -> LogResult<Vec<TopicInfo>>;
+    async fn topic(&self, name: &str) -> LogResult<TopicInfo>;
+    /// Deletes a topic with its data and every group's position in it.
     async fn delete_topic(&self, name: &str) -> LogResult<()>;
     /// Grows a topic to `total` partitions (never fewer than it has).
     async fn add_partitions(&self, name: &str, total: u32) -> LogResult<TopicInfo>;
@@ -74,7 +58,8 @@ pub trait StreamLog: Send + Sync + 'static {
     /// appended is not written again (`AppendInfo::duplicate`).
     async fn append(&self, topic: &str, partition: u32, batch: Batch) -> LogResult<AppendInfo>;
     /// Whole batches from the one holding `offset`, about `max_bytes` in
-    /// all; the first may start before `offset`.
+    /// all (at least one batch when there is one); the first may start
+    /// before `offset`.
     async fn read(
         &self,
         topic: &str,
@@ -83,8 +68,8 @@ pub trait StreamLog: Send + Sync + 'static {
         max_bytes: usize,
     ) -> LogResult<Vec<Batch>>;
     /// Like [`read`](Self::read), also returning the batches as the one
-    /// contiguous run of stored bytes they are (a Kafka fetch sends it on
-    /// without joining or re-encoding).
+    /// contiguous run of bytes they are (a Kafka fetch sends it on without
+    /// joining or re-encoding).
     async fn read_stored(
         &self,
         topic: &str,
@@ -115,19 +100,19 @@ pub trait StreamLog: Send + Sync + 'static {
     async fn init_producer_id(&self) -> LogResult<i64>;
 
     /// Durably records consumer-group positions `(topic, partition,
-    /// offset)`, all together or none. Offsets are kept as given, negative
-    /// ones (Kafka's logical offsets) included.
+    /// offset)` of existing partitions, all together or none. Offsets are
+    /// kept as given, negative ones (Kafka's logical offsets) included.
     async fn commit_offsets(&self, group: &str, offsets: Vec<(String, u32, i64)>) -> LogResult<()>;
     /// Every position `group` has committed, sorted.
-    fn group_offsets(&self, group: &str) -> Vec<(String, u32, i64)>;
-    /// Every group that has committed a position.
-    fn groups(&self) -> Vec<String>;
+    async fn group_offsets(&self, group: &str) -> LogResult<Vec<(String, u32, i64)>>;
+    /// Every group that has committed a position, sorted.
+    async fn groups(&self) -> LogResult<Vec<String>>;
     /// Durably forgets every offset `group` committed; false when it had
     /// none.
     async fn delete_group(&self, group: &str) -> LogResult<bool>;
 
-    /// Makes sure the commit log `name` with `partitions` exists; a new
-    /// one gets `settings`.
+    /// Makes sure the commit log `name` (see [`check_commit_log_name`])
+    /// with `partitions` exists; a new one gets `settings`.
     async fn open_commit_log(
         &self,
         name: &str,
@@ -138,37 +123,13 @@ pub trait StreamLog: Send + Sync + 'static {
     /// commit log asks; returns the offset of the first.
     async fn commit(&self, name: &str, partition: u32, values: Vec<Bytes>) -> LogResult<u64>;
     /// Lets the log forget commits below `offset` (whole storage units at
-    /// a time, so some may stay).
+    /// a time, so some may stay). The commits kept are durable first.
     async fn truncate_commits(&self, name: &str, partition: u32, offset: u64) -> LogResult<()>;
     /// Every commit still kept, oldest first.
     async fn commits(&self, name: &str, partition: u32) -> LogResult<Vec<CommitRecord>>;
     async fn delete_commit_log(&self, name: &str) -> LogResult<()>;
+
+    /// Makes everything appended so far durable and lets go of the
+    /// backend's resources; called once, at shutdown, after the last use.
+    async fn close(&self) -> LogResult<()>;
 }
-
-/// Something that reads or writes topics and must not lose one under it
-/// (the pipelines): a topic is deleted or given more partitions only while
-/// the hold [`hold_if_unused`](Self::hold_if_unused) returns is kept.
-#[async_trait]
-pub trait TopicUsers: Send + Sync {
-    /// Keeps new users off `topic` until the returned hold is dropped,
-    /// unless it has users now: then their names.
-    async fn hold_if_unused(&self, topic: &str) -> Result<TopicHold, Vec<String>>;
-}
-
-/// Kept while a topic is changed (see [`TopicUsers`]).
-pub type TopicHold = Box<dyn Send>;
-
-/// Runs `change` (deleting or reshaping `topic`) unless the topic has
-/// users, keeping new ones off meanwhile; returns the users instead when
-/// there are any.
-pub async fn change_unless_used<T>(
-    users: &dyn TopicUsers,
-    topic: &str,
-    change: impl Future<Output = T>,
-) -> Result<T, Vec<String>> {
-    let _hold = users.hold_if_unused(topic).await?;
-    Ok(change.await)
-}
-
-/// Largest commit (all of its values together) a commit log takes.
-pub const MAX_COMMIT_BYTES: usize = 256 << 20;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use log_core::{Batch, BatchBuilder, Header, Record, RecordView};
+use weir_format::{Batch, BatchBuilder, Header, Record, RecordView};
 
 use super::spec::ErrorPolicy;
 use super::stats::{TaskStats, bump};

@@ -21,8 +21,8 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use log_core::Batch;
 use serde::{Deserialize, Serialize};
+use weir_format::Batch;
 
 use weir_host::StateDelta;
 use weir_log::CommitRecord;

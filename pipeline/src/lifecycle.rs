@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use log_core::{Cleanup, Durability};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -43,7 +42,7 @@ use weir_core::files::{remove_durably, write_durably};
 use weir_core::names::check_stored_name;
 use weir_core::now_ms;
 use weir_host::{InstanceOptions, OperatorInstance};
-use weir_log::{StreamLog, check_commit_log_name};
+use weir_log::{Cleanup, Durability, StreamLog, check_commit_log_name};
 
 /// What can go wrong managing pipelines.
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +228,7 @@ impl Pipelines {
                 .with_context(|| format!("while reading {}", path.display()))?;
             let name = record.name.clone();
             let tasks = match pipelines.plan(&record).await {
-                Ok(plans) => pipelines.start(&record, plans),
+                Ok(plans) => pipelines.start(&record, plans).await,
                 Err(e) => {
                     tracing::error!(pipeline = %name, error = %e, "pipeline cannot start");
                     failed_tasks(&record, e.to_string())
@@ -273,7 +272,7 @@ impl Pipelines {
         }
         spec.name = Some(name.to_string());
         spec.check().map_err(PipelineError::Invalid)?;
-        self.check_topics(name, &spec)?;
+        self.check_topics(name, &spec).await?;
         let mut modules = Vec::new();
         for stage in &spec.stages {
             let reference = ModuleRef::parse(&stage.module).map_err(PipelineError::Invalid)?;
@@ -297,7 +296,7 @@ impl Pipelines {
             // Registered before anything waits, so topic and module
             // deletions see this pipeline as a user from now on.
             let _admin = self.admin.lock().await;
-            self.check_topics(name, &record.spec)?;
+            self.check_topics(name, &record.spec).await?;
             self.save(&record)?;
             let mut running = self.lock();
             match running.get_mut(name) {
@@ -314,7 +313,7 @@ impl Pipelines {
             }
         }
         self.stop(name).await;
-        let tasks = self.start(&record, plans);
+        let tasks = self.start(&record, plans).await;
         // Once recovered, every task has fixed its start position (so
         // `latest` means records after this call) and reports real lag.
         for task in &tasks {
@@ -327,14 +326,15 @@ impl Pipelines {
                 tasks,
             },
         );
-        let status = self.status(name)?;
+        let status = self.status(name).await?;
         Ok((status, existing.is_none()))
     }
 
-    fn check_topics(&self, name: &str, spec: &PipelineSpec) -> Result<(), PipelineError> {
+    async fn check_topics(&self, name: &str, spec: &PipelineSpec) -> Result<(), PipelineError> {
         for input in &spec.inputs {
             self.log
                 .topic(input)
+                .await
                 .map_err(|e| PipelineError::Invalid(format!("input topic: {e}")))?;
             check_commit_log_name(&commit_log_name(name, input)).map_err(|e| {
                 PipelineError::Invalid(format!(
@@ -346,6 +346,7 @@ impl Pipelines {
         for output in spec.output_topics() {
             self.log
                 .topic(output)
+                .await
                 .map_err(|e| PipelineError::Invalid(format!("output topic: {e}")))?;
             if spec.inputs.iter().any(|i| i == output) {
                 return Err(PipelineError::Invalid(format!(
@@ -421,18 +422,18 @@ impl Pipelines {
     }
 
     /// Starts one task per partition of each input.
-    fn start(&self, record: &PipelineRecord, plans: Vec<StagePlan>) -> Vec<TaskHandle> {
+    async fn start(&self, record: &PipelineRecord, plans: Vec<StagePlan>) -> Vec<TaskHandle> {
         let spec = &record.spec;
         let mut outputs = Vec::new();
         for topic in spec.output_topics() {
-            match self.log.topic(topic) {
+            match self.log.topic(topic).await {
                 Ok(info) => outputs.push(info),
                 Err(e) => return failed_tasks(record, format!("output topic: {e}")),
             }
         }
         let mut inputs = Vec::new();
         for topic in &spec.inputs {
-            match self.log.topic(topic) {
+            match self.log.topic(topic).await {
                 Ok(info) => inputs.push(info),
                 Err(e) => return failed_tasks(record, format!("input topic: {e}")),
             }
@@ -549,7 +550,7 @@ impl Pipelines {
         if restart {
             self.stop(name).await;
             let tasks = match self.plan(&record).await {
-                Ok(plans) => self.start(&record, plans),
+                Ok(plans) => self.start(&record, plans).await,
                 Err(e) => failed_tasks(&record, e.to_string()),
             };
             self.lock()
@@ -572,7 +573,7 @@ impl Pipelines {
                 let _ = tokio::time::timeout(PAUSE_WAIT, all).await;
             }
         }
-        self.status(name)
+        self.status(name).await
     }
 
     /// Deletes a pipeline: stops it and removes its spec and commit logs.
@@ -671,98 +672,116 @@ impl Pipelines {
     }
 
     /// A pipeline's status and counters.
-    pub fn status(&self, name: &str) -> Result<PipelineStatus, PipelineError> {
+    pub async fn status(&self, name: &str) -> Result<PipelineStatus, PipelineError> {
+        let ends = self.input_ends().await;
         let running = self.lock();
         let entry = running
             .get(name)
             .ok_or_else(|| PipelineError::NotFound(name.to_string()))?;
-        Ok(self.summarize(entry))
+        Ok(summarize(entry, &ends))
     }
 
     /// The status of every pipeline.
-    pub fn statuses(&self) -> Vec<PipelineStatus> {
-        self.lock().values().map(|r| self.summarize(r)).collect()
+    pub async fn statuses(&self) -> Vec<PipelineStatus> {
+        let ends = self.input_ends().await;
+        self.lock().values().map(|r| summarize(r, &ends)).collect()
     }
 
-    fn summarize(&self, running: &Running) -> PipelineStatus {
-        use std::sync::atomic::Ordering::Relaxed;
-        let record = &running.record;
-        let mut stages: Vec<StageStatus> = record
-            .modules
-            .iter()
-            .map(|m| StageStatus {
-                module: m.clone(),
-                counts: StageCounts::default(),
+    /// The end offset of every partition, to tell each task's lag (none
+    /// when the log cannot say: lags then read 0).
+    async fn input_ends(&self) -> InputEnds {
+        let topics = self.log.topics().await.unwrap_or_default();
+        topics
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name;
+                t.partitions
+                    .into_iter()
+                    .map(move |p| ((name.clone(), p.partition), p.end_offset))
             })
-            .collect();
-        let mut status = PipelineStatus {
-            name: record.name.clone(),
-            state: if record.paused { "paused" } else { "running" },
-            reason: None,
-            modules: record.modules.clone(),
-            records_in: 0,
-            records_out: 0,
-            errors: 0,
-            rejected: 0,
-            dead_lettered: 0,
-            unrouted: 0,
-            undeliverable: 0,
-            lag: 0,
-            processing_ms: 0,
-            stages: Vec::new(),
-            tasks: Vec::new(),
-            spec: record.spec.clone(),
-        };
-        for task in &running.tasks {
-            let stats = &task.stats;
-            let state = stats.state();
-            match &state {
-                TaskState::Failed(reason) => {
-                    status.state = "failed";
-                    status.reason.get_or_insert_with(|| reason.clone());
-                }
-                // Asked to pause, still finishing a round.
-                TaskState::Running | TaskState::Starting
-                    if record.paused && status.state == "paused" =>
-                {
-                    status.state = "pausing";
-                }
-                _ => {}
-            }
-            let position = stats.position.load(Relaxed);
-            let end = self
-                .log
-                .topic(&task.key.input)
-                .ok()
-                .and_then(|t| t.partitions.get(task.key.partition as usize).copied())
-                .map_or(position, |p| p.end_offset);
-            let lag = end.saturating_sub(position);
-            status.records_in += stats.records_in.load(Relaxed);
-            status.records_out += stats.records_out.load(Relaxed);
-            status.dead_lettered += stats.dead_lettered.load(Relaxed);
-            status.unrouted += stats.unrouted.load(Relaxed);
-            status.undeliverable += stats.undeliverable.load(Relaxed);
-            status.lag += lag;
-            for (stage, counts) in stages.iter_mut().zip(&stats.stages) {
-                stage.counts.add(&counts.counts());
-            }
-            status.tasks.push(TaskStatus {
-                input: task.key.input.clone(),
-                partition: task.key.partition,
-                state,
-                position,
-                lag,
-            });
-        }
-        status.errors += status.undeliverable;
-        for stage in &stages {
-            status.errors += stage.counts.errors;
-            status.rejected += stage.counts.rejected;
-            status.processing_ms += stage.counts.processing_ms;
-        }
-        status.stages = stages;
-        status
+            .collect()
     }
+}
+
+/// End offsets by topic and partition.
+type InputEnds = HashMap<(String, u32), u64>;
+
+fn summarize(running: &Running, ends: &InputEnds) -> PipelineStatus {
+    use std::sync::atomic::Ordering::Relaxed;
+    let record = &running.record;
+    let mut stages: Vec<StageStatus> = record
+        .modules
+        .iter()
+        .map(|m| StageStatus {
+            module: m.clone(),
+            counts: StageCounts::default(),
+        })
+        .collect();
+    let mut status = PipelineStatus {
+        name: record.name.clone(),
+        state: if record.paused { "paused" } else { "running" },
+        reason: None,
+        modules: record.modules.clone(),
+        records_in: 0,
+        records_out: 0,
+        errors: 0,
+        rejected: 0,
+        dead_lettered: 0,
+        unrouted: 0,
+        undeliverable: 0,
+        lag: 0,
+        processing_ms: 0,
+        stages: Vec::new(),
+        tasks: Vec::new(),
+        spec: record.spec.clone(),
+    };
+    for task in &running.tasks {
+        let stats = &task.stats;
+        let state = stats.state();
+        match &state {
+            TaskState::Failed(reason) => {
+                status.state = "failed";
+                status.reason.get_or_insert_with(|| reason.clone());
+            }
+            // Asked to pause, still finishing a round.
+            TaskState::Running | TaskState::Starting
+                if record.paused && status.state == "paused" =>
+            {
+                status.state = "pausing";
+            }
+            _ => {}
+        }
+        let position = stats.position.load(Relaxed);
+        let end = ends
+            .get(&(task.key.input.clone(), task.key.partition))
+            .copied()
+            .unwrap_or(position);
+        let lag = end.saturating_sub(position);
+        status.records_in += stats.records_in.load(Relaxed);
+        status.records_out += stats.records_out.load(Relaxed);
+        status.dead_lettered += stats.dead_lettered.load(Relaxed);
+        status.unrouted += stats.unrouted.load(Relaxed);
+        status.undeliverable += stats.undeliverable.load(Relaxed);
+        status.lag += lag;
+        for (stage, counts) in stages.iter_mut().zip(&stats.stages) {
+            stage.counts.add(&counts.counts());
+        }
+        status.tasks.push(TaskStatus {
+            input: task.key.input.clone(),
+            partition: task.key.partition,
+            state,
+            position,
+            lag,
+        });
+    }
+    status.errors += status.undeliverable;
+    for stage in &stages {
+        status.errors += stage.counts.errors;
+        status.rejected += stage.counts.rejected;
+        status.processing_ms += stage.counts.processing_ms;
+    }
+    status.stages = stages;
+    status
 }
 
 /// Asks tasks to stop after their current commit.

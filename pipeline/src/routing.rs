@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use log_core::{Batch, BatchBuilder, RecordView};
+use weir_format::{Batch, BatchBuilder, RecordView};
 
 use crate::partitioner::partition_for_key;
 
@@ -182,7 +182,7 @@ fn merge(mut batches: Vec<Batch>, max: usize) -> Vec<Batch> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use log_core::Record;
+    use weir_format::Record;
 
     fn batch(records: &[(Option<&str>, usize)]) -> Batch {
         let mut builder = BatchBuilder::new();

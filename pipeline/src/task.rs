@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use log_core::{Batch, Durability, LogError, ProducerStamp};
 use tokio::sync::{mpsc, watch};
+use weir_format::{Batch, ProducerStamp};
 
 use super::chain::{Chain, ChainOutput, INTERRUPTED, Stage};
 use super::checkpoint::{Commit, Pending, Recovered, SEQUENCE_ROTATION, next_sequence};
@@ -32,7 +32,7 @@ use super::scheduler::CpuScheduler;
 use super::spec::{ErrorPolicy, PipelineSettings, StartAt, StartName};
 use super::stats::{TaskState, TaskStats, bump};
 use weir_host::{InstanceOptions, OperatorInstance, OperatorModule};
-use weir_log::{CommitLogSettings, MAX_COMMIT_BYTES, StreamLog, describe_commit_log_error};
+use weir_log::{CommitLogSettings, Durability, LogError, MAX_COMMIT_BYTES, StreamLog};
 
 /// Longest wait for new input before checking the controls again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -156,6 +156,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
     } = setup;
     let input_partitions = log
         .topic(&key.input)
+        .await
         .map_err(|e| format!("input: {e}"))?
         .partitions
         .len() as u32;
@@ -166,11 +167,11 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
     };
     log.open_commit_log(&commit_log, input_partitions, commit_settings)
         .await
-        .map_err(|e| format!("opening: {}", describe_commit_log_error(&commit_log, &e)))?;
+        .map_err(|e| format!("opening: {e}"))?;
     let records = log
         .commits(&commit_log, key.partition)
         .await
-        .map_err(|e| format!("reading: {}", describe_commit_log_error(&commit_log, &e)))?;
+        .map_err(|e| format!("reading: {e}"))?;
     let mut recovered = Recovered::fold(&records)?;
     // What the commit log holds since its last snapshot counts towards the
     // next one, so a task restarted again and again still snapshots and
@@ -195,10 +196,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), String> {
             let first = Commit::new(position, producer_id, Vec::new(), Vec::new());
             log.commit(&commit_log, key.partition, first.encode(&[]))
                 .await
-                .map_err(|e| {
-                    let e = describe_commit_log_error(&commit_log, &e);
-                    format!("committing the start position: {e}")
-                })?;
+                .map_err(|e| format!("committing the start position: {e}"))?;
             position
         }
     };
@@ -411,9 +409,7 @@ async fn commit_rounds(
             } => {
                 log.commit(&commit_log, partition, values)
                     .await
-                    .map_err(|e| {
-                        format!("committing: {}", describe_commit_log_error(&commit_log, &e))
-                    })?;
+                    .map_err(|e| format!("committing: {e}"))?;
                 bump(&stats.commits, 1);
                 publish(&*log, &outputs, &stats).await?;
                 stats.position.store(end, Ordering::Relaxed);
@@ -422,17 +418,10 @@ async fn commit_rounds(
                 let offset = log
                     .commit(&commit_log, partition, values)
                     .await
-                    .map_err(|e| {
-                        format!(
-                            "committing a snapshot: {}",
-                            describe_commit_log_error(&commit_log, &e)
-                        )
-                    })?;
+                    .map_err(|e| format!("committing a snapshot: {e}"))?;
                 log.truncate_commits(&commit_log, partition, offset)
                     .await
-                    .map_err(|e| {
-                        format!("truncating: {}", describe_commit_log_error(&commit_log, &e))
-                    })?;
+                    .map_err(|e| format!("truncating: {e}"))?;
             }
         }
     }
@@ -468,7 +457,10 @@ fn build_chain(
 }
 
 async fn start_position(log: &dyn StreamLog, key: &TaskKey, start: StartAt) -> Result<u64, String> {
-    let info = log.topic(&key.input).map_err(|e| format!("input: {e}"))?;
+    let info = log
+        .topic(&key.input)
+        .await
+        .map_err(|e| format!("input: {e}"))?;
     let partition = info
         .partitions
         .get(key.partition as usize)
@@ -526,11 +518,7 @@ async fn publish_one(
         Ok(_) => {}
         // Older than the log's memory of this producer's batches, but every
         // sequence of it was written: already published.
-        Err(LogError::DuplicateSequence {
-            last_sequence,
-            producer_last_sequence,
-            ..
-        }) if last_sequence <= i64::from(producer_last_sequence) => {}
+        Err(LogError::DuplicateSequence(_)) => {}
         Err(e) => return Err(format!("publishing to {topic}/{partition}: {e}")),
     }
     Ok(())
@@ -547,6 +535,7 @@ async fn republish(
     for output in outputs {
         let gone = log
             .topic(&output.topic)
+            .await
             .map_or(true, |t| t.partitions.len() as u32 <= output.partition);
         if gone {
             tracing::warn!(topic = %output.topic, partition = output.partition,

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use log_core::{Batch, BatchBuilder, Header, Record, RecordView};
 use serde_json::{Map, Value, json};
+use weir_format::{Batch, BatchBuilder, Header, Record, RecordView};
 
 /// A record read from JSON, owning its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use log_core::Batch;
+use weir_format::Batch;
 
 use crate::jsonl::{self, JsonRecord};
 use weir_host::{CallOutput, OperatorEngine, OperatorError, OperatorInstance};
@@ -75,7 +75,7 @@ pub fn run(engine: &OperatorEngine, options: &RunOptions) -> Result<RunSummary> 
         lines: Vec::new(),
         records: Vec::new(),
     };
-    let now = log_core::Clock::now_ms(&log_core::SystemClock);
+    let now = weir_core::now_ms();
     for (number, line) in input.lines().enumerate() {
         let line = line.context("while reading the input")?;
         if line.trim().is_empty() {

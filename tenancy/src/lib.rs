@@ -13,7 +13,7 @@ pub mod namespace;
 pub mod quotas;
 pub mod tenants;
 
-pub use checks::{QuotaChecks, TenantTopics};
+pub use checks::{CheckError, QuotaChecks, TenantTopics};
 pub use deletion::{DeletionError, TenantDeletion, TenantResources};
 pub use namespace::Namespace;
 pub use quotas::{OverQuota, ProduceRates, Quotas};

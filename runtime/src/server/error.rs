@@ -5,13 +5,13 @@ use axum::Json;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use log_core::LogError;
 use serde_json::json;
+use weir_log::LogError;
 
 use weir_host::OperatorError;
 use weir_pipeline::PipelineError;
 use weir_pipeline::modules::ModuleError;
-use weir_tenancy::OverQuota;
+use weir_tenancy::{CheckError, OverQuota};
 
 /// An error answer.
 #[derive(Debug)]
@@ -61,7 +61,7 @@ impl From<LogError> for ApiError {
     fn from(e: LogError) -> ApiError {
         use LogError::*;
         let status = match &e {
-            UnknownTopic(_) | TopicDeleted(_) | UnknownPartition { .. } => StatusCode::NOT_FOUND,
+            UnknownTopic(_) | UnknownPartition { .. } => StatusCode::NOT_FOUND,
             TopicExists(_) => StatusCode::CONFLICT,
             InvalidTopicName { .. }
             | InvalidConfig { .. }
@@ -69,10 +69,11 @@ impl From<LogError> for ApiError {
             | MissingKey { .. } => StatusCode::BAD_REQUEST,
             OffsetOutOfRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            DuplicateSequence { .. } | OutOfOrderSequence { .. } | ProducerFenced { .. } => {
+            DuplicateSequence(_) | OutOfOrderSequence(_) | ProducerFenced(_) => {
                 StatusCode::CONFLICT
             }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UnknownCommitLog(_) | CommitLog { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }
@@ -113,6 +114,15 @@ impl From<PipelineError> for ApiError {
             }
         };
         ApiError::new(status, format!("{e:#}"))
+    }
+}
+
+impl From<CheckError> for ApiError {
+    fn from(e: CheckError) -> ApiError {
+        match e {
+            CheckError::OverQuota(over) => over.into(),
+            CheckError::Log(e) => e.into(),
+        }
     }
 }
 

@@ -12,22 +12,22 @@ use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
 use weir_kafka as kafka;
+use weir_log::LogError;
 use weir_tenancy::Namespace;
 
 /// `GET /v1/groups`: the caller's groups (with members now, or with
 /// committed offsets), each with its state and offsets.
-pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
-    let groups: Vec<Value> = kafka::visible_groups(&app.kafka.groups, &*app.log, &ns)
-        .iter()
-        .map(|group| {
-            json!({
-                "name": group.local,
-                "state": group.phase.name(),
-                "offsets": offsets(&app, &ns, &group.stored),
-            })
-        })
-        .collect();
-    Json(json!({ "groups": groups }))
+pub async fn list(State(app): State<App>, Scope(ns): Scope) -> ApiResult<Json<Value>> {
+    let visible = kafka::visible_groups(&app.kafka.groups, &*app.log, &ns).await?;
+    let mut groups = Vec::new();
+    for group in visible {
+        groups.push(json!({
+            "name": group.local,
+            "state": group.phase.name(),
+            "offsets": offsets(&app, &ns, &group.stored).await?,
+        }));
+    }
+    Ok(Json(json!({ "groups": groups })))
 }
 
 /// `GET /v1/groups/{name}`: one group's state, members (with the
@@ -39,7 +39,7 @@ pub async fn describe(
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
     let stored = ns.qualify(&name);
-    let offsets = offsets(&app, &ns, &stored);
+    let offsets = offsets(&app, &ns, &stored).await?;
     let summary = kafka::summary(&app.kafka.groups, &stored);
     if offsets.is_empty() && summary.is_none() {
         return Err(ApiError::not_found(format!(
@@ -103,22 +103,26 @@ fn member(member: &kafka::MemberSummary) -> Value {
 /// `[{topic, partition, offset, lag}]` in the caller's names. A negative
 /// offset (Kafka's logical −1 and −2, as an admin tool commits them) has
 /// no lag: `null`, as for a partition gone.
-fn offsets(app: &App, ns: &Namespace, group: &str) -> Vec<Value> {
-    app.log
-        .group_offsets(group)
-        .into_iter()
-        .filter_map(|(topic, partition, offset)| {
-            let end = app
-                .log
-                .topic(&topic)
-                .ok()
-                .and_then(|t| t.partitions.get(partition as usize).map(|p| p.end_offset));
-            Some(json!({
-                "topic": ns.localize(&topic)?,
-                "partition": partition,
-                "offset": offset,
-                "lag": end.zip(u64::try_from(offset).ok()).map(|(end, offset)| end.saturating_sub(offset)),
-            }))
-        })
-        .collect()
+async fn offsets(app: &App, ns: &Namespace, group: &str) -> Result<Vec<Value>, LogError> {
+    let mut offsets = Vec::new();
+    for (topic, partition, offset) in app.log.group_offsets(group).await? {
+        let Some(local) = ns.localize(&topic) else {
+            continue;
+        };
+        let end = match app.log.topic(&topic).await {
+            Ok(t) => t.partitions.get(partition as usize).map(|p| p.end_offset),
+            Err(LogError::UnknownTopic(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let lag = end
+            .zip(u64::try_from(offset).ok())
+            .map(|(end, offset)| end.saturating_sub(offset));
+        offsets.push(json!({
+            "topic": local,
+            "partition": partition,
+            "offset": offset,
+            "lag": lag,
+        }));
+    }
+    Ok(offsets)
 }

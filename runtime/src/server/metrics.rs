@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 
 use super::App;
 use super::auth::Admin;
+use super::error::ApiError;
 use weir_tenancy::Namespace;
 
 /// Writes one metric family: its help, type and samples.
@@ -32,9 +33,9 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-pub async fn metrics(State(app): State<App>, _admin: Admin) -> impl IntoResponse {
+pub async fn metrics(State(app): State<App>, _admin: Admin) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::new();
-    let topics = app.log.topics();
+    let topics = app.log.topics().await?;
     let partition_samples = |value: fn(&weir_log::PartitionInfo) -> f64| {
         topics
             .iter()
@@ -70,7 +71,7 @@ pub async fn metrics(State(app): State<App>, _admin: Admin) -> impl IntoResponse
         &partition_samples(|p| p.size_bytes as f64),
     );
 
-    let statuses = app.pipelines.statuses();
+    let statuses = app.pipelines.statuses().await;
     let per_pipeline = |value: fn(&weir_pipeline::PipelineStatus) -> f64| {
         statuses
             .iter()
@@ -173,9 +174,9 @@ pub async fn metrics(State(app): State<App>, _admin: Admin) -> impl IntoResponse
         "Time spent in a stage's operator.",
         &per_stage(|c| c.processing_ms as f64 / 1000.0),
     );
-    tenant_metrics(&mut out, &app);
+    tenant_metrics(&mut out, &app, &topics);
     kafka_metrics(&mut out, &app);
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 
 /// The Kafka listener: connections, requests by API, bytes.
@@ -232,7 +233,7 @@ fn kafka_metrics(out: &mut String, app: &App) {
 }
 
 /// Per tenant: what it uses and what its quotas allow.
-fn tenant_metrics(out: &mut String, app: &App) {
+fn tenant_metrics(out: &mut String, app: &App, topics: &[weir_log::TopicInfo]) {
     let Some(tenants) = &app.tenants else {
         return;
     };
@@ -240,7 +241,7 @@ fn tenant_metrics(out: &mut String, app: &App) {
         .list()
         .into_iter()
         .map(|t| {
-            let usage = super::tenants::usage(app, &Namespace::tenant(&t.name));
+            let usage = super::tenants::usage(app, &Namespace::tenant(&t.name), topics);
             (t.name, usage)
         })
         .collect();

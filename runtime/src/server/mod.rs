@@ -118,7 +118,6 @@ pub struct Server {
     /// The Kafka listener, unless it is off.
     pub kafka: Option<KafkaListener>,
     app: App,
-    embedded: EmbeddedLog,
     config: ServerConfig,
     /// Where the generated admin credential is, if one is in use.
     pub admin_token_file: Option<PathBuf>,
@@ -130,18 +129,16 @@ impl Server {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("while creating the data directory {}", dir.display()))?;
-        let log_dir = dir.join("log");
-        let log = tokio::task::spawn_blocking(move || log_core::Log::open(log_dir))
-            .await
-            .expect("opening the log does not panic")
-            .with_context(|| format!("while opening the log in {}", dir.display()))?;
-        let embedded = EmbeddedLog::new(log);
+        let log: Arc<dyn StreamLog> = Arc::new(
+            EmbeddedLog::open(dir.join("log"))
+                .await
+                .with_context(|| format!("while opening the log in {}", dir.display()))?,
+        );
         let engine = OperatorEngine::new(config.limits.clone(), Some(dir.join("cache")))
             .context("while starting the operator engine")?;
         let compiler = Compiler::new(config.compile.clone())?;
         let modules =
             Arc::new(ModuleStore::open(dir.join("modules"), engine)?.with_compiler(compiler));
-        let log: Arc<dyn StreamLog> = Arc::new(embedded.clone());
         let scheduler = CpuScheduler::new(0);
         let pipelines = Arc::new(
             Pipelines::open(
@@ -229,7 +226,6 @@ impl Server {
             listener,
             kafka,
             app,
-            embedded,
             config,
             admin_token_file,
         })
@@ -265,10 +261,10 @@ impl Server {
         }
         tracing::info!("shutting down: stopping pipelines");
         self.app.pipelines.shutdown().await;
-        let embedded = self.embedded.clone();
-        tokio::task::spawn_blocking(move || embedded.flush())
+        self.app
+            .log
+            .close()
             .await
-            .expect("flushing does not panic")
             .context("while flushing the log")?;
         tracing::info!("shut down cleanly");
         Ok(())

@@ -37,10 +37,10 @@ pub async fn apply(
     }
     let (name, spec) = (ns.qualify(&name), spec.qualified(&ns));
     let quotas = app.quotas.quotas(&ns);
+    let owned = app.pipelines.names();
     if let Some(quotas) = &quotas
-        && app.pipelines.status(&name).is_err()
+        && !owned.contains(&name)
     {
-        let owned = app.pipelines.names();
         let count = owned.iter().filter(|n| ns.localize(n).is_some()).count();
         quotas.check_count("pipelines", count as u64)?;
     }
@@ -67,6 +67,7 @@ pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
     let statuses: Vec<PipelineStatus> = app
         .pipelines
         .statuses()
+        .await
         .into_iter()
         .filter(|s| ns.localize(&s.name).is_some())
         .map(|s| s.localized(&ns))
@@ -81,7 +82,7 @@ pub async fn status(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<PipelineStatus>> {
     let Path(name) = name?;
-    let status = app.pipelines.status(&ns.qualify(&name))?;
+    let status = app.pipelines.status(&ns.qualify(&name)).await?;
     Ok(Json(status.localized(&ns)))
 }
 

@@ -16,9 +16,10 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use log_core::{Batch, Cleanup};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use weir_format::Batch;
+use weir_log::Cleanup;
 
 use super::App;
 use super::auth::Scope;
@@ -60,7 +61,7 @@ pub async fn produce(
             "records must hold at least one record",
         ));
     }
-    let info = app.log.topic(&topic)?;
+    let info = app.log.topic(&topic).await?;
     let partitions = info.partitions.len() as u32;
     let keyless = NEXT_KEYLESS.fetch_add(1, Ordering::Relaxed) % partitions;
     let now = now_ms();
@@ -109,7 +110,7 @@ pub async fn produce(
         batches.push((partition, records, batch));
     }
     let bytes: usize = batches.iter().map(|(_, _, b)| b.size()).sum();
-    app.quotas.check_produce(&ns, bytes as u64)?;
+    app.quotas.check_produce(&ns, bytes as u64).await?;
     let mut offsets = vec![None; request.records.len()];
     for (partition, records, batch) in batches {
         let info = app.log.append(&topic, partition, batch).await?;
@@ -151,7 +152,7 @@ pub async fn read(
     let Path(topic) = name?;
     let topic = ns.qualify(&topic);
     let Query(query) = query?;
-    let info = app.log.topic(&topic)?;
+    let info = app.log.topic(&topic).await?;
     let partition = info
         .partitions
         .get(query.partition as usize)
@@ -203,7 +204,8 @@ pub async fn read(
     }
     let end = app
         .log
-        .topic(&topic)?
+        .topic(&topic)
+        .await?
         .partitions
         .get(query.partition as usize)
         .map_or(next, |p| p.end_offset);

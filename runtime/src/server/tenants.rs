@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::App;
 use super::auth::{Admin, Scope};
 use super::error::{ApiError, ApiResult};
+use weir_log::TopicInfo;
 use weir_tenancy::{DeletionError, Namespace, Quotas, TenancyError, TenantDeletion, Tenants};
 
 impl From<TenancyError> for ApiError {
@@ -76,24 +77,22 @@ pub async fn get(
         .get(&name)
         .ok_or_else(|| ApiError::not_found(format!("unknown tenant {name:?}")))?;
     let mut value = json!(info);
-    value["usage"] = usage(&app, &Namespace::tenant(&name));
+    let topics = app.log.topics().await?;
+    value["usage"] = usage(&app, &Namespace::tenant(&name), &topics);
     Ok(Json(value))
 }
 
 /// `GET /v1/usage`: the caller's use of each quota.
-pub async fn own_usage(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
-    Json(usage(&app, &ns))
+pub async fn own_usage(State(app): State<App>, Scope(ns): Scope) -> ApiResult<Json<Value>> {
+    let topics = app.log.topics().await?;
+    Ok(Json(usage(&app, &ns, &topics)))
 }
 
-/// What a namespace uses, beside its quotas.
-pub fn usage(app: &App, ns: &Namespace) -> Value {
+/// What a namespace uses of `topics` (every topic of the log) and the
+/// rest, beside its quotas.
+pub fn usage(app: &App, ns: &Namespace, topics: &[TopicInfo]) -> Value {
     let owned = |stored: &str| ns.localize(stored).is_some();
-    let topics: Vec<_> = app
-        .log
-        .topics()
-        .into_iter()
-        .filter(|t| owned(&t.name))
-        .collect();
+    let topics: Vec<_> = topics.iter().filter(|t| owned(&t.name)).collect();
     let storage: u64 = topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| p.size_bytes))

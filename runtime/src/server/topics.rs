@@ -4,13 +4,12 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use log_core::{TopicConfig, validate_user_topic_name};
 use serde_json::{Map, Value, json};
 
 use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
-use weir_log::TopicInfo;
+use weir_log::{TopicConfig, TopicInfo, check_user_topic_name};
 use weir_tenancy::Namespace;
 
 /// `POST /v1/topics`: `{"name": ..., "partitions": ..., "durability": ...,
@@ -32,8 +31,8 @@ pub async fn create(
     };
     let config: TopicConfig = serde_json::from_value(Value::Object(fields))
         .map_err(|e| ApiError::bad_request(format!("invalid topic settings: {e}")))?;
-    validate_user_topic_name(&name)?;
-    app.quotas.check_topic_quota(&ns)?;
+    check_user_topic_name(&name)?;
+    app.quotas.check_topic_quota(&ns).await?;
     let info = app.log.create_topic(&ns.qualify(&name), config).await?;
     Ok((StatusCode::CREATED, Json(localize(&ns, info))))
 }
@@ -47,15 +46,16 @@ fn localize(ns: &Namespace, mut info: TopicInfo) -> TopicInfo {
 }
 
 /// `GET /v1/topics`: the caller's topics.
-pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
+pub async fn list(State(app): State<App>, Scope(ns): Scope) -> ApiResult<Json<Value>> {
     let topics: Vec<TopicInfo> = app
         .log
         .topics()
+        .await?
         .into_iter()
         .filter(|t| ns.localize(&t.name).is_some())
         .map(|t| localize(&ns, t))
         .collect();
-    Json(json!({ "topics": topics }))
+    Ok(Json(json!({ "topics": topics })))
 }
 
 /// `GET /v1/topics/{name}`.
@@ -65,7 +65,10 @@ pub async fn describe(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<TopicInfo>> {
     let Path(name) = name?;
-    Ok(Json(localize(&ns, app.log.topic(&ns.qualify(&name))?)))
+    Ok(Json(localize(
+        &ns,
+        app.log.topic(&ns.qualify(&name)).await?,
+    )))
 }
 
 /// `DELETE /v1/topics/{name}`: refused while a pipeline reads or writes it.
