@@ -45,6 +45,7 @@ use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
+use weir_core::format::Format;
 use weir_format::field;
 use weir_format::{Batch, ProducerStamp};
 use weir_log::{Cleanup, LogError};
@@ -76,6 +77,14 @@ enum Status {
     CompleteCommit,
     CompleteAbort,
 }
+
+/// The format of the state files (`<digest>.txn`). Files from before
+/// versions were written are version 1 unsealed.
+const STATE_FORMAT: Format = Format {
+    what: "transaction state",
+    current: 1,
+    oldest: 1,
+};
 
 /// What is kept of one transactional id, durably.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,7 +197,11 @@ impl Transactions {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or_else(now_ms, |d| d.as_millis() as u64);
-            let record: TxnRecord = match postcard::from_bytes(&bytes) {
+            // Another version's state is not guessed at: refuse to start.
+            let (_, payload) = STATE_FORMAT
+                .open(&bytes)
+                .with_context(|| format!("while reading {}", path.display()))?;
+            let record = match postcard::from_bytes::<TxnRecord>(payload) {
                 Ok(record) => record,
                 Err(e) => {
                     tracing::error!(
@@ -815,7 +828,8 @@ impl Transactions {
     }
 
     fn save(&self, record: &TxnRecord) -> Result<()> {
-        let bytes = postcard::to_allocvec(record).expect("transaction state serializes");
+        let payload = postcard::to_allocvec(record).expect("transaction state serializes");
+        let bytes = STATE_FORMAT.seal(&payload);
         weir_core::files::write_durably(&state_path(&self.dir, &record.id), &bytes).map_err(|e| {
             tracing::error!("saving transaction state failed: {e:#}");
             ResponseError::KafkaStorageError

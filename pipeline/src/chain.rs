@@ -24,9 +24,6 @@ use super::spec::ErrorPolicy;
 use super::stats::{TaskStats, bump};
 use weir_host::{CallOutput, MAIN_OUTPUT, OperatorError, OperatorInstance, Rejection, StateDelta};
 
-/// Why a round ended without a result when its task was stopping.
-pub const INTERRUPTED: &str = "interrupted: the task is stopping";
-
 /// Record headers added to dead letters.
 pub const ERROR_HEADER: &str = "weir.error";
 pub const STAGE_HEADER: &str = "weir.stage";
@@ -62,10 +59,15 @@ pub struct ChainOutput {
     pub dead_letters: Vec<Batch>,
 }
 
-/// The chain stopped on a failure under the `halt` policy.
-#[derive(Debug, Clone)]
-pub struct Halt {
-    pub reason: String,
+/// Why the chain gave no result for a round.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Halt {
+    /// The task is stopping: the round is redone after the restart.
+    #[error("interrupted: the task is stopping")]
+    Interrupted,
+    /// A stage failed under the `halt` policy.
+    #[error("stage {stage}: {reason}")]
+    Failed { stage: String, reason: String },
 }
 
 impl Chain {
@@ -180,8 +182,9 @@ fn run_stage(
     stopping: &AtomicBool,
 ) -> Result<(CallOutput, Vec<Failure>), Halt> {
     let label = stage.label.clone();
-    let halt = |error: OperatorError| Halt {
-        reason: format!("stage {label}: {error}"),
+    let halt = |error: OperatorError| Halt::Failed {
+        stage: label.clone(),
+        reason: error.to_string(),
     };
     let mut failures = Vec::new();
     let mut output = match stage.instance.process(input) {
@@ -191,9 +194,7 @@ fn run_stage(
             let mut output = CallOutput::default();
             for record in input.iter().flat_map(Batch::records) {
                 if stopping.load(Ordering::Relaxed) {
-                    return Err(Halt {
-                        reason: INTERRUPTED.into(),
-                    });
+                    return Err(Halt::Interrupted);
                 }
                 let single = single_record(&record);
                 match stage

@@ -24,10 +24,18 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_format::Batch;
 
+use weir_core::format::Format;
 use weir_host::StateDelta;
 use weir_log::CommitRecord;
 
-const FORMAT_VERSION: u8 = 1;
+/// The commit description's format; its version is its first byte
+/// (postcard writes the `version` field first, as that byte).
+const COMMIT_FORMAT: Format = Format {
+    what: "a commit record",
+    current: 1,
+    oldest: 1,
+};
+const FORMAT_VERSION: u8 = COMMIT_FORMAT.current;
 
 /// Whether a commit's stage states are changes or complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,14 +120,12 @@ impl Commit {
             .values
             .split_first()
             .ok_or_else(|| format!("commit at offset {at} is empty"))?;
+        let version = description.first().copied().unwrap_or(0);
+        COMMIT_FORMAT
+            .check(u64::from(version))
+            .map_err(|e| format!("commit at offset {at}: {e}"))?;
         let commit: Commit = postcard::from_bytes(description)
             .map_err(|e| format!("commit at offset {at} is corrupt: {e}"))?;
-        if commit.version != FORMAT_VERSION {
-            return Err(format!(
-                "commit at offset {at} has format version {}, this build reads {FORMAT_VERSION}",
-                commit.version
-            ));
-        }
         if batches.len() != commit.outputs.len() {
             return Err(format!(
                 "commit at offset {at} lists {} outputs but holds {}",
@@ -228,5 +234,131 @@ impl Recovered {
         }
         self.unpublished = outputs;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_bytes::ByteBuf;
+    use weir_format::{BatchBuilder, ProducerStamp, Record};
+
+    fn bytes() -> impl Strategy<Value = ByteBuf> {
+        proptest::collection::vec(any::<u8>(), 0..16).prop_map(ByteBuf::from)
+    }
+
+    fn delta() -> impl Strategy<Value = StateDelta> {
+        (
+            proptest::collection::vec((bytes(), proptest::option::of(bytes())), 0..4),
+            proptest::collection::vec((any::<i64>(), bytes(), any::<bool>()), 0..4),
+            any::<i64>(),
+        )
+            .prop_map(|(values, timers, watermark)| StateDelta {
+                values,
+                timers,
+                watermark,
+            })
+    }
+
+    /// A stamped output batch of `values`.
+    fn output(values: &[Vec<u8>], sequence: i32) -> Batch {
+        let mut builder = BatchBuilder::new();
+        for value in values {
+            builder.push(&Record {
+                value: Some(value),
+                ..Record::default()
+            });
+        }
+        builder.finish().unwrap().with_producer(ProducerStamp {
+            id: 7,
+            epoch: 0,
+            base_sequence: sequence,
+        })
+    }
+
+    fn record(values: Vec<Bytes>) -> CommitRecord {
+        CommitRecord { offset: 42, values }
+    }
+
+    proptest! {
+        /// Whatever a task commits comes back from its commit log as it was.
+        #[test]
+        fn commits_round_trip(
+            input_end in any::<u64>(),
+            producer_id in 0..i64::MAX,
+            stages in proptest::collection::vec(("[a-z]{1,8}", delta()), 0..3),
+            outputs in proptest::collection::vec(
+                ("[a-z]{1,8}", 0..8u32, proptest::collection::vec(
+                    proptest::collection::vec(any::<u8>(), 0..32), 1..4)),
+                0..3,
+            ),
+            sequence in 0..1000i32,
+        ) {
+            let targets: Vec<(String, u32)> =
+                outputs.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+            let batches: Vec<Batch> =
+                outputs.iter().map(|(_, _, values)| output(values, sequence)).collect();
+            let commit = Commit::new(input_end, producer_id, stages, targets);
+            let (decoded, pending) = Commit::decode(&record(commit.encode(&batches))).unwrap();
+            prop_assert_eq!(&decoded, &commit);
+            prop_assert_eq!(pending.len(), batches.len());
+            for (p, (batch, (topic, partition))) in
+                pending.iter().zip(batches.iter().zip(&commit.outputs))
+            {
+                prop_assert_eq!(&p.batch, batch);
+                prop_assert_eq!((&p.topic, p.partition), (topic, *partition));
+            }
+        }
+    }
+
+    #[test]
+    fn a_commit_from_a_newer_version_says_so() {
+        let commit = Commit::new(5, 1, Vec::new(), Vec::new());
+        let mut values = commit.encode(&[]);
+        let mut description = values[0].to_vec();
+        description[0] = FORMAT_VERSION + 1;
+        values[0] = Bytes::from(description);
+        let e = Commit::decode(&record(values)).unwrap_err();
+        assert!(e.contains("commit at offset 42"), "{e}");
+        assert!(e.contains("newer version of Weir"), "{e}");
+    }
+
+    #[test]
+    fn damaged_commits_are_refused_with_their_offset() {
+        let e = Commit::decode(&record(Vec::new())).unwrap_err();
+        assert!(e.contains("commit at offset 42 is empty"), "{e}");
+        let e = Commit::decode(&record(vec![Bytes::from_static(&[1, 0xff])])).unwrap_err();
+        assert!(e.contains("is corrupt"), "{e}");
+        // A description listing one output, without the output batch.
+        let commit = Commit::new(5, 1, Vec::new(), vec![("t".into(), 0)]);
+        let description = postcard::to_allocvec(&commit).unwrap();
+        let e = Commit::decode(&record(vec![Bytes::from(description)])).unwrap_err();
+        assert!(e.contains("lists 1 outputs but holds 0"), "{e}");
+    }
+
+    #[test]
+    fn folding_keeps_the_last_position_states_and_sequences() {
+        let batch = output(&[b"a".to_vec(), b"b".to_vec()], 10);
+        let first = Commit::new(3, 7, Vec::new(), vec![("out".into(), 1)]);
+        let second = Commit::new(9, 7, Vec::new(), Vec::new());
+        let records = [
+            CommitRecord {
+                offset: 0,
+                values: first.encode(std::slice::from_ref(&batch)),
+            },
+            CommitRecord {
+                offset: 1,
+                values: second.encode(&[]),
+            },
+        ];
+        let recovered = Recovered::fold(&records).unwrap();
+        assert_eq!(recovered.input_end, Some(9));
+        assert_eq!(recovered.producer_id, Some(7));
+        assert_eq!(recovered.sequences[&("out".to_string(), 1)], 12);
+        // Only the last commit's outputs are published again.
+        assert!(recovered.unpublished.is_empty());
+        let recovered = Recovered::fold(&records[..1]).unwrap();
+        assert_eq!(recovered.unpublished.len(), 1);
     }
 }

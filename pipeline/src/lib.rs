@@ -9,6 +9,7 @@
 //! - [`scheduler`]: fair sharing of the CPU between tenants
 //! - [`checkpoint`]: commit records and recovery from them
 //! - [`stats`]: counters for status and metrics
+//! - [`status`]: a pipeline's state, counters and lag, summed over its tasks
 //! - [`modules`]: uploaded operator modules and their versions
 //! - `namespace`: specs and statuses in a tenant's names
 //! - `services`: what other crates ask of the pipelines (topics held
@@ -26,8 +27,10 @@ pub mod scheduler;
 mod services;
 pub mod spec;
 pub mod stats;
+pub mod status;
 pub mod task;
 
-pub use lifecycle::{PipelineError, PipelineStatus, Pipelines};
+pub use lifecycle::{PipelineError, Pipelines};
 pub use services::TenantModules;
 pub use spec::PipelineSpec;
+pub use status::{PipelineState, PipelineStatus};

@@ -35,10 +35,12 @@ use tokio::task::JoinHandle;
 use super::routing::OutputTopic;
 use super::scheduler::CpuScheduler;
 use super::spec::{ModuleRef, PipelineSettings, PipelineSpec};
-use super::stats::{StageCounts, TaskState, TaskStats};
+use super::stats::{TaskState, TaskStats};
+use super::status::{InputEnds, PipelineStatus, summarize};
 use super::task::{self, Control, StagePlan, TaskKey, TaskSetup, commit_log_name};
 use crate::modules::{ModuleError, ModuleStore};
 use weir_core::files::{remove_durably, write_durably};
+use weir_core::format::Format;
 use weir_core::names::check_stored_name;
 use weir_core::now_ms;
 use weir_host::{InstanceOptions, OperatorInstance};
@@ -57,7 +59,14 @@ pub enum PipelineError {
     Storage(#[from] anyhow::Error),
 }
 
-/// A pipeline as stored.
+/// The format of the stored pipeline records.
+const RECORD_FORMAT: Format = Format {
+    what: "a pipeline record",
+    current: 1,
+    oldest: 1,
+};
+
+/// A pipeline as stored (`<name>.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineRecord {
     pub name: String,
@@ -91,76 +100,6 @@ impl Default for TaskLimits {
     }
 }
 
-/// A pipeline's state, counters and lag.
-#[derive(Debug, Clone, Serialize)]
-pub struct PipelineStatus {
-    pub name: String,
-    /// `running`, `pausing` (paused, a task still finishing its round),
-    /// `paused` or `failed`.
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub modules: Vec<String>,
-    pub records_in: u64,
-    pub records_out: u64,
-    pub errors: u64,
-    pub rejected: u64,
-    pub dead_lettered: u64,
-    pub unrouted: u64,
-    /// Outputs dropped because no append could take them.
-    pub undeliverable: u64,
-    /// Input records not processed yet, over all partitions.
-    pub lag: u64,
-    pub processing_ms: u64,
-    pub stages: Vec<StageStatus>,
-    pub tasks: Vec<TaskStatus>,
-    pub spec: PipelineSpec,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StageStatus {
-    pub module: String,
-    #[serde(flatten)]
-    pub counts: StageCounts,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskStatus {
-    pub input: String,
-    pub partition: u32,
-    #[serde(flatten)]
-    pub state: TaskState,
-    /// The next input offset to process.
-    pub position: u64,
-    pub lag: u64,
-}
-
-impl PipelineStatus {
-    /// Calls `f` on every name the status holds (its spec's included): the
-    /// one list of them, used to namespace a status.
-    pub fn for_each_name(&mut self, mut f: impl FnMut(&mut String)) {
-        f(&mut self.name);
-        self.modules.iter_mut().for_each(&mut f);
-        for stage in &mut self.stages {
-            f(&mut stage.module);
-        }
-        for task in &mut self.tasks {
-            f(&mut task.input);
-        }
-        self.spec.for_each_name(f);
-    }
-
-    /// Calls `f` on every message the status holds (which may quote names).
-    pub fn for_each_message(&mut self, mut f: impl FnMut(&mut String)) {
-        self.reason.iter_mut().for_each(&mut f);
-        for task in &mut self.tasks {
-            if let TaskState::Failed(reason) = &mut task.state {
-                f(reason);
-            }
-        }
-    }
-}
-
 struct TaskHandle {
     key: TaskKey,
     control: watch::Sender<Control>,
@@ -172,6 +111,34 @@ struct TaskHandle {
 struct Running {
     record: PipelineRecord,
     tasks: Vec<TaskHandle>,
+    /// Why the pipeline could not start (then it has no tasks).
+    failure: Option<String>,
+}
+
+impl Running {
+    /// A pipeline that started `started` (its tasks, or why it could not).
+    fn new(record: PipelineRecord, started: Result<Vec<TaskHandle>, String>) -> Running {
+        match started {
+            Ok(tasks) => Running {
+                record,
+                tasks,
+                failure: None,
+            },
+            Err(reason) => {
+                tracing::error!(pipeline = %record.name, %reason, "pipeline cannot start");
+                Running {
+                    record,
+                    tasks: Vec::new(),
+                    failure: Some(reason),
+                }
+            }
+        }
+    }
+
+    fn status(&self, ends: &InputEnds) -> PipelineStatus {
+        let tasks = self.tasks.iter().map(|t| (&t.key, &*t.stats));
+        summarize(&self.record, self.failure.as_deref(), tasks, ends)
+    }
 }
 
 /// Every pipeline of the server.
@@ -224,17 +191,15 @@ impl Pipelines {
                 continue;
             }
             let text = std::fs::read(&path)?;
-            let record: PipelineRecord = serde_json::from_slice(&text)
+            let record: PipelineRecord = RECORD_FORMAT
+                .from_json(&text)
                 .with_context(|| format!("while reading {}", path.display()))?;
             let name = record.name.clone();
-            let tasks = match pipelines.plan(&record).await {
+            let started = match pipelines.plan(&record).await {
                 Ok(plans) => pipelines.start(&record, plans).await,
-                Err(e) => {
-                    tracing::error!(pipeline = %name, error = %e, "pipeline cannot start");
-                    failed_tasks(&record, e.to_string())
-                }
+                Err(e) => Err(e.to_string()),
             };
-            pipelines.lock().insert(name, Running { record, tasks });
+            pipelines.lock().insert(name, Running::new(record, started));
         }
         Ok(pipelines)
     }
@@ -304,28 +269,20 @@ impl Pipelines {
                 None => {
                     running.insert(
                         name.to_string(),
-                        Running {
-                            record: record.clone(),
-                            tasks: Vec::new(),
-                        },
+                        Running::new(record.clone(), Ok(Vec::new())),
                     );
                 }
             }
         }
         self.stop(name).await;
-        let tasks = self.start(&record, plans).await;
+        let started = self.start(&record, plans).await;
         // Once recovered, every task has fixed its start position (so
         // `latest` means records after this call) and reports real lag.
-        for task in &tasks {
+        for task in started.iter().flatten() {
             task.stats.started().await;
         }
-        self.lock().insert(
-            name.to_string(),
-            Running {
-                record: record.clone(),
-                tasks,
-            },
-        );
+        self.lock()
+            .insert(name.to_string(), Running::new(record.clone(), started));
         let status = self.status(name).await?;
         Ok((status, existing.is_none()))
     }
@@ -416,26 +373,31 @@ impl Pipelines {
     }
 
     fn save(&self, record: &PipelineRecord) -> Result<(), PipelineError> {
-        let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        let bytes = RECORD_FORMAT.to_json(record);
         write_durably(&self.dir.join(format!("{}.json", record.name)), &bytes)?;
         Ok(())
     }
 
-    /// Starts one task per partition of each input.
-    async fn start(&self, record: &PipelineRecord, plans: Vec<StagePlan>) -> Vec<TaskHandle> {
+    /// Starts one task per partition of each input; says why not when a
+    /// topic is missing.
+    async fn start(
+        &self,
+        record: &PipelineRecord,
+        plans: Vec<StagePlan>,
+    ) -> Result<Vec<TaskHandle>, String> {
         let spec = &record.spec;
         let mut outputs = Vec::new();
         for topic in spec.output_topics() {
             match self.log.topic(topic).await {
                 Ok(info) => outputs.push(info),
-                Err(e) => return failed_tasks(record, format!("output topic: {e}")),
+                Err(e) => return Err(format!("output topic: {e}")),
             }
         }
         let mut inputs = Vec::new();
         for topic in &spec.inputs {
             match self.log.topic(topic).await {
                 Ok(info) => inputs.push(info),
-                Err(e) => return failed_tasks(record, format!("input topic: {e}")),
+                Err(e) => return Err(format!("input topic: {e}")),
             }
         }
         let output_topics: HashMap<String, OutputTopic> = outputs
@@ -507,7 +469,7 @@ impl Pipelines {
                 });
             }
         }
-        tasks
+        Ok(tasks)
     }
 
     /// Stops a pipeline's tasks (each after its current commit) and waits.
@@ -541,20 +503,22 @@ impl Pipelines {
         self.save(&record)?;
         let restart = !paused && {
             let running = self.lock();
-            let tasks = &running[name].tasks;
-            tasks.is_empty()
-                || tasks
+            let entry = &running[name];
+            entry.failure.is_some()
+                || entry.tasks.is_empty()
+                || entry
+                    .tasks
                     .iter()
                     .any(|t| matches!(t.stats.state(), TaskState::Failed(_)))
         };
         if restart {
             self.stop(name).await;
-            let tasks = match self.plan(&record).await {
+            let started = match self.plan(&record).await {
                 Ok(plans) => self.start(&record, plans).await,
-                Err(e) => failed_tasks(&record, e.to_string()),
+                Err(e) => Err(e.to_string()),
             };
             self.lock()
-                .insert(name.to_string(), Running { record, tasks });
+                .insert(name.to_string(), Running::new(record, started));
         } else {
             let settling: Vec<Arc<TaskStats>> = {
                 let mut running = self.lock();
@@ -678,13 +642,13 @@ impl Pipelines {
         let entry = running
             .get(name)
             .ok_or_else(|| PipelineError::NotFound(name.to_string()))?;
-        Ok(summarize(entry, &ends))
+        Ok(entry.status(&ends))
     }
 
     /// The status of every pipeline.
     pub async fn statuses(&self) -> Vec<PipelineStatus> {
         let ends = self.input_ends().await;
-        self.lock().values().map(|r| summarize(r, &ends)).collect()
+        self.lock().values().map(|r| r.status(&ends)).collect()
     }
 
     /// The end offset of every partition, to tell each task's lag (none
@@ -701,87 +665,6 @@ impl Pipelines {
             })
             .collect()
     }
-}
-
-/// End offsets by topic and partition.
-type InputEnds = HashMap<(String, u32), u64>;
-
-fn summarize(running: &Running, ends: &InputEnds) -> PipelineStatus {
-    use std::sync::atomic::Ordering::Relaxed;
-    let record = &running.record;
-    let mut stages: Vec<StageStatus> = record
-        .modules
-        .iter()
-        .map(|m| StageStatus {
-            module: m.clone(),
-            counts: StageCounts::default(),
-        })
-        .collect();
-    let mut status = PipelineStatus {
-        name: record.name.clone(),
-        state: if record.paused { "paused" } else { "running" },
-        reason: None,
-        modules: record.modules.clone(),
-        records_in: 0,
-        records_out: 0,
-        errors: 0,
-        rejected: 0,
-        dead_lettered: 0,
-        unrouted: 0,
-        undeliverable: 0,
-        lag: 0,
-        processing_ms: 0,
-        stages: Vec::new(),
-        tasks: Vec::new(),
-        spec: record.spec.clone(),
-    };
-    for task in &running.tasks {
-        let stats = &task.stats;
-        let state = stats.state();
-        match &state {
-            TaskState::Failed(reason) => {
-                status.state = "failed";
-                status.reason.get_or_insert_with(|| reason.clone());
-            }
-            // Asked to pause, still finishing a round.
-            TaskState::Running | TaskState::Starting
-                if record.paused && status.state == "paused" =>
-            {
-                status.state = "pausing";
-            }
-            _ => {}
-        }
-        let position = stats.position.load(Relaxed);
-        let end = ends
-            .get(&(task.key.input.clone(), task.key.partition))
-            .copied()
-            .unwrap_or(position);
-        let lag = end.saturating_sub(position);
-        status.records_in += stats.records_in.load(Relaxed);
-        status.records_out += stats.records_out.load(Relaxed);
-        status.dead_lettered += stats.dead_lettered.load(Relaxed);
-        status.unrouted += stats.unrouted.load(Relaxed);
-        status.undeliverable += stats.undeliverable.load(Relaxed);
-        status.lag += lag;
-        for (stage, counts) in stages.iter_mut().zip(&stats.stages) {
-            stage.counts.add(&counts.counts());
-        }
-        status.tasks.push(TaskStatus {
-            input: task.key.input.clone(),
-            partition: task.key.partition,
-            state,
-            position,
-            lag,
-        });
-    }
-    status.errors += status.undeliverable;
-    for stage in &stages {
-        status.errors += stage.counts.errors;
-        status.rejected += stage.counts.rejected;
-        status.processing_ms += stage.counts.processing_ms;
-    }
-    status.stages = stages;
-    status
 }
 
 /// Asks tasks to stop after their current commit.
@@ -801,23 +684,4 @@ async fn join(tasks: Vec<TaskHandle>) {
                 "pipeline task ended abnormally");
         }
     }
-}
-
-/// Task handles standing for a pipeline that could not start, so its
-/// status says why.
-fn failed_tasks(record: &PipelineRecord, reason: String) -> Vec<TaskHandle> {
-    let (control, _) = watch::channel(Control::Stop);
-    let stats = Arc::new(TaskStats::new(record.modules.len()));
-    stats.set_state(TaskState::Failed(reason));
-    vec![TaskHandle {
-        key: TaskKey {
-            pipeline: record.name.clone(),
-            input: record.spec.inputs.first().cloned().unwrap_or_default(),
-            partition: 0,
-        },
-        control,
-        stopping: Arc::new(AtomicBool::new(true)),
-        join: tokio::spawn(async {}),
-        stats,
-    }]
 }

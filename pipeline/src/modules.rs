@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use weir_core::files::{remove_durably, write_durably};
+use weir_core::format::{Format, FormatError};
 use weir_core::names::check_stored_name;
 use weir_core::now_ms;
 use weir_host::{Compiler, OperatorEngine, OperatorError, OperatorModule};
@@ -57,6 +58,30 @@ pub enum ModuleError {
 
 const INDEX: &str = "versions.json";
 
+/// The versions file's format. Version 1 files were a bare array.
+const INDEX_FORMAT: Format = Format {
+    what: "a module's versions file",
+    current: 2,
+    oldest: 1,
+};
+
+/// What a module's versions file holds.
+#[derive(Serialize, Deserialize)]
+struct Index {
+    versions: Vec<ModuleVersion>,
+}
+
+/// A module's versions, from its versions file of any format read.
+fn read_index(bytes: &[u8]) -> Result<Vec<ModuleVersion>, FormatError> {
+    if bytes.trim_ascii_start().starts_with(b"[") {
+        return serde_json::from_slice(bytes).map_err(|e| FormatError::Corrupt {
+            what: INDEX_FORMAT.what,
+            reason: e.to_string(),
+        });
+    }
+    INDEX_FORMAT.from_json::<Index>(bytes).map(|i| i.versions)
+}
+
 /// Uploaded modules on disk and their compiled forms in memory.
 pub struct ModuleStore {
     dir: PathBuf,
@@ -81,8 +106,8 @@ impl ModuleStore {
             let Ok(text) = std::fs::read(&path) else {
                 continue; // a module whose first upload did not finish
             };
-            let versions: Vec<ModuleVersion> = serde_json::from_slice(&text)
-                .with_context(|| format!("while reading {}", path.display()))?;
+            let versions =
+                read_index(&text).with_context(|| format!("while reading {}", path.display()))?;
             let name = path
                 .parent()
                 .and_then(|p| p.file_name())
@@ -152,10 +177,10 @@ impl ModuleStore {
         write_durably(&dir.join(format!("{}.wasm", version.version)), bytes)?;
         let mut updated = versions.clone();
         updated.push(version.clone());
-        write_durably(
-            &dir.join(INDEX),
-            &serde_json::to_vec_pretty(&updated).expect("versions serialize"),
-        )?;
+        let index = INDEX_FORMAT.to_json(&Index {
+            versions: updated.clone(),
+        });
+        write_durably(&dir.join(INDEX), &index)?;
         *versions = updated;
         self.loaded
             .lock()

@@ -32,6 +32,7 @@ use subtle::ConstantTimeEq;
 
 use super::Quotas;
 use weir_core::files::write_durably;
+use weir_core::format::Format;
 use weir_core::now_ms;
 
 /// Environment variable holding the admin credential.
@@ -62,6 +63,13 @@ pub enum TenancyError {
     #[error(transparent)]
     Storage(#[from] anyhow::Error),
 }
+
+/// The tenants file's format.
+const TENANTS_FORMAT: Format = Format {
+    what: "the tenants file",
+    current: 1,
+    oldest: 1,
+};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Stored {
@@ -203,7 +211,8 @@ impl Tenants {
     ) -> anyhow::Result<(Tenants, Option<PathBuf>)> {
         let path = data_dir.join(TENANTS_FILE);
         let stored = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
+            Ok(bytes) => TENANTS_FORMAT
+                .from_json(&bytes)
                 .with_context(|| format!("while reading {}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
             Err(e) => return Err(e).with_context(|| format!("while reading {}", path.display())),
@@ -229,10 +238,7 @@ impl Tenants {
     }
 
     fn save(&self, stored: &Stored) -> anyhow::Result<()> {
-        write_durably(
-            &self.path,
-            &serde_json::to_vec_pretty(stored).expect("tenants serialize"),
-        )
+        write_durably(&self.path, &TENANTS_FORMAT.to_json(stored))
     }
 
     /// Who a token belongs to, if anyone, with the credential a session
@@ -470,6 +476,26 @@ fn write_private(file: &Path, text: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenants_file_from_a_newer_version_is_refused_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tenants, _) = Tenants::open(dir.path(), Some("admin".into())).unwrap();
+        tenants.create("acme", None).unwrap();
+        let path = dir.path().join(TENANTS_FILE);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["format"], 1, "{json}");
+        json["format"] = 2.into();
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        let Err(e) = Tenants::open(dir.path(), Some("admin".into())) else {
+            panic!("a newer tenants file must not open");
+        };
+        assert!(
+            format!("{e:#}").contains("the tenants file was written by a newer version of Weir"),
+            "{e:#}"
+        );
+    }
 
     impl Tenants {
         fn caller(&self, token: &str) -> Option<Caller> {

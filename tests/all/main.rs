@@ -2,6 +2,7 @@
 
 mod compile;
 mod exactly_once;
+mod formats;
 mod host_work;
 mod http_api;
 mod kafka;

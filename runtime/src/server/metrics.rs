@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use super::App;
 use super::auth::Admin;
 use super::error::ApiError;
+use weir_pipeline::PipelineState;
 use weir_tenancy::Namespace;
 
 /// Writes one metric family: its help, type and samples.
@@ -118,7 +119,7 @@ pub async fn metrics(State(app): State<App>, _admin: Admin) -> Result<impl IntoR
         "weir_pipeline_up",
         "gauge",
         "1 if running, 0 if paused or failed.",
-        &per_pipeline(|s| f64::from(u8::from(s.state == "running"))),
+        &per_pipeline(|s| f64::from(u8::from(s.state == PipelineState::Running))),
     );
 
     let per_stage = |value: fn(&weir_pipeline::stats::StageCounts) -> f64| {

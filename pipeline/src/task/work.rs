@@ -1,0 +1,148 @@
+//! The part of a task that runs on the blocking pool: the chain of
+//! operator instances, and turning a round's results into a commit record
+//! and stamped output batches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use bytes::Bytes;
+use weir_format::{Batch, ProducerStamp};
+
+use super::{StagePlan, TaskError};
+use crate::chain::{Chain, ChainOutput, Stage};
+use crate::checkpoint::{Commit, Pending, next_sequence};
+use crate::routing::{OutputTopic, route};
+use crate::scheduler::CpuScheduler;
+use crate::spec::ErrorPolicy;
+use crate::stats::{TaskStats, bump};
+use weir_host::{InstanceOptions, OperatorInstance};
+use weir_log::MAX_COMMIT_BYTES;
+
+/// The part of a task that runs on the blocking pool.
+pub(super) struct Work {
+    pub(super) chain: Chain,
+    pub(super) producer_id: i64,
+    pub(super) sequences: BTreeMap<(String, u32), i32>,
+    pub(super) outputs: HashMap<String, OutputTopic>,
+    pub(super) policy: ErrorPolicy,
+    pub(super) dead_letter: Option<String>,
+    pub(super) partition: u32,
+    pub(super) source: String,
+    pub(super) stats: Arc<TaskStats>,
+    pub(super) scheduler: Arc<CpuScheduler>,
+    pub(super) tenant: String,
+    pub(super) cpu_share: u32,
+}
+
+pub(super) fn build_chain(
+    stages: Vec<StagePlan>,
+    mut states: BTreeMap<String, Vec<weir_host::StateDelta>>,
+    policy: ErrorPolicy,
+    stats: Arc<TaskStats>,
+    stopping: Arc<AtomicBool>,
+) -> Result<Chain, TaskError> {
+    let stages = stages
+        .into_iter()
+        .map(|plan| {
+            let checkpoints = states.remove(&plan.state_key).unwrap_or_default();
+            let options = InstanceOptions {
+                checkpoints,
+                max_memory_bytes: plan.max_memory_bytes,
+            };
+            let instance = OperatorInstance::with_options(plan.module, plan.config, options)
+                .map_err(|source| TaskError::StageStart {
+                    stage: plan.label.clone(),
+                    source,
+                })?;
+            Ok(Stage {
+                module: plan.state_key,
+                label: plan.label,
+                instance,
+                routes: plan.routes,
+            })
+        })
+        .collect::<Result<Vec<_>, TaskError>>()?;
+    Ok(Chain::new(stages, policy, stats, stopping))
+}
+
+impl Work {
+    /// Runs input through the chain and prepares the commit record and the
+    /// outputs to publish.
+    pub(super) fn process(
+        &mut self,
+        batches: Vec<Batch>,
+        end: u64,
+    ) -> Result<(Vec<Bytes>, Vec<Pending>), TaskError> {
+        let output = self.chain.process(batches, &self.source)?;
+        let states = self.chain.take_state_deltas();
+        let outputs = self.route(output)?;
+        let targets = outputs
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        let commit = Commit::new(end, self.producer_id, states, targets);
+        let batches: Vec<Batch> = outputs.iter().map(|p| p.batch.clone()).collect();
+        let values = commit.encode(&batches);
+        // Each stage's output and state are bounded by its limits; a chain
+        // of many stages can still add up to more than a commit holds.
+        let size: usize = values.iter().map(|v| v.len() + 16).sum();
+        if size > MAX_COMMIT_BYTES {
+            return Err(TaskError::CommitTooLarge { end, size });
+        }
+        Ok((values, outputs))
+    }
+
+    /// Sorts outputs into topic partitions (see `routing`) and stamps each
+    /// batch with the producer id and the next sequences. Undeliverable
+    /// records halt the task under `halt` and are dropped otherwise.
+    fn route(&mut self, output: ChainOutput) -> Result<Vec<Pending>, TaskError> {
+        let mut all = output.routed;
+        if let Some(topic) = &self.dead_letter {
+            let dead: usize = output.dead_letters.iter().map(Batch::record_count).sum();
+            bump(&self.stats.dead_lettered, dead as u64);
+            all.extend(output.dead_letters.into_iter().map(|b| (topic.clone(), b)));
+        }
+        let routed = route(&self.outputs, self.partition, all).map_err(TaskError::Undeliverable)?;
+        if let Some(first) = routed.undeliverable.first() {
+            if self.policy == ErrorPolicy::Halt {
+                return Err(TaskError::Undeliverable(first.to_string()));
+            }
+            tracing::warn!(input = %self.source, count = routed.undeliverable.len(),
+                reason = %first, "undeliverable outputs dropped");
+            bump(&self.stats.undeliverable, routed.undeliverable.len() as u64);
+        }
+        Ok(routed
+            .batches
+            .into_iter()
+            .map(|(topic, partition, batch)| {
+                let stamp = self.next_stamp(&topic, partition, batch.record_count());
+                Pending {
+                    topic,
+                    partition,
+                    batch: batch.with_producer(stamp),
+                }
+            })
+            .collect())
+    }
+
+    /// The snapshot commit for position `end`.
+    pub(super) fn snapshot(&self, end: u64) -> Vec<Bytes> {
+        let states = self.chain.state_snapshots();
+        Commit::snapshot(end, self.producer_id, states, &self.sequences).encode(&[])
+    }
+
+    fn next_stamp(&mut self, topic: &str, partition: u32, records: usize) -> ProducerStamp {
+        let slot = self
+            .sequences
+            .entry((topic.to_string(), partition))
+            .or_insert(0);
+        let base_sequence = *slot;
+        *slot = next_sequence(base_sequence, records);
+        ProducerStamp {
+            id: self.producer_id,
+            epoch: 0,
+            base_sequence,
+        }
+    }
+}
