@@ -107,7 +107,7 @@ mod tests {
                 let middle = bytes.len() / 2;
                 bytes[middle..middle + 64]
                     .iter_mut()
-                    .for_each(|b| *b ^= 0xff)
+                    .for_each(|b| *b ^= 0xff);
             },
             |bytes| bytes.truncate(bytes.len() / 2),
             |bytes| bytes.clear(),

@@ -217,7 +217,7 @@ fn apply(config: &mut TopicConfig, name: &str, value: &str) -> Result<(), String
         "segment.ms" => config.segment_ms = Some(positive()?),
         "max.message.bytes" => {
             config.max_batch_bytes =
-                usize::try_from(positive()?).map_err(|_| format!("{name} is too large"))?
+                usize::try_from(positive()?).map_err(|_| format!("{name} is too large"))?;
         }
         "delete.retention.ms" => config.tombstone_retention_ms = positive()?,
         "index.interval.bytes" => config.index_interval_bytes = positive()?,

@@ -134,7 +134,7 @@ pub async fn offset_commit(
             let offset = u64::try_from(p.committed_offset).ok();
             match (partition, offset) {
                 (Some(partition), Some(offset)) => {
-                    offsets.push((stored.clone(), partition, offset))
+                    offsets.push((stored.clone(), partition, offset));
                 }
                 (None, _) => invalid.push((
                     topic.name.clone(),

@@ -322,7 +322,7 @@ mod tests {
             tokio::spawn(async move {
                 scheduler
                     .run("hog", 100, || {
-                        std::thread::sleep(Duration::from_millis(800))
+                        std::thread::sleep(Duration::from_millis(800));
                     })
                     .await
             })

@@ -202,7 +202,7 @@ fn a_revoked_token_cuts_short_a_join_waiting_for_its_group() {
         &SyncGroupRequest::default()
             .with_group_id(GroupId(text("g")))
             .with_generation_id(joined.generation_id)
-            .with_member_id(joined.member_id.clone())
+            .with_member_id(joined.member_id)
             .with_assignments(vec![assignment]),
         2,
     );

@@ -148,7 +148,7 @@ fn corruption_in_a_closed_segment_is_an_error_naming_file_and_position() {
                 offset = batches
                     .last()
                     .expect("damage is before the end")
-                    .next_offset()
+                    .next_offset();
             }
             Err(e) => break e,
         }
