@@ -3,14 +3,14 @@
 //! the log API), with each partition's lag.
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
+use super::names::ScopedName;
 use weir_kafka as kafka;
 use weir_log::LogError;
 use weir_tenancy::Namespace;
@@ -34,11 +34,12 @@ pub async fn list(State(app): State<App>, Scope(ns): Scope) -> ApiResult<Json<Va
 /// partitions assigned to each) and committed offsets.
 pub async fn describe(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    ScopedName {
+        ns,
+        local: name,
+        stored,
+    }: ScopedName,
 ) -> ApiResult<Json<Value>> {
-    let Path(name) = name?;
-    let stored = ns.qualify(&name);
     let offsets = offsets(&app, &ns, &stored).await?;
     let summary = kafka::summary(&app.kafka.groups, &stored);
     if offsets.is_empty() && summary.is_none() {
@@ -67,11 +68,12 @@ pub async fn describe(
 /// no consumer is in it.
 pub async fn delete(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    ScopedName {
+        local: name,
+        stored,
+        ..
+    }: ScopedName,
 ) -> ApiResult<Json<Value>> {
-    let Path(name) = name?;
-    let stored = ns.qualify(&name);
     match kafka::delete_group(&app.kafka.groups, &*app.log, &stored).await {
         Ok(()) => Ok(Json(json!({ "deleted": name }))),
         Err(kafka::GroupDeleteError::HasMembers) => Err(ApiError::new(

@@ -15,6 +15,7 @@ pub mod error;
 mod groups;
 mod metrics;
 mod modules;
+mod names;
 mod pipelines;
 mod records;
 mod tenants;

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -21,6 +20,7 @@ use serde_json::{Value, json};
 use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
+use super::names::ScopedName;
 use weir_core::names::check_name;
 use weir_pipeline::modules::ModuleVersion;
 
@@ -41,20 +41,22 @@ fn describe(name: &str, versions: &[ModuleVersion]) -> Value {
 /// `PUT /v1/modules/{name}` with the `.wasm` file as the body.
 pub async fn put(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    name: Result<ScopedName, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     // Refused before reading: the body is still drained (see the module doc).
-    let name = match admit_upload(&app, &ns, name) {
+    let ScopedName {
+        ns,
+        local: name,
+        stored: module_name,
+    } = match name.and_then(|name| admit_upload(&app, name)) {
         Ok(name) => name,
         Err(refused) => {
             discard(body.into_data_stream());
             return Err(refused);
         }
     };
-    let module_name = ns.qualify(&name);
     let quotas = app.quotas.quotas(&ns);
     // The size limit and the `module_bytes` quota are enforced while reading.
     let limit = UploadLimit {
@@ -87,15 +89,11 @@ pub async fn put(
 
 /// The module name of an upload, unless the name is invalid or a new
 /// module would pass the tenant's module count quota.
-fn admit_upload(
-    app: &App,
-    ns: &weir_tenancy::Namespace,
-    name: Result<Path<String>, PathRejection>,
-) -> ApiResult<String> {
-    let Path(name) = name?;
-    check_name("module", &name).map_err(ApiError::bad_request)?;
+fn admit_upload(app: &App, name: ScopedName) -> ApiResult<ScopedName> {
+    let ns = &name.ns;
+    check_name("module", &name.local).map_err(ApiError::bad_request)?;
     if let Some(quotas) = app.quotas.quotas(ns)
-        && app.modules.versions(&ns.qualify(&name)).is_none()
+        && app.modules.versions(&name.stored).is_none()
     {
         let owned = app.modules.list();
         let count = owned
@@ -121,18 +119,16 @@ pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
 /// `GET /v1/modules/{name}`.
 pub async fn get(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    ScopedName { ns, local, stored }: ScopedName,
 ) -> ApiResult<Json<Value>> {
-    let Path(name) = name?;
     let versions = app
         .modules
-        .versions(&ns.qualify(&name))
-        .ok_or_else(|| ApiError::not_found(format!("unknown module {name:?}")))?;
-    let mut value = describe(&name, &versions);
+        .versions(&stored)
+        .ok_or_else(|| ApiError::not_found(format!("unknown module {local:?}")))?;
+    let mut value = describe(&local, &versions);
     let users: Vec<String> = app
         .pipelines
-        .using_module(&ns.qualify(&name))
+        .using_module(&stored)
         .iter()
         .filter_map(|p| ns.localize(p).map(str::to_string))
         .collect();
@@ -143,18 +139,20 @@ pub async fn get(
 /// `DELETE /v1/modules/{name}`: refused while a pipeline uses it.
 pub async fn delete(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    ScopedName {
+        local: name,
+        stored,
+        ..
+    }: ScopedName,
 ) -> ApiResult<Json<Value>> {
-    let Path(name) = name?;
     let modules = app.modules.clone();
-    let module_name = ns.qualify(&name);
+    let module_name = stored.clone();
     // Lazy: only runs if no pipeline uses the module.
     let delete =
         async move { tokio::task::spawn_blocking(move || modules.delete(&module_name)).await };
     let deleted = app
         .pipelines
-        .unless_used(|p| p.using_module(&ns.qualify(&name)), delete)
+        .unless_used(|p| p.using_module(&stored), delete)
         .await;
     match deleted {
         Ok(result) => result

@@ -7,35 +7,33 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::State;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
+use super::names::ScopedName;
 use weir_core::names::check_name;
 use weir_pipeline::lifecycle::TaskLimits;
 use weir_pipeline::{PipelineError, PipelineSpec, PipelineStatus};
-use weir_tenancy::Namespace;
 
 /// `PUT /v1/pipelines/{name}` with the spec as JSON.
 pub async fn apply(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    ScopedName { ns, local, stored }: ScopedName,
     body: Result<Json<PipelineSpec>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<PipelineStatus>)> {
-    let Path(name) = name?;
     let Json(spec) = body?;
-    check_name("pipeline", &name).map_err(ApiError::bad_request)?;
-    if let Some(named) = spec.name.as_ref().filter(|n| **n != name) {
+    check_name("pipeline", &local).map_err(ApiError::bad_request)?;
+    if let Some(named) = spec.name.as_ref().filter(|n| **n != local) {
         return Err(ApiError::bad_request(format!(
-            "the spec names pipeline {named:?} but the request is for {name:?}"
+            "the spec names pipeline {named:?} but the request is for {local:?}"
         )));
     }
-    let (name, spec) = (ns.qualify(&name), spec.qualified(&ns));
+    let (name, spec) = (stored, spec.qualified(&ns));
     let quotas = app.quotas.quotas(&ns);
     let owned = app.pipelines.names();
     if let Some(quotas) = &quotas
@@ -78,45 +76,39 @@ pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
 /// `GET /v1/pipelines/{name}`.
 pub async fn status(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    name: ScopedName,
 ) -> ApiResult<Json<PipelineStatus>> {
-    let Path(name) = name?;
-    let status = app.pipelines.status(&ns.qualify(&name)).await?;
-    Ok(Json(status.localized(&ns)))
+    let status = app.pipelines.status(&name.stored).await?;
+    Ok(Json(status.localized(&name.ns)))
 }
 
 /// `POST /v1/pipelines/{name}/pause` (any body is read and ignored, so
 /// the connection stays reusable).
 pub async fn pause(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    name: ScopedName,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PipelineStatus>> {
-    set_paused(app, ns, name, body, true).await
+    set_paused(app, name, body, true).await
 }
 
 /// `POST /v1/pipelines/{name}/resume` (any body is ignored).
 pub async fn resume(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    name: ScopedName,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PipelineStatus>> {
-    set_paused(app, ns, name, body, false).await
+    set_paused(app, name, body, false).await
 }
 
 async fn set_paused(
     app: App,
-    ns: Namespace,
-    name: Result<Path<String>, PathRejection>,
+    ScopedName { ns, stored, .. }: ScopedName,
     body: Result<Bytes, BytesRejection>,
     paused: bool,
 ) -> ApiResult<Json<PipelineStatus>> {
-    let Path(name) = name?;
     body?;
-    let (pipelines, name) = (app.pipelines.clone(), ns.qualify(&name));
+    let (pipelines, name) = (app.pipelines.clone(), stored);
     let status = detached(async move {
         match paused {
             true => pipelines.pause(&name).await,
@@ -130,14 +122,11 @@ async fn set_paused(
 /// `DELETE /v1/pipelines/{name}`.
 pub async fn delete(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    ScopedName { local, stored, .. }: ScopedName,
 ) -> ApiResult<Json<Value>> {
-    let Path(name) = name?;
     let pipelines = app.pipelines.clone();
-    let deleted = ns.qualify(&name);
-    detached(async move { pipelines.delete(&deleted).await }).await?;
-    Ok(Json(json!({ "deleted": name })))
+    detached(async move { pipelines.delete(&stored).await }).await?;
+    Ok(Json(json!({ "deleted": local })))
 }
 
 /// Runs a change to completion even if the request is dropped.

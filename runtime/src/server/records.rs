@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -22,8 +22,8 @@ use weir_format::Batch;
 use weir_log::Cleanup;
 
 use super::App;
-use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
+use super::names::ScopedName;
 use crate::jsonl::{JsonRecord, parse_object, render_into};
 use weir_core::now_ms;
 use weir_pipeline::partitioner::partition_for_key;
@@ -49,12 +49,11 @@ static NEXT_KEYLESS: AtomicU32 = AtomicU32::new(0);
 /// `POST /v1/topics/{name}/records`.
 pub async fn produce(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    ScopedName {
+        ns, stored: topic, ..
+    }: ScopedName,
     body: Result<Json<ProduceRequest>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Path(topic) = name?;
-    let topic = ns.qualify(&topic);
     let Json(request) = body?;
     if request.records.is_empty() {
         return Err(ApiError::bad_request(
@@ -145,12 +144,9 @@ pub struct ReadQuery {
 /// `GET /v1/topics/{name}/records?partition=&offset=&timestamp=&limit=&wait_ms=`.
 pub async fn read(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    ScopedName { stored: topic, .. }: ScopedName,
     query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Path(topic) = name?;
-    let topic = ns.qualify(&topic);
     let Query(query) = query?;
     let info = app.log.topic(&topic).await?;
     let partition = info

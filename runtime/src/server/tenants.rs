@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::App;
 use super::auth::{Admin, Scope};
 use super::error::{ApiError, ApiResult};
+use super::names::PathName;
 use weir_log::TopicInfo;
 use weir_tenancy::{DeletionError, Namespace, Quotas, TenancyError, TenantDeletion, Tenants};
 
@@ -70,9 +71,8 @@ pub async fn list(State(app): State<App>, _admin: Admin) -> ApiResult<Json<Value
 pub async fn get(
     State(app): State<App>,
     _admin: Admin,
-    name: Result<Path<String>, PathRejection>,
+    PathName(name): PathName,
 ) -> ApiResult<Json<Value>> {
-    let Path(name) = name?;
     let info = tenants(&app)?
         .get(&name)
         .ok_or_else(|| ApiError::not_found(format!("unknown tenant {name:?}")))?;
@@ -113,9 +113,8 @@ pub fn usage(app: &App, ns: &Namespace, topics: &[TopicInfo]) -> Value {
 pub async fn delete(
     State(app): State<App>,
     _admin: Admin,
-    name: Result<Path<String>, PathRejection>,
+    PathName(name): PathName,
 ) -> ApiResult<Json<Value>> {
-    let Path(name) = name?;
     match deletion(&app)?.delete_tenant(&name).await {
         Ok(()) => Ok(Json(json!({ "deleted": name }))),
         Err(DeletionError::Tenancy(e)) => Err(e.into()),
@@ -130,9 +129,8 @@ pub async fn delete(
 pub async fn issue_token(
     State(app): State<App>,
     _admin: Admin,
-    name: Result<Path<String>, PathRejection>,
+    PathName(name): PathName,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Path(name) = name?;
     let issued = tenants(&app)?.issue_token(&name)?;
     Ok((StatusCode::CREATED, Json(json!(issued))))
 }

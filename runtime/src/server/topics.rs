@@ -1,14 +1,15 @@
 //! `/v1/topics`: create, list, describe and delete topics.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
+use super::names::ScopedName;
 use weir_log::{TopicConfig, TopicInfo, check_user_topic_name};
 use weir_tenancy::Namespace;
 
@@ -61,24 +62,21 @@ pub async fn list(State(app): State<App>, Scope(ns): Scope) -> ApiResult<Json<Va
 /// `GET /v1/topics/{name}`.
 pub async fn describe(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    name: ScopedName,
 ) -> ApiResult<Json<TopicInfo>> {
-    let Path(name) = name?;
-    Ok(Json(localize(
-        &ns,
-        app.log.topic(&ns.qualify(&name)).await?,
-    )))
+    let info = app.log.topic(&name.stored).await?;
+    Ok(Json(localize(&name.ns, info)))
 }
 
 /// `DELETE /v1/topics/{name}`: refused while a pipeline reads or writes it.
 pub async fn delete(
     State(app): State<App>,
-    Scope(ns): Scope,
-    name: Result<Path<String>, PathRejection>,
+    ScopedName {
+        local,
+        stored: name,
+        ..
+    }: ScopedName,
 ) -> ApiResult<Json<Value>> {
-    let Path(local) = name?;
-    let name = ns.qualify(&local);
     let deleted = app
         .pipelines
         .unless_used(|p| p.using_topic(&name), app.log.delete_topic(&name))
