@@ -378,7 +378,11 @@ impl StreamLog for EmbeddedLog {
         })?;
         let topic = commit_topic(name);
         self.blocking(move |log| {
-            if log.topic(&topic).is_ok() {
+            if let Ok(existing) = log.topic(&topic) {
+                // Its input gained partitions: so does the commit log.
+                if (existing.partitions().len() as u32) < partitions {
+                    log.add_partitions(&topic, partitions)?;
+                }
                 return Ok(());
             }
             let config = TopicConfig {

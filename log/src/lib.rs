@@ -112,7 +112,8 @@ pub trait StreamLog: Send + Sync + 'static {
     async fn delete_group(&self, group: &str) -> LogResult<bool>;
 
     /// Makes sure the commit log `name` (see [`check_commit_log_name`])
-    /// with `partitions` exists; a new one gets `settings`.
+    /// exists with at least `partitions` (an existing one grows, as its
+    /// input did; its commits stay); a new one gets `settings`.
     async fn open_commit_log(
         &self,
         name: &str,

@@ -538,10 +538,16 @@ impl StreamLog for MemoryLog {
         };
         check_config(name, &config).map_err(|e| commit_log_error(name, &e.to_string()))?;
         let mut state = self.state();
-        state
+        let log = state
             .commit_logs
             .entry(name.to_string())
             .or_insert_with(|| Topic::new(config));
+        // Its input gained partitions: so does the commit log.
+        if (log.partitions.len() as u32) < partitions {
+            log.partitions
+                .resize_with(partitions as usize, Partition::new);
+            log.config.partitions = partitions;
+        }
         Ok(())
     }
 

@@ -1078,6 +1078,26 @@ mod checks {
         );
     }
 
+    pub async fn commit_logs_grow_with_their_input(log: Arc<dyn StreamLog>) {
+        log.open_commit_log("task", 1, COMMIT_LOG).await.unwrap();
+        let kept = log.commit("task", 0, bytes(&["kept"])).await.unwrap();
+        log.open_commit_log("task", 3, COMMIT_LOG).await.unwrap();
+        let commits = log.commits("task", 0).await.unwrap();
+        assert_eq!(
+            commits,
+            [CommitRecord {
+                offset: kept,
+                values: bytes(&["kept"])
+            }]
+        );
+        assert!(log.commits("task", 2).await.unwrap().is_empty());
+        let offset = log.commit("task", 2, bytes(&["new"])).await.unwrap();
+        assert_eq!(log.commits("task", 2).await.unwrap()[0].offset, offset);
+        // Never shrinks.
+        log.open_commit_log("task", 1, COMMIT_LOG).await.unwrap();
+        assert!(log.commits("task", 2).await.is_ok());
+    }
+
     pub async fn commit_logs_are_not_topics(log: Arc<dyn StreamLog>) {
         log.open_commit_log("shared", 1, COMMIT_LOG).await.unwrap();
         let offset = log.commit("shared", 0, bytes(&["commit"])).await.unwrap();
@@ -1189,6 +1209,7 @@ contract! {
     commit_log_partitions_out_of_range_are_refused;
     commit_log_names_are_checked;
     deleted_commit_logs_are_gone;
+    commit_logs_grow_with_their_input;
     commit_logs_are_not_topics;
     sync_and_close_succeed;
 }

@@ -15,6 +15,7 @@ mod log_power_loss;
 mod log_torn_writes;
 mod operator_examples;
 mod operators;
+mod pipeline_core;
 mod pipelines;
 mod sandbox_served;
 mod support;

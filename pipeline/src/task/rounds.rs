@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use weir_format::Batch;
 
 use super::publish::publish;
@@ -29,6 +29,8 @@ pub(super) enum Round {
     },
     /// A snapshot of the state after the previous round.
     Snapshot { values: Vec<Bytes> },
+    /// Answered once every earlier round is committed and published.
+    Settled(oneshot::Sender<()>),
 }
 
 /// Where the processing loop starts.
@@ -59,6 +61,14 @@ pub(super) async fn process_rounds(
         match wanted {
             Control::Stop => return Ok(()),
             Control::Pause => {
+                // Paused once the rounds in flight are published too, so
+                // `paused` means nothing more will come out.
+                let (settled, answer) = oneshot::channel();
+                rounds
+                    .send(Round::Settled(settled))
+                    .await
+                    .map_err(|_| TaskError::CommitterGone)?;
+                answer.await.map_err(|_| TaskError::CommitterGone)?;
                 stats.set_state(TaskState::Paused);
                 if control.changed().await.is_err() {
                     return Ok(());
@@ -185,6 +195,9 @@ pub(super) async fn commit_rounds(
                 log.truncate_commits(&commit_log, partition, offset)
                     .await
                     .map_err(TaskError::log("truncating"))?;
+            }
+            Round::Settled(answer) => {
+                let _ = answer.send(());
             }
         }
     }
