@@ -17,11 +17,9 @@ use anyhow::Context;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::OperatorError;
 use super::cache::ArtifactCache;
 use super::host::{self, HostState};
 use super::limits::Limits;
-use super::module::{self, OperatorModule};
 
 /// How often the epoch advances.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -80,11 +78,6 @@ impl OperatorEngine {
 
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
-    }
-
-    /// Validates and compiles a module (or loads it from the cache).
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<OperatorModule>, OperatorError> {
-        module::load(self, name, bytes)
     }
 }
 

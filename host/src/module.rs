@@ -110,6 +110,31 @@ pub(crate) fn load_with(
     }))
 }
 
+// The engine's and the compiler's ways in, beside what they call, so that
+// neither `engine` nor `compile` imports this module back.
+
+impl OperatorEngine {
+    /// Validates and compiles a module (or loads it from the cache).
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<OperatorModule>, OperatorError> {
+        load(self, name, bytes)
+    }
+}
+
+impl Compiler {
+    /// Validates and loads a module like `OperatorEngine::load`, compiling
+    /// it (unless the engine's cache has it) in `tenant`'s queue: `None`
+    /// waits in the global queue only.
+    pub fn load(
+        &self,
+        engine: &OperatorEngine,
+        tenant: Option<&str>,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<OperatorModule>, OperatorError> {
+        load_with(engine, self, tenant, name, bytes)
+    }
+}
+
 /// Tells apart non-WebAssembly bytes, core modules and components.
 fn check_header(bytes: &[u8]) -> Result<(), OperatorError> {
     const MAGIC: &[u8] = b"\0asm";

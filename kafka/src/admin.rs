@@ -37,7 +37,7 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::protocol::StrBytes;
 use weir_log::{Cleanup, Durability, LogError, TopicConfig, check_user_topic_name};
 
-use super::connection::Session;
+use super::session::Session;
 use super::{Broker, errors};
 use weir_log::change_unless_used;
 use weir_tenancy::Namespace;

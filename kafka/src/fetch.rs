@@ -28,7 +28,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::protocol::StrBytes;
 use weir_log::LogError;
 
-use super::connection::Session;
+use super::session::Session;
 use super::{Broker, errors};
 
 /// Most bytes one fetch answers with, whatever the client asks (and the

@@ -8,7 +8,8 @@
 //! API and the pipelines use, so a record has one truth whichever way it
 //! came in or goes out.
 //!
-//! - [`connection`]: framing, per-connection state, dispatch, memory bounds
+//! - [`connection`]: framing, dispatch, memory bounds; [`session`]: what a
+//!   connection knows about its client
 //! - [`versions`]: supported APIs and ApiVersions
 //! - [`metadata`], [`admin`]: the cluster, topics and their configuration
 //! - [`produce`], [`batches`]: appends (compressed batches are decompressed)
@@ -31,6 +32,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod sasl;
+mod session;
 mod stats;
 mod transactions;
 mod txn_requests;

@@ -12,7 +12,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::connection::Session;
+use super::session::Session;
 use super::{Broker, NODE_ID, errors};
 use weir_log::{LogError, TopicInfo};
 use weir_tenancy::Namespace;

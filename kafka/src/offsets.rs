@@ -12,7 +12,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use weir_log::LogError;
 
-use super::connection::Session;
+use super::session::Session;
 use super::{Broker, errors};
 
 /// Special timestamps of the request.

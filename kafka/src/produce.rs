@@ -35,7 +35,7 @@ use weir_format::Batch;
 use weir_log::{LogResult, TopicInfo};
 
 use super::batches::{self, Refused};
-use super::connection::Session;
+use super::session::Session;
 use super::{Broker, errors};
 
 /// Appends every partition's records; `None` for acks 0.

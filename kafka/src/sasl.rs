@@ -21,7 +21,7 @@ use kafka_protocol::messages::sasl_handshake_response::SaslHandshakeResponse;
 use kafka_protocol::protocol::StrBytes;
 
 use super::Broker;
-use super::connection::Session;
+use super::session::Session;
 use weir_tenancy::Namespace;
 use weir_tenancy::tenants::Identity;
 

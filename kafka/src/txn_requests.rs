@@ -19,7 +19,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 
 use super::Broker;
-use super::connection::Session;
+use super::session::Session;
 
 /// Partitions of a topic (0 when it does not exist).
 async fn partition_count(broker: &Broker, stored: &str) -> usize {

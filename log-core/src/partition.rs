@@ -285,15 +285,6 @@ impl Partition {
         self.shared.segments().len()
     }
 
-    /// Deletes the closed segments that hold only offsets below `offset`
-    /// (the start offset moves to the first segment kept, so it may stay
-    /// below `offset`); returns how many were deleted. For users that keep
-    /// their own log and no longer need its beginning.
-    pub fn delete_before(&self, offset: u64) -> Result<usize> {
-        self.shared.check_live()?;
-        crate::retention::delete_before(self, offset)
-    }
-
     /// Closes the active segment and starts a new one.
     pub fn roll(&self) -> Result<()> {
         let s = &*self.shared;
@@ -367,7 +358,7 @@ impl Shared {
         *guard = Arc::new(list);
     }
 
-    fn check_live(&self) -> Result<()> {
+    pub(crate) fn check_live(&self) -> Result<()> {
         if self.deleted.load(Ordering::Acquire) {
             return Err(LogError::TopicDeleted(self.topic.clone()));
         }

@@ -47,6 +47,19 @@ pub(crate) fn enforce(partition: &Partition) -> Result<usize> {
     delete_oldest(partition, &segments, doomed)
 }
 
+// Here rather than in `partition`, beside what it calls, so that
+// `partition` does not import this module back.
+impl Partition {
+    /// Deletes the closed segments that hold only offsets below `offset`
+    /// (the start offset moves to the first segment kept, so it may stay
+    /// below `offset`); returns how many were deleted. For users that keep
+    /// their own log and no longer need its beginning.
+    pub fn delete_before(&self, offset: u64) -> Result<usize> {
+        self.shared().check_live()?;
+        delete_before(self, offset)
+    }
+}
+
 /// Deletes the closed segments that hold only offsets below `offset`;
 /// returns how many.
 pub(crate) fn delete_before(partition: &Partition, offset: u64) -> Result<usize> {

@@ -11,6 +11,9 @@
 //! trusts its index files when they pass their checks and is rescanned
 //! otherwise, and there any damage is an error naming file and position.
 
+mod rebuild;
+mod state;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -19,8 +22,11 @@ use bytes::Bytes;
 
 use crate::batch::{Batch, BatchRef, HEADER_LEN, LENGTH_PREFIX, declared_len};
 use crate::error::{IoContext, LogError, Result};
-use crate::index::{OFFSET_ENTRY, OffsetIndex, TIME_ENTRY, TimeIndex};
-use crate::storage::{Storage, StorageFile, read_all};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::storage::{Storage, StorageFile};
+
+use rebuild::{load_indexes, scan};
+use state::{NewEntries, State};
 
 /// How much to read at a time when scanning a whole segment.
 const SCAN_CHUNK: usize = 1 << 20;
@@ -52,27 +58,6 @@ pub(crate) fn parse_base_offset(file_name: &str, extension: &str) -> Option<u64>
         .flatten()
 }
 
-/// What a segment knows about its contents, guarded by one lock.
-#[derive(Debug)]
-struct State {
-    base_offset: u64,
-    /// Bytes of complete batches in the log file.
-    size: u64,
-    /// Offset after the last batch (the base offset when empty).
-    next_offset: u64,
-    /// Largest record timestamp, `i64::MIN` when empty.
-    max_timestamp: i64,
-    /// Relative offset of the batch that set `max_timestamp`.
-    max_timestamp_at: u32,
-    offsets: OffsetIndex,
-    times: TimeIndex,
-    bytes_since_entry: u64,
-    /// Clock time of the first append since open (for rolls by age).
-    first_append_ms: Option<i64>,
-    /// Index files, kept open while the segment is active.
-    index_files: Option<(Arc<dyn StorageFile>, Arc<dyn StorageFile>)>,
-}
-
 /// One segment of a partition.
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -85,13 +70,6 @@ pub(crate) struct Segment {
     /// (written by it, or checked by a scan or an earlier read): reads skip
     /// the CRC and framing checks below this position.
     verified: AtomicU64,
-}
-
-/// Result of a sequential scan of a segment file.
-struct Scan {
-    state: State,
-    /// Where the valid batches end, and why the scan stopped there if it was early.
-    stopped_early: Option<String>,
 }
 
 impl Segment {
@@ -519,100 +497,6 @@ impl Segment {
     }
 }
 
-impl State {
-    fn empty(base_offset: u64) -> State {
-        State {
-            base_offset,
-            size: 0,
-            next_offset: base_offset,
-            max_timestamp: i64::MIN,
-            max_timestamp_at: 0,
-            offsets: OffsetIndex::default(),
-            times: TimeIndex::default(),
-            bytes_since_entry: 0,
-            first_append_ms: None,
-            index_files: None,
-        }
-    }
-
-    /// Accounts for a batch written at `position` and returns the index
-    /// entries it adds: an offset entry at most once per `interval` bytes,
-    /// with a time entry beside it when the maximum timestamp rose.
-    fn record(&mut self, batch: &Batch, position: u64, interval: u64) -> NewEntries {
-        let relative = (batch.base_offset() - self.base_offset) as u32;
-        let due = self.size == 0 || self.bytes_since_entry >= interval;
-        if batch.max_timestamp() > self.max_timestamp {
-            self.max_timestamp = batch.max_timestamp();
-            self.max_timestamp_at = relative;
-        }
-        self.size = position + batch.size() as u64;
-        self.next_offset = batch.next_offset();
-        self.bytes_since_entry += batch.size() as u64;
-        if !due {
-            return NewEntries::default();
-        }
-        self.bytes_since_entry = batch.size() as u64;
-        let offset = (
-            self.offsets.push(relative, position as u32),
-            self.offsets.len() - 1,
-        );
-        let time = (self
-            .times
-            .last()
-            .is_none_or(|(t, _)| self.max_timestamp > t))
-        .then(|| self.push_time());
-        NewEntries {
-            offset: Some(offset),
-            time,
-        }
-    }
-
-    /// Adds the segment's final maximum timestamp to the time index, so a
-    /// closed segment's maximum can be read from its last entry.
-    fn seal_time_index(&mut self) -> Option<([u8; TIME_ENTRY], usize)> {
-        let sealed = self
-            .times
-            .last()
-            .is_some_and(|(t, _)| t >= self.max_timestamp);
-        (self.size > 0 && !sealed).then(|| self.push_time())
-    }
-
-    fn push_time(&mut self) -> ([u8; TIME_ENTRY], usize) {
-        let at = self
-            .max_timestamp_at
-            .max(self.times.last().map_or(0, |(_, o)| o));
-        (
-            self.times.push(self.max_timestamp, at),
-            self.times.len() - 1,
-        )
-    }
-
-    /// Mirrors new index entries into the index files while they are open.
-    fn write_entries(&self, paths: &SegmentPaths, entries: NewEntries) -> Result<()> {
-        let Some((index, time_index)) = &self.index_files else {
-            return Ok(());
-        };
-        if let Some((bytes, i)) = entries.offset {
-            index
-                .write_all_at(&bytes, (i * OFFSET_ENTRY) as u64)
-                .ctx("append to index", &paths.index)?;
-        }
-        if let Some((bytes, i)) = entries.time {
-            time_index
-                .write_all_at(&bytes, (i * TIME_ENTRY) as u64)
-                .ctx("append to time index", &paths.time_index)?;
-        }
-        Ok(())
-    }
-}
-
-/// Index entries added by one append, with their positions in their index.
-#[derive(Default)]
-struct NewEntries {
-    offset: Option<([u8; OFFSET_ENTRY], usize)>,
-    time: Option<([u8; TIME_ENTRY], usize)>,
-}
-
 fn open_index_files(
     storage: &dyn Storage,
     paths: &SegmentPaths,
@@ -657,157 +541,4 @@ fn sync_index_files(
     time_index
         .sync_data()
         .ctx("sync time index", &paths.time_index)
-}
-
-/// Loads a closed segment's state from its index files, reading only the
-/// batches after the last offset-index entry to find where the segment
-/// ends. Returns `None` when the files are missing or fail their checks.
-fn load_indexes(
-    storage: &dyn Storage,
-    log: &dyn StorageFile,
-    paths: &SegmentPaths,
-    base_offset: u64,
-) -> Result<Option<State>> {
-    let size = log.len().ctx("stat segment", &paths.log)?;
-    let (Ok(index_bytes), Ok(time_bytes)) = (
-        read_all(storage, &paths.index),
-        read_all(storage, &paths.time_index),
-    ) else {
-        return Ok(None);
-    };
-    let (Some(offsets), Some(times)) = (
-        OffsetIndex::decode(&index_bytes, size),
-        TimeIndex::decode(&time_bytes),
-    ) else {
-        return Ok(None);
-    };
-    let mut state = State::empty(base_offset);
-    if size == 0 {
-        return Ok((offsets.len() == 0).then_some(state));
-    }
-    let Some((last_relative, last_position)) = offsets.last() else {
-        return Ok(None);
-    };
-    let Some((max_timestamp, max_at)) = times.last() else {
-        return Ok(None);
-    };
-    // Walk the tail after the last index entry to find the end offset; the
-    // walk also proves the index's last entry points at a batch boundary.
-    let mut position = u64::from(last_position);
-    let mut next_offset = None;
-    let mut header = [0u8; HEADER_LEN];
-    while position < size {
-        if log.read_exact_at(&mut header, position).is_err() {
-            return Ok(None);
-        }
-        let Some(len) = declared_len(&header) else {
-            return Ok(None);
-        };
-        let base = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
-        if position == u64::from(last_position) && base != base_offset + u64::from(last_relative) {
-            return Ok(None);
-        }
-        let last_delta = i32::from_be_bytes(header[23..27].try_into().expect("4 bytes"));
-        next_offset = Some(base + u64::try_from(last_delta).unwrap_or(0) + 1);
-        position += len as u64;
-    }
-    if position != size {
-        return Ok(None);
-    }
-    state.size = size;
-    state.next_offset = next_offset.unwrap_or(base_offset);
-    state.max_timestamp = max_timestamp;
-    state.max_timestamp_at = max_at;
-    state.offsets = offsets;
-    state.times = times;
-    Ok(Some(state))
-}
-
-/// Scans a segment file from the start, validating every batch and
-/// rebuilding the indexes, and stops at the first batch that is torn,
-/// corrupt or out of sequence.
-/// `active` segments must start exactly at their base offset; closed ones
-/// may start later (compaction removes records from the front).
-fn scan(
-    log: &dyn StorageFile,
-    path: &Path,
-    base_offset: u64,
-    interval: u64,
-    active: bool,
-) -> Result<Scan> {
-    let file_len = log.len().ctx("stat segment", path)?;
-    let mut state = State::empty(base_offset);
-    let mut position = 0u64;
-    let stop = |state: State, reason: String| {
-        Ok(Scan {
-            state,
-            stopped_early: Some(reason),
-        })
-    };
-    // The file is read in large chunks; a batch that straddles a chunk's
-    // end starts the next chunk.
-    let mut chunk = Bytes::new();
-    let mut chunk_start = 0u64;
-    let read_chunk = |from: u64, at_least: usize| {
-        let len = (file_len - from).min(SCAN_CHUNK.max(at_least) as u64) as usize;
-        log.read_bytes_at(from, len).ctx("read segment", path)
-    };
-    while position < file_len {
-        if position + LENGTH_PREFIX as u64 > file_len {
-            return stop(state, "incomplete batch header at the end".into());
-        }
-        if position + LENGTH_PREFIX as u64 > chunk_start + chunk.len() as u64 {
-            chunk = read_chunk(position, LENGTH_PREFIX)?;
-            chunk_start = position;
-        }
-        let at = (position - chunk_start) as usize;
-        let Some(len) = declared_len(&chunk[at..]) else {
-            return stop(state, "invalid batch length".into());
-        };
-        if position + len as u64 > file_len {
-            return stop(
-                state,
-                format!("batch of {len} bytes runs past the end of the file"),
-            );
-        }
-        if at + len > chunk.len() {
-            chunk = read_chunk(position, len)?;
-            chunk_start = position;
-        }
-        let at = (position - chunk_start) as usize;
-        let bytes = chunk.slice(at..at + len);
-        let batch = match Batch::from_bytes(bytes) {
-            Ok(b) => b,
-            Err(e) => return stop(state, e.to_string()),
-        };
-        if batch.leader_epoch() != 0 {
-            return stop(
-                state,
-                format!("unexpected leader epoch {}", batch.leader_epoch()),
-            );
-        }
-        // Active segments are contiguous; compaction leaves gaps in closed ones.
-        let in_sequence = if active {
-            batch.base_offset() == state.next_offset
-        } else {
-            batch.base_offset() >= state.next_offset
-        };
-        if !in_sequence {
-            let reason = format!(
-                "batch base offset {} out of sequence (expected {})",
-                batch.base_offset(),
-                state.next_offset
-            );
-            return stop(state, reason);
-        }
-        if batch.base_offset() - base_offset > u64::from(u32::MAX) {
-            return stop(state, "batch offset too far from the segment base".into());
-        }
-        state.record(&batch, position, interval);
-        position += len as u64;
-    }
-    Ok(Scan {
-        state,
-        stopped_early: None,
-    })
 }

@@ -125,7 +125,7 @@ impl Default for TopicConfig {
 }
 
 /// A topic's configuration and where each partition stands.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicInfo {
     pub name: String,
     pub config: TopicConfig,
@@ -133,7 +133,7 @@ pub struct TopicInfo {
 }
 
 /// Offsets and size of one partition.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct PartitionInfo {
     pub partition: u32,
     /// First offset still stored.

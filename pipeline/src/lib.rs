@@ -3,6 +3,7 @@
 //!
 //! - [`spec`]: what a user writes, and its checks
 //! - [`lifecycle`]: the server's pipelines: apply, pause, resume, delete, status
+//! - `record`: a pipeline as stored, with the limits from its tenant's quotas
 //! - [`task`]: one input partition through the chain, forever
 //! - [`chain`]: the fused stages, error policies and dead letters
 //! - [`routing`]: outputs to topic partitions, in batches the topics accept
@@ -22,6 +23,7 @@ pub mod lifecycle;
 pub mod modules;
 mod namespace;
 pub mod partitioner;
+mod record;
 pub mod routing;
 pub mod scheduler;
 mod services;

@@ -21,30 +21,30 @@
 //! deleting a topic or module cannot race with a pipeline starting to use
 //! it.
 
+mod running;
+
+pub use super::record::{PipelineRecord, TaskLimits};
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use super::routing::OutputTopic;
+use super::record::RECORD_FORMAT;
 use super::scheduler::CpuScheduler;
 use super::spec::{ModuleRef, PipelineSettings, PipelineSpec};
 use super::stats::{TaskState, TaskStats};
-use super::status::{InputEnds, PipelineStatus, summarize};
-use super::task::{self, Control, StagePlan, TaskKey, TaskSetup, commit_log_name};
+use super::status::{InputEnds, PipelineStatus};
+use super::task::{Control, StagePlan, commit_log_name};
 use crate::modules::{ModuleError, ModuleStore};
+use running::{Running, TaskHandle, join, signal_stop};
 use weir_core::files::{remove_durably, write_durably};
-use weir_core::format::Format;
 use weir_core::names::check_stored_name;
 use weir_core::now_ms;
 use weir_host::{InstanceOptions, OperatorInstance};
-use weir_log::{Cleanup, Durability, StreamLog, check_commit_log_name};
+use weir_log::{StreamLog, check_commit_log_name};
 
 /// What can go wrong managing pipelines.
 #[derive(Debug, thiserror::Error)]
@@ -57,88 +57,6 @@ pub enum PipelineError {
     Module(#[from] ModuleError),
     #[error(transparent)]
     Storage(#[from] anyhow::Error),
-}
-
-/// The format of the stored pipeline records.
-const RECORD_FORMAT: Format = Format {
-    what: "a pipeline record",
-    current: 1,
-    oldest: 1,
-};
-
-/// A pipeline as stored (`<name>.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PipelineRecord {
-    pub name: String,
-    pub spec: PipelineSpec,
-    /// The module version each stage runs, as `name@version`.
-    pub modules: Vec<String>,
-    pub paused: bool,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-    /// What its tenant's quotas allow its operators.
-    #[serde(default)]
-    pub limits: TaskLimits,
-}
-
-/// Per-pipeline limits that come from its tenant's quotas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TaskLimits {
-    /// Memory cap per operator instance, below the engine's limit.
-    pub max_memory_bytes: Option<usize>,
-    /// Weight when the CPU is contended (see `scheduler`).
-    pub cpu_share: u32,
-}
-
-impl Default for TaskLimits {
-    fn default() -> Self {
-        TaskLimits {
-            max_memory_bytes: None,
-            cpu_share: 100,
-        }
-    }
-}
-
-struct TaskHandle {
-    key: TaskKey,
-    control: watch::Sender<Control>,
-    stopping: Arc<AtomicBool>,
-    join: JoinHandle<()>,
-    stats: Arc<TaskStats>,
-}
-
-struct Running {
-    record: PipelineRecord,
-    tasks: Vec<TaskHandle>,
-    /// Why the pipeline could not start (then it has no tasks).
-    failure: Option<String>,
-}
-
-impl Running {
-    /// A pipeline that started `started` (its tasks, or why it could not).
-    fn new(record: PipelineRecord, started: Result<Vec<TaskHandle>, String>) -> Running {
-        match started {
-            Ok(tasks) => Running {
-                record,
-                tasks,
-                failure: None,
-            },
-            Err(reason) => {
-                tracing::error!(pipeline = %record.name, %reason, "pipeline cannot start");
-                Running {
-                    record,
-                    tasks: Vec::new(),
-                    failure: Some(reason),
-                }
-            }
-        }
-    }
-
-    fn status(&self, ends: &InputEnds) -> PipelineStatus {
-        let tasks = self.tasks.iter().map(|t| (&t.key, &*t.stats));
-        summarize(&self.record, self.failure.as_deref(), tasks, ends)
-    }
 }
 
 /// Every pipeline of the server.
@@ -378,100 +296,6 @@ impl Pipelines {
         Ok(())
     }
 
-    /// Starts one task per partition of each input; says why not when a
-    /// topic is missing.
-    async fn start(
-        &self,
-        record: &PipelineRecord,
-        plans: Vec<StagePlan>,
-    ) -> Result<Vec<TaskHandle>, String> {
-        let spec = &record.spec;
-        let mut outputs = Vec::new();
-        for topic in spec.output_topics() {
-            match self.log.topic(topic).await {
-                Ok(info) => outputs.push(info),
-                Err(e) => return Err(format!("output topic: {e}")),
-            }
-        }
-        let mut inputs = Vec::new();
-        for topic in &spec.inputs {
-            match self.log.topic(topic).await {
-                Ok(info) => inputs.push(info),
-                Err(e) => return Err(format!("input topic: {e}")),
-            }
-        }
-        let output_topics: HashMap<String, OutputTopic> = outputs
-            .iter()
-            .map(|t| {
-                let topic = OutputTopic {
-                    partitions: t.partitions.len() as u32,
-                    max_batch_bytes: t.config.max_batch_bytes,
-                    compacted: t.config.cleanup == Cleanup::Compact,
-                };
-                (t.name.clone(), topic)
-            })
-            .collect();
-        // Exactly-once across power loss needs commits as durable as the
-        // most durable output; across process crashes any setting holds.
-        let commit_durability = outputs
-            .iter()
-            .map(|t| t.config.durability)
-            .max_by_key(|d| match d {
-                Durability::Never => 0,
-                Durability::Interval => 1,
-                Durability::Always => 2,
-            })
-            .unwrap_or(Durability::Always);
-        let initial = if record.paused {
-            Control::Pause
-        } else {
-            Control::Run
-        };
-        let mut tasks = Vec::new();
-        for input in &inputs {
-            for partition in 0..input.partitions.len() as u32 {
-                let key = TaskKey {
-                    pipeline: record.name.clone(),
-                    input: input.name.clone(),
-                    partition,
-                };
-                let (control, receiver) = watch::channel(initial);
-                let stopping = Arc::new(AtomicBool::new(false));
-                let stats = Arc::new(TaskStats::new(plans.len()));
-                let setup = TaskSetup {
-                    key: key.clone(),
-                    log: self.log.clone(),
-                    stages: plans.clone(),
-                    policy: spec.on_error,
-                    dead_letter: spec.dead_letter.clone(),
-                    start: spec.start,
-                    outputs: output_topics.clone(),
-                    commit_durability,
-                    settings: self.settings,
-                    scheduler: self.scheduler.clone(),
-                    tenant: record
-                        .name
-                        .split_once('.')
-                        .map_or("", |(tenant, _)| tenant)
-                        .to_string(),
-                    cpu_share: record.limits.cpu_share,
-                    stats: stats.clone(),
-                    control: receiver,
-                    stopping: stopping.clone(),
-                };
-                let join = tokio::spawn(task::run(setup));
-                tasks.push(TaskHandle {
-                    key,
-                    control,
-                    stopping,
-                    join,
-                    stats,
-                });
-            }
-        }
-        Ok(tasks)
-    }
-
     /// Stops a pipeline's tasks (each after its current commit) and waits.
     async fn stop(&self, name: &str) {
         let tasks = match self.lock().get_mut(name) {
@@ -664,24 +488,5 @@ impl Pipelines {
                     .map(move |p| ((name.clone(), p.partition), p.end_offset))
             })
             .collect()
-    }
-}
-
-/// Asks tasks to stop after their current commit.
-fn signal_stop(tasks: &[TaskHandle]) {
-    for task in tasks {
-        task.stopping
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = task.control.send(Control::Stop);
-    }
-}
-
-/// Waits for tasks to end.
-async fn join(tasks: Vec<TaskHandle>) {
-    for task in tasks {
-        if let Err(e) = task.join.await {
-            tracing::error!(pipeline = %task.key.pipeline, error = %e,
-                "pipeline task ended abnormally");
-        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 /// Counters of one stage (in one task).
@@ -20,7 +20,7 @@ pub struct StageStats {
 }
 
 /// Counters of one stage, as reported.
-#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StageCounts {
     pub records_in: u64,
     pub records_out: u64,
@@ -52,7 +52,7 @@ impl StageCounts {
 }
 
 /// Where a task is in its life.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "reason")]
 pub enum TaskState {
     Starting,

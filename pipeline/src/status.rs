@@ -5,15 +5,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::lifecycle::PipelineRecord;
+use super::record::PipelineRecord;
 use super::spec::PipelineSpec;
 use super::stats::{StageCounts, TaskState, TaskStats};
 use super::task::TaskKey;
 
 /// Where a pipeline stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PipelineState {
     Running,
@@ -36,7 +36,7 @@ impl std::fmt::Display for PipelineState {
 }
 
 /// A pipeline's state, counters and lag.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineStatus {
     pub name: String,
     pub state: PipelineState,
@@ -59,14 +59,14 @@ pub struct PipelineStatus {
     pub spec: PipelineSpec,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageStatus {
     pub module: String,
     #[serde(flatten)]
     pub counts: StageCounts,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskStatus {
     pub input: String,
     pub partition: u32,

@@ -173,7 +173,7 @@ pub struct TenantInfo {
 }
 
 /// A newly issued token: the only time its secret is seen.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IssuedToken {
     pub tenant: String,
     pub id: String,
@@ -349,18 +349,11 @@ impl Tenants {
     /// name stays taken until [`finish_delete`](Self::finish_delete).
     /// Beginning again a deletion begun before is how it is resumed.
     pub fn begin_delete(&self, name: &str) -> Result<Departing, TenancyError> {
-        let mut stored = self.lock();
-        let mut updated = stored.clone();
-        let record = updated
-            .tenants
-            .get_mut(name)
-            .ok_or_else(|| TenancyError::UnknownTenant(name.to_string()))?;
-        record.tokens.clear();
-        record.deleting = true;
-        let incarnation = record.incarnation.clone();
-        self.save(&updated)?;
-        *stored = updated;
-        drop(stored);
+        let incarnation = self.change_record(name, |record| {
+            record.tokens.clear();
+            record.deleting = true;
+            Ok(record.incarnation.clone())
+        })?;
         self.revoked();
         Ok(Departing {
             name: name.to_string(),
@@ -386,24 +379,19 @@ impl Tenants {
 
     /// Issues a new token for a tenant.
     pub fn issue_token(&self, tenant: &str) -> Result<IssuedToken, TenancyError> {
-        let mut stored = self.lock();
-        let mut updated = stored.clone();
-        let record = updated
-            .tenants
-            .get_mut(tenant)
-            .ok_or_else(|| TenancyError::UnknownTenant(tenant.to_string()))?;
-        if record.deleting {
-            return Err(TenancyError::BeingDeleted(tenant.to_string()));
-        }
-        let token = format!("weir_{}", random_hex(32));
-        let id = random_hex(6);
-        record.tokens.push(TokenRecord {
-            id: id.clone(),
-            hash: hex::encode(hash(&token)),
-            created_ms: now_ms(),
-        });
-        self.save(&updated)?;
-        *stored = updated;
+        let (token, id) = self.change_record(tenant, |record| {
+            if record.deleting {
+                return Err(TenancyError::BeingDeleted(tenant.to_string()));
+            }
+            let token = format!("weir_{}", random_hex(32));
+            let id = random_hex(6);
+            record.tokens.push(TokenRecord {
+                id: id.clone(),
+                hash: hex::encode(hash(&token)),
+                created_ms: now_ms(),
+            });
+            Ok((token, id))
+        })?;
         Ok(IssuedToken {
             tenant: tenant.to_string(),
             id,
@@ -413,25 +401,39 @@ impl Tenants {
 
     /// Revokes a tenant's token: it stops working at once.
     pub fn revoke_token(&self, tenant: &str, id: &str) -> Result<(), TenancyError> {
+        self.change_record(tenant, |record| {
+            let before = record.tokens.len();
+            record.tokens.retain(|t| t.id != id);
+            if record.tokens.len() == before {
+                return Err(TenancyError::UnknownToken {
+                    tenant: tenant.to_string(),
+                    id: id.to_string(),
+                });
+            }
+            Ok(())
+        })?;
+        self.revoked();
+        Ok(())
+    }
+
+    /// Changes a tenant's record and saves the tenants: the change is kept
+    /// only once it is durable, and not at all when `change` or the save
+    /// fails.
+    fn change_record<T>(
+        &self,
+        tenant: &str,
+        change: impl FnOnce(&mut TenantRecord) -> Result<T, TenancyError>,
+    ) -> Result<T, TenancyError> {
         let mut stored = self.lock();
         let mut updated = stored.clone();
         let record = updated
             .tenants
             .get_mut(tenant)
             .ok_or_else(|| TenancyError::UnknownTenant(tenant.to_string()))?;
-        let before = record.tokens.len();
-        record.tokens.retain(|t| t.id != id);
-        if record.tokens.len() == before {
-            return Err(TenancyError::UnknownToken {
-                tenant: tenant.to_string(),
-                id: id.to_string(),
-            });
-        }
+        let changed = change(record)?;
         self.save(&updated)?;
         *stored = updated;
-        drop(stored);
-        self.revoked();
-        Ok(())
+        Ok(changed)
     }
 }
 
@@ -474,163 +476,4 @@ fn write_private(file: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_tenants_file_from_a_newer_version_is_refused_with_its_reason() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tenants, _) = Tenants::open(dir.path(), Some("admin".into())).unwrap();
-        tenants.create("acme", None).unwrap();
-        let path = dir.path().join(TENANTS_FILE);
-        let mut json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(json["format"], 1, "{json}");
-        json["format"] = 2.into();
-        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
-        let Err(e) = Tenants::open(dir.path(), Some("admin".into())) else {
-            panic!("a newer tenants file must not open");
-        };
-        assert!(
-            format!("{e:#}").contains("the tenants file was written by a newer version of Weir"),
-            "{e:#}"
-        );
-    }
-
-    impl Tenants {
-        fn caller(&self, token: &str) -> Option<Caller> {
-            self.identify(token).map(|identity| match identity {
-                Identity::Admin => Caller::Admin,
-                Identity::Tenant(credential) => Caller::Tenant(credential.tenant),
-            })
-        }
-    }
-
-    #[test]
-    fn tokens_authenticate_until_revoked_and_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tenants, file) = Tenants::open(dir.path(), Some("root".into())).unwrap();
-        assert!(file.is_none());
-        assert_eq!(tenants.caller("root"), Some(Caller::Admin));
-        tenants.create("acme", None).unwrap();
-        let issued = tenants.issue_token("acme").unwrap();
-        assert_eq!(
-            tenants.caller(&issued.token),
-            Some(Caller::Tenant("acme".into()))
-        );
-        assert_eq!(tenants.caller("weir_nope"), None);
-        let stored = std::fs::read_to_string(dir.path().join(TENANTS_FILE)).unwrap();
-        assert!(!stored.contains(&issued.token), "only the hash is stored");
-
-        let (reopened, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
-        assert_eq!(
-            reopened.caller(&issued.token),
-            Some(Caller::Tenant("acme".into()))
-        );
-        reopened.revoke_token("acme", &issued.id).unwrap();
-        assert_eq!(reopened.caller(&issued.token), None);
-        assert!(matches!(
-            reopened.create("acme", None),
-            Err(TenancyError::Exists(_))
-        ));
-        assert!(reopened.create("Bad.Name", None).is_err());
-    }
-
-    #[test]
-    fn a_generated_admin_token_is_private_and_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tenants, file) = Tenants::open(dir.path(), None).unwrap();
-        let file = file.expect("generated");
-        let token = std::fs::read_to_string(&file).unwrap();
-        assert_eq!(tenants.caller(token.trim()), Some(Caller::Admin));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let (again, _) = Tenants::open(dir.path(), None).unwrap();
-        assert_eq!(again.caller(token.trim()), Some(Caller::Admin));
-    }
-
-    fn credential(tenants: &Tenants, token: &str) -> Credential {
-        match tenants.identify(token) {
-            Some(Identity::Tenant(credential)) => credential,
-            other => panic!("not a tenant's token: {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn credentials_lapse_with_their_token_and_with_their_tenants_life() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tenants, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
-        tenants.create("acme", None).unwrap();
-        let (first, second) = (
-            tenants.issue_token("acme").unwrap(),
-            tenants.issue_token("acme").unwrap(),
-        );
-        let (one, two) = (
-            credential(&tenants, &first.token),
-            credential(&tenants, &second.token),
-        );
-        let mut revocations = tenants.revocations();
-        assert!(tenants.lease(&one).await.is_some());
-        tenants.revoke_token("acme", &first.id).unwrap();
-        assert!(revocations.has_changed().unwrap(), "sessions are woken");
-        revocations.mark_unchanged();
-        assert!(tenants.lease(&one).await.is_none());
-        assert!(tenants.is_valid(&two), "the other token still stands");
-
-        // A deletion revokes every token and waits for requests in flight.
-        let in_flight = tenants.lease(&two).await.unwrap();
-        let departing = tenants.begin_delete("acme").unwrap();
-        assert!(revocations.has_changed().unwrap());
-        assert!(!tenants.is_valid(&two));
-        {
-            let finished = departing.requests_finished();
-            tokio::pin!(finished);
-            let waited = tokio::time::timeout(std::time::Duration::from_millis(50), &mut finished);
-            assert!(waited.await.is_err(), "the request in flight is waited for");
-            drop(in_flight);
-            finished.await;
-        }
-        assert!(tenants.lease(&two).await.is_none());
-        tenants.finish_delete(departing).unwrap();
-
-        // The same name again is a new life: the old one's credentials never
-        // pass for it, even with a token id it reuses.
-        tenants.create("acme", None).unwrap();
-        let third = tenants.issue_token("acme").unwrap();
-        let old_life = Credential {
-            token_id: third.id.clone(),
-            ..two.clone()
-        };
-        assert!(!tenants.is_valid(&old_life));
-        assert!(tenants.is_valid(&credential(&tenants, &third.token)));
-    }
-
-    #[test]
-    fn a_deletion_cut_short_keeps_the_name_until_it_is_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tenants, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
-        tenants.create("acme", None).unwrap();
-        let issued = tenants.issue_token("acme").unwrap();
-        tenants.begin_delete("acme").unwrap();
-        // The server stops before the tenant's resources are deleted.
-        let (reopened, _) = Tenants::open(dir.path(), Some("root".into())).unwrap();
-        assert_eq!(reopened.caller(&issued.token), None);
-        assert!(reopened.get("acme").unwrap().deleting);
-        assert!(matches!(
-            reopened.create("acme", None),
-            Err(TenancyError::BeingDeleted(_))
-        ));
-        assert!(matches!(
-            reopened.issue_token("acme"),
-            Err(TenancyError::BeingDeleted(_))
-        ));
-        let departing = reopened.begin_delete("acme").unwrap();
-        reopened.finish_delete(departing).unwrap();
-        reopened.create("acme", None).unwrap();
-        assert!(!reopened.get("acme").unwrap().deleting);
-    }
-}
+mod tests;

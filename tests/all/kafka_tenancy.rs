@@ -1,13 +1,18 @@
 //! Tenants over the Kafka protocol, against a real server and real clients
-//! (librdkafka and the bare wire client): a session lasts only as long as
-//! the token it signed in with, deleting a tenant leaves nothing its
-//! successor of the same name could see, and reserved names stay reserved.
+//! (librdkafka and the bare wire client): SASL PLAIN signs tenants in and
+//! keeps them apart, one tenant holding its budget share or going over its
+//! produce rate does not stall or lose the others' requests, a session
+//! lasts only as long as the token it signed in with, deleting a tenant
+//! leaves nothing its successor of the same name could see, and reserved
+//! names stay reserved.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
@@ -17,6 +22,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequest;
 use kafka_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
 use kafka_protocol::messages::{GroupId, TopicName, TransactionalId};
 use kafka_protocol::protocol::{Request, StrBytes};
+use log_core::{BatchBuilder, Record};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
@@ -26,11 +32,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
-use crate::kafka::{
-    ADMIN, WAIT, assignments_when, config, create_topic_over_kafka, fetched_offset,
-    group_consumer_with, one_record, produce_raw, produce_request, producer, sasl, sasl_login,
-    send, tenancy_server, tenant_token,
-};
+use crate::kafka::groups::{assignments_when, fetched_offset, group_consumer_with};
+use crate::kafka::wire::{one_record, produce_raw, produce_request};
+use crate::kafka::{WAIT, config, consume_with, create_topic_over_kafka, producer, send};
 use crate::support::kafka_wire::Wire;
 use crate::support::server::WeirServer;
 
@@ -416,4 +420,173 @@ fn tenants_cannot_create_reserved_topic_names() {
         .map(|t| t["name"].clone())
         .collect();
     assert_eq!(topics, [json!("_fine")]);
+}
+
+pub(crate) const ADMIN: &str = "kafka-test-admin";
+
+pub(crate) fn tenancy_server(dir: &std::path::Path) -> WeirServer {
+    WeirServer::start_with_config(
+        &dir.join("data"),
+        &format!("tenancy = true\nadmin_token = \"{ADMIN}\"\n"),
+    )
+}
+
+/// Creates a tenant (`body` as the HTTP API takes it) and a token for it.
+pub(crate) fn tenant_token(server: &WeirServer, body: Value) -> String {
+    server.create_tenant(ADMIN, body)
+}
+
+/// Client settings signing in with SASL PLAIN as `tenant`.
+pub(crate) fn sasl(tenant: &str, token: &str) -> [(&'static str, String); 4] {
+    [
+        ("security.protocol", "SASL_PLAINTEXT".to_string()),
+        ("sasl.mechanism", "PLAIN".to_string()),
+        ("sasl.username", tenant.to_string()),
+        ("sasl.password", token.to_string()),
+    ]
+}
+
+/// SASL PLAIN over a bare connection; the SaslAuthenticate error code.
+pub(crate) fn sasl_login(wire: &mut Wire, user: &str, password: &str) -> i16 {
+    use kafka_protocol::messages::sasl_authenticate_request::SaslAuthenticateRequest;
+    use kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest;
+    let handshake = wire.send(
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        1,
+    );
+    assert_eq!(handshake.error_code, 0);
+    wire.send(
+        &SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from(format!("\0{user}\0{password}"))),
+        2,
+    )
+    .error_code
+}
+
+#[test]
+fn sasl_plain_authenticates_tenants_and_keeps_them_apart() {
+    use kafka_protocol::messages::metadata_request::MetadataRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = tenancy_server(dir.path());
+    let token = |tenant: &str| tenant_token(&server, json!({ "name": tenant }));
+    let (acme, globex) = (token("acme"), token("globex"));
+    // Both tenants make an `orders` topic over Kafka and write to it.
+    for (tenant, password) in [("acme", &acme), ("globex", &globex)] {
+        let settings = sasl(tenant, password);
+        let settings = settings.each_ref().map(|(k, v)| (*k, v.as_str()));
+        create_topic_over_kafka(&server, &settings, "orders");
+        let producer = producer(&server, &settings);
+        send(
+            &producer,
+            FutureRecord::to("orders").payload(format!("{tenant}'s order").as_bytes()),
+        );
+        let consumer: BaseConsumer =
+            config(&server, &[&settings[..], &[("group.id", "g")]].concat())
+                .create()
+                .unwrap();
+        let metadata = consumer.fetch_metadata(None, WAIT).unwrap();
+        let names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["orders"], "{tenant} sees only its own topic");
+        let messages = consume_with(&server, "orders", 1, 1, &settings);
+        assert_eq!(
+            messages[0].payload(),
+            Some(format!("{tenant}'s order").as_bytes())
+        );
+    }
+    // Over HTTP each tenant's `orders` holds its own record.
+    server.use_token(Some(&acme));
+    assert_eq!(server.values("orders"), vec![json!("acme's order")]);
+
+    // Without SASL nothing but ApiVersions and SASL is answered.
+    let mut wire = Wire::connect(&server.kafka);
+    let versions: ApiVersionsResponse = wire.send(&ApiVersionsRequest::default(), 3);
+    assert_eq!(versions.error_code, 0);
+    assert!(wire.try_send(&MetadataRequest::default(), 9).is_none());
+    // A wrong token, another tenant's token, or the admin credential fail.
+    for (user, password) in [("acme", "nope"), ("acme", globex.as_str()), ("acme", ADMIN)] {
+        let mut wire = Wire::connect(&server.kafka);
+        assert_eq!(
+            sasl_login(&mut wire, user, password),
+            kafka_protocol::ResponseError::SaslAuthenticationFailed.code(),
+            "{user} with {password}"
+        );
+        // The failure closes the connection: no second guess on it.
+        assert!(wire.try_send(&ApiVersionsRequest::default(), 3).is_none());
+    }
+}
+
+#[test]
+fn a_tenant_holding_its_budget_share_does_not_stall_the_others() {
+    use kafka_protocol::messages::metadata_request::MetadataRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start_with_config(
+        &dir.path().join("data"),
+        &format!(
+            "tenancy = true\nadmin_token = \"{ADMIN}\"\n[kafka]\nmax_request_bytes = 1048576\n\
+             max_in_flight_bytes = 2097152\nmax_in_flight_bytes_per_tenant = 1048576\n"
+        ),
+    );
+    let token = |tenant: &str| tenant_token(&server, json!({ "name": tenant }));
+    let (hog, calm) = (token("hog"), token("calm"));
+    // The hog announces 1 MiB frames on three connections and never sends
+    // their bytes: together they would hold the whole server budget for a
+    // minute (the frame timeout). Only its own share is taken.
+    let stalled: Vec<Wire> = (0..3)
+        .map(|_| {
+            let mut wire = Wire::connect(&server.kafka);
+            assert_eq!(sasl_login(&mut wire, "hog", &hog), 0);
+            wire.write_only(&(1i32 << 20).to_be_bytes());
+            wire
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Another tenant is still answered (the bare client gives up after 30 s).
+    let mut wire = Wire::connect(&server.kafka);
+    assert_eq!(sasl_login(&mut wire, "calm", &calm), 0);
+    let metadata = wire.send(&MetadataRequest::default(), 9);
+    assert_eq!(metadata.brokers.len(), 1);
+    drop(stalled);
+}
+
+#[test]
+fn a_tenant_over_its_produce_rate_is_throttled_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tenancy_server(dir.path());
+    let token = tenant_token(
+        &server,
+        json!({"name": "slow", "quotas": {"produce_bytes_per_sec": 10_000}}),
+    );
+    server.use_token(Some(&token));
+    server.create_topic("events", 1);
+
+    // Before authenticating, large frames are refused outright.
+    let mut big = Wire::connect(&server.kafka);
+    assert!(big.roundtrip(&vec![0u8; 600 << 10]).is_none());
+    let mut wire = Wire::connect(&server.kafka);
+    assert_eq!(sasl_login(&mut wire, "slow", &token), 0);
+    let mut values = Vec::new();
+    let mut throttled = 0;
+    for i in 0..3 {
+        let value = format!("{i}{}", "x".repeat(14_000));
+        let mut builder = BatchBuilder::new();
+        builder.push(&Record {
+            value: Some(value.as_bytes()),
+            ..Record::default()
+        });
+        let response = wire.send(
+            &produce_request("events", builder.finish().unwrap().into_bytes()),
+            9,
+        );
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        throttled += response.throttle_time_ms;
+        values.push(json!(value));
+    }
+    assert!(throttled > 0, "30 KB at 10 KB/s must be throttled");
+    assert_eq!(
+        server.values("events"),
+        values,
+        "and every record is stored"
+    );
 }

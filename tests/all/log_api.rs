@@ -1,6 +1,9 @@
 //! The log's public behaviour on real files: append and read, replay by
 //! offset and time, tailing, segment rolls, retention, compaction, consumer
 //! offsets, restart, and clear errors for bad input.
+//!
+//! One file on purpose: a list of the log's promises, one test each, read
+//! as a list.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! Idempotent producers through the public API, on real files in temporary
 //! directories and on the simulated disk: retries, fencing, ordering, and
 //! producer state surviving clean restarts, crashes and damaged snapshots.
+//!
+//! One file on purpose: a list of scenarios over shared fixtures, read as
+//! a list.
 
 use std::io;
 use std::path::{Path, PathBuf};

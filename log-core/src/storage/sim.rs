@@ -140,6 +140,17 @@ impl State {
     fn parent_is_dir(&self, path: &Path) -> bool {
         path.parent().is_none_or(|p| self.is_dir(p))
     }
+
+    /// Applies a write to what the process sees of an open file, and keeps
+    /// it pending until the file's data is synced.
+    fn apply_unsynced(&mut self, inode: u64, op: Pending) {
+        let inode = self
+            .inodes
+            .get_mut(&inode)
+            .expect("open files keep their inode");
+        apply(&mut inode.data, &op);
+        inode.pending.push(op);
+    }
 }
 
 /// The file-system root and the empty path always exist.
@@ -331,12 +342,7 @@ impl StorageFile for SimFile {
             pos,
             bytes: buf.to_vec(),
         };
-        let inode = state
-            .inodes
-            .get_mut(&self.inode)
-            .expect("open files keep their inode");
-        apply(&mut inode.data, &op);
-        inode.pending.push(op);
+        state.apply_unsynced(self.inode, op);
         Ok(())
     }
 
@@ -350,12 +356,7 @@ impl StorageFile for SimFile {
         let mut state = self.lock();
         state.mutate(self.generation)?;
         let op = Pending::SetLen(len);
-        let inode = state
-            .inodes
-            .get_mut(&self.inode)
-            .expect("open files keep their inode");
-        apply(&mut inode.data, &op);
-        inode.pending.push(op);
+        state.apply_unsynced(self.inode, op);
         Ok(())
     }
 
@@ -560,66 +561,4 @@ impl Storage for SimStorage {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(storage: &SimStorage, path: &str) -> Vec<u8> {
-        let f = storage.open(Path::new(path), false).unwrap();
-        let mut buf = vec![0; f.len().unwrap() as usize];
-        f.read_exact_at(&mut buf, 0).unwrap();
-        buf
-    }
-
-    #[test]
-    fn synced_data_survives_and_unsynced_may_not() {
-        let disk = SimStorage::new(1);
-        disk.create_dir_all(Path::new("/d")).unwrap();
-        disk.sync_dir(Path::new("/")).unwrap();
-        let f = disk.open(Path::new("/d/a"), true).unwrap();
-        disk.sync_dir(Path::new("/d")).unwrap();
-        f.write_all_at(b"durable", 0).unwrap();
-        f.sync_data().unwrap();
-        f.write_all_at(b"-lost?", 7).unwrap();
-        disk.restart();
-        let data = read(&disk, "/d/a");
-        assert!(data.starts_with(b"durable"));
-        assert!(b"durable-lost?".starts_with(&data));
-        assert!(f.len().is_err(), "handles from before the crash are dead");
-    }
-
-    #[test]
-    fn unsynced_creation_and_rename_are_lost() {
-        let disk = SimStorage::new(2);
-        disk.create_dir_all(Path::new("/d")).unwrap();
-        disk.sync_dir(Path::new("/")).unwrap();
-        let f = disk.open(Path::new("/d/a"), true).unwrap();
-        f.sync_data().unwrap();
-        disk.sync_dir(Path::new("/d")).unwrap();
-        disk.rename(Path::new("/d/a"), Path::new("/d/b")).unwrap();
-        disk.open(Path::new("/d/c"), true).unwrap();
-        disk.restart();
-        assert_eq!(disk.files(), vec![PathBuf::from("/d/a")]);
-    }
-
-    #[test]
-    fn crash_point_stops_every_later_call() {
-        let disk = SimStorage::new(3);
-        disk.create_dir_all(Path::new("/d")).unwrap();
-        let f = disk.open(Path::new("/d/a"), true).unwrap();
-        disk.crash_after(1);
-        f.write_all_at(b"x", 0).unwrap();
-        assert!(f.write_all_at(b"y", 1).is_err());
-        assert!(disk.has_crashed());
-        assert!(f.read_at(&mut [0], 0).is_err());
-    }
-
-    #[test]
-    fn injected_faults_fail_the_chosen_operation_once() {
-        let disk = SimStorage::new(4);
-        disk.create_dir_all(Path::new("/d")).unwrap();
-        let f = disk.open(Path::new("/d/a.log"), true).unwrap();
-        disk.inject_fault(FaultOp::SyncData, ".log", 1);
-        assert!(f.sync_data().is_err());
-        assert!(f.sync_data().is_ok());
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
 //! The `weir` command line: `serve`, the client commands (topics,
-//! produce, consume, modules, pipelines), `run` and `demo`. The `weir`
+//! produce, consume, groups, modules, pipelines, tenants: one module each
+//! in `client/`, with their arguments), `run` and `demo`. The `weir`
 //! binary is a thin `main` around [`main`] here.
 
 mod client;
@@ -12,10 +13,12 @@ use crate::run::{RunOptions, run};
 use crate::server::{Server, ServerConfig};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Map, Value, json};
 use weir_host::{Limits, OperatorEngine, compile};
 
-use client::Client;
+use client::{
+    Client, ConsumeArgs, GroupCommand, ModuleCommand, PipelineCommand, ProduceArgs, TenantCommand,
+    TokenCommand, TopicCommand,
+};
 
 #[derive(Parser)]
 #[command(
@@ -92,40 +95,15 @@ enum Command {
     /// Append records to a topic: JSON lines or plain lines from stdin, or
     /// one record from --value.
     Produce {
-        topic: String,
-        /// The value of a single record (otherwise stdin is read).
-        #[arg(long)]
-        value: Option<String>,
-        /// The key of the record (or of every stdin line without one).
-        #[arg(long)]
-        key: Option<String>,
-        #[arg(long)]
-        partition: Option<u32>,
+        #[command(flatten)]
+        args: ProduceArgs,
         #[command(flatten)]
         remote: Remote,
     },
     /// Print records of a topic (by default only new ones).
     Consume {
-        topic: String,
-        /// Start at the first record stored.
-        #[arg(long, conflicts_with_all = ["offset", "since"])]
-        from_beginning: bool,
-        /// Start at this offset (of every partition read).
-        #[arg(long, conflicts_with = "since")]
-        offset: Option<u64>,
-        /// Start at this time: RFC 3339 (2026-11-25T10:00:00Z), a duration
-        /// ago (15m, 2h) or milliseconds since the epoch.
-        #[arg(long)]
-        since: Option<String>,
-        /// Keep waiting for new records.
-        #[arg(long)]
-        follow: bool,
-        /// Only this partition.
-        #[arg(long)]
-        partition: Option<u32>,
-        /// Stop after this many records.
-        #[arg(long)]
-        limit: Option<u64>,
+        #[command(flatten)]
+        args: ConsumeArgs,
         #[command(flatten)]
         remote: Remote,
     },
@@ -203,98 +181,6 @@ enum Command {
     Compile,
 }
 
-#[derive(Subcommand)]
-enum TopicCommand {
-    /// Create a topic.
-    Create {
-        name: String,
-        #[arg(long, default_value_t = 1)]
-        partitions: u32,
-        /// always, interval or never.
-        #[arg(long)]
-        durability: Option<String>,
-        /// delete or compact.
-        #[arg(long)]
-        cleanup: Option<String>,
-        #[arg(long)]
-        retention_ms: Option<u64>,
-        #[arg(long)]
-        retention_bytes: Option<u64>,
-    },
-    List,
-    Describe {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum GroupCommand {
-    /// Every group with members or committed offsets: state and total lag.
-    List,
-    /// A group's state, members (with their partitions), and committed
-    /// offset and lag per partition.
-    Describe { name: String },
-    /// Forgets a group's committed offsets (once no consumer is in it).
-    Delete { name: String },
-}
-
-#[derive(Subcommand)]
-enum TenantCommand {
-    Create {
-        name: String,
-    },
-    List,
-    /// Delete a tenant and everything it owns.
-    Delete {
-        name: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum TokenCommand {
-    /// Issue a token for a tenant (printed once).
-    Create { tenant: String },
-    /// Revoke one of a tenant's tokens by its id.
-    Revoke { tenant: String, id: String },
-}
-
-#[derive(Subcommand)]
-enum ModuleCommand {
-    /// Upload a module (a new version of NAME).
-    Push {
-        name: String,
-        file: PathBuf,
-    },
-    List,
-}
-
-#[derive(Subcommand)]
-enum PipelineCommand {
-    /// Create or update a pipeline from a TOML spec.
-    Apply {
-        file: PathBuf,
-        /// The pipeline's name (default: `name` in the file, else the file's stem).
-        #[arg(long)]
-        name: Option<String>,
-    },
-    List,
-    Status {
-        name: String,
-    },
-    Pause {
-        name: String,
-    },
-    Resume {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
-}
-
 fn parse_setting(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -324,6 +210,11 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
+/// The exit code of a command that did what it was asked.
+fn success(_: ()) -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}
+
 fn dispatch() -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -339,121 +230,16 @@ fn dispatch() -> anyhow::Result<std::process::ExitCode> {
             kafka_listen,
             kafka_advertised,
         } => serve(data_dir, listen, config, kafka_listen, kafka_advertised),
-        Command::Topic { command, remote } => {
-            let client = remote.client();
-            match command {
-                TopicCommand::Create {
-                    name,
-                    partitions,
-                    durability,
-                    cleanup,
-                    retention_ms,
-                    retention_bytes,
-                } => {
-                    let mut settings = Map::new();
-                    settings.insert("partitions".into(), json!(partitions));
-                    let optional = [
-                        ("durability", durability.map(Value::String)),
-                        ("cleanup", cleanup.map(Value::String)),
-                        ("retention_ms", retention_ms.map(|v| json!(v))),
-                        ("retention_bytes", retention_bytes.map(|v| json!(v))),
-                    ];
-                    for (name, value) in optional {
-                        if let Some(value) = value {
-                            settings.insert(name.into(), value);
-                        }
-                    }
-                    client::topic_create(&client, &name, settings)
-                }
-                TopicCommand::List => client::topic_list(&client),
-                TopicCommand::Describe { name } => client::topic_describe(&client, &name),
-                TopicCommand::Delete { name } => client::topic_delete(&client, &name),
-            }
-            .map(|()| std::process::ExitCode::SUCCESS)
-        }
-        Command::Group { command, remote } => {
-            let client = remote.client();
-            match command {
-                GroupCommand::List => client::group_list(&client),
-                GroupCommand::Describe { name } => client::group_describe(&client, &name),
-                GroupCommand::Delete { name } => client::group_delete(&client, &name),
-            }
-            .map(|()| std::process::ExitCode::SUCCESS)
-        }
-        Command::Produce {
-            topic,
-            value,
-            key,
-            partition,
-            remote,
-        } => client::produce(&remote.client(), &topic, key, value, partition)
-            .map(|()| std::process::ExitCode::SUCCESS),
-        Command::Consume {
-            topic,
-            from_beginning,
-            offset,
-            since,
-            follow,
-            partition,
-            limit,
-            remote,
-        } => {
-            let from = match (from_beginning, offset, since) {
-                (true, _, _) => client::From::Beginning,
-                (_, Some(offset), _) => client::From::Offset(offset),
-                (_, _, Some(since)) => client::From::Time(parse_since(&since)?),
-                _ => client::From::End,
-            };
-            client::consume(&remote.client(), &topic, from, partition, follow, limit)
-                .map(|()| std::process::ExitCode::SUCCESS)
-        }
-        Command::Module { command, remote } => {
-            let client = remote.client();
-            match command {
-                ModuleCommand::Push { name, file } => client::module_push(&client, &name, &file),
-                ModuleCommand::List => client::module_list(&client),
-            }
-            .map(|()| std::process::ExitCode::SUCCESS)
-        }
-        Command::Pipeline { command, remote } => {
-            let client = remote.client();
-            match command {
-                PipelineCommand::Apply { file, name } => {
-                    client::pipeline_apply(&client, &file, name)
-                }
-                PipelineCommand::List => client::pipeline_list(&client),
-                PipelineCommand::Status { name } => client::pipeline_status(&client, &name),
-                PipelineCommand::Pause { name } => client::pipeline_action(&client, &name, "pause"),
-                PipelineCommand::Resume { name } => {
-                    client::pipeline_action(&client, &name, "resume")
-                }
-                PipelineCommand::Delete { name } => {
-                    client::pipeline_action(&client, &name, "delete")
-                }
-            }
-            .map(|()| std::process::ExitCode::SUCCESS)
-        }
-        Command::Tenant { command, remote } => {
-            let client = remote.client();
-            match command {
-                TenantCommand::Create { name } => client::tenant_create(&client, &name),
-                TenantCommand::List => client::tenant_list(&client),
-                TenantCommand::Delete { name } => client::tenant_delete(&client, &name),
-            }
-            .map(|()| std::process::ExitCode::SUCCESS)
-        }
-        Command::Token { command, remote } => {
-            let client = remote.client();
-            match command {
-                TokenCommand::Create { tenant } => client::token_create(&client, &tenant),
-                TokenCommand::Revoke { tenant, id } => client::token_revoke(&client, &tenant, &id),
-            }
-            .map(|()| std::process::ExitCode::SUCCESS)
-        }
+        Command::Topic { command, remote } => command.run(&remote.client()).map(success),
+        Command::Group { command, remote } => command.run(&remote.client()).map(success),
+        Command::Produce { args, remote } => args.run(&remote.client()).map(success),
+        Command::Consume { args, remote } => args.run(&remote.client()).map(success),
+        Command::Module { command, remote } => command.run(&remote.client()).map(success),
+        Command::Pipeline { command, remote } => command.run(&remote.client()).map(success),
+        Command::Tenant { command, remote } => command.run(&remote.client()).map(success),
+        Command::Token { command, remote } => command.run(&remote.client()).map(success),
         Command::Compile => Ok(compile::child_main()),
-        Command::Demo { data_dir, events } => {
-            demo::run(&data_dir, events).map(|()| std::process::ExitCode::SUCCESS)
-        }
+        Command::Demo { data_dir, events } => demo::run(&data_dir, events).map(success),
         Command::Run {
             module,
             config,
@@ -497,26 +283,6 @@ fn dispatch() -> anyhow::Result<std::process::ExitCode> {
             })
         }
     }
-}
-
-/// Reads `--since`: RFC 3339, a duration ago, or epoch milliseconds.
-fn parse_since(text: &str) -> anyhow::Result<i64> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
-    }
-    if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(weir_core::now_ms() - ago.as_millis() as i64);
-    }
-    let time = humantime::parse_rfc3339_weak(text).map_err(|_| {
-        anyhow::anyhow!(
-            "--since {text:?}: expected RFC 3339 (2026-11-25T10:00:00Z), a duration ago \
-             (15m) or milliseconds since the epoch"
-        )
-    })?;
-    let since_epoch = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("--since is before 1970")?;
-    Ok(since_epoch.as_millis() as i64)
 }
 
 /// `weir serve`: runs until Ctrl-C or SIGTERM.

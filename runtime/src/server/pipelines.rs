@@ -74,10 +74,7 @@ pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
 }
 
 /// `GET /v1/pipelines/{name}`.
-pub async fn status(
-    State(app): State<App>,
-    name: ScopedName,
-) -> ApiResult<Json<PipelineStatus>> {
+pub async fn status(State(app): State<App>, name: ScopedName) -> ApiResult<Json<PipelineStatus>> {
     let status = app.pipelines.status(&name.stored).await?;
     Ok(Json(status.localized(&name.ns)))
 }

@@ -1,8 +1,8 @@
 //! `/v1/topics`: create, list, describe and delete topics.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
@@ -60,10 +60,7 @@ pub async fn list(State(app): State<App>, Scope(ns): Scope) -> ApiResult<Json<Va
 }
 
 /// `GET /v1/topics/{name}`.
-pub async fn describe(
-    State(app): State<App>,
-    name: ScopedName,
-) -> ApiResult<Json<TopicInfo>> {
+pub async fn describe(State(app): State<App>, name: ScopedName) -> ApiResult<Json<TopicInfo>> {
     let info = app.log.topic(&name.stored).await?;
     Ok(Json(localize(&name.ns, info)))
 }
