@@ -5,26 +5,17 @@
 //! written before versions were stored (no `"format"` field) opens.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::server::{WEIR, WeirServer};
+use crate::support::server::{WeirServer, serve_command};
 
 /// Runs `weir serve` over `dir`, which must fail to start; returns what it
 /// printed to stderr.
 fn refused_start(dir: &Path) -> String {
-    let mut child = Command::new(WEIR)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--kafka-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
+    let mut child = serve_command(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -453,15 +453,7 @@ fn offsets_are_found_by_timestamp() {
 fn pipelines_read_and_write_through_kafka() {
     let dir = tempfile::tempdir().unwrap();
     let server = WeirServer::start(&dir.path().join("data"));
-    server.create_topic("purchases", 2);
-    server.create_topic("receipts", 1);
-    server.push_module("receipt", "receipt");
-    let spec = json!({
-        "inputs": ["purchases"],
-        "stages": [{ "module": "receipt", "config": { "currency": "EUR" },
-                     "outputs": { "main": "receipts" } }],
-    });
-    server.expect(201, server.put("/v1/pipelines/receipts", &spec));
+    server.start_receipts("EUR");
     let producer = producer(&server, &[]);
     for (order, customer) in [("o1", "ann"), ("o2", "bob"), ("o3", "cy")] {
         let purchase = json!({"order_id": order, "customer": customer,

@@ -14,15 +14,7 @@ fn purchase(order: &str, customer: &str, items: Value) -> Value {
 fn purchases_become_receipts() {
     let dir = tempfile::tempdir().unwrap();
     let server = WeirServer::start(&dir.path().join("data"));
-    server.create_topic("purchases", 2);
-    server.create_topic("receipts", 1);
-    server.push_module("receipt", "receipt");
-    let spec = json!({
-        "inputs": ["purchases"],
-        "stages": [{ "module": "receipt", "config": { "currency": "USD" },
-                     "outputs": { "main": "receipts" } }],
-    });
-    server.expect(201, server.put("/v1/pipelines/receipts", &spec));
+    server.start_receipts("USD");
     server.produce(
         "purchases",
         vec![

@@ -17,6 +17,17 @@ pub fn guest_path(name: &str) -> PathBuf {
     Path::new(env!("WEIR_GUESTS_DIR")).join(format!("{name}.wasm"))
 }
 
+/// `weir serve` over `dir` on free loopback ports, not started yet.
+pub fn serve_command(dir: &Path) -> Command {
+    let mut command = Command::new(WEIR);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--kafka-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir);
+    command
+}
+
 /// A running server.
 pub struct WeirServer {
     child: Option<Child>,
@@ -45,16 +56,7 @@ impl WeirServer {
             .append(true)
             .open(dir.with_extension("server.log"))
             .expect("open the server log");
-        let mut child = Command::new(WEIR)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--kafka-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
+        let mut child = serve_command(dir)
             .arg("--config")
             .arg(&config_file)
             .env("RUST_LOG", "info")
@@ -245,6 +247,21 @@ impl WeirServer {
         let spec = json!({"inputs": ["orders"], "stages": [{"module": "filter",
             "config": {"field": "ok", "equals": "true"}, "outputs": {"main": "kept"}}]});
         self.expect(201, self.put("/v1/pipelines/p", &spec));
+    }
+
+    /// The quick start's pipeline: `receipts` turns the purchases of topic
+    /// `purchases` (2 partitions) into receipts in `currency`, in topic
+    /// `receipts`.
+    pub fn start_receipts(&self, currency: &str) {
+        self.create_topic("purchases", 2);
+        self.create_topic("receipts", 1);
+        self.push_module("receipt", "receipt");
+        let spec = json!({
+            "inputs": ["purchases"],
+            "stages": [{ "module": "receipt", "config": { "currency": currency },
+                         "outputs": { "main": "receipts" } }],
+        });
+        self.expect(201, self.put("/v1/pipelines/receipts", &spec));
     }
 
     /// Uploads a guest built by the tests as module `name`.
