@@ -16,6 +16,9 @@
 //! Membership lives in memory (as in Kafka, clients rejoin after a broker
 //! restart); committed offsets are the log's own consumer-group offsets.
 //! This module knows the protocol's rules but not its message types.
+//!
+//! One file on purpose, though long: the group protocol's transitions
+//! (join, sync, heartbeat, leave, expiry) read best side by side.
 
 mod group;
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! (through the `rdkafka` crate, built from its bundled sources) and by a
 //! bare protocol client for what librdkafka will not send on purpose:
 //! replayed sequences, corrupt batches, malformed frames.
+//!
+//! One file on purpose, though long: the client-facing checks read as one
+//! list (groups, transactions and the wire have their own files).
 
 pub(crate) mod groups;
 mod transactions;
