@@ -1,4 +1,4 @@
-//! Benchmark of pipelines end to end (`runtime/src/pipeline`), in process:
+//! Benchmark of pipelines end to end (`weir-pipeline`), in process:
 //! the embedded log, the module store and the pipeline runtime exactly as
 //! `weir serve` puts them together, without HTTP in the way.
 //!
