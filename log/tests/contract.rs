@@ -8,8 +8,6 @@
 //! backends now are [`EmbeddedLog`] (over `log-core`, in a temporary
 //! directory) and [`MemoryLog`]. A new backend (NATS JetStream, say) joins
 //! with a constructor and a module in `contract!`, and must pass all of it.
-//! A check a backend does not pass yet is ignored for that backend alone,
-//! with the reason.
 //!
 //! The checks assert what the interface promises and nothing of how one
 //! backend keeps it: a read may return fewer batches than its byte budget
@@ -1140,13 +1138,10 @@ mod checks {
 }
 
 /// One test per check and backend: `embedded::CHECK`, `memory::CHECK`.
-/// `[memory: "reason"]` (or `[embedded: ...]`) after a check ignores it for
-/// that backend alone.
 macro_rules! contract {
-    ($($check:ident $([embedded: $embedded:literal])? $([memory: $memory:literal])?;)*) => {
+    ($($check:ident;)*) => {
         mod embedded {
             $(
-                $(#[ignore = $embedded])?
                 #[tokio::test]
                 async fn $check() {
                     let backend = super::embedded();
@@ -1157,7 +1152,6 @@ macro_rules! contract {
 
         mod memory {
             $(
-                $(#[ignore = $memory])?
                 #[tokio::test]
                 async fn $check() {
                     let backend = super::memory();
