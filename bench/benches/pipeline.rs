@@ -19,6 +19,7 @@
 //! ```text
 //! cargo bench -p weir-bench --bench pipeline            # about a minute
 //! cargo bench -p weir-bench --bench pipeline -- --quick
+//! cargo bench -p weir-bench --bench pipeline -- --backlog-only   # to profile
 //! ```
 //!
 //! The guests must be built first (`cargo test -p weir-tests --no-run`).
@@ -226,6 +227,40 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
     }
 }
 
+/// `--backlog-only`: the backlog case with topics `never`, `runs` times
+/// over one stored input and nothing else, so that a profile of the
+/// process (`perf record`) sees the pipeline's rounds alone.
+async fn backlog_only(records: usize, runs: usize) {
+    let bench = setup(Durability::Never).await;
+    for batch in batches(records, 0) {
+        bench.log.append("input", 0, batch).await.expect("append");
+    }
+    let expected = (records - records.div_ceil(10)) as u64;
+    for run in 1..=runs {
+        let started = Instant::now();
+        bench
+            .pipelines
+            .apply("filter", filter_spec(), TaskLimits::default())
+            .await
+            .expect("apply");
+        wait_output(&*bench.log, expected).await;
+        let rate = records as f64 / started.elapsed().as_secs_f64();
+        println!("  backlog, topics `never`, run {run}: {:.2} M records/s", rate / 1e6);
+        // Afresh: a new pipeline starts at the earliest input again.
+        bench.pipelines.delete("filter").await.expect("delete");
+        bench.log.delete_topic("output").await.expect("delete output");
+        let never = TopicConfig {
+            durability: Durability::Never,
+            ..TopicConfig::default()
+        };
+        bench
+            .log
+            .create_topic("output", never)
+            .await
+            .expect("output topic");
+    }
+}
+
 /// Returns (append latencies, append-to-output latencies), in ms.
 async fn latency(records: usize) -> (Vec<f64>, Vec<f64>) {
     let bench = setup(Durability::Always).await;
@@ -288,6 +323,11 @@ fn main() {
         .expect("runtime");
     println!("# Pipeline benchmark");
     println!();
+    if std::env::args().any(|a| a == "--backlog-only") {
+        println!("{} records of {KEY_LEN}+{VALUE_LEN} bytes", settings.records);
+        runtime.block_on(backlog_only(settings.records, 5));
+        return;
+    }
     println!(
         "{} records of {KEY_LEN}+{VALUE_LEN} bytes per run, {} run(s), filter keeps 9 in 10",
         settings.records, settings.runs
