@@ -245,10 +245,17 @@ async fn backlog_only(records: usize, runs: usize) {
             .expect("apply");
         wait_output(&*bench.log, expected).await;
         let rate = records as f64 / started.elapsed().as_secs_f64();
-        println!("  backlog, topics `never`, run {run}: {:.2} M records/s", rate / 1e6);
+        println!(
+            "  backlog, topics `never`, run {run}: {:.2} M records/s",
+            rate / 1e6
+        );
         // Afresh: a new pipeline starts at the earliest input again.
         bench.pipelines.delete("filter").await.expect("delete");
-        bench.log.delete_topic("output").await.expect("delete output");
+        bench
+            .log
+            .delete_topic("output")
+            .await
+            .expect("delete output");
         let never = TopicConfig {
             durability: Durability::Never,
             ..TopicConfig::default()
@@ -324,7 +331,10 @@ fn main() {
     println!("# Pipeline benchmark");
     println!();
     if std::env::args().any(|a| a == "--backlog-only") {
-        println!("{} records of {KEY_LEN}+{VALUE_LEN} bytes", settings.records);
+        println!(
+            "{} records of {KEY_LEN}+{VALUE_LEN} bytes",
+            settings.records
+        );
         runtime.block_on(backlog_only(settings.records, 5));
         return;
     }
