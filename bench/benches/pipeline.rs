@@ -39,6 +39,7 @@ use weir_pipeline::lifecycle::TaskLimits;
 use weir_pipeline::modules::ModuleStore;
 use weir_pipeline::scheduler::CpuScheduler;
 use weir_pipeline::spec::PipelineSettings;
+use weir_pipeline::stats::Step;
 use weir_pipeline::{PipelineSpec, Pipelines};
 
 const KEY_LEN: usize = 8;
@@ -237,6 +238,7 @@ async fn backlog_only(records: usize, runs: usize) {
     }
     let expected = (records - records.div_ceil(10)) as u64;
     for run in 1..=runs {
+        let cpu_before = process_cpu();
         let started = Instant::now();
         bench
             .pipelines
@@ -244,10 +246,17 @@ async fn backlog_only(records: usize, runs: usize) {
             .await
             .expect("apply");
         wait_output(&*bench.log, expected).await;
-        let rate = records as f64 / started.elapsed().as_secs_f64();
+        let elapsed = started.elapsed();
+        let rate = records as f64 / elapsed.as_secs_f64();
         println!(
             "  backlog, topics `never`, run {run}: {:.2} M records/s",
             rate / 1e6
+        );
+        let cpu = process_cpu() - cpu_before;
+        println!(
+            "    {}; process CPU {:.0} %",
+            step_times(&bench.pipelines, elapsed).await,
+            100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64()
         );
         // Afresh: a new pipeline starts at the earliest input again.
         bench.pipelines.delete("filter").await.expect("delete");
@@ -266,6 +275,30 @@ async fn backlog_only(records: usize, runs: usize) {
             .await
             .expect("output topic");
     }
+}
+
+/// CPU time the whole process has used (all threads, user and system).
+fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Where the filter pipeline's rounds spent their time, against the
+/// wall-clock time of the run.
+async fn step_times(pipelines: &Pipelines, elapsed: Duration) -> String {
+    let status = pipelines.status("filter").await.expect("status");
+    let steps = Step::ALL.map(|step| format!("{} {}", step.name(), status.steps.get(step)));
+    format!(
+        "time in ms: {} (of {} ms)",
+        steps.join(", "),
+        elapsed.as_millis()
+    )
 }
 
 /// Returns (append latencies, append-to-output latencies), in ms.

@@ -100,16 +100,21 @@ impl<'a> BatchRef<'a> {
     /// Validates `bytes` as exactly one batch: header, length, magic, CRC and
     /// the framing of every record. Compressed batches are refused.
     pub fn parse(bytes: &'a [u8]) -> Result<BatchRef<'a>, BatchError> {
-        Self::parse_checking(bytes, true)
+        Self::parse_checking(bytes, true).map(|(batch, _)| batch)
     }
 
     /// Like [`parse`](Self::parse) but does not check the CRC: for a batch
     /// whose CRC field is still to be written (see [`seal`]).
     pub fn parse_unsealed(bytes: &'a [u8]) -> Result<BatchRef<'a>, BatchError> {
-        Self::parse_checking(bytes, false)
+        Self::parse_checking(bytes, false).map(|(batch, _)| batch)
     }
 
-    fn parse_checking(bytes: &'a [u8], check_crc: bool) -> Result<BatchRef<'a>, BatchError> {
+    /// Checks the header, the CRC if asked, and every record, in one pass
+    /// over the records, returning what they say.
+    fn parse_checking(
+        bytes: &'a [u8],
+        check_crc: bool,
+    ) -> Result<(BatchRef<'a>, RecordsSummary), BatchError> {
         if bytes.len() < HEADER_LEN {
             return Err(BatchError::TooShort {
                 len: bytes.len(),
@@ -146,17 +151,15 @@ impl<'a> BatchRef<'a> {
         if codec != 0 {
             return Err(BatchError::Compressed(codec));
         }
-        batch.validate_records()?;
-        Ok(batch)
+        let summary = batch.validate_records()?;
+        Ok((batch, summary))
     }
 
     /// Like [`parse_unsealed`](Self::parse_unsealed), for a batch a
     /// producer made to be appended, also returning what its records say
     /// (see [`normalize_new`](crate::normalize_new)).
     pub(crate) fn parse_new(bytes: &'a [u8]) -> Result<(BatchRef<'a>, RecordsSummary), BatchError> {
-        let batch = Self::parse_checking(bytes, false)?;
-        let summary = batch.validate_records()?;
-        Ok((batch, summary))
+        Self::parse_checking(bytes, false)
     }
 
     /// Wraps bytes that [`parse`](Self::parse) accepted before (for example

@@ -51,6 +51,83 @@ impl StageCounts {
     }
 }
 
+/// The steps of a task's round, for the time spent in each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Reading input from the log.
+    Read,
+    /// Running the chain, routing and encoding the commit (the operators'
+    /// own time is also counted per stage).
+    Process,
+    /// Waiting for the committer to take the round (backpressure: the
+    /// outputs are slower than the processing).
+    Backpressure,
+    /// Appending commit records.
+    Commit,
+    /// Appending outputs to their topics.
+    Publish,
+}
+
+impl Step {
+    pub const ALL: [Step; 5] = [
+        Step::Read,
+        Step::Process,
+        Step::Backpressure,
+        Step::Commit,
+        Step::Publish,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Read => "read",
+            Step::Process => "process",
+            Step::Backpressure => "backpressure",
+            Step::Commit => "commit",
+            Step::Publish => "publish",
+        }
+    }
+}
+
+/// Milliseconds a task (or a pipeline's tasks together) spent in each step
+/// of its rounds. Reading and processing happen on one thread, committing
+/// and publishing on another, so the two halves overlap.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StepTimes {
+    pub read_ms: u64,
+    pub process_ms: u64,
+    pub backpressure_ms: u64,
+    pub commit_ms: u64,
+    pub publish_ms: u64,
+}
+
+impl StepTimes {
+    pub fn get(&self, step: Step) -> u64 {
+        match step {
+            Step::Read => self.read_ms,
+            Step::Process => self.process_ms,
+            Step::Backpressure => self.backpressure_ms,
+            Step::Commit => self.commit_ms,
+            Step::Publish => self.publish_ms,
+        }
+    }
+
+    fn slot(&mut self, step: Step) -> &mut u64 {
+        match step {
+            Step::Read => &mut self.read_ms,
+            Step::Process => &mut self.process_ms,
+            Step::Backpressure => &mut self.backpressure_ms,
+            Step::Commit => &mut self.commit_ms,
+            Step::Publish => &mut self.publish_ms,
+        }
+    }
+
+    pub fn add(&mut self, other: &StepTimes) {
+        for step in Step::ALL {
+            *self.slot(step) += other.get(step);
+        }
+    }
+}
+
 /// Where a task is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "reason")]
@@ -78,6 +155,8 @@ pub struct TaskStats {
     /// compacted topic), dropped under `skip` and `dead-letter`.
     pub undeliverable: AtomicU64,
     pub commits: AtomicU64,
+    /// Nanoseconds spent in each step (indexed by `Step as usize`).
+    step_ns: [AtomicU64; Step::ALL.len()],
     pub stages: Vec<StageStats>,
 }
 
@@ -92,8 +171,38 @@ impl TaskStats {
             unrouted: AtomicU64::new(0),
             undeliverable: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            step_ns: Default::default(),
             stages: (0..stages).map(|_| StageStats::default()).collect(),
         }
+    }
+
+    /// Runs `work` and counts its time towards `step`.
+    pub fn timed<T>(&self, step: Step, work: impl FnOnce() -> T) -> T {
+        let started = std::time::Instant::now();
+        let result = work();
+        self.add_time(step, started.elapsed());
+        result
+    }
+
+    /// Awaits `work` and counts its time towards `step`.
+    pub async fn timed_async<T>(&self, step: Step, work: impl Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let result = work.await;
+        self.add_time(step, started.elapsed());
+        result
+    }
+
+    fn add_time(&self, step: Step, elapsed: std::time::Duration) {
+        bump(&self.step_ns[step as usize], elapsed.as_nanos() as u64);
+    }
+
+    /// The time spent in each step so far.
+    pub fn step_times(&self) -> StepTimes {
+        let mut times = StepTimes::default();
+        for step in Step::ALL {
+            *times.slot(step) = self.step_ns[step as usize].load(Ordering::Relaxed) / 1_000_000;
+        }
+        times
     }
 
     pub fn state(&self) -> TaskState {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::record::PipelineRecord;
 use super::spec::PipelineSpec;
-use super::stats::{StageCounts, TaskState, TaskStats};
+use super::stats::{StageCounts, StepTimes, TaskState, TaskStats};
 use super::task::TaskKey;
 
 /// Where a pipeline stands.
@@ -54,6 +54,9 @@ pub struct PipelineStatus {
     /// Input records not processed yet, over all partitions.
     pub lag: u64,
     pub processing_ms: u64,
+    /// Time the tasks spent in each step of their rounds, summed.
+    #[serde(default)]
+    pub steps: StepTimes,
     pub stages: Vec<StageStatus>,
     pub tasks: Vec<TaskStatus>,
     pub spec: PipelineSpec,
@@ -140,6 +143,7 @@ pub(crate) fn summarize<'a>(
         undeliverable: 0,
         lag: 0,
         processing_ms: 0,
+        steps: StepTimes::default(),
         stages: Vec::new(),
         tasks: Vec::new(),
         spec: record.spec.clone(),
@@ -169,6 +173,7 @@ pub(crate) fn summarize<'a>(
         status.unrouted += stats.unrouted.load(Relaxed);
         status.undeliverable += stats.undeliverable.load(Relaxed);
         status.lag += lag;
+        status.steps.add(&stats.step_times());
         for (stage, counts) in stages.iter_mut().zip(&stats.stages) {
             stage.counts.add(&counts.counts());
         }

@@ -1053,9 +1053,15 @@ fn a_pause_says_pausing_until_the_rounds_in_flight_are_published() {
 
     // Published: now paused, with every output of the round out.
     log.heal();
-    node.wait("p", "the pause to settle", |s| state(s) == "paused");
+    let paused = node.wait("p", "the pause to settle", |s| state(s) == "paused");
     let mut expected = kept(&values);
     expected.extend(kept(&round));
     assert_eq!(env.values("out", 0), expected);
+    // The hanging publish shows where the time went.
+    let steps = paused.steps;
+    assert!(
+        steps.publish_ms >= QUIET.as_millis() as u64 && steps.publish_ms > steps.commit_ms,
+        "{steps:?}"
+    );
     node.shutdown();
 }

@@ -18,6 +18,7 @@
 
 mod error;
 mod publish;
+mod reader;
 mod rounds;
 mod work;
 
@@ -37,7 +38,7 @@ use super::scheduler::CpuScheduler;
 use super::spec::{ErrorPolicy, PipelineSettings, StartAt, StartName};
 use super::stats::{TaskState, TaskStats};
 use publish::republish;
-use rounds::{Start, commit_rounds, process_rounds};
+use rounds::{Start, commit_rounds, process_rounds, truncate_commits};
 use weir_host::OperatorModule;
 use weir_log::{CommitLogSettings, Durability, StreamLog};
 use work::{Work, build_chain};
@@ -194,7 +195,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), TaskError> {
         }
     };
     stats.position.store(position, Ordering::Relaxed);
-    republish(&*log, &recovered.unpublished, &stats).await?;
+    republish(&*log, std::mem::take(&mut recovered.unpublished), &stats).await?;
 
     let chain_stats = stats.clone();
     let states = std::mem::take(&mut recovered.states);
@@ -223,18 +224,35 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), TaskError> {
     // loop already processes the next round; the channel's bound keeps at
     // most two rounds in flight.
     let (rounds, queue) = mpsc::channel(1);
+    let (forget_below, truncations) = watch::channel(0);
+    let truncator = tokio::spawn(truncate_commits(
+        log.clone(),
+        commit_log.clone(),
+        key.partition,
+        truncations,
+    ));
     let committer = tokio::spawn(commit_rounds(
         log.clone(),
         commit_log,
         key.partition,
         queue,
         stats.clone(),
+        forget_below,
     ));
     let start = Start {
         position,
         since_snapshot: recovered_bytes,
     };
-    let processed = process_rounds(&key, &*log, work, start, settings, &rounds, &mut control).await;
+    let processed = process_rounds(
+        &key,
+        log.clone(),
+        work,
+        start,
+        settings,
+        &rounds,
+        &mut control,
+    )
+    .await;
     // Stopped in the middle of a round: nothing of it was committed, and
     // the next start takes it up again.
     let processed = match processed {
@@ -247,6 +265,10 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), TaskError> {
     let committed = committer
         .await
         .unwrap_or_else(|e| Err(TaskError::Crashed(format!("the committer crashed: {e}"))));
+    // Done once the committer is: nothing is left behind the task.
+    if let Err(e) = truncator.await {
+        tracing::warn!(pipeline = %key.pipeline, input = %key.input, "truncating crashed: {e}");
+    }
     committed.and(processed)
 }
 

@@ -7,10 +7,11 @@ use crate::stats::{TaskStats, bump};
 use weir_log::{LogError, StreamLog};
 
 /// Appends outputs, in order. A batch the log already holds (same
-/// producer and sequences) is not written twice.
+/// producer and sequences) is not written twice. The outputs are taken,
+/// not borrowed: a batch nobody else holds is appended without a copy.
 pub(super) async fn publish(
     log: &dyn StreamLog,
-    outputs: &[Pending],
+    outputs: Vec<Pending>,
     stats: &TaskStats,
 ) -> Result<(), TaskError> {
     for output in outputs {
@@ -21,7 +22,7 @@ pub(super) async fn publish(
 
 async fn publish_one(
     log: &dyn StreamLog,
-    output: &Pending,
+    output: Pending,
     stats: &TaskStats,
 ) -> Result<(), TaskError> {
     let Pending {
@@ -29,8 +30,9 @@ async fn publish_one(
         partition,
         batch,
     } = output;
-    match log.append(topic, *partition, batch.clone()).await {
-        Ok(info) if !info.duplicate => bump(&stats.records_out, batch.record_count() as u64),
+    let records = batch.record_count() as u64;
+    match log.append(&topic, partition, batch).await {
+        Ok(info) if !info.duplicate => bump(&stats.records_out, records),
         Ok(_) => {}
         // Older than the log's memory of this producer's batches, but every
         // sequence of it was written: already published.
@@ -45,7 +47,7 @@ async fn publish_one(
 /// delivered, and it must not block the pipeline forever.
 pub(super) async fn republish(
     log: &dyn StreamLog,
-    outputs: &[Pending],
+    outputs: Vec<Pending>,
     stats: &TaskStats,
 ) -> Result<(), TaskError> {
     for output in outputs {

@@ -11,11 +11,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use weir_format::Batch;
 
 use super::publish::publish;
+use super::reader::InputReader;
 use super::work::Work;
 use super::{Control, IDLE_WAIT, TaskError, TaskKey, skip_below};
 use crate::checkpoint::{Pending, SEQUENCE_ROTATION};
 use crate::spec::PipelineSettings;
-use crate::stats::{TaskState, TaskStats, bump};
+use crate::stats::{Step, TaskState, TaskStats, bump};
 use weir_log::{LogError, StreamLog};
 
 /// What the processing loop hands the committer, in order.
@@ -45,7 +46,7 @@ pub(super) struct Start {
 /// committer. Returns early on a failure (or when the committer is gone).
 pub(super) async fn process_rounds(
     key: &TaskKey,
-    log: &dyn StreamLog,
+    log: Arc<dyn StreamLog>,
     mut work: Work,
     start: Start,
     settings: PipelineSettings,
@@ -53,6 +54,12 @@ pub(super) async fn process_rounds(
     control: &mut watch::Receiver<Control>,
 ) -> Result<(), TaskError> {
     let stats = work.stats.clone();
+    let mut input = InputReader::new(
+        log.clone(),
+        &key.input,
+        key.partition,
+        settings.max_read_bytes,
+    );
     let mut position = start.position;
     // Bytes committed since the last snapshot, and that snapshot's size.
     let (mut since_snapshot, mut last_snapshot) = (start.since_snapshot, 0u64);
@@ -77,10 +84,7 @@ pub(super) async fn process_rounds(
             }
             Control::Run => stats.set_state(TaskState::Running),
         }
-        let batches = match log
-            .read(&key.input, key.partition, position, settings.max_read_bytes)
-            .await
-        {
+        let batches = match stats.timed_async(Step::Read, input.read(position)).await {
             Ok(batches) => batches,
             Err(LogError::OffsetOutOfRange { start, .. }) if position < start => {
                 tracing::warn!(pipeline = %key.pipeline, input = %work.source, from = position,
@@ -113,10 +117,14 @@ pub(super) async fn process_rounds(
                 .map_err(TaskError::log("getting a new producer id"))?;
             work.sequences.clear();
         }
+        input.read_ahead(end);
         let count: usize = batches.iter().map(Batch::record_count).sum();
         bump(&stats.records_in, count as u64);
-        let (back, (values, outputs)) =
-            blocking(work, move |work| work.process(batches, end)).await?;
+        let (back, (values, outputs)) = blocking(work, move |work| {
+            let stats = work.stats.clone();
+            stats.timed(Step::Process, || work.process(batches, end))
+        })
+        .await?;
         work = back;
         since_snapshot += values.iter().map(Bytes::len).sum::<usize>() as u64;
         let round = Round::Commit {
@@ -124,8 +132,8 @@ pub(super) async fn process_rounds(
             outputs,
             end,
         };
-        rounds
-            .send(round)
+        stats
+            .timed_async(Step::Backpressure, rounds.send(round))
             .await
             .map_err(|_| TaskError::CommitterGone)?;
         position = end;
@@ -165,13 +173,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Appends each round's commit, then publishes its outputs; appends
-/// snapshots and truncates the commit log behind them.
+/// snapshots, after which the commit log may forget what is below them
+/// (see [`truncate_commits`]).
 pub(super) async fn commit_rounds(
     log: Arc<dyn StreamLog>,
     commit_log: String,
     partition: u32,
     mut queue: mpsc::Receiver<Round>,
     stats: Arc<TaskStats>,
+    forget_below: watch::Sender<u64>,
 ) -> Result<(), TaskError> {
     while let Some(round) = queue.recv().await {
         match round {
@@ -180,21 +190,24 @@ pub(super) async fn commit_rounds(
                 outputs,
                 end,
             } => {
-                log.commit(&commit_log, partition, values)
+                let commit = log.commit(&commit_log, partition, values);
+                stats
+                    .timed_async(Step::Commit, commit)
                     .await
                     .map_err(TaskError::log("committing"))?;
                 bump(&stats.commits, 1);
-                publish(&*log, &outputs, &stats).await?;
+                stats
+                    .timed_async(Step::Publish, publish(&*log, outputs, &stats))
+                    .await?;
                 stats.position.store(end, Ordering::Relaxed);
             }
             Round::Snapshot { values } => {
-                let offset = log
-                    .commit(&commit_log, partition, values)
+                let commit = log.commit(&commit_log, partition, values);
+                let offset = stats
+                    .timed_async(Step::Commit, commit)
                     .await
                     .map_err(TaskError::log("committing a snapshot"))?;
-                log.truncate_commits(&commit_log, partition, offset)
-                    .await
-                    .map_err(TaskError::log("truncating"))?;
+                forget_below.send_replace(offset);
             }
             Round::Settled(answer) => {
                 let _ = answer.send(());
@@ -202,4 +215,25 @@ pub(super) async fn commit_rounds(
         }
     }
     Ok(())
+}
+
+/// Truncates the commit log below the latest snapshot, beside the
+/// committer rather than in its way: deleting old segments can take longer
+/// than a round (the kernel drops their pages), and nothing depends on it
+/// but disk space, since recovery starts from the last snapshot whatever
+/// lies before it. A failure is logged and the next snapshot tries again.
+/// Ends when the committer does.
+pub(super) async fn truncate_commits(
+    log: Arc<dyn StreamLog>,
+    commit_log: String,
+    partition: u32,
+    mut forget_below: watch::Receiver<u64>,
+) {
+    while forget_below.changed().await.is_ok() {
+        let offset = *forget_below.borrow_and_update();
+        if let Err(error) = log.truncate_commits(&commit_log, partition, offset).await {
+            tracing::warn!(%commit_log, partition, offset, %error,
+                "could not truncate the commit log; the next snapshot tries again");
+        }
+    }
 }

@@ -11,6 +11,7 @@ use super::App;
 use super::auth::Admin;
 use super::error::ApiError;
 use weir_pipeline::PipelineState;
+use weir_pipeline::stats::Step;
 use weir_tenancy::Namespace;
 
 /// Writes one metric family: its help, type and samples.
@@ -120,6 +121,25 @@ pub async fn metrics(State(app): State<App>, _admin: Admin) -> Result<impl IntoR
         "gauge",
         "1 if running, 0 if paused or failed.",
         &per_pipeline(|s| f64::from(u8::from(s.state == PipelineState::Running))),
+    );
+
+    let per_step = statuses
+        .iter()
+        .flat_map(|s| {
+            Step::ALL.into_iter().map(move |step| {
+                (
+                    format!("pipeline=\"{}\",step=\"{}\"", label(&s.name), step.name()),
+                    s.steps.get(step) as f64 / 1000.0,
+                )
+            })
+        })
+        .collect::<Vec<_>>();
+    family(
+        &mut out,
+        "weir_pipeline_step_seconds_total",
+        "counter",
+        "Time a pipeline's tasks spent in each step of their rounds (read, process, backpressure, commit, publish).",
+        &per_step,
     );
 
     let per_stage = |value: fn(&weir_pipeline::stats::StageCounts) -> f64| {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 use serde::Deserialize;
+use weir_pipeline::stats::Step;
 use weir_pipeline::{PipelineSpec, PipelineStatus};
 
 use super::table::table;
@@ -129,6 +130,8 @@ fn print_status(status: PipelineStatus) {
         status.dead_lettered,
         status.lag
     );
+    let steps = Step::ALL.map(|step| format!("{} {}", step.name(), status.steps.get(step)));
+    println!("  time in ms: {}", steps.join(", "));
     let stages: Vec<Vec<String>> = status
         .stages
         .iter()
@@ -155,7 +158,7 @@ fn print_status(status: PipelineStatus) {
 
 #[cfg(test)]
 mod tests {
-    use weir_pipeline::stats::{StageCounts, TaskState};
+    use weir_pipeline::stats::{StageCounts, StepTimes, TaskState};
     use weir_pipeline::status::{StageStatus, TaskStatus};
     use weir_pipeline::{PipelineSpec, PipelineState, PipelineStatus};
 
@@ -181,6 +184,13 @@ mod tests {
             undeliverable: 0,
             lag: 4,
             processing_ms: 5,
+            steps: StepTimes {
+                read_ms: 1,
+                process_ms: 6,
+                backpressure_ms: 0,
+                commit_ms: 2,
+                publish_ms: 3,
+            },
             stages: vec![StageStatus {
                 module: "m@1".into(),
                 counts: StageCounts {
