@@ -19,7 +19,7 @@
 //! ```text
 //! cargo bench -p weir-bench --bench pipeline            # about a minute
 //! cargo bench -p weir-bench --bench pipeline -- --quick
-//! cargo bench -p weir-bench --bench pipeline -- --backlog-only   # to profile
+//! cargo bench -p weir-bench --bench pipeline -- --backlog-only [--always]   # to profile
 //! ```
 //!
 //! The guests must be built first (`cargo test -p weir-tests --no-run`).
@@ -228,11 +228,13 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
     }
 }
 
-/// `--backlog-only`: the backlog case with topics `never`, `runs` times
+/// `--backlog-only [--always]`: the backlog case with topics `never` (or
+/// `always`), `runs` times
 /// over one stored input and nothing else, so that a profile of the
 /// process (`perf record`) sees the pipeline's rounds alone.
-async fn backlog_only(records: usize, runs: usize) {
-    let bench = setup(Durability::Never).await;
+async fn backlog_only(records: usize, runs: usize, durability: Durability) {
+    let name = durability_name(durability);
+    let bench = setup(durability).await;
     for batch in batches(records, 0) {
         bench.log.append("input", 0, batch).await.expect("append");
     }
@@ -249,7 +251,7 @@ async fn backlog_only(records: usize, runs: usize) {
         let elapsed = started.elapsed();
         let rate = records as f64 / elapsed.as_secs_f64();
         println!(
-            "  backlog, topics `never`, run {run}: {:.2} M records/s",
+            "  backlog, topics `{name}`, run {run}: {:.2} M records/s",
             rate / 1e6
         );
         let cpu = process_cpu() - cpu_before;
@@ -265,15 +267,23 @@ async fn backlog_only(records: usize, runs: usize) {
             .delete_topic("output")
             .await
             .expect("delete output");
-        let never = TopicConfig {
-            durability: Durability::Never,
+        let config = TopicConfig {
+            durability,
             ..TopicConfig::default()
         };
         bench
             .log
-            .create_topic("output", never)
+            .create_topic("output", config)
             .await
             .expect("output topic");
+    }
+}
+
+fn durability_name(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Always => "always",
+        Durability::Interval => "interval",
+        Durability::Never => "never",
     }
 }
 
@@ -368,7 +378,12 @@ fn main() {
             "{} records of {KEY_LEN}+{VALUE_LEN} bytes",
             settings.records
         );
-        runtime.block_on(backlog_only(settings.records, 5));
+        let durability = if std::env::args().any(|a| a == "--always") {
+            Durability::Always
+        } else {
+            Durability::Never
+        };
+        runtime.block_on(backlog_only(settings.records, 5, durability));
         return;
     }
     println!(
@@ -377,7 +392,8 @@ fn main() {
     );
     let mut rows = Vec::new();
     let record_bytes = (KEY_LEN + VALUE_LEN) as f64;
-    for (durability, name) in [(Durability::Always, "always"), (Durability::Never, "never")] {
+    for durability in [Durability::Always, Durability::Never] {
+        let name = durability_name(durability);
         let runs: Vec<Rates> = (0..settings.runs)
             .map(|run| {
                 let rates = runtime.block_on(throughput(settings.records, durability));

@@ -146,6 +146,40 @@ impl Partition {
     /// `OutOfOrderSequence`, an older sequence that is not one of those
     /// batches with `DuplicateSequence`.
     pub fn append(&self, batch: Batch) -> Result<AppendInfo> {
+        let info = self.write_batch(batch)?;
+        self.shared.make_durable(info.last_offset + 1)?;
+        Ok(info)
+    }
+
+    /// Appends batches in order, each as [`append`](Self::append) would,
+    /// and makes them durable together: one sync for an `always` topic.
+    /// Returns each batch's outcome; a refused batch does not stop the
+    /// ones after it (with idempotent producers, a duplicate may be
+    /// followed by new batches).
+    pub fn append_all(&self, batches: Vec<Batch>) -> Vec<Result<AppendInfo>> {
+        let mut outcomes: Vec<Result<AppendInfo>> = batches
+            .into_iter()
+            .map(|batch| self.write_batch(batch))
+            .collect();
+        let end = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok())
+            .map(|info| info.last_offset + 1)
+            .max();
+        if let Some(end) = end
+            && let Err(e) = self.shared.make_durable(end)
+        {
+            let reason = e.to_string();
+            for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                *outcome = Err(self.shared.failed(reason.clone()));
+            }
+        }
+        outcomes
+    }
+
+    /// Checks a batch and writes it (or finds it is a duplicate), without
+    /// waiting for durability.
+    fn write_batch(&self, batch: Batch) -> Result<AppendInfo> {
         let s = &*self.shared;
         s.check_live()?;
         if batch.size() > s.config.max_batch_bytes {
@@ -187,13 +221,6 @@ impl Partition {
                 info
             }
         };
-        match s.config.durability {
-            Durability::Always => {
-                let synced = s.sync_until(info.last_offset + 1)?;
-                s.publish(synced);
-            }
-            Durability::Interval | Durability::Never => s.publish(info.last_offset + 1),
-        }
         Ok(info)
     }
 
@@ -378,6 +405,19 @@ impl Shared {
             partition: self.id,
             reason,
         }
+    }
+
+    /// Makes the partition readable up to `end` once that is as durable as
+    /// the topic asks (for `always`, synced).
+    fn make_durable(&self, end: u64) -> Result<()> {
+        match self.config.durability {
+            Durability::Always => {
+                let synced = self.sync_until(end)?;
+                self.publish(synced);
+            }
+            Durability::Interval | Durability::Never => self.publish(end),
+        }
+        Ok(())
     }
 
     fn publish(&self, end: u64) {

@@ -276,6 +276,25 @@ impl StreamLog for EmbeddedLog {
             .map_err(from_core)
     }
 
+    async fn append_all(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Vec<Batch>,
+    ) -> Vec<LogResult<AppendInfo>> {
+        let Ok(target) = self.partition(topic, partition) else {
+            // Each batch gets the refusal its own append gets.
+            return crate::append_each(self, topic, partition, batches).await;
+        };
+        let outcomes = tokio::task::spawn_blocking(move || target.append_all(batches))
+            .await
+            .expect("log work does not panic");
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.map(append_info).map_err(from_core))
+            .collect()
+    }
+
     async fn read(
         &self,
         topic: &str,

@@ -57,6 +57,21 @@ pub trait StreamLog: Send + Sync + 'static {
     /// A batch stamped with a producer id and sequence that was already
     /// appended is not written again (`AppendInfo::duplicate`).
     async fn append(&self, topic: &str, partition: u32, batch: Batch) -> LogResult<AppendInfo>;
+    /// Appends batches to one partition in order, each as [`append`]
+    /// would, and returns once all are as durable as the topic asks (a
+    /// backend may make them durable together: one sync instead of one
+    /// per batch). Each batch has its own outcome; a refused batch does
+    /// not stop the ones after it.
+    ///
+    /// [`append`]: StreamLog::append
+    async fn append_all(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Vec<Batch>,
+    ) -> Vec<LogResult<AppendInfo>> {
+        append_each(self, topic, partition, batches).await
+    }
     /// Whole batches from the one holding `offset`, about `max_bytes` in
     /// all (at least one batch when there is one); the first may start
     /// before `offset`.
@@ -133,4 +148,19 @@ pub trait StreamLog: Send + Sync + 'static {
     /// Makes everything appended so far durable and lets go of the
     /// backend's resources; called once, at shutdown, after the last use.
     async fn close(&self) -> LogResult<()>;
+}
+
+/// Appends batches one by one with [`StreamLog::append`]: what
+/// [`StreamLog::append_all`] does unless a backend does better.
+pub async fn append_each<L: StreamLog + ?Sized>(
+    log: &L,
+    topic: &str,
+    partition: u32,
+    batches: Vec<Batch>,
+) -> Vec<LogResult<AppendInfo>> {
+    let mut outcomes = Vec::with_capacity(batches.len());
+    for batch in batches {
+        outcomes.push(log.append(topic, partition, batch).await);
+    }
+    outcomes
 }

@@ -602,6 +602,38 @@ mod checks {
         );
     }
 
+    pub async fn append_all_appends_in_order_each_with_its_outcome(log: Arc<dyn StreamLog>) {
+        create(&*log, "t", 1).await;
+        let id = log.init_producer_id().await.unwrap();
+        log.append("t", 0, stamped(&["a", "b"], id, 0, 0))
+            .await
+            .unwrap();
+        let outcomes = log
+            .append_all(
+                "t",
+                0,
+                vec![
+                    stamped(&["a", "b"], id, 0, 0), // a retry
+                    stamped(&["c"], id, 0, 2),
+                    stamped(&["e"], id, 0, 9), // a gap
+                    batch(&["x", "y"]),
+                ],
+            )
+            .await;
+        assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+        assert_eq!(outcomes[0].as_ref().unwrap(), &duplicate_of(0, 1));
+        assert_eq!(outcomes[1].as_ref().unwrap(), &appended(2, 2));
+        assert_err!(&outcomes[2], LogError::OutOfOrderSequence(_));
+        assert_eq!(outcomes[3].as_ref().unwrap(), &appended(3, 4));
+        assert_eq!(
+            read_all(&*log, "t", 0).await,
+            numbered(["a", "b", "c", "x", "y"])
+        );
+        let unknown = log.append_all("nope", 0, vec![batch(&["z"])]).await;
+        assert_eq!(unknown.len(), 1);
+        assert_err!(&unknown[0], LogError::UnknownTopic(_));
+    }
+
     pub async fn producer_retry_of_a_different_batch_is_refused(log: Arc<dyn StreamLog>) {
         create(&*log, "t", 1).await;
         let id = log.init_producer_id().await.unwrap();
@@ -1181,6 +1213,7 @@ contract! {
     producer_ids_are_distinct;
     producer_retry_is_a_duplicate;
     producer_retry_of_a_different_batch_is_refused;
+    append_all_appends_in_order_each_with_its_outcome;
     producer_long_ago_retry_is_not_written_again;
     producer_sequence_gap_is_refused;
     producer_epochs_fence_older_ones;

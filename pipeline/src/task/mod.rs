@@ -41,7 +41,7 @@ use publish::republish;
 use rounds::{Start, commit_rounds, process_rounds, truncate_commits};
 use weir_host::OperatorModule;
 use weir_log::{CommitLogSettings, Durability, StreamLog};
-use work::{Work, build_chain};
+use work::{OpenRound, Work, build_chain};
 
 /// Longest wait for new input before checking the controls again.
 pub(super) const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -206,6 +206,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), TaskError> {
     .await
     .expect("building a chain does not panic")?;
     let work = Work {
+        open: OpenRound::default(),
         chain,
         producer_id,
         sequences: recovered.sequences,

@@ -1,43 +1,66 @@
 //! Publishing a round's outputs after its commit, and again after a
 //! restart: the log drops what it already holds, by producer sequence.
 
+use std::collections::BTreeMap;
+
+use futures::future::try_join_all;
+use weir_format::Batch;
+
 use super::TaskError;
 use crate::checkpoint::Pending;
 use crate::stats::{TaskStats, bump};
 use weir_log::{LogError, StreamLog};
 
-/// Appends outputs, in order. A batch the log already holds (same
-/// producer and sequences) is not written twice. The outputs are taken,
-/// not borrowed: a batch nobody else holds is appended without a copy.
+/// Appends outputs: the batches of each output partition in order and in
+/// one call (durable together), the partitions side by side. A batch the
+/// log already holds (same producer and sequences) is not written twice.
+/// The outputs are taken, not borrowed: a batch nobody else holds is
+/// appended without a copy.
 pub(super) async fn publish(
     log: &dyn StreamLog,
     outputs: Vec<Pending>,
     stats: &TaskStats,
 ) -> Result<(), TaskError> {
-    for output in outputs {
-        publish_one(log, output, stats).await?;
-    }
-    Ok(())
-}
-
-async fn publish_one(
-    log: &dyn StreamLog,
-    output: Pending,
-    stats: &TaskStats,
-) -> Result<(), TaskError> {
-    let Pending {
+    let mut partitions: BTreeMap<(String, u32), Vec<Batch>> = BTreeMap::new();
+    for Pending {
         topic,
         partition,
         batch,
-    } = output;
-    let records = batch.record_count() as u64;
-    match log.append(&topic, partition, batch).await {
-        Ok(info) if !info.duplicate => bump(&stats.records_out, records),
-        Ok(_) => {}
-        // Older than the log's memory of this producer's batches, but every
-        // sequence of it was written: already published.
-        Err(LogError::DuplicateSequence(_)) => {}
-        Err(e) => return Err(TaskError::log(format!("publishing to {topic}/{partition}"))(e)),
+    } in outputs
+    {
+        partitions
+            .entry((topic, partition))
+            .or_default()
+            .push(batch);
+    }
+    let appends = partitions
+        .into_iter()
+        .map(|((topic, partition), batches)| publish_to(log, topic, partition, batches, stats));
+    try_join_all(appends).await?;
+    Ok(())
+}
+
+/// Appends one output partition's batches, in order.
+async fn publish_to(
+    log: &dyn StreamLog,
+    topic: String,
+    partition: u32,
+    batches: Vec<Batch>,
+    stats: &TaskStats,
+) -> Result<(), TaskError> {
+    let records: Vec<u64> = batches.iter().map(|b| b.record_count() as u64).collect();
+    let outcomes = log.append_all(&topic, partition, batches).await;
+    for (outcome, records) in outcomes.into_iter().zip(records) {
+        match outcome {
+            Ok(info) if !info.duplicate => bump(&stats.records_out, records),
+            Ok(_) => {}
+            // Older than the log's memory of this producer's batches, but
+            // every sequence of it was written: already published.
+            Err(LogError::DuplicateSequence(_)) => {}
+            Err(e) => {
+                return Err(TaskError::log(format!("publishing to {topic}/{partition}"))(e));
+            }
+        }
     }
     Ok(())
 }
@@ -50,6 +73,7 @@ pub(super) async fn republish(
     outputs: Vec<Pending>,
     stats: &TaskStats,
 ) -> Result<(), TaskError> {
+    let mut deliverable = Vec::with_capacity(outputs.len());
     for output in outputs {
         // Only a log that says the topic is gone drops outputs; one that
         // cannot answer now fails the task, which retries later.
@@ -64,7 +88,7 @@ pub(super) async fn republish(
                 "output topic partition is gone: committed outputs dropped");
             continue;
         }
-        publish_one(log, output, stats).await?;
+        deliverable.push(output);
     }
-    Ok(())
+    publish(log, deliverable, stats).await
 }

@@ -19,17 +19,22 @@ use crate::spec::PipelineSettings;
 use crate::stats::{Step, TaskState, TaskStats, bump};
 use weir_log::{LogError, StreamLog};
 
+/// A processed round, ready to commit: its commit record (description
+/// and outputs), the outputs to publish after it, and the input position
+/// it reaches.
+pub(super) struct Sealed {
+    pub(super) values: Vec<Bytes>,
+    pub(super) outputs: Vec<Pending>,
+    pub(super) end: u64,
+}
+
 /// What the processing loop hands the committer, in order.
 pub(super) enum Round {
-    /// One round: its commit (description and outputs), the outputs to
-    /// publish after it, and the input position it reaches.
-    Commit {
-        values: Vec<Bytes>,
-        outputs: Vec<Pending>,
-        end: u64,
-    },
+    Commit(Sealed),
     /// A snapshot of the state after the previous round.
-    Snapshot { values: Vec<Bytes> },
+    Snapshot {
+        values: Vec<Bytes>,
+    },
     /// Answered once every earlier round is committed and published.
     Settled(oneshot::Sender<()>),
 }
@@ -42,8 +47,11 @@ pub(super) struct Start {
     pub(super) since_snapshot: u64,
 }
 
-/// Reads and processes rounds until stopped, handing each to the
-/// committer. Returns early on a failure (or when the committer is gone).
+/// Reads and processes input until stopped, handing rounds to the
+/// committer: a round as soon as the committer can take it, so a round
+/// grows while the committer is busy (see `OpenRound`). Returns early on a
+/// failure (or when the committer is gone); what was processed but not
+/// handed over then is not committed, and is redone after a restart.
 pub(super) async fn process_rounds(
     key: &TaskKey,
     log: Arc<dyn StreamLog>,
@@ -60,22 +68,26 @@ pub(super) async fn process_rounds(
         key.partition,
         settings.max_read_bytes,
     );
+    let mut committer = Committer {
+        rounds,
+        stats: stats.clone(),
+        snapshot_after_bytes: settings.snapshot_after_bytes,
+        since_snapshot: start.since_snapshot,
+        last_snapshot: 0,
+    };
     let mut position = start.position;
-    // Bytes committed since the last snapshot, and that snapshot's size.
-    let (mut since_snapshot, mut last_snapshot) = (start.since_snapshot, 0u64);
     loop {
         let wanted = *control.borrow_and_update();
         match wanted {
-            Control::Stop => return Ok(()),
+            Control::Stop => {
+                committer.flush(work).await?;
+                return Ok(());
+            }
             Control::Pause => {
                 // Paused once the rounds in flight are published too, so
                 // `paused` means nothing more will come out.
-                let (settled, answer) = oneshot::channel();
-                rounds
-                    .send(Round::Settled(settled))
-                    .await
-                    .map_err(|_| TaskError::CommitterGone)?;
-                answer.await.map_err(|_| TaskError::CommitterGone)?;
+                work = committer.flush(work).await?;
+                committer.settle().await?;
                 stats.set_state(TaskState::Paused);
                 if control.changed().await.is_err() {
                     return Ok(());
@@ -96,6 +108,11 @@ pub(super) async fn process_rounds(
         };
         let batches = skip_below(batches, position);
         let Some(end) = batches.last().map(Batch::next_offset) else {
+            // Caught up: what is processed goes out before waiting.
+            if !work.open.is_empty() {
+                work = committer.flush(work).await?;
+                continue;
+            }
             tokio::select! {
                 waited = log.wait_for(&key.input, key.partition, position, IDLE_WAIT) => {
                     waited.map_err(TaskError::log("waiting for input"))?;
@@ -110,7 +127,8 @@ pub(super) async fn process_rounds(
             }
             continue;
         };
-        if work.sequences.values().any(|&s| s > SEQUENCE_ROTATION) {
+        // A round has one producer id: a new one only between rounds.
+        if work.open.is_empty() && work.sequences.values().any(|&s| s > SEQUENCE_ROTATION) {
             work.producer_id = log
                 .init_producer_id()
                 .await
@@ -120,36 +138,81 @@ pub(super) async fn process_rounds(
         input.read_ahead(end);
         let count: usize = batches.iter().map(Batch::record_count).sum();
         bump(&stats.records_in, count as u64);
-        let (back, (values, outputs)) = blocking(work, move |work| {
+        // Closed with this read if the committer can take it now (or the
+        // round is full); otherwise it grows with the next read.
+        let seal = !work.open.may_grow() || rounds.capacity() > 0;
+        let (back, sealed) = blocking(work, move |work| {
             let stats = work.stats.clone();
-            stats.timed(Step::Process, || work.process(batches, end))
+            stats.timed(Step::Process, || {
+                work.process(batches, end)?;
+                if seal { work.seal() } else { Ok(None) }
+            })
         })
         .await?;
         work = back;
-        since_snapshot += values.iter().map(Bytes::len).sum::<usize>() as u64;
-        let round = Round::Commit {
-            values,
-            outputs,
-            end,
-        };
-        stats
-            .timed_async(Step::Backpressure, rounds.send(round))
-            .await
-            .map_err(|_| TaskError::CommitterGone)?;
         position = end;
+        if let Some(round) = sealed {
+            work = committer.hand_off(work, round).await?;
+        }
+    }
+}
+
+/// The processing loop's side of the committer: hands it rounds, and
+/// snapshots when the commits since the last snapshot have grown.
+struct Committer<'a> {
+    rounds: &'a mpsc::Sender<Round>,
+    stats: Arc<TaskStats>,
+    snapshot_after_bytes: u64,
+    /// Bytes committed since the last snapshot, and that snapshot's size.
+    since_snapshot: u64,
+    last_snapshot: u64,
+}
+
+impl Committer<'_> {
+    /// Closes the open round, if any, and hands it over.
+    async fn flush(&mut self, work: Work) -> Result<Work, TaskError> {
+        if work.open.is_empty() {
+            return Ok(work);
+        }
+        let (work, sealed) = blocking(work, Work::seal).await?;
+        match sealed {
+            Some(round) => self.hand_off(work, round).await,
+            None => Ok(work),
+        }
+    }
+
+    /// Hands a round to the committer (waiting while it is busy), then a
+    /// snapshot if one is due.
+    async fn hand_off(&mut self, mut work: Work, round: Sealed) -> Result<Work, TaskError> {
+        let end = round.end;
+        self.since_snapshot += round.values.iter().map(Bytes::len).sum::<usize>() as u64;
+        self.send(Round::Commit(round)).await?;
         // Queued after the round, so it is committed only once the round's
         // outputs are published (it becomes the last commit, and the last
         // commit's outputs are the only ones recovery publishes again).
-        if since_snapshot > settings.snapshot_after_bytes.max(4 * last_snapshot) {
+        if self.since_snapshot > self.snapshot_after_bytes.max(4 * self.last_snapshot) {
             let (back, values) = blocking(work, move |work| Ok(work.snapshot(end))).await?;
             work = back;
-            last_snapshot = values.iter().map(Bytes::len).sum::<usize>() as u64;
-            rounds
-                .send(Round::Snapshot { values })
-                .await
-                .map_err(|_| TaskError::CommitterGone)?;
-            since_snapshot = 0;
+            self.last_snapshot = values.iter().map(Bytes::len).sum::<usize>() as u64;
+            self.send(Round::Snapshot { values }).await?;
+            self.since_snapshot = 0;
         }
+        Ok(work)
+    }
+
+    /// Returns once every round handed over is committed and published.
+    async fn settle(&mut self) -> Result<(), TaskError> {
+        let (settled, answer) = oneshot::channel();
+        self.send(Round::Settled(settled)).await?;
+        answer.await.map_err(|_| TaskError::CommitterGone)
+    }
+
+    /// Waiting here is backpressure: the committer is still busy.
+    async fn send(&self, round: Round) -> Result<(), TaskError> {
+        self.stats
+            .timed_async(Step::Backpressure, self.rounds.send(round))
+            .await
+            .map_err(|_| TaskError::CommitterGone)
     }
 }
 
@@ -185,11 +248,11 @@ pub(super) async fn commit_rounds(
 ) -> Result<(), TaskError> {
     while let Some(round) = queue.recv().await {
         match round {
-            Round::Commit {
+            Round::Commit(Sealed {
                 values,
                 outputs,
                 end,
-            } => {
+            }) => {
                 let commit = log.commit(&commit_log, partition, values);
                 stats
                     .timed_async(Step::Commit, commit)

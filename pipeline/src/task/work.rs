@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use bytes::Bytes;
 use weir_format::{Batch, ProducerStamp};
 
+use super::rounds::Sealed;
 use super::{StagePlan, TaskError};
 use crate::chain::{Chain, ChainOutput, Stage};
 use crate::checkpoint::{Commit, Pending, next_sequence};
@@ -19,8 +20,28 @@ use crate::stats::{TaskStats, bump};
 use weir_host::{InstanceOptions, OperatorInstance};
 use weir_log::MAX_COMMIT_BYTES;
 
+/// Input processed but not yet handed to the committer. While the
+/// committer is busy, a round grows by whole reads, so a slow log gets
+/// fewer, larger commits (group commit) while a fast one gets a commit
+/// per read.
+#[derive(Default)]
+pub(super) struct OpenRound {
+    outputs: Vec<Pending>,
+    /// The input position after the last read in the round.
+    end: Option<u64>,
+    reads: usize,
+    /// Bytes of the outputs.
+    bytes: usize,
+}
+
+/// A round takes no more reads once it has this many...
+const MAX_READS_PER_ROUND: usize = 8;
+/// ...or this many bytes of outputs (far below a commit's limit).
+const MAX_ROUND_BYTES: usize = 16 << 20;
+
 /// The part of a task that runs on the blocking pool.
 pub(super) struct Work {
+    pub(super) open: OpenRound,
     pub(super) chain: Chain,
     pub(super) producer_id: i64,
     pub(super) sequences: BTreeMap<(String, u32), i32>,
@@ -66,17 +87,39 @@ pub(super) fn build_chain(
     Ok(Chain::new(stages, policy, stats, stopping))
 }
 
+impl OpenRound {
+    pub(super) fn is_empty(&self) -> bool {
+        self.end.is_none()
+    }
+
+    /// Whether the round may take another read.
+    pub(super) fn may_grow(&self) -> bool {
+        self.reads + 1 < MAX_READS_PER_ROUND && self.bytes < MAX_ROUND_BYTES
+    }
+}
+
 impl Work {
-    /// Runs input through the chain and prepares the commit record and the
-    /// outputs to publish.
-    pub(super) fn process(
-        &mut self,
-        batches: Vec<Batch>,
-        end: u64,
-    ) -> Result<(Vec<Bytes>, Vec<Pending>), TaskError> {
+    /// Runs input (up to `end`) through the chain and adds its outputs to
+    /// the open round.
+    pub(super) fn process(&mut self, batches: Vec<Batch>, end: u64) -> Result<(), TaskError> {
         let output = self.chain.process(batches, &self.source)?;
-        let states = self.chain.take_state_deltas();
         let outputs = self.route(output)?;
+        self.open.bytes += outputs.iter().map(|p| p.batch.size()).sum::<usize>();
+        self.open.outputs.extend(outputs);
+        self.open.end = Some(end);
+        self.open.reads += 1;
+        Ok(())
+    }
+
+    /// Closes the open round, if any: its commit record (the state changes
+    /// since the last commit, the position and the outputs) and the
+    /// outputs to publish after it.
+    pub(super) fn seal(&mut self) -> Result<Option<Sealed>, TaskError> {
+        let Some(end) = self.open.end else {
+            return Ok(None);
+        };
+        let OpenRound { outputs, .. } = std::mem::take(&mut self.open);
+        let states = self.chain.take_state_deltas();
         let targets = outputs
             .iter()
             .map(|p| (p.topic.clone(), p.partition))
@@ -90,7 +133,11 @@ impl Work {
         if size > MAX_COMMIT_BYTES {
             return Err(TaskError::CommitTooLarge { end, size });
         }
-        Ok((values, outputs))
+        Ok(Some(Sealed {
+            values,
+            outputs,
+            end,
+        }))
     }
 
     /// Sorts outputs into topic partitions (see `routing`) and stamps each
