@@ -202,7 +202,12 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
         bench.log.append("input", 0, batch).await.expect("append");
     }
     wait_output(&*bench.log, expected).await;
-    let end_to_end = records as f64 / started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    let end_to_end = records as f64 / elapsed.as_secs_f64();
+    println!(
+        "    end to end: {}",
+        step_times(&bench.pipelines, elapsed).await
+    );
     bench.pipelines.shutdown().await;
     drop(bench);
 
@@ -219,7 +224,12 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
         .await
         .expect("apply");
     wait_output(&*bench.log, expected).await;
-    let backlog = records as f64 / started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    let backlog = records as f64 / elapsed.as_secs_f64();
+    println!(
+        "    backlog: {}",
+        step_times(&bench.pipelines, elapsed).await
+    );
     bench.pipelines.shutdown().await;
     Rates {
         append,

@@ -11,12 +11,17 @@
 //!
 //! Recovery folds the commit log into [`Recovered`]: the position, each
 //! stage's checkpoints, the next sequence per output partition and the
-//! last commit's outputs (which may not have been published yet).
+//! outputs that may not have been published yet (the last commit's, and
+//! the one before's unless the last says they were out).
 //!
 //! Encoding: a commit is appended as one batch whose first record is the
 //! commit's description (postcard: compact, serde, with a format version
-//! first) and whose other records are the output batches, as they are, in
-//! the order the description lists their destinations.
+//! first), then the output batches, as they are, in the order the
+//! description lists their destinations, then (from version 2) one byte
+//! saying whether every earlier commit's outputs were published when this
+//! one was appended: a task publishes a round's outputs while it appends
+//! the next commit, so recovery publishes the previous commit's outputs
+//! again only when that byte says they may not be out.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +37,7 @@ use weir_log::CommitRecord;
 /// (postcard writes the `version` field first, as that byte).
 const COMMIT_FORMAT: Format = Format {
     what: "a commit record",
-    current: 1,
+    current: 2,
     oldest: 1,
 };
 const FORMAT_VERSION: u8 = COMMIT_FORMAT.current;
@@ -103,20 +108,23 @@ impl Commit {
         }
     }
 
-    /// The values to append: this description, then `batches` (one per
-    /// entry of `outputs`).
-    pub fn encode(&self, batches: &[Batch]) -> Vec<Bytes> {
+    /// This description, then `batches` (one per entry of `outputs`):
+    /// the commit to append, once it is known whether the earlier
+    /// commits' outputs are out.
+    pub fn encode(&self, batches: &[Batch]) -> EncodedCommit {
         debug_assert_eq!(batches.len(), self.outputs.len());
         let description = postcard::to_allocvec(self).expect("commit records always serialize");
-        std::iter::once(Bytes::from(description))
-            .chain(batches.iter().map(|b| b.as_bytes().clone()))
-            .collect()
+        EncodedCommit(
+            std::iter::once(Bytes::from(description))
+                .chain(batches.iter().map(|b| b.as_bytes().clone()))
+                .collect(),
+        )
     }
 
     /// A commit and its output batches, checked.
-    pub fn decode(record: &CommitRecord) -> Result<(Commit, Vec<Pending>), String> {
+    pub fn decode(record: &CommitRecord) -> Result<Decoded, String> {
         let at = record.offset;
-        let (description, batches) = record
+        let (description, rest) = record
             .values
             .split_first()
             .ok_or_else(|| format!("commit at offset {at} is empty"))?;
@@ -124,6 +132,21 @@ impl Commit {
         COMMIT_FORMAT
             .check(u64::from(version))
             .map_err(|e| format!("commit at offset {at}: {e}"))?;
+        // Version 1 had no marker: its task published before committing again.
+        let (batches, earlier_published) = match rest.split_last() {
+            Some((marker, batches)) if version >= 2 => match &marker[..] {
+                [flag @ (0 | 1)] => (batches, *flag == 1),
+                _ => {
+                    return Err(format!(
+                        "commit at offset {at} has a bad publication marker"
+                    ));
+                }
+            },
+            None if version >= 2 => {
+                return Err(format!("commit at offset {at} has no publication marker"));
+            }
+            _ => (rest, true),
+        };
         let commit: Commit = postcard::from_bytes(description)
             .map_err(|e| format!("commit at offset {at} is corrupt: {e}"))?;
         if batches.len() != commit.outputs.len() {
@@ -148,8 +171,40 @@ impl Commit {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok((commit, outputs))
+        Ok(Decoded {
+            commit,
+            outputs,
+            earlier_published,
+        })
     }
+}
+
+/// A commit's values before its publication marker (see the module docs).
+#[derive(Debug, Clone)]
+pub struct EncodedCommit(Vec<Bytes>);
+
+impl EncodedCommit {
+    /// Bytes of the values.
+    pub fn size(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    /// The values to append, saying whether every earlier commit's outputs
+    /// are published.
+    pub fn finish(mut self, earlier_published: bool) -> Vec<Bytes> {
+        self.0.push(Bytes::from(vec![u8::from(earlier_published)]));
+        self.0
+    }
+}
+
+/// A commit read back.
+#[derive(Debug)]
+pub struct Decoded {
+    pub commit: Commit,
+    pub outputs: Vec<Pending>,
+    /// Whether every earlier commit's outputs were published when this one
+    /// was appended.
+    pub earlier_published: bool,
 }
 
 /// An output batch to append to a topic partition (stamped).
@@ -182,9 +237,12 @@ pub struct Recovered {
     pub states: BTreeMap<String, Vec<StateDelta>>,
     /// (topic, partition) → next sequence number.
     pub sequences: BTreeMap<(String, u32), i32>,
-    /// The last commit's outputs, to publish again (duplicates are refused
-    /// by sequence, so this is safe when they were published).
+    /// The outputs to publish again: the last commit's, after the one
+    /// before's if the last says they may not be out (duplicates are
+    /// refused by sequence, so this is safe when they were published).
     pub unpublished: Vec<Pending>,
+    /// The last commit's outputs.
+    last_outputs: Vec<Pending>,
 }
 
 impl Recovered {
@@ -192,18 +250,17 @@ impl Recovered {
     pub fn fold(records: &[CommitRecord]) -> Result<Recovered, String> {
         let mut recovered = Recovered::default();
         for record in records {
-            let (commit, outputs) = Commit::decode(record)?;
-            recovered.apply(record, commit, outputs)?;
+            recovered.apply(record, Commit::decode(record)?)?;
         }
         Ok(recovered)
     }
 
-    fn apply(
-        &mut self,
-        record: &CommitRecord,
-        commit: Commit,
-        outputs: Vec<Pending>,
-    ) -> Result<(), String> {
+    fn apply(&mut self, record: &CommitRecord, decoded: Decoded) -> Result<(), String> {
+        let Decoded {
+            commit,
+            outputs,
+            earlier_published,
+        } = decoded;
         self.input_end = Some(commit.input_end);
         if self.producer_id != Some(commit.producer_id) {
             // A new producer id starts its sequences again.
@@ -232,7 +289,12 @@ impl Recovered {
             self.sequences
                 .insert((output.topic.clone(), output.partition), next);
         }
-        self.unpublished = outputs;
+        let earlier = std::mem::replace(&mut self.last_outputs, outputs.clone());
+        self.unpublished = if earlier_published {
+            outputs
+        } else {
+            earlier.into_iter().chain(outputs).collect()
+        };
         Ok(())
     }
 }
@@ -294,14 +356,18 @@ mod tests {
                 0..3,
             ),
             sequence in 0..1000i32,
+            earlier_published in any::<bool>(),
         ) {
             let targets: Vec<(String, u32)> =
                 outputs.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
             let batches: Vec<Batch> =
                 outputs.iter().map(|(_, _, values)| output(values, sequence)).collect();
             let commit = Commit::new(input_end, producer_id, stages, targets);
-            let (decoded, pending) = Commit::decode(&record(commit.encode(&batches))).unwrap();
+            let values = commit.encode(&batches).finish(earlier_published);
+            let Decoded { commit: decoded, outputs: pending, earlier_published: published } =
+                Commit::decode(&record(values)).unwrap();
             prop_assert_eq!(&decoded, &commit);
+            prop_assert_eq!(published, earlier_published);
             prop_assert_eq!(pending.len(), batches.len());
             for (p, (batch, (topic, partition))) in
                 pending.iter().zip(batches.iter().zip(&commit.outputs))
@@ -315,7 +381,7 @@ mod tests {
     #[test]
     fn a_commit_from_a_newer_version_says_so() {
         let commit = Commit::new(5, 1, Vec::new(), Vec::new());
-        let mut values = commit.encode(&[]);
+        let mut values = commit.encode(&[]).finish(true);
         let mut description = values[0].to_vec();
         description[0] = FORMAT_VERSION + 1;
         values[0] = Bytes::from(description);
@@ -332,9 +398,30 @@ mod tests {
         assert!(e.contains("is corrupt"), "{e}");
         // A description listing one output, without the output batch.
         let commit = Commit::new(5, 1, Vec::new(), vec![("t".into(), 0)]);
-        let description = postcard::to_allocvec(&commit).unwrap();
-        let e = Commit::decode(&record(vec![Bytes::from(description)])).unwrap_err();
+        let description = Bytes::from(postcard::to_allocvec(&commit).unwrap());
+        let e = Commit::decode(&record(vec![description.clone(), marker(1)])).unwrap_err();
         assert!(e.contains("lists 1 outputs but holds 0"), "{e}");
+        let e = Commit::decode(&record(vec![description.clone()])).unwrap_err();
+        assert!(e.contains("no publication marker"), "{e}");
+        let e = Commit::decode(&record(vec![description, marker(2)])).unwrap_err();
+        assert!(e.contains("bad publication marker"), "{e}");
+    }
+
+    fn marker(byte: u8) -> Bytes {
+        Bytes::from(vec![byte])
+    }
+
+    /// Version 1 had no marker: its tasks published a round's outputs
+    /// before appending the next commit.
+    #[test]
+    fn a_version_1_commit_reads_as_published_before() {
+        let batch = output(&[b"a".to_vec()], 0);
+        let mut commit = Commit::new(3, 7, Vec::new(), vec![("out".into(), 0)]);
+        commit.version = 1;
+        let values = commit.encode(std::slice::from_ref(&batch)).0;
+        let decoded = Commit::decode(&record(values)).unwrap();
+        assert!(decoded.earlier_published);
+        assert_eq!(decoded.outputs.len(), 1);
     }
 
     #[test]
@@ -345,20 +432,41 @@ mod tests {
         let records = [
             CommitRecord {
                 offset: 0,
-                values: first.encode(std::slice::from_ref(&batch)),
+                values: first.encode(std::slice::from_ref(&batch)).finish(true),
             },
             CommitRecord {
                 offset: 1,
-                values: second.encode(&[]),
+                values: second.encode(&[]).finish(false),
             },
         ];
         let recovered = Recovered::fold(&records).unwrap();
         assert_eq!(recovered.input_end, Some(9));
         assert_eq!(recovered.producer_id, Some(7));
         assert_eq!(recovered.sequences[&("out".to_string(), 1)], 12);
-        // Only the last commit's outputs are published again.
-        assert!(recovered.unpublished.is_empty());
+        // The last commit says the first's outputs may not be out.
+        assert_eq!(recovered.unpublished.len(), 1);
         let recovered = Recovered::fold(&records[..1]).unwrap();
         assert_eq!(recovered.unpublished.len(), 1);
+        let third = Commit::new(12, 7, Vec::new(), Vec::new());
+        let records = [
+            records[0].clone(),
+            records[1].clone(),
+            CommitRecord {
+                offset: 2,
+                values: third.encode(&[]).finish(false),
+            },
+        ];
+        let recovered = Recovered::fold(&records).unwrap();
+        assert!(recovered.unpublished.is_empty(), "two commits back is out");
+        // Published before the second was appended: only the last's.
+        let records = [
+            records[0].clone(),
+            CommitRecord {
+                offset: 1,
+                values: second.encode(&[]).finish(true),
+            },
+        ];
+        let recovered = Recovered::fold(&records).unwrap();
+        assert!(recovered.unpublished.is_empty());
     }
 }

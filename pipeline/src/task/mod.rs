@@ -1,18 +1,21 @@
 //! A pipeline task: one input partition through the fused stages, forever.
 //!
-//! The loop: read a bounded range of input, run it through the chain (on
-//! the blocking pool: guest calls never run on the async threads), route
-//! the outputs to output partitions and stamp them with sequence numbers,
-//! and hand the round to the committer, which appends its commit record
-//! (the commit point) and then publishes its outputs while the loop
-//! processes the next round. A channel of one bounds the rounds in flight,
+//! The loop: read a bounded range of input (the next one is read
+//! meanwhile), run it through the chain (on the blocking pool: guest calls
+//! never run on the async threads), route the outputs to output
+//! partitions and stamp them with sequence numbers, and hand the round to
+//! the committer as soon as it can take one (until then the round grows).
+//! The committer appends the round's commit record (the commit point),
+//! then publishes its outputs while it appends the next commit and the
+//! loop processes further. A channel of one bounds the rounds in flight,
 //! so a task never reads much faster than its outputs are written
 //! (backpressure). When the input is exhausted the task waits for new
 //! data, woken by the log as soon as it arrives.
 //!
 //! On start the task folds its commit log (see `checkpoint`): state,
-//! position and sequences come back as of the last commit, whose outputs
-//! are published again (the log refuses the ones already written). A new
+//! position and sequences come back as of the last commit, and outputs
+//! that may not be out are published again (the log refuses the ones
+//! already written). A new
 //! task first commits its starting position, so `latest` or a timestamp is
 //! resolved once, not again after a crash.
 
@@ -188,7 +191,7 @@ async fn run_until_stopped(setup: TaskSetup) -> Result<(), TaskError> {
         None => {
             let position = start_position(&*log, &key, start).await?;
             let first = Commit::new(position, producer_id, Vec::new(), Vec::new());
-            log.commit(&commit_log, key.partition, first.encode(&[]))
+            log.commit(&commit_log, key.partition, first.encode(&[]).finish(true))
                 .await
                 .map_err(TaskError::log("committing the start position"))?;
             position

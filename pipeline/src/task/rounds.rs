@@ -6,15 +6,15 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use weir_format::Batch;
 
 use super::publish::publish;
 use super::reader::InputReader;
 use super::work::Work;
 use super::{Control, IDLE_WAIT, TaskError, TaskKey, skip_below};
-use crate::checkpoint::{Pending, SEQUENCE_ROTATION};
+use crate::checkpoint::{EncodedCommit, Pending, SEQUENCE_ROTATION};
 use crate::spec::PipelineSettings;
 use crate::stats::{Step, TaskState, TaskStats, bump};
 use weir_log::{LogError, StreamLog};
@@ -23,7 +23,7 @@ use weir_log::{LogError, StreamLog};
 /// and outputs), the outputs to publish after it, and the input position
 /// it reaches.
 pub(super) struct Sealed {
-    pub(super) values: Vec<Bytes>,
+    pub(super) values: EncodedCommit,
     pub(super) outputs: Vec<Pending>,
     pub(super) end: u64,
 }
@@ -33,7 +33,7 @@ pub(super) enum Round {
     Commit(Sealed),
     /// A snapshot of the state after the previous round.
     Snapshot {
-        values: Vec<Bytes>,
+        values: EncodedCommit,
     },
     /// Answered once every earlier round is committed and published.
     Settled(oneshot::Sender<()>),
@@ -185,15 +185,15 @@ impl Committer<'_> {
     /// snapshot if one is due.
     async fn hand_off(&mut self, mut work: Work, round: Sealed) -> Result<Work, TaskError> {
         let end = round.end;
-        self.since_snapshot += round.values.iter().map(Bytes::len).sum::<usize>() as u64;
+        self.since_snapshot += round.values.size() as u64;
         self.send(Round::Commit(round)).await?;
-        // Queued after the round, so it is committed only once the round's
-        // outputs are published (it becomes the last commit, and the last
-        // commit's outputs are the only ones recovery publishes again).
+        // Queued after the round; the committer appends it once every
+        // round's outputs are published (it becomes the last commit, and
+        // says so: recovery then publishes nothing again).
         if self.since_snapshot > self.snapshot_after_bytes.max(4 * self.last_snapshot) {
             let (back, values) = blocking(work, move |work| Ok(work.snapshot(end))).await?;
             work = back;
-            self.last_snapshot = values.iter().map(Bytes::len).sum::<usize>() as u64;
+            self.last_snapshot = values.size() as u64;
             self.send(Round::Snapshot { values }).await?;
             self.since_snapshot = 0;
         }
@@ -235,9 +235,12 @@ async fn blocking<T: Send + 'static>(
     Ok((work, result?))
 }
 
-/// Appends each round's commit, then publishes its outputs; appends
-/// snapshots, after which the commit log may forget what is below them
-/// (see [`truncate_commits`]).
+/// Appends each round's commit, then publishes its outputs while the next
+/// round's commit is appended: the commit log and the outputs are written
+/// side by side, and at most the last two commits have outputs not yet
+/// published (recovery publishes both again). Appends snapshots, after
+/// which the commit log may forget what is below them (see
+/// [`truncate_commits`]).
 pub(super) async fn commit_rounds(
     log: Arc<dyn StreamLog>,
     commit_log: String,
@@ -246,26 +249,41 @@ pub(super) async fn commit_rounds(
     stats: Arc<TaskStats>,
     forget_below: watch::Sender<u64>,
 ) -> Result<(), TaskError> {
-    while let Some(round) = queue.recv().await {
+    let mut publishing = Publishing::default();
+    loop {
+        // A publish that fails while no round comes fails the task now.
+        let round = tokio::select! {
+            round = queue.recv() => round,
+            published = publishing.finish(), if publishing.0.is_some() => {
+                published?;
+                continue;
+            }
+        };
+        let Some(round) = round else { break };
         match round {
             Round::Commit(Sealed {
                 values,
                 outputs,
                 end,
             }) => {
+                let earlier_published = publishing.finished().await?;
+                let values = values.finish(earlier_published);
                 let commit = log.commit(&commit_log, partition, values);
                 stats
                     .timed_async(Step::Commit, commit)
                     .await
                     .map_err(TaskError::log("committing"))?;
                 bump(&stats.commits, 1);
-                stats
-                    .timed_async(Step::Publish, publish(&*log, outputs, &stats))
-                    .await?;
-                stats.position.store(end, Ordering::Relaxed);
+                // After the previous round's outputs: in each output
+                // partition, sequences must arrive in order.
+                publishing.finish().await?;
+                publishing.start(log.clone(), outputs, end, stats.clone());
             }
             Round::Snapshot { values } => {
-                let commit = log.commit(&commit_log, partition, values);
+                // It becomes the last commit: every output before it must
+                // be out, since recovery publishes only the last two again.
+                publishing.finish().await?;
+                let commit = log.commit(&commit_log, partition, values.finish(true));
                 let offset = stats
                     .timed_async(Step::Commit, commit)
                     .await
@@ -273,11 +291,69 @@ pub(super) async fn commit_rounds(
                 forget_below.send_replace(offset);
             }
             Round::Settled(answer) => {
+                publishing.finish().await?;
                 let _ = answer.send(());
             }
         }
     }
-    Ok(())
+    publishing.finish().await
+}
+
+/// The publishing of the last committed round's outputs, if under way.
+/// Dropped unfinished (the task failed), it is abandoned: an append
+/// already begun may still land, which is harmless, since the next start
+/// publishes the same batches again and the log keeps one of each.
+#[derive(Default)]
+struct Publishing(Option<JoinHandle<Result<(), TaskError>>>);
+
+impl Publishing {
+    fn start(
+        &mut self,
+        log: Arc<dyn StreamLog>,
+        outputs: Vec<Pending>,
+        end: u64,
+        stats: Arc<TaskStats>,
+    ) {
+        // Once published, the task's position moves past the round.
+        let publish = async move {
+            stats
+                .timed_async(Step::Publish, publish(&*log, outputs, &stats))
+                .await?;
+            stats.position.store(end, Ordering::Relaxed);
+            Ok(())
+        };
+        self.0 = Some(tokio::spawn(publish));
+    }
+
+    /// Whether no publishing is under way, after taking the outcome of
+    /// one that has just ended.
+    async fn finished(&mut self) -> Result<bool, TaskError> {
+        match &self.0 {
+            Some(handle) if handle.is_finished() => self.finish().await.map(|()| true),
+            Some(_) => Ok(false),
+            None => Ok(true),
+        }
+    }
+
+    /// Waits for the publishing under way, if any.
+    async fn finish(&mut self) -> Result<(), TaskError> {
+        let Some(handle) = self.0.as_mut() else {
+            return Ok(());
+        };
+        let published = handle
+            .await
+            .unwrap_or_else(|e| Err(TaskError::Crashed(format!("publishing crashed: {e}"))));
+        self.0 = None;
+        published
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
 }
 
 /// Truncates the commit log below the latest snapshot, beside the

@@ -6,13 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use bytes::Bytes;
 use weir_format::{Batch, ProducerStamp};
 
 use super::rounds::Sealed;
 use super::{StagePlan, TaskError};
 use crate::chain::{Chain, ChainOutput, Stage};
-use crate::checkpoint::{Commit, Pending, next_sequence};
+use crate::checkpoint::{Commit, EncodedCommit, Pending, next_sequence};
 use crate::routing::{OutputTopic, route};
 use crate::scheduler::CpuScheduler;
 use crate::spec::ErrorPolicy;
@@ -29,15 +28,14 @@ pub(super) struct OpenRound {
     outputs: Vec<Pending>,
     /// The input position after the last read in the round.
     end: Option<u64>,
-    reads: usize,
-    /// Bytes of the outputs.
-    bytes: usize,
+    input_bytes: usize,
+    output_bytes: usize,
 }
 
-/// A round takes no more reads once it has this many...
-const MAX_READS_PER_ROUND: usize = 8;
+/// A round takes no more input once it has this many bytes of it...
+const MAX_ROUND_INPUT_BYTES: usize = 8 << 20;
 /// ...or this many bytes of outputs (far below a commit's limit).
-const MAX_ROUND_BYTES: usize = 16 << 20;
+const MAX_ROUND_OUTPUT_BYTES: usize = 16 << 20;
 
 /// The part of a task that runs on the blocking pool.
 pub(super) struct Work {
@@ -92,9 +90,9 @@ impl OpenRound {
         self.end.is_none()
     }
 
-    /// Whether the round may take another read.
+    /// Whether the round may take more input.
     pub(super) fn may_grow(&self) -> bool {
-        self.reads + 1 < MAX_READS_PER_ROUND && self.bytes < MAX_ROUND_BYTES
+        self.input_bytes < MAX_ROUND_INPUT_BYTES && self.output_bytes < MAX_ROUND_OUTPUT_BYTES
     }
 }
 
@@ -102,12 +100,13 @@ impl Work {
     /// Runs input (up to `end`) through the chain and adds its outputs to
     /// the open round.
     pub(super) fn process(&mut self, batches: Vec<Batch>, end: u64) -> Result<(), TaskError> {
+        let input_bytes: usize = batches.iter().map(Batch::size).sum();
         let output = self.chain.process(batches, &self.source)?;
         let outputs = self.route(output)?;
-        self.open.bytes += outputs.iter().map(|p| p.batch.size()).sum::<usize>();
+        self.open.input_bytes += input_bytes;
+        self.open.output_bytes += outputs.iter().map(|p| p.batch.size()).sum::<usize>();
         self.open.outputs.extend(outputs);
         self.open.end = Some(end);
-        self.open.reads += 1;
         Ok(())
     }
 
@@ -129,7 +128,7 @@ impl Work {
         let values = commit.encode(&batches);
         // Each stage's output and state are bounded by its limits; a chain
         // of many stages can still add up to more than a commit holds.
-        let size: usize = values.iter().map(|v| v.len() + 16).sum();
+        let size = values.size() + 16 * (batches.len() + 2);
         if size > MAX_COMMIT_BYTES {
             return Err(TaskError::CommitTooLarge { end, size });
         }
@@ -174,7 +173,7 @@ impl Work {
     }
 
     /// The snapshot commit for position `end`.
-    pub(super) fn snapshot(&self, end: u64) -> Vec<Bytes> {
+    pub(super) fn snapshot(&self, end: u64) -> EncodedCommit {
         let states = self.chain.state_snapshots();
         Commit::snapshot(end, self.producer_id, states, &self.sequences).encode(&[])
     }
