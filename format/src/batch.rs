@@ -61,15 +61,30 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
 pub const NO_PRODUCER_ID: i64 = -1;
 
 /// Writes the idempotent-producer fields (producer id, epoch and the
-/// sequence number of the first record) and re-seals the batch: the fields
-/// are inside the CRC, so the CRC is recomputed here and the batch is
-/// complete when this returns (no separate [`seal`] needed). `batch` must be
-/// at least [`HEADER_LEN`] long.
+/// sequence number of the first record) of a sealed batch and updates its
+/// CRC: the fields are inside the CRC, so the batch is complete when this
+/// returns (no separate [`seal`] needed). `batch` must be sealed (its CRC
+/// right) and at least [`HEADER_LEN`] long.
+///
+/// The CRC is updated without a pass over the records. The CRC of
+/// header `H` then records `R` is `shift(crc(H), len(R)) ^ crc(R)`, and
+/// `shift` is linear, so changing `H` to `H'` changes the CRC by
+/// `shift(crc(H) ^ crc(H'), len(R))`, whatever `R` holds.
 pub fn set_producer(batch: &mut [u8], id: i64, epoch: i16, base_sequence: i32) {
+    let header = field::ATTRIBUTES..HEADER_LEN;
+    let before = crc32c::crc32c(&batch[header.clone()]);
     put_i64(batch, field::PRODUCER_ID, id);
     batch[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
     put_i32(batch, field::BASE_SEQUENCE, base_sequence);
-    seal(batch);
+    let after = crc32c::crc32c(&batch[header]);
+    let records = batch.len() - HEADER_LEN;
+    let change = crc32c::crc32c_combine(before ^ after, 0, records);
+    let crc = u32::from_be_bytes(
+        batch[field::CRC..field::CRC + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    batch[field::CRC..field::CRC + 4].copy_from_slice(&(crc ^ change).to_be_bytes());
 }
 
 /// What validating a batch's records found out.

@@ -250,6 +250,8 @@ impl Header61 {
 mod tests {
     use super::*;
     use crate::{BatchRef, Batches, Header, set_producer};
+    use proptest::collection;
+    use proptest::prelude::*;
 
     fn unsealed() -> Vec<u8> {
         let mut b = BatchWriter::new();
@@ -485,6 +487,29 @@ mod tests {
         assert_eq!(records[0].offset, 8);
         assert_eq!(records[0].timestamp, 990);
         assert!(retain(&batch, |_| false).is_none());
+    }
+
+    proptest! {
+        /// Updating the CRC for new producer fields gives what sealing
+        /// the whole batch again gives.
+        #[test]
+        fn set_producer_updates_the_crc_as_a_full_seal_would(
+            values in collection::vec(collection::vec(any::<u8>(), 0..300), 1..20),
+            id in 0..i64::MAX,
+            epoch in any::<i16>(),
+            sequence in 0..i32::MAX,
+        ) {
+            let mut writer = BatchWriter::new();
+            for value in &values {
+                writer.push(&Record { value: Some(value), ..Record::default() });
+            }
+            let mut bytes = writer.finish().unwrap();
+            set_producer(&mut bytes, id, epoch, sequence);
+            let mut resealed = bytes.clone();
+            crate::seal(&mut resealed);
+            prop_assert_eq!(&bytes, &resealed);
+            prop_assert!(BatchRef::parse(&bytes).is_ok());
+        }
     }
 
     #[test]
