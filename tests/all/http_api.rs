@@ -214,6 +214,46 @@ fn metrics_and_health_answer() {
     );
 }
 
+/// `weir consume t | head -1`: the client ends when its output is closed,
+/// without a panic or an error message.
+#[test]
+fn a_client_whose_output_is_closed_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    const SIGPIPE: i32 = 13;
+
+    let (_dir, server) = start();
+    server.create_topic("t", 1);
+    // Far more output than a pipe holds, so the client does write into
+    // the closed pipe.
+    let records = (0..2000)
+        .map(|i| json!({ "value": format!("{i:0>200}") }))
+        .collect();
+    server.produce("t", records);
+    let mut child = Command::new(crate::support::server::WEIR)
+        .args(["consume", "t", "--from-beginning"])
+        .env("WEIR_SERVER", &server.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("0@0"), "{first}");
+    // The read end is closed here, with most of the output unread.
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(
+        output.status.success() || output.status.signal() == Some(SIGPIPE),
+        "{:?}",
+        output.status
+    );
+}
+
 #[test]
 fn command_line_drives_the_server() {
     let (dir, server) = start();

@@ -215,6 +215,19 @@ fn success(_: ()) -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
+/// Lets a client command end quietly when its output is closed early
+/// (`weir consume t | head`), as Unix tools do, instead of panicking on
+/// the failed write: Rust ignores SIGPIPE by default. Network writes are
+/// not affected (they are sent with `MSG_NOSIGNAL`); the server keeps the
+/// default, since nothing it writes should end it.
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: setting a signal's disposition to its default before any
+    // other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn dispatch() -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -222,7 +235,11 @@ fn dispatch() -> anyhow::Result<std::process::ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if !matches!(command, Command::Serve { .. }) {
+        die_quietly_on_closed_stdout();
+    }
+    match command {
         Command::Serve {
             data_dir,
             listen,
