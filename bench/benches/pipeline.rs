@@ -243,7 +243,7 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
 /// over one stored input and nothing else, so that a profile of the
 /// process (`perf record`) sees the pipeline's rounds alone.
 async fn backlog_only(records: usize, runs: usize, durability: Durability) {
-    let name = durability_name(durability);
+    let name = durability.name();
     let bench = setup(durability).await;
     for batch in batches(records, 0) {
         bench.log.append("input", 0, batch).await.expect("append");
@@ -286,14 +286,6 @@ async fn backlog_only(records: usize, runs: usize, durability: Durability) {
             .create_topic("output", config)
             .await
             .expect("output topic");
-    }
-}
-
-fn durability_name(durability: Durability) -> &'static str {
-    match durability {
-        Durability::Always => "always",
-        Durability::Interval => "interval",
-        Durability::Never => "never",
     }
 }
 
@@ -403,7 +395,7 @@ fn main() {
     let mut rows = Vec::new();
     let record_bytes = (KEY_LEN + VALUE_LEN) as f64;
     for durability in [Durability::Always, Durability::Never] {
-        let name = durability_name(durability);
+        let name = durability.name();
         let runs: Vec<Rates> = (0..settings.runs)
             .map(|run| {
                 let rates = runtime.block_on(throughput(settings.records, durability));

@@ -246,11 +246,7 @@ fn apply(config: &mut TopicConfig, name: &str, value: &str) -> Result<(), String
 /// A topic's settings in Kafka's names: `(name, value, type)`.
 fn describe(config: &TopicConfig) -> Vec<(&'static str, String, i8)> {
     let optional = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
-    let durability = match config.durability {
-        Durability::Always => "always",
-        Durability::Interval => "interval",
-        Durability::Never => "never",
-    };
+    let durability = config.durability.name();
     let cleanup = match config.cleanup {
         Cleanup::Delete => "delete",
         Cleanup::Compact => "compact",

@@ -65,6 +65,17 @@ pub enum Durability {
     Never,
 }
 
+impl Durability {
+    /// The setting's name, as configurations and the API spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Always => "always",
+            Durability::Interval => "interval",
+            Durability::Never => "never",
+        }
+    }
+}
+
 /// What happens to old data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
