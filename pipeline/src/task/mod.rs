@@ -19,6 +19,7 @@
 //! task first commits its starting position, so `latest` or a timestamp is
 //! resolved once, not again after a crash.
 
+mod committer;
 mod error;
 mod publish;
 mod reader;
@@ -40,8 +41,9 @@ use super::routing::OutputTopic;
 use super::scheduler::CpuScheduler;
 use super::spec::{ErrorPolicy, PipelineSettings, StartAt, StartName};
 use super::stats::{TaskState, TaskStats};
+use committer::{commit_rounds, truncate_commits};
 use publish::republish;
-use rounds::{Start, commit_rounds, process_rounds, truncate_commits};
+use rounds::{Start, process_rounds};
 use weir_host::OperatorModule;
 use weir_log::{CommitLogSettings, Durability, StreamLog};
 use work::{OpenRound, Work, build_chain};

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use weir_format::{Batch, ProducerStamp};
 
-use super::rounds::Sealed;
+use super::committer::Sealed;
 use super::{StagePlan, TaskError};
 use crate::chain::{Chain, ChainOutput, Stage};
 use crate::checkpoint::{Commit, EncodedCommit, Pending, next_sequence};
