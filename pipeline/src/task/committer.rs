@@ -25,11 +25,10 @@ pub(super) struct Sealed {
 
 /// What the processing loop hands the committer, in order.
 pub(super) enum Round {
+    /// A round to commit, then publish.
     Commit(Sealed),
     /// A snapshot of the state after the previous round.
-    Snapshot {
-        values: EncodedCommit,
-    },
+    Snapshot { values: EncodedCommit },
     /// Answered once every earlier round is committed and published.
     Settled(oneshot::Sender<()>),
 }
@@ -37,7 +36,8 @@ pub(super) enum Round {
 /// Appends each round's commit, then publishes its outputs while the next
 /// round's commit is appended: the commit log and the outputs are written
 /// side by side, and at most the last two commits have outputs not yet
-/// published (recovery publishes both again). Appends snapshots, after
+/// published (the last one's marker says whether the one before may be
+/// among them, for recovery). Appends snapshots, after
 /// which the commit log may forget what is below them (see
 /// [`truncate_commits`]).
 pub(super) async fn commit_rounds(
@@ -79,8 +79,8 @@ pub(super) async fn commit_rounds(
                 publishing.start(log.clone(), outputs, end, stats.clone());
             }
             Round::Snapshot { values } => {
-                // It becomes the last commit: every output before it must
-                // be out, since recovery publishes only the last two again.
+                // It becomes the last commit and says every earlier output
+                // is out: so they must be.
                 publishing.finish().await?;
                 let commit = log.commit(&commit_log, partition, values.finish(true));
                 let offset = stats
