@@ -217,14 +217,7 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
     for batch in batches(records, 0) {
         bench.log.append("input", 0, batch).await.expect("append");
     }
-    let started = Instant::now();
-    bench
-        .pipelines
-        .apply("filter", filter_spec(), TaskLimits::default())
-        .await
-        .expect("apply");
-    wait_output(&*bench.log, expected).await;
-    let elapsed = started.elapsed();
+    let elapsed = work_through_backlog(&bench, expected).await;
     let backlog = records as f64 / elapsed.as_secs_f64();
     println!(
         "    backlog: {}",
@@ -238,10 +231,23 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
     }
 }
 
+/// Starts the filter pipeline over the stored input and waits until its
+/// `expected` outputs are readable; returns how long that took.
+async fn work_through_backlog(bench: &Bench, expected: u64) -> Duration {
+    let started = Instant::now();
+    bench
+        .pipelines
+        .apply("filter", filter_spec(), TaskLimits::default())
+        .await
+        .expect("apply");
+    wait_output(&*bench.log, expected).await;
+    started.elapsed()
+}
+
 /// `--backlog-only [--always]`: the backlog case with topics `never` (or
-/// `always`), `runs` times
-/// over one stored input and nothing else, so that a profile of the
-/// process (`perf record`) sees the pipeline's rounds alone.
+/// `always`), `runs` times over one stored input and nothing else, so that
+/// a profile of the process (`perf record`) sees the pipeline's rounds
+/// alone.
 async fn backlog_only(records: usize, runs: usize, durability: Durability) {
     let name = durability.name();
     let bench = setup(durability).await;
@@ -251,14 +257,7 @@ async fn backlog_only(records: usize, runs: usize, durability: Durability) {
     let expected = (records - records.div_ceil(10)) as u64;
     for run in 1..=runs {
         let cpu_before = process_cpu();
-        let started = Instant::now();
-        bench
-            .pipelines
-            .apply("filter", filter_spec(), TaskLimits::default())
-            .await
-            .expect("apply");
-        wait_output(&*bench.log, expected).await;
-        let elapsed = started.elapsed();
+        let elapsed = work_through_backlog(&bench, expected).await;
         let rate = records as f64 / elapsed.as_secs_f64();
         println!(
             "  backlog, topics `{name}`, run {run}: {:.2} M records/s",
