@@ -344,6 +344,9 @@ fn serve(
         .build()
         .context("while starting the async runtime")?;
     runtime.block_on(async {
+        // Listening before the server answers: a signal sent as soon as it
+        // does still stops it cleanly.
+        let shutdown = shutdown_signal()?;
         let server = Server::start(config.clone()).await?;
         // A closed stdout (say, piped into `head`) must not stop the server.
         use std::io::Write;
@@ -366,29 +369,21 @@ fn serve(
             );
         }
         let _ = out.flush();
-        server.run(shutdown_signal()).await
+        server.run(shutdown).await
     })?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Listens for Ctrl-C and SIGTERM from now on; the future resolves on
+/// either.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("while listening for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("while listening for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    })
 }
