@@ -78,7 +78,7 @@ pub fn set_producer(batch: &mut [u8], id: i64, epoch: i16, base_sequence: i32) {
     put_i32(batch, field::BASE_SEQUENCE, base_sequence);
     let after = crc32c::crc32c(&batch[header]);
     let records = batch.len() - HEADER_LEN;
-    let change = crc32c::crc32c_combine(before ^ after, 0, records);
+    let change = crate::crc_shift::shift(before ^ after, records);
     let crc = u32::from_be_bytes(
         batch[field::CRC..field::CRC + 4]
             .try_into()

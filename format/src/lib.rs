@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod crc_shift;
 mod error;
 #[cfg(feature = "owned")]
 mod owned;
