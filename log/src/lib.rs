@@ -11,11 +11,13 @@
 //! - [`users`]: [`TopicUsers`], asked before a topic is deleted or reshaped
 //! - [`embedded`]: [`EmbeddedLog`], the backend over `log-core`
 //! - [`memory`]: [`MemoryLog`], a backend in memory, for tests
+//! - [`producers`]: [`ProducerTable`](producers::ProducerTable), Kafka's idempotent-producer rules for backends that keep them in memory
 
 pub mod commit_log;
 pub mod embedded;
 pub mod error;
 pub mod memory;
+pub mod producers;
 pub mod topic;
 pub mod users;
 

@@ -9,22 +9,20 @@
 //! `retention_*`, `segment_*` and `cleanup` only shape what is checked
 //! (compacted topics still refuse records without a key).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
-use weir_format::{Batch, BatchBuilder, ProducerStamp, Record};
+use weir_format::{Batch, BatchBuilder, Record};
 
+use crate::producers::{ProducerTable, Verdict};
 use crate::{
     AppendInfo, Cleanup, CommitLogSettings, CommitRecord, LogError, LogResult, MAX_COMMIT_BYTES,
     PartitionInfo, StreamLog, TopicConfig, TopicInfo, check_commit_log_name, check_user_topic_name,
 };
-
-/// How many of a producer's latest batches are remembered to answer retries.
-const KEPT_BATCHES: usize = 5;
 
 /// A backend in memory (see the module docs). Clones share the log.
 #[derive(Clone, Default)]
@@ -52,21 +50,7 @@ struct Partition {
     /// Announces the end offset to waiting readers.
     end: watch::Sender<u64>,
     size_bytes: u64,
-    producers: HashMap<i64, Producer>,
-}
-
-/// What a partition remembers of one idempotent producer.
-struct Producer {
-    epoch: i16,
-    last_sequence: i32,
-    /// `(first sequence, base offset, last offset)` of its latest batches.
-    recent: VecDeque<(i32, u64, u64)>,
-}
-
-/// What the producer rules say about a stamped batch.
-enum Verdict {
-    Write,
-    Duplicate(AppendInfo),
+    producers: ProducerTable,
 }
 
 impl Partition {
@@ -76,7 +60,7 @@ impl Partition {
             start: 0,
             end: watch::channel(0).0,
             size_bytes: 0,
-            producers: HashMap::new(),
+            producers: ProducerTable::default(),
         }
     }
 
@@ -93,61 +77,6 @@ impl Partition {
         }
     }
 
-    /// Kafka's idempotent-producer rules (see `log-core`'s `producers.rs`).
-    fn check_producer(
-        &self,
-        where_: &str,
-        stamp: ProducerStamp,
-        records: u64,
-    ) -> LogResult<Verdict> {
-        let last_sequence = i64::from(stamp.base_sequence) + records as i64 - 1;
-        if stamp.base_sequence < 0 || last_sequence > i64::from(i32::MAX) {
-            return Err(LogError::OutOfOrderSequence(format!(
-                "invalid sequence range from producer {} on {where_}",
-                stamp.id
-            )));
-        }
-        let Some(known) = self.producers.get(&stamp.id) else {
-            return Ok(Verdict::Write);
-        };
-        if stamp.epoch < known.epoch {
-            return Err(LogError::ProducerFenced(format!(
-                "producer {} is fenced on {where_}: its epoch {} is older than the current \
-                 epoch {}",
-                stamp.id, stamp.epoch, known.epoch
-            )));
-        }
-        let expected = if stamp.epoch > known.epoch {
-            0
-        } else if let Some(&(_, base_offset, last_offset)) =
-            known.recent.iter().find(|&&(first, base, last)| {
-                first == stamp.base_sequence && last - base + 1 == records
-            })
-        {
-            return Ok(Verdict::Duplicate(AppendInfo {
-                base_offset,
-                last_offset,
-                duplicate: true,
-            }));
-        } else {
-            known.last_sequence.wrapping_add(1)
-        };
-        if stamp.base_sequence == expected {
-            Ok(Verdict::Write)
-        } else if stamp.epoch == known.epoch && last_sequence <= i64::from(known.last_sequence) {
-            Err(LogError::DuplicateSequence(format!(
-                "batch from producer {} on {where_} starting at sequence {} was already written",
-                stamp.id, stamp.base_sequence
-            )))
-        } else {
-            Err(LogError::OutOfOrderSequence(format!(
-                "out-of-order sequence from producer {} on {where_}: expected base sequence \
-                 {expected}, got {}",
-                stamp.id, stamp.base_sequence
-            )))
-        }
-    }
-
     /// Appends `batch` at the end; returns where it landed.
     fn write(&mut self, batch: Batch) -> AppendInfo {
         let batch = batch.with_base_offset(self.end());
@@ -157,23 +86,7 @@ impl Partition {
             duplicate: false,
         };
         if let Some(stamp) = batch.producer() {
-            let producer = self.producers.entry(stamp.id).or_insert(Producer {
-                epoch: stamp.epoch,
-                last_sequence: -1,
-                recent: VecDeque::new(),
-            });
-            if producer.epoch != stamp.epoch {
-                producer.epoch = stamp.epoch;
-                producer.recent.clear();
-            }
-            producer.last_sequence =
-                stamp.base_sequence + (info.last_offset - info.base_offset) as i32;
-            producer
-                .recent
-                .push_back((stamp.base_sequence, info.base_offset, info.last_offset));
-            if producer.recent.len() > KEPT_BATCHES {
-                producer.recent.pop_front();
-            }
+            self.producers.record(stamp, &info);
         }
         self.size_bytes += batch.size() as u64;
         self.batches.push_back(batch);
@@ -267,7 +180,7 @@ impl Topic {
         let records = batch.last_offset() - batch.base_offset() + 1;
         let partition = self.partition_mut(name, partition)?;
         if let Some(stamp) = batch.producer()
-            && let Verdict::Duplicate(info) = partition.check_producer(&where_, stamp, records)?
+            && let Verdict::Duplicate(info) = partition.producers.check(&where_, stamp, records)?
         {
             return Ok(info);
         }
