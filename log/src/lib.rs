@@ -14,6 +14,8 @@
 //! - [`producers`]: [`ProducerTable`](producers::ProducerTable), Kafka's idempotent-producer rules for backends that keep them in memory
 
 pub mod commit_log;
+#[cfg(feature = "contract")]
+pub mod contract;
 pub mod embedded;
 pub mod error;
 pub mod memory;
