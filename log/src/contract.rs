@@ -250,15 +250,28 @@ pub mod checks {
     }
 
     pub async fn topic_config_round_trips(log: Arc<dyn StreamLog>) {
-        let config = TopicConfig {
+        let plain = TopicConfig {
             partitions: 2,
             durability: Durability::Never,
-            cleanup: Cleanup::Compact,
-            retention_ms: Some(60_000),
-            retention_bytes: Some(1 << 30),
             segment_bytes: 1 << 20,
             max_batch_bytes: 4096,
             ..TopicConfig::default()
+        };
+        let tuned = TopicConfig {
+            cleanup: Cleanup::Compact,
+            retention_ms: Some(60_000),
+            retention_bytes: Some(1 << 30),
+            ..plain.clone()
+        };
+        let config = if log.check_topic_config("tuned", &tuned).is_ok() {
+            tuned
+        } else {
+            // A backend that cannot keep a setting says so, and refuses it.
+            assert_err!(
+                log.create_topic("tuned", tuned).await,
+                LogError::InvalidConfig { .. }
+            );
+            plain
         };
         let info = log.create_topic("tuned", config.clone()).await.unwrap();
         assert_eq!(info.config, config);
@@ -498,6 +511,14 @@ pub mod checks {
             cleanup: Cleanup::Compact,
             ..TopicConfig::default()
         };
+        if log.check_topic_config("t", &config).is_err() {
+            // A backend without compaction refuses compacted topics.
+            assert_err!(
+                log.create_topic("t", config).await,
+                LogError::InvalidConfig { .. }
+            );
+            return;
+        }
         log.create_topic("t", config).await.unwrap();
         let mut builder = BatchBuilder::new();
         builder.push(&Record {

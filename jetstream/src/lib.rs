@@ -1,0 +1,621 @@
+//! The log interface over a NATS JetStream cluster: [`JetStreamLog`]
+//! keeps Weir's topics, offsets, idempotent producers, consumer-group
+//! offsets and commit logs in JetStream streams and a key-value bucket,
+//! so that several `weir serve` workers share one log that JetStream
+//! replicates. The mapping and its reasons are in `docs/cluster.md`.
+//!
+//! - [`names`]: streams and subjects for topics and commit logs
+//! - [`topics`]: a topic's stream, and which configurations the cluster keeps
+//! - [`partition`]: a partition as a subject: conditional appends, reads
+//! - [`commits`]: commit logs, fenced by the last commit a writer knows
+//! - [`groups`]: consumer-group offsets in a key-value bucket
+//! - [`errors`]: JetStream errors in the interface's terms
+//! - `testing` (feature): a real NATS server for tests
+
+pub mod commits;
+pub mod errors;
+pub mod groups;
+pub mod names;
+pub mod partition;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod topics;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream::Stream};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt;
+use weir_format::Batch;
+use weir_log::{
+    AppendInfo, Cleanup, CommitLogSettings, CommitRecord, LogError, LogResult, PartitionInfo,
+    StreamLog, TopicConfig, TopicInfo, check_user_topic_name,
+};
+
+use crate::errors::{is_existing_stream, is_missing_stream, unavailable};
+use crate::names::{Kind, Names};
+use crate::partition::{Place, Tails};
+
+/// The oldest server with what this backend needs (atomic batches).
+const MIN_SERVER_VERSION: (u64, u64) = (2, 12);
+
+/// Where the cluster is and how to use it (`[log]` in the server's config).
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// Server URLs (`nats://host:port`); any one of them is enough.
+    pub servers: Vec<String>,
+    /// First part of every stream and subject name (several deployments
+    /// may share one NATS account).
+    pub prefix: String,
+    /// Copies JetStream keeps of each stream (1, 3 or 5).
+    pub replicas: usize,
+    /// A NATS credentials file, if the servers ask for one.
+    pub credentials: Option<std::path::PathBuf>,
+}
+
+/// The log interface over NATS JetStream (see the module docs).
+pub struct JetStreamLog {
+    client: async_nats::Client,
+    context: jetstream::Context,
+    names: Names,
+    replicas: usize,
+    max_payload: usize,
+    tails: Tails,
+    commits: commits::CommitLogs,
+    groups: groups::Groups,
+    /// Topics' configurations as last read (refreshed when they look stale).
+    topics: Mutex<HashMap<String, TopicConfig>>,
+}
+
+impl JetStreamLog {
+    /// Connects to the cluster, checks that its servers can do what this
+    /// backend needs, and makes the streams it keeps for itself.
+    pub async fn connect(config: &JetStreamConfig) -> LogResult<JetStreamLog> {
+        let names = Names::new(&config.prefix).map_err(LogError::Unavailable)?;
+        let servers = config.servers.join(",");
+        let mut options = async_nats::ConnectOptions::new()
+            .name("weir")
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(path) = &config.credentials {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| unavailable(&format!("credentials {}", path.display()), e))?;
+        }
+        let client = options
+            .connect(servers.as_str())
+            .await
+            .map_err(|e| unavailable(&format!("connecting to {servers}"), e))?;
+        let info = client.server_info();
+        check_version(&info.version)?;
+        let context = jetstream::new(client.clone());
+        let ids = ids_stream(&context, &names, config.replicas).await?;
+        if !ids.allow_atomic_publish {
+            return Err(LogError::Unavailable(format!(
+                "NATS server {} ignored allow_atomic: it cannot publish atomic batches, which \
+                 commits need",
+                info.version
+            )));
+        }
+        let groups = groups::Groups::open(&context, &names, config.replicas).await?;
+        let commits = commits::CommitLogs::new(
+            context.clone(),
+            names.clone(),
+            config.replicas,
+            info.max_payload,
+        );
+        Ok(JetStreamLog {
+            client,
+            context,
+            names,
+            replicas: config.replicas,
+            max_payload: info.max_payload,
+            tails: Tails::default(),
+            commits,
+            groups,
+            topics: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A handle on a stream, without asking the server (the next request
+    /// says whether it exists).
+    async fn stream(&self, kind: Kind, name: &str) -> LogResult<Stream<()>> {
+        self.context
+            .get_stream_no_info(self.names.stream(kind, name))
+            .await
+            .map_err(|e| unavailable(name, e))
+    }
+
+    /// A topic's configuration as stored, remembered for the next call.
+    async fn load_config(&self, name: &str) -> LogResult<TopicConfig> {
+        let info = self
+            .context
+            .get_stream(self.names.stream(Kind::Topic, name))
+            .await
+            .map_err(|e| stream_error(name, e))?
+            .cached_info()
+            .clone();
+        let (_, config) =
+            topics::from_stream(&info).ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        self.remember(name, Some(config.clone()));
+        Ok(config)
+    }
+
+    fn remember(&self, name: &str, config: Option<TopicConfig>) {
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        match config {
+            Some(config) => topics.insert(name.to_string(), config),
+            None => topics.remove(name),
+        };
+    }
+
+    /// Where partition `partition` of `topic` is, with the topic's
+    /// configuration; a partition the remembered configuration lacks is
+    /// checked against the stored one before it is refused.
+    async fn place(&self, topic: &str, partition: u32) -> LogResult<(Place, TopicConfig)> {
+        let remembered = {
+            let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+            topics.get(topic).cloned()
+        };
+        let config = match remembered {
+            Some(config) if partition < config.partitions => config,
+            _ => self.load_config(topic).await?,
+        };
+        if partition >= config.partitions {
+            return Err(LogError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: config.partitions,
+            });
+        }
+        let place = Place {
+            topic: topic.to_string(),
+            stream: self.stream(Kind::Topic, topic).await?,
+            subject: self.names.subject(Kind::Topic, topic, partition),
+            partition,
+        };
+        Ok((place, config))
+    }
+
+    async fn info(&self, name: &str, config: TopicConfig) -> LogResult<TopicInfo> {
+        let mut partitions = Vec::with_capacity(config.partitions as usize);
+        for partition in 0..config.partitions {
+            let (place, _) = self.place(name, partition).await?;
+            let (start_offset, end_offset) = partition::range(&place).await?;
+            partitions.push(PartitionInfo {
+                partition,
+                start_offset,
+                end_offset,
+                size_bytes: 0,
+            });
+        }
+        Ok(TopicInfo {
+            name: name.to_string(),
+            config,
+            partitions,
+        })
+    }
+
+    /// The end of a partition (one past its last offset).
+    async fn end(&self, place: &Place) -> LogResult<u64> {
+        match partition::last_message(place).await? {
+            Some(message) => Ok(partition::batch_of(place, &message)?.next_offset()),
+            None => Ok(0),
+        }
+    }
+}
+
+#[async_trait]
+impl StreamLog for JetStreamLog {
+    fn check_topic_config(&self, name: &str, config: &TopicConfig) -> LogResult<()> {
+        topics::check(name, config, self.max_payload)
+    }
+
+    async fn create_topic(&self, name: &str, config: TopicConfig) -> LogResult<TopicInfo> {
+        check_user_topic_name(name)?;
+        self.check_topic_config(name, &config)?;
+        let mut stream = topics::stream_config(&self.names, name, &config, self.replicas)?;
+        // Creating a stream again with the same settings succeeds; a token
+        // of this creation makes a second one differ, so it is refused.
+        let creation = self.init_producer_id().await?;
+        stream
+            .metadata
+            .insert("weir.creation".to_string(), creation.to_string());
+        match self.context.create_stream(stream).await {
+            Ok(_) => {}
+            Err(e) if is_existing_stream(&e) => {
+                return Err(LogError::TopicExists(name.to_string()));
+            }
+            Err(e) => return Err(unavailable(&format!("creating topic {name}"), e)),
+        }
+        self.tails
+            .forget(&self.names.subjects(Kind::Topic, name, ""));
+        self.remember(name, Some(config.clone()));
+        self.info(name, config).await
+    }
+
+    async fn topics(&self) -> LogResult<Vec<TopicInfo>> {
+        let mut found = Vec::new();
+        let mut streams = self.context.streams();
+        while let Some(info) = streams
+            .try_next()
+            .await
+            .map_err(|e| unavailable("listing streams", e))?
+        {
+            if !self.names.is_stream_of(Kind::Topic, &info.config.name) {
+                continue;
+            }
+            if let Some((name, config)) = topics::from_stream(&info)
+                && !name.starts_with("__")
+            {
+                found.push((name, config));
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut infos = Vec::with_capacity(found.len());
+        for (name, config) in found {
+            self.remember(&name, Some(config.clone()));
+            infos.push(self.info(&name, config).await?);
+        }
+        Ok(infos)
+    }
+
+    async fn topic(&self, name: &str) -> LogResult<TopicInfo> {
+        if name.starts_with("__") {
+            return Err(LogError::UnknownTopic(name.to_string()));
+        }
+        let config = self.load_config(name).await?;
+        self.info(name, config).await
+    }
+
+    async fn delete_topic(&self, name: &str) -> LogResult<()> {
+        match self
+            .context
+            .delete_stream(self.names.stream(Kind::Topic, name))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_missing_stream(&e) => {
+                return Err(LogError::UnknownTopic(name.to_string()));
+            }
+            Err(e) => return Err(unavailable(&format!("deleting topic {name}"), e)),
+        }
+        self.remember(name, None);
+        self.tails
+            .forget(&self.names.subjects(Kind::Topic, name, ""));
+        self.groups.forget_topic(name).await
+    }
+
+    async fn add_partitions(&self, name: &str, total: u32) -> LogResult<TopicInfo> {
+        let current = self.load_config(name).await?;
+        if total <= current.partitions {
+            return Err(LogError::InvalidConfig {
+                topic: name.to_string(),
+                reason: format!(
+                    "a topic's partitions can only be added to: it has {}, asked for {total}",
+                    current.partitions
+                ),
+            });
+        }
+        let config = TopicConfig {
+            partitions: total,
+            ..current
+        };
+        self.check_topic_config(name, &config)?;
+        let mut info = self
+            .context
+            .get_stream(self.names.stream(Kind::Topic, name))
+            .await
+            .map_err(|e| stream_error(name, e))?
+            .cached_info()
+            .clone();
+        info.config.metadata.insert(
+            names::CONFIG.to_string(),
+            serde_json::to_string(&config).map_err(|e| unavailable(name, e))?,
+        );
+        self.context
+            .update_stream(info.config)
+            .await
+            .map_err(|e| unavailable(&format!("adding partitions to {name}"), e))?;
+        self.remember(name, Some(config.clone()));
+        self.info(name, config).await
+    }
+
+    async fn append(&self, topic: &str, partition: u32, batch: Batch) -> LogResult<AppendInfo> {
+        let mut outcomes = self.append_all(topic, partition, vec![batch]).await;
+        outcomes
+            .pop()
+            .unwrap_or_else(|| Err(LogError::Unavailable("no outcome".to_string())))
+    }
+
+    async fn append_all(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Vec<Batch>,
+    ) -> Vec<LogResult<AppendInfo>> {
+        let (place, config) = match self.place(topic, partition).await {
+            Ok(found) => found,
+            Err(e) => {
+                let reason = e.to_string();
+                let mut outcomes = vec![Err(e)];
+                outcomes
+                    .extend((1..batches.len()).map(|_| Err(LogError::Unavailable(reason.clone()))));
+                return outcomes;
+            }
+        };
+        let check = |batch: &Batch| check_batch(topic, &config, batch);
+        let outcomes = self
+            .tails
+            .append_all(&self.context, &place, batches, check)
+            .await;
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Err(LogError::UnknownTopic(_))))
+        {
+            self.remember(topic, None);
+        }
+        outcomes
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> LogResult<Vec<Batch>> {
+        let (place, _) = self.place(topic, partition).await?;
+        let (start, end) = partition::range(&place).await?;
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                topic: topic.to_string(),
+                partition,
+                requested: offset,
+                start,
+                end,
+            });
+        }
+        if offset == end {
+            return Ok(Vec::new());
+        }
+        let last = partition::last_message(&place)
+            .await?
+            .map_or(0, |m| m.sequence);
+        let Some(mut sequence) = partition::find(&place, offset, last).await? else {
+            return Ok(Vec::new());
+        };
+        let mut batches = Vec::new();
+        let mut size = 0;
+        while let Some(message) = partition::next_message(&place, sequence).await? {
+            let batch = partition::batch_of(&place, &message)?;
+            if !batches.is_empty() && size + batch.size() > max_bytes {
+                break;
+            }
+            size += batch.size();
+            batches.push(batch);
+            sequence = message.sequence + 1;
+            if size >= max_bytes {
+                break;
+            }
+        }
+        Ok(batches)
+    }
+
+    async fn read_stored(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> LogResult<(Vec<Batch>, Bytes)> {
+        let batches = self.read(topic, partition, offset, max_bytes).await?;
+        let mut joined = BytesMut::with_capacity(batches.iter().map(Batch::size).sum());
+        for batch in &batches {
+            joined.extend_from_slice(batch.as_bytes());
+        }
+        Ok((batches, joined.freeze()))
+    }
+
+    async fn wait_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> LogResult<u64> {
+        let (place, _) = self.place(topic, partition).await?;
+        // Subscribed before the end is read: an append after the read wakes
+        // the wait.
+        let mut appended = self
+            .client
+            .subscribe(place.subject.clone())
+            .await
+            .map_err(|e| unavailable(&format!("{topic}/{partition}"), e))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let end = self.end(&place).await?;
+            if end > offset {
+                return Ok(end);
+            }
+            match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut appended)).await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return self.end(&place).await,
+            }
+        }
+    }
+
+    async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> LogResult<u64> {
+        let (place, _) = self.place(topic, partition).await?;
+        let mut sequence = 1;
+        while let Some(message) = partition::next_message(&place, sequence).await? {
+            let batch = partition::batch_of(&place, &message)?;
+            if batch.max_timestamp() >= timestamp
+                && let Some(record) = batch.records().find(|r| r.timestamp >= timestamp)
+            {
+                return Ok(record.offset);
+            }
+            sequence = message.sequence + 1;
+        }
+        self.end(&place).await
+    }
+
+    async fn sync(&self, topic: &str, partition: u32) -> LogResult<()> {
+        // Every append is acknowledged once the stream's replicas stored it.
+        self.place(topic, partition).await.map(|_| ())
+    }
+
+    async fn init_producer_id(&self) -> LogResult<i64> {
+        let (_, subject) = self.names.ids();
+        let ack = self
+            .context
+            .publish(subject, Bytes::new())
+            .await
+            .map_err(|e| unavailable("handing out a producer id", e))?
+            .await
+            .map_err(|e| unavailable("handing out a producer id", e))?;
+        i64::try_from(ack.sequence).map_err(|e| unavailable("handing out a producer id", e))
+    }
+
+    async fn commit_offsets(&self, group: &str, offsets: Vec<(String, u32, i64)>) -> LogResult<()> {
+        for (topic, partition, _) in &offsets {
+            self.place(topic, *partition).await?;
+        }
+        self.groups.commit(group, offsets).await
+    }
+
+    async fn group_offsets(&self, group: &str) -> LogResult<Vec<(String, u32, i64)>> {
+        self.groups.offsets(group).await
+    }
+
+    async fn groups(&self) -> LogResult<Vec<String>> {
+        self.groups.names().await
+    }
+
+    async fn delete_group(&self, group: &str) -> LogResult<bool> {
+        self.groups.delete(group).await
+    }
+
+    async fn open_commit_log(
+        &self,
+        name: &str,
+        partitions: u32,
+        settings: CommitLogSettings,
+    ) -> LogResult<()> {
+        self.commits.open(name, partitions, settings).await
+    }
+
+    async fn commit(&self, name: &str, partition: u32, values: Vec<Bytes>) -> LogResult<u64> {
+        self.commits.commit(name, partition, values).await
+    }
+
+    async fn truncate_commits(&self, name: &str, partition: u32, offset: u64) -> LogResult<()> {
+        self.commits.truncate(name, partition, offset).await
+    }
+
+    async fn commits(&self, name: &str, partition: u32) -> LogResult<Vec<CommitRecord>> {
+        self.commits.read(name, partition).await
+    }
+
+    async fn delete_commit_log(&self, name: &str) -> LogResult<()> {
+        self.commits.delete(name).await
+    }
+
+    async fn close(&self) -> LogResult<()> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| unavailable("closing the connection", e))
+    }
+}
+
+/// Whether `batch` may be appended to a topic configured so.
+fn check_batch(topic: &str, config: &TopicConfig, batch: &Batch) -> LogResult<()> {
+    if batch.size() > config.max_batch_bytes {
+        return Err(LogError::BatchTooLarge {
+            topic: topic.to_string(),
+            size: batch.size(),
+            max: config.max_batch_bytes,
+        });
+    }
+    if config.cleanup == Cleanup::Compact
+        && let Some(index) = batch.records().position(|r| r.key.is_none())
+    {
+        return Err(LogError::MissingKey {
+            topic: topic.to_string(),
+            index,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses servers older than [`MIN_SERVER_VERSION`].
+fn check_version(version: &str) -> LogResult<()> {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found < MIN_SERVER_VERSION {
+        return Err(LogError::Unavailable(format!(
+            "NATS server {version} is too old: Weir needs {}.{} or newer (atomic batch publish)",
+            MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
+        )));
+    }
+    Ok(())
+}
+
+/// The stream that hands out producer ids (its sequence is the id; only
+/// the last message is kept).
+async fn ids_stream(
+    context: &jetstream::Context,
+    names: &Names,
+    replicas: usize,
+) -> LogResult<jetstream::stream::Config> {
+    let (name, subject) = names.ids();
+    let config = jetstream::stream::Config {
+        name,
+        description: Some("Weir: producer ids (the sequence is the id)".to_string()),
+        subjects: vec![subject],
+        max_messages_per_subject: 1,
+        num_replicas: replicas,
+        allow_atomic_publish: true,
+        ..Default::default()
+    };
+    let stream = context
+        .get_or_create_stream(config)
+        .await
+        .map_err(|e| unavailable("making the producer-id stream", e))?;
+    Ok(stream.cached_info().config.clone())
+}
+
+/// A failed lookup of topic `name`'s stream.
+fn stream_error(name: &str, error: jetstream::context::GetStreamError) -> LogError {
+    if is_missing_stream(&error) {
+        LogError::UnknownTopic(name.to_string())
+    } else {
+        unavailable(&format!("topic {name}"), error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_version;
+
+    #[test]
+    fn servers_without_atomic_batches_are_refused() {
+        assert!(check_version("2.9.10").is_err());
+        assert!(check_version("2.11.4").is_err());
+        assert!(check_version("2.12.0").is_ok());
+        assert!(check_version("v2.15.1").is_ok());
+        assert!(check_version("3.0.0-beta").is_ok());
+    }
+}

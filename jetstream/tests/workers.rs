@@ -1,0 +1,158 @@
+//! What the JetStream backend adds to the interface's contract when
+//! several workers share one cluster: each test connects two backends (two
+//! `weir serve` processes, as far as the log is concerned) to one real
+//! NATS server.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use bytes::Bytes;
+use weir_format::{Batch, BatchBuilder, ProducerStamp, Record};
+use weir_jetstream::testing::{NatsServer, nats_server_binary};
+use weir_jetstream::{JetStreamConfig, JetStreamLog};
+use weir_log::{CommitLogSettings, Durability, LogError, StreamLog, TopicConfig};
+
+fn server() -> NatsServer {
+    NatsServer::start(&nats_server_binary(Path::new(env!("CARGO_TARGET_TMPDIR"))))
+}
+
+async fn worker(server: &NatsServer) -> JetStreamLog {
+    JetStreamLog::connect(&JetStreamConfig {
+        servers: vec![server.url().to_string()],
+        prefix: "weir".to_string(),
+        replicas: 1,
+        credentials: None,
+    })
+    .await
+    .expect("the JetStream backend connects")
+}
+
+fn batch(values: &[String]) -> Batch {
+    let mut builder = BatchBuilder::new();
+    for value in values {
+        builder.push(&Record {
+            value: Some(value.as_bytes()),
+            ..Record::default()
+        });
+    }
+    builder.finish().expect("a batch")
+}
+
+const COMMIT_LOG: CommitLogSettings = CommitLogSettings {
+    durability: Durability::Always,
+    segment_bytes: 1 << 20,
+};
+
+#[tokio::test]
+async fn workers_appending_to_one_partition_get_dense_offsets_and_lose_nothing() {
+    let server = server();
+    let (a, b) = (worker(&server).await, worker(&server).await);
+    a.create_topic("t", TopicConfig::default()).await.unwrap();
+    let write = |log: JetStreamLog, name: &'static str| async move {
+        for i in 0..40 {
+            let values = vec![format!("{name}{i}-a"), format!("{name}{i}-b")];
+            log.append("t", 0, batch(&values)).await.unwrap();
+        }
+        log
+    };
+    let (a, _b) = tokio::join!(write(a, "a"), write(b, "b"));
+    let batches = a.read("t", 0, 0, 64 << 20).await.unwrap();
+    let mut next = 0;
+    let mut values = BTreeSet::new();
+    for record in batches.iter().flat_map(Batch::records) {
+        assert_eq!(record.offset, next, "offsets are dense across writers");
+        next += 1;
+        values.insert(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+    }
+    assert_eq!(next, 160);
+    assert_eq!(values.len(), 160, "every record once");
+}
+
+#[tokio::test]
+async fn a_retry_through_another_worker_is_a_duplicate() {
+    let server = server();
+    let (a, b) = (worker(&server).await, worker(&server).await);
+    a.create_topic("t", TopicConfig::default()).await.unwrap();
+    let id = a.init_producer_id().await.unwrap();
+    let stamped = batch(&["x".to_string(), "y".to_string()]).with_producer(ProducerStamp {
+        id,
+        epoch: 0,
+        base_sequence: 0,
+    });
+    let first = a.append("t", 0, stamped.clone()).await.unwrap();
+    let again = b.append("t", 0, stamped).await.unwrap();
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!((again.base_offset, again.last_offset), (0, 1));
+    assert_eq!(b.topic("t").await.unwrap().partitions[0].end_offset, 2);
+}
+
+#[tokio::test]
+async fn a_worker_overtaken_on_a_commit_log_is_fenced() {
+    let server = server();
+    let (zombie, owner) = (worker(&server).await, worker(&server).await);
+    zombie.open_commit_log("task", 1, COMMIT_LOG).await.unwrap();
+    zombie
+        .commit("task", 0, vec![Bytes::from("1")])
+        .await
+        .unwrap();
+    // The task moves: its new owner reads the commits, then commits.
+    owner.open_commit_log("task", 1, COMMIT_LOG).await.unwrap();
+    assert_eq!(owner.commits("task", 0).await.unwrap().len(), 1);
+    owner
+        .commit("task", 0, vec![Bytes::from("2")])
+        .await
+        .unwrap();
+    // The old owner wakes up and tries to commit on.
+    let refused = zombie.commit("task", 0, vec![Bytes::from("stale")]).await;
+    assert!(
+        matches!(&refused, Err(LogError::CommitLog { reason, .. }) if reason.contains("fenced")),
+        "{refused:?}"
+    );
+    // It stays fenced, a commit of several messages too, until it reads
+    // the commit log again (as a task's recovery does).
+    let large = vec![Bytes::from(vec![0; 9 << 20])];
+    assert!(zombie.commit("task", 0, large.clone()).await.is_err());
+    zombie.commits("task", 0).await.unwrap();
+    owner
+        .commit("task", 0, vec![Bytes::from("3")])
+        .await
+        .unwrap();
+    let refused = zombie.commit("task", 0, large).await;
+    assert!(
+        matches!(&refused, Err(LogError::CommitLog { reason, .. }) if reason.contains("fenced")),
+        "a batch of parts is fenced by its first: {refused:?}"
+    );
+    let values: Vec<Bytes> = owner
+        .commits("task", 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|c| c.values)
+        .collect();
+    assert_eq!(
+        values,
+        [Bytes::from("1"), Bytes::from("2"), Bytes::from("3")]
+    );
+}
+
+#[tokio::test]
+async fn a_commit_larger_than_a_message_is_stored_whole_in_parts() {
+    let server = server();
+    let log = worker(&server).await;
+    log.open_commit_log("task", 1, COMMIT_LOG).await.unwrap();
+    // The test server takes messages of up to 8 MB.
+    let values: Vec<Bytes> = (0..3u8)
+        .map(|i| Bytes::from(vec![i; 7 << 20]))
+        .chain([Bytes::from("state")])
+        .collect();
+    let offset = log.commit("task", 0, values.clone()).await.unwrap();
+    let after = log
+        .commit("task", 0, vec![Bytes::from("next")])
+        .await
+        .unwrap();
+    assert!(after > offset);
+    let commits = log.commits("task", 0).await.unwrap();
+    assert_eq!(commits.len(), 2);
+    assert_eq!((commits[0].offset, &commits[0].values), (offset, &values));
+    assert_eq!(commits[1].values, [Bytes::from("next")]);
+}
