@@ -29,6 +29,7 @@ use async_nats::jetstream::{self, stream::Stream};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
 use weir_format::Batch;
 use weir_log::{
     AppendInfo, Cleanup, CommitLogSettings, CommitRecord, LogError, LogResult, PartitionInfo,
@@ -43,17 +44,29 @@ use crate::partition::{Place, Tails};
 const MIN_SERVER_VERSION: (u64, u64) = (2, 12);
 
 /// Where the cluster is and how to use it (`[log]` in the server's config).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JetStreamConfig {
     /// Server URLs (`nats://host:port`); any one of them is enough.
     pub servers: Vec<String>,
     /// First part of every stream and subject name (several deployments
-    /// may share one NATS account).
+    /// may share one NATS account). Default `weir`.
+    #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// Copies JetStream keeps of each stream (1, 3 or 5).
+    /// Copies JetStream keeps of each stream (1, 3 or 5). Default 1.
+    #[serde(default = "default_replicas")]
     pub replicas: usize,
     /// A NATS credentials file, if the servers ask for one.
+    #[serde(default)]
     pub credentials: Option<std::path::PathBuf>,
+}
+
+fn default_prefix() -> String {
+    "weir".to_string()
+}
+
+fn default_replicas() -> usize {
+    1
 }
 
 /// The log interface over NATS JetStream (see the module docs).

@@ -7,12 +7,15 @@
 //! let a duplicate key through; a repeated publish would duplicate
 //! records; an unpublished commit would leave a gap.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+
+use weir_jetstream::testing::{NatsServer, nats_server_binary};
 
 use crate::support::server::WeirServer;
 
@@ -68,8 +71,55 @@ fn produce_until_killed(url: String, first: i64, stop: Arc<AtomicBool>) -> (Vec<
 fn kill_9_loop_keeps_outputs_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let server = kill_loop(&data, CONFIG, KILLS);
+
+    // Snapshots let the commit log forget: far less is kept than was
+    // committed. The snapshot after the last round is queued behind its
+    // publish, so it may land just after the pipeline reports caught up.
+    let commits = data.join("log/topics/__commits.dedupe.events/0");
+    let commit_log_bytes = || -> u64 {
+        std::fs::read_dir(&commits)
+            .expect("the commit log's directory")
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .filter_map(|p| Some(std::fs::metadata(p).ok()?.len()))
+            .sum()
+    };
+    let output_bytes = server.values("kept").len() as u64 * 30;
+    server.wait_until(
+        &format!("the commit log keeps less than half of about {output_bytes} bytes of outputs"),
+        |_| commit_log_bytes() < output_bytes / 2,
+    );
+}
+
+/// The same loop with the log in a NATS JetStream server: the commit logs,
+/// the input and the outputs are streams, and the restarted server picks
+/// the task up from what JetStream holds.
+#[test]
+fn kill_9_loop_keeps_outputs_exactly_once_on_jetstream() {
+    let nats = NatsServer::start(&nats_server_binary(Path::new(env!("CARGO_TARGET_TMPDIR"))));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{CONFIG}[log]\nbackend = \"jetstream\"\nservers = [\"{}\"]\n",
+        nats.url()
+    );
+    let data = dir.path().join("data");
+    let server = kill_loop(&data, &config, KILLS / 2);
+    assert!(
+        !data.join("log").exists(),
+        "the server kept its streams in JetStream, not in an embedded log"
+    );
+    let topics = server.expect(200, server.get("/v1/topics"));
+    assert!(topics.to_string().contains("\"events\""), "{topics}");
+}
+
+/// Runs the dedupe pipeline over `data` with `config` while a producer
+/// appends, kills the server `kills` times at random moments, and checks
+/// that the output is exactly what one uninterrupted run keeps; returns
+/// the server, restarted and caught up.
+fn kill_loop(data: &Path, config: &str, kills: usize) -> WeirServer {
     let mut rng = StdRng::seed_from_u64(0x5eed);
-    let server = WeirServer::start_with_config(&data, CONFIG);
+    let server = WeirServer::start_with_config(data, config);
     server.create_topic("events", 1);
     server.create_topic("kept", 1);
     server.push_module("dedupe", "dedupe");
@@ -83,10 +133,10 @@ fn kill_9_loop_keeps_outputs_exactly_once() {
     let mut acknowledged = Vec::new();
     let mut attempted = 0;
     let mut busy_kills = 0;
-    for _ in 0..KILLS {
+    for _ in 0..kills {
         let live = server
             .take()
-            .unwrap_or_else(|| WeirServer::start_with_config(&data, CONFIG));
+            .unwrap_or_else(|| WeirServer::start_with_config(data, config));
         let stop = Arc::new(AtomicBool::new(false));
         let producer = {
             let (url, stop) = (live.url.clone(), stop.clone());
@@ -102,7 +152,7 @@ fn kill_9_loop_keeps_outputs_exactly_once() {
         acknowledged.extend(acked);
         attempted = end;
     }
-    let server = WeirServer::start_with_config(&data, CONFIG);
+    let server = WeirServer::start_with_config(data, config);
     server.wait_caught_up("dedupe");
     let input = server.records("events", 0);
     let ids: std::collections::HashSet<i64> =
@@ -116,7 +166,7 @@ fn kill_9_loop_keeps_outputs_exactly_once() {
     let kept = server.values("kept");
     let want = expected(&input);
     assert!(
-        busy_kills >= KILLS / 4,
+        busy_kills >= kills / 4,
         "only {busy_kills} kills hit a busy pipeline"
     );
     assert_eq!(
@@ -125,22 +175,5 @@ fn kill_9_loop_keeps_outputs_exactly_once() {
         "exactly the records one uninterrupted run keeps"
     );
     assert_eq!(kept, want);
-
-    // Snapshots let the commit log forget: far less is kept than was
-    // committed. The snapshot after the last round is queued behind its
-    // publish, so it may land just after the pipeline reports caught up.
-    let commits = data.join("log/topics/__commits.dedupe.events/0");
-    let commit_log_bytes = || -> u64 {
-        std::fs::read_dir(&commits)
-            .expect("the commit log's directory")
-            .filter_map(|e| Some(e.ok()?.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "log"))
-            .filter_map(|p| Some(std::fs::metadata(p).ok()?.len()))
-            .sum()
-    };
-    let output_bytes = kept.len() as u64 * 30;
-    server.wait_until(
-        &format!("the commit log keeps less than half of about {output_bytes} bytes of outputs"),
-        |_| commit_log_bytes() < output_bytes / 2,
-    );
+    server
 }

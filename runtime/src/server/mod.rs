@@ -35,6 +35,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use weir_host::{CompileSettings, Compiler, Limits, OperatorEngine};
+use weir_jetstream::{JetStreamConfig, JetStreamLog};
 use weir_kafka::{
     GroupCoordinator, KafkaContext, KafkaListener, KafkaSettings, KafkaStats, Transactions,
 };
@@ -73,6 +74,41 @@ pub struct ServerConfig {
     pub quotas: Quotas,
     /// The Kafka listener.
     pub kafka: KafkaSettings,
+    /// Where streams are kept: the embedded log (default) or a NATS
+    /// JetStream cluster.
+    pub log: LogBackend,
+}
+
+/// Which log the server keeps its streams in (`[log]`, `backend = ...`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum LogBackend {
+    /// The embedded log, under `<data>/log`.
+    #[default]
+    Embedded,
+    /// A NATS JetStream cluster (see `docs/cluster.md`).
+    Jetstream(JetStreamConfig),
+}
+
+impl LogBackend {
+    /// Opens the log this names (`dir`: the data directory).
+    async fn open(&self, dir: &std::path::Path) -> anyhow::Result<Arc<dyn StreamLog>> {
+        Ok(match self {
+            LogBackend::Embedded => Arc::new(
+                EmbeddedLog::open(dir.join("log"))
+                    .await
+                    .with_context(|| format!("while opening the log in {}", dir.display()))?,
+            ),
+            LogBackend::Jetstream(cluster) => {
+                Arc::new(JetStreamLog::connect(cluster).await.with_context(|| {
+                    format!(
+                        "while connecting to the NATS JetStream cluster at {}",
+                        cluster.servers.join(", ")
+                    )
+                })?)
+            }
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -88,6 +124,7 @@ impl Default for ServerConfig {
             admin_token: None,
             quotas: Quotas::default(),
             kafka: KafkaSettings::default(),
+            log: LogBackend::default(),
         }
     }
 }
@@ -130,11 +167,7 @@ impl Server {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("while creating the data directory {}", dir.display()))?;
-        let log: Arc<dyn StreamLog> = Arc::new(
-            EmbeddedLog::open(dir.join("log"))
-                .await
-                .with_context(|| format!("while opening the log in {}", dir.display()))?,
-        );
+        let log = config.log.open(dir).await?;
         let engine = OperatorEngine::new(config.limits.clone(), Some(dir.join("cache")))
             .context("while starting the operator engine")?;
         let compiler = Compiler::new(config.compile.clone())?;
