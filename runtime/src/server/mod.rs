@@ -1,4 +1,4 @@
-//! `weir serve`: one process with the embedded log, the module store, the
+//! `weir serve`: one process with the log (embedded, or a NATS JetStream cluster), the module store, the
 //! pipelines and the HTTP API.
 //!
 //! The data directory holds `log/` (the embedded log), `modules/` (uploaded
