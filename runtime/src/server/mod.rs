@@ -1,5 +1,5 @@
-//! `weir serve`: one process with the log (embedded, or a NATS JetStream cluster), the module store, the
-//! pipelines and the HTTP API.
+//! `weir serve`: one process with the log (embedded, or a NATS JetStream
+//! cluster), the module store, the pipelines and the HTTP API.
 //!
 //! The data directory holds `log/` (the embedded log), `modules/` (uploaded
 //! modules), `pipelines/` (pipeline specs) and `cache/` (compiled modules).
