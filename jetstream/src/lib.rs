@@ -22,6 +22,7 @@ pub mod testing;
 pub mod topics;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -59,6 +60,27 @@ pub struct JetStreamConfig {
     /// A NATS credentials file, if the servers ask for one.
     #[serde(default)]
     pub credentials: Option<std::path::PathBuf>,
+    /// How long a start keeps trying to reach the cluster (and waits for
+    /// it to elect a leader) before it gives up. Default 30 s.
+    #[serde(default = "default_start_timeout_ms")]
+    pub start_timeout_ms: u64,
+}
+
+fn default_start_timeout_ms() -> u64 {
+    30_000
+}
+
+impl JetStreamConfig {
+    /// The defaults, with these servers.
+    pub fn for_servers(servers: Vec<String>) -> JetStreamConfig {
+        JetStreamConfig {
+            servers,
+            prefix: default_prefix(),
+            replicas: default_replicas(),
+            credentials: None,
+            start_timeout_ms: default_start_timeout_ms(),
+        }
+    }
 }
 
 fn default_prefix() -> String {
@@ -98,14 +120,25 @@ impl JetStreamLog {
                 .await
                 .map_err(|e| unavailable(&format!("credentials {}", path.display()), e))?;
         }
-        let client = options
-            .connect(servers.as_str())
-            .await
-            .map_err(|e| unavailable(&format!("connecting to {servers}"), e))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(config.start_timeout_ms);
+        let addresses = config
+            .servers
+            .iter()
+            .map(|url| url.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| unavailable(&format!("the server list {servers}"), e))?;
+        let client = retrying(deadline, &format!("connecting to {servers}"), || {
+            options.clone().connect(addresses.clone())
+        })
+        .await?;
         let info = client.server_info();
         check_version(&info.version)?;
         let context = jetstream::new(client.clone());
-        let ids = ids_stream(&context, &names, config.replicas).await?;
+        // A cluster that just started may still be electing its leader.
+        let ids = retrying(deadline, "making the producer-id stream", || {
+            ids_stream(&context, &names, config.replicas)
+        })
+        .await?;
         if !ids.allow_atomic_publish {
             return Err(LogError::Unavailable(format!(
                 "NATS server {} ignored allow_atomic: it cannot publish atomic batches, which \
@@ -113,7 +146,10 @@ impl JetStreamLog {
                 info.version
             )));
         }
-        let groups = groups::Groups::open(&context, &names, config.replicas).await?;
+        let groups = retrying(deadline, "opening the consumer-group bucket", || {
+            groups::Groups::open(&context, &names, config.replicas)
+        })
+        .await?;
         let commits = commits::CommitLogs::new(
             context.clone(),
             names.clone(),
@@ -568,6 +604,27 @@ fn check_batch(topic: &str, config: &TopicConfig, batch: &Batch) -> LogResult<()
         });
     }
     Ok(())
+}
+
+/// `attempt` until it succeeds or `deadline` passes, waiting longer after
+/// each failure (100 ms doubling to 2 s); the last failure says why.
+async fn retrying<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    deadline: tokio::time::Instant,
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> LogResult<T> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, "NATS JetStream, {what}: retrying in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(unavailable(what, e)),
+        }
+    }
 }
 
 /// Refuses servers older than [`MIN_SERVER_VERSION`].

@@ -59,56 +59,78 @@ pub fn nats_server_binary(cache: &Path) -> PathBuf {
     binary
 }
 
-/// A running NATS server with JetStream.
-pub struct NatsServer {
-    child: Child,
-    url: String,
-    _store: TempDir,
+/// One `nats-server` process with JetStream: its ports, configuration and
+/// store, which outlive the process so that it can be started again.
+struct Node {
+    binary: PathBuf,
+    config: PathBuf,
+    port: u16,
+    child: Option<Child>,
 }
 
-impl NatsServer {
-    /// Starts `binary` on a free loopback port; returns once it accepts
-    /// clients.
-    pub fn start(binary: &Path) -> NatsServer {
-        let store = TempDir::new().expect("a temporary JetStream store");
+impl Node {
+    /// Writes the configuration of a node whose store is under `dir`;
+    /// `cluster`: this node's route port and every node's.
+    fn new(binary: &Path, dir: &Path, name: &str, cluster: Option<(u16, &[u16])>) -> Node {
         let port = free_port();
-        let config = store.path().join("server.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\n\
-                 jetstream {{ store_dir: \"{}\" }}\n",
-                store.path().join("js").display()
-            ),
-        )
-        .expect("write the server's configuration");
-        let child = Command::new(binary)
+        let mut config = format!(
+            "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\nmax_payload: 8MB\n\
+             jetstream {{ store_dir: \"{}\" }}\n",
+            dir.join(name).display()
+        );
+        if let Some((own, all)) = cluster {
+            let routes: Vec<String> = all
+                .iter()
+                .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+                .collect();
+            config.push_str(&format!(
+                "cluster {{ name: weir-test, listen: \"127.0.0.1:{own}\", routes: [{}] }}\n",
+                routes.join(", ")
+            ));
+        }
+        let path = dir.join(format!("{name}.conf"));
+        std::fs::write(&path, config).expect("write the server's configuration");
+        Node {
+            binary: binary.to_path_buf(),
+            config: path,
+            port,
+            child: None,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process; returns once it accepts clients.
+    fn start(&mut self) {
+        let child = Command::new(&self.binary)
             .arg("-c")
-            .arg(&config)
+            .arg(&self.config)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start nats-server");
-        let mut server = NatsServer {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
-        };
-        server.wait_until_ready(port);
-        server
+        self.child = Some(child);
+        self.wait_until_ready();
     }
 
-    /// The URL clients connect to.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// Kills the process (SIGKILL), keeping its store.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
-    fn wait_until_ready(&mut self, port: u16) {
+    fn wait_until_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
+        let port = self.port;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            let child = self.child.as_mut().expect("a started node");
+            if let Ok(Some(status)) = child.try_wait() {
                 let mut stderr = String::new();
-                if let Some(mut pipe) = self.child.stderr.take() {
+                if let Some(mut pipe) = child.stderr.take() {
                     let _ = pipe.read_to_string(&mut stderr);
                 }
                 panic!("nats-server exited with {status} before it answered: {stderr}");
@@ -132,10 +154,108 @@ impl NatsServer {
     }
 }
 
-impl Drop for NatsServer {
+impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+    }
+}
+
+/// A running NATS server with JetStream, alone.
+pub struct NatsServer {
+    node: Node,
+    url: String,
+    _store: TempDir,
+}
+
+impl NatsServer {
+    /// Starts `binary` on a free loopback port; returns once it accepts
+    /// clients.
+    pub fn start(binary: &Path) -> NatsServer {
+        let store = TempDir::new().expect("a temporary JetStream store");
+        let mut node = Node::new(binary, store.path(), "n0", None);
+        node.start();
+        NatsServer {
+            url: node.url(),
+            node,
+            _store: store,
+        }
+    }
+
+    /// The URL clients connect to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Kills the server (SIGKILL); `restart` starts it again over its store.
+    pub fn kill(&mut self) {
+        self.node.kill();
+    }
+
+    /// Starts the server again after [`kill`](Self::kill).
+    pub fn restart(&mut self) {
+        self.node.start();
+    }
+}
+
+/// A cluster of NATS servers on loopback (JetStream replicates streams
+/// over them with Raft); nodes can be killed and started again.
+pub struct NatsCluster {
+    nodes: Vec<Node>,
+    _store: TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers of `binary` routed to each other; returns
+    /// once each accepts clients (JetStream may still be electing its
+    /// leader: clients retry).
+    pub fn start(binary: &Path, size: usize) -> NatsCluster {
+        let store = TempDir::new().expect("a temporary JetStream store");
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let mut nodes: Vec<Node> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, own)| {
+                Node::new(
+                    binary,
+                    store.path(),
+                    &format!("n{i}"),
+                    Some((*own, &routes)),
+                )
+            })
+            .collect();
+        // All at once: each waits for the others' routes.
+        for node in &mut nodes {
+            let child = Command::new(&node.binary)
+                .arg("-c")
+                .arg(&node.config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start nats-server");
+            node.child = Some(child);
+        }
+        for node in &mut nodes {
+            node.wait_until_ready();
+        }
+        NatsCluster {
+            nodes,
+            _store: store,
+        }
+    }
+
+    /// Every node's client URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::url).collect()
+    }
+
+    /// Kills node `index` (SIGKILL), keeping its store.
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].kill();
+    }
+
+    /// Starts node `index` again over its store.
+    pub fn restart(&mut self, index: usize) {
+        self.nodes[index].start();
     }
 }
 

@@ -13,12 +13,7 @@ use weir_log::contract::Backend;
 async fn jetstream() -> Backend {
     let binary = nats_server_binary(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let server = NatsServer::start(&binary);
-    let config = JetStreamConfig {
-        servers: vec![server.url().to_string()],
-        prefix: "weir".to_string(),
-        replicas: 1,
-        credentials: None,
-    };
+    let config = JetStreamConfig::for_servers(vec![server.url().to_string()]);
     let log = JetStreamLog::connect(&config)
         .await
         .expect("the JetStream backend connects");

@@ -17,12 +17,9 @@ fn server() -> NatsServer {
 }
 
 async fn worker(server: &NatsServer) -> JetStreamLog {
-    JetStreamLog::connect(&JetStreamConfig {
-        servers: vec![server.url().to_string()],
-        prefix: "weir".to_string(),
-        replicas: 1,
-        credentials: None,
-    })
+    JetStreamLog::connect(&JetStreamConfig::for_servers(vec![
+        server.url().to_string(),
+    ]))
     .await
     .expect("the JetStream backend connects")
 }

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use weir_jetstream::testing::{NatsServer, nats_server_binary};
+use weir_jetstream::testing::{NatsCluster, NatsServer, nats_server_binary};
 
 use crate::support::server::WeirServer;
 
@@ -71,7 +71,7 @@ fn produce_until_killed(url: String, first: i64, stop: Arc<AtomicBool>) -> (Vec<
 fn kill_9_loop_keeps_outputs_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = kill_loop(&data, CONFIG, KILLS);
+    let server = kill_loop(&data, CONFIG, KILLS, |_| {});
 
     // Snapshots let the commit log forget: far less is kept than was
     // committed. The snapshot after the last round is queued behind its
@@ -104,7 +104,7 @@ fn kill_9_loop_keeps_outputs_exactly_once_on_jetstream() {
         nats.url()
     );
     let data = dir.path().join("data");
-    let server = kill_loop(&data, &config, KILLS / 2);
+    let server = kill_loop(&data, &config, KILLS / 2, |_| {});
     assert!(
         !data.join("log").exists(),
         "the server kept its streams in JetStream, not in an embedded log"
@@ -113,11 +113,43 @@ fn kill_9_loop_keeps_outputs_exactly_once_on_jetstream() {
     assert!(topics.to_string().contains("\"events\""), "{topics}");
 }
 
+/// The loop on a cluster of three JetStream servers (streams replicated
+/// three times), where each round also kills a NATS server (the one
+/// killed the round before is started again first, so two of three stay
+/// up): 6 kills of `weir serve` and 6 of NATS servers.
+#[test]
+fn kill_9_loop_keeps_outputs_exactly_once_on_a_jetstream_cluster() {
+    let binary = nats_server_binary(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let mut cluster = NatsCluster::start(&binary, 3);
+    let servers: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{CONFIG}[log]\nbackend = \"jetstream\"\nreplicas = 3\nservers = [{}]\n",
+        servers.join(", ")
+    );
+    let mut rng = StdRng::seed_from_u64(0xc1_05);
+    let mut down: Option<usize> = None;
+    kill_loop(&dir.path().join("data"), &config, KILLS / 2, |_| {
+        if let Some(node) = down.take() {
+            cluster.restart(node);
+        }
+        let node = rng.random_range(0..3);
+        cluster.kill(node);
+        down = Some(node);
+    });
+}
+
 /// Runs the dedupe pipeline over `data` with `config` while a producer
-/// appends, kills the server `kills` times at random moments, and checks
-/// that the output is exactly what one uninterrupted run keeps; returns
-/// the server, restarted and caught up.
-fn kill_loop(data: &Path, config: &str, kills: usize) -> WeirServer {
+/// appends, kills the server `kills` times at random moments (calling
+/// `disrupt` with the round just before each kill, to break something
+/// else too), and checks that the output is exactly what one
+/// uninterrupted run keeps; returns the server, restarted and caught up.
+fn kill_loop(
+    data: &Path,
+    config: &str,
+    kills: usize,
+    mut disrupt: impl FnMut(usize),
+) -> WeirServer {
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let server = WeirServer::start_with_config(data, config);
     server.create_topic("events", 1);
@@ -133,7 +165,7 @@ fn kill_loop(data: &Path, config: &str, kills: usize) -> WeirServer {
     let mut acknowledged = Vec::new();
     let mut attempted = 0;
     let mut busy_kills = 0;
-    for _ in 0..kills {
+    for round in 0..kills {
         let live = server
             .take()
             .unwrap_or_else(|| WeirServer::start_with_config(data, config));
@@ -146,6 +178,8 @@ fn kill_loop(data: &Path, config: &str, kills: usize) -> WeirServer {
         if live.pipeline("dedupe")["lag"].as_u64().unwrap_or(0) > 0 {
             busy_kills += 1;
         }
+        disrupt(round);
+        std::thread::sleep(std::time::Duration::from_millis(rng.random_range(0..100)));
         live.kill();
         stop.store(true, Ordering::Relaxed);
         let (acked, end) = producer.join().unwrap();
