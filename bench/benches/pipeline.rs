@@ -20,7 +20,14 @@
 //! cargo bench -p weir-bench --bench pipeline            # about a minute
 //! cargo bench -p weir-bench --bench pipeline -- --quick
 //! cargo bench -p weir-bench --bench pipeline -- --backlog-only [--always]   # to profile
+//! cargo bench -p weir-bench --bench pipeline -- --cluster   # embedded vs NATS JetStream
 //! ```
+//!
+//! 3. `--cluster`: the throughput runs of 1 on the embedded log and on NATS
+//!    JetStream (one server, and three with streams replicated three times;
+//!    each with JetStream's default syncing and with `sync_interval:
+//!    always`), the servers started by the bench (installed like the
+//!    tests' under the build folder). Ratios are to the embedded log's.
 //!
 //! The guests must be built first (`cargo test -p weir-tests --no-run`).
 
@@ -33,6 +40,8 @@ use serde_json::json;
 use weir_bench::report::{Row, median, print_table};
 use weir_format::{Batch, BatchBuilder, Record};
 use weir_host::{Limits, OperatorEngine};
+use weir_jetstream::testing::{NatsCluster, NatsServer, Sync, nats_server_binary};
+use weir_jetstream::{JetStreamConfig, JetStreamLog};
 use weir_log::{Durability, TopicConfig};
 use weir_log::{EmbeddedLog, StreamLog};
 use weir_pipeline::lifecycle::TaskLimits;
@@ -101,12 +110,44 @@ struct Bench {
     pipelines: Pipelines,
 }
 
+/// Which log a bench runs on.
+#[derive(Clone)]
+enum Backend {
+    Embedded,
+    /// A JetStream server or cluster at these URLs, streams with these
+    /// replicas.
+    JetStream(Vec<String>, usize),
+}
+
+/// Each JetStream setup gets streams of its own.
+static SETUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn open_log(backend: &Backend, dir: &std::path::Path) -> Arc<dyn StreamLog> {
+    match backend {
+        Backend::Embedded => Arc::new(EmbeddedLog::open(dir.join("log")).await.expect("open log")),
+        Backend::JetStream(servers, replicas) => {
+            let setup = SETUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let config = JetStreamConfig {
+                prefix: format!("bench{setup}"),
+                replicas: *replicas,
+                ..JetStreamConfig::for_servers(servers.clone())
+            };
+            Arc::new(
+                JetStreamLog::connect(&config)
+                    .await
+                    .expect("connect to JetStream"),
+            )
+        }
+    }
+}
+
 async fn setup(output_durability: Durability) -> Bench {
+    setup_on(&Backend::Embedded, output_durability).await
+}
+
+async fn setup_on(backend: &Backend, output_durability: Durability) -> Bench {
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = EmbeddedLog::open(dir.path().join("log"))
-        .await
-        .expect("open log");
-    let log: Arc<dyn StreamLog> = Arc::new(log);
+    let log = open_log(backend, dir.path()).await;
     let engine =
         OperatorEngine::new(Limits::default(), Some(dir.path().join("cache"))).expect("engine");
     let modules = Arc::new(ModuleStore::open(dir.path().join("modules"), engine).expect("modules"));
@@ -178,8 +219,12 @@ async fn wait_output(log: &dyn StreamLog, expected: u64) {
 }
 
 async fn throughput(records: usize, durability: Durability) -> Rates {
+    throughput_on(&Backend::Embedded, records, durability).await
+}
+
+async fn throughput_on(backend: &Backend, records: usize, durability: Durability) -> Rates {
     // Baseline: the same appends into a topic nobody reads.
-    let bench = setup(durability).await;
+    let bench = setup_on(backend, durability).await;
     let started = Instant::now();
     for batch in batches(records, 0) {
         bench.log.append("output", 0, batch).await.expect("append");
@@ -190,7 +235,7 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
 
     // End to end: the pipeline runs; the same records are produced; the
     // clock stops when the last derived record is readable.
-    let bench = setup(durability).await;
+    let bench = setup_on(backend, durability).await;
     bench
         .pipelines
         .apply("filter", filter_spec(), TaskLimits::default())
@@ -213,7 +258,7 @@ async fn throughput(records: usize, durability: Durability) -> Rates {
 
     // Backlog: the input is stored first, then a new pipeline works
     // through it (like a job reading a file).
-    let bench = setup(durability).await;
+    let bench = setup_on(backend, durability).await;
     for batch in batches(records, 0) {
         bench.log.append("input", 0, batch).await.expect("append");
     }
@@ -374,6 +419,10 @@ fn main() {
         .expect("runtime");
     println!("# Pipeline benchmark");
     println!();
+    if std::env::args().any(|a| a == "--cluster") {
+        runtime.block_on(cluster(200_000));
+        return;
+    }
     if std::env::args().any(|a| a == "--backlog-only") {
         println!(
             "{} records of {KEY_LEN}+{VALUE_LEN} bytes",
@@ -456,5 +505,62 @@ fn main() {
         ratio: percentile(&appends, 0.99) / percentile(&through, 0.99),
         goal: "p99 < 10 ms".into(),
     });
+    print_table(&rows);
+}
+
+/// `--cluster`: the same throughput runs on the embedded log and on NATS
+/// JetStream, one run each, `records` records.
+async fn cluster(records: usize) {
+    let binary = nats_server_binary(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
+    println!("{records} records of {KEY_LEN}+{VALUE_LEN} bytes, topics `always`, one run each");
+    let embedded = throughput(records, Durability::Always).await;
+    let mut rows = Vec::new();
+    let mut row = |what: &str, rates: &Rates| {
+        println!(
+            "  {what}: raw append {:.3} M records/s; end to end {:.3}; backlog {:.3}",
+            rates.append / 1e6,
+            rates.end_to_end / 1e6,
+            rates.backlog / 1e6
+        );
+        for (case, rate, baseline) in [
+            (
+                "produce → filter pipeline → topic",
+                rates.end_to_end,
+                embedded.end_to_end,
+            ),
+            (
+                "filter pipeline over a stored backlog",
+                rates.backlog,
+                embedded.backlog,
+            ),
+        ] {
+            rows.push(Row {
+                measurement: format!("{case}, {what}"),
+                weir: format!("{:.3} M rec/s", rate / 1e6),
+                baseline: format!("embedded {:.3} M rec/s", baseline / 1e6),
+                ratio: rate / baseline,
+                goal: "none set".into(),
+            });
+        }
+    };
+    row("embedded log", &embedded);
+    for sync in [Sync::Default, Sync::Always] {
+        let label = match sync {
+            Sync::Default => "default sync",
+            Sync::Always => "sync_interval always",
+        };
+        let server = NatsServer::start_with(&binary, sync);
+        let backend = Backend::JetStream(vec![server.url().to_string()], 1);
+        let rates = throughput_on(&backend, records, Durability::Always).await;
+        row(&format!("JetStream, 1 server, {label}"), &rates);
+        drop(server);
+        let nodes = NatsCluster::start_with(&binary, 3, sync);
+        let backend = Backend::JetStream(nodes.urls(), 3);
+        let rates = throughput_on(&backend, records, Durability::Always).await;
+        row(
+            &format!("JetStream, 3 servers, 3 replicas, {label}"),
+            &rates,
+        );
+    }
     print_table(&rows);
 }

@@ -59,6 +59,15 @@ pub fn nats_server_binary(cache: &Path) -> PathBuf {
     binary
 }
 
+/// When JetStream servers sync what they store to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// JetStream's default: every 2 minutes (replication is the safety).
+    Default,
+    /// Before every acknowledgement (`sync_interval: always`).
+    Always,
+}
+
 /// One `nats-server` process with JetStream: its ports, configuration and
 /// store, which outlive the process so that it can be started again.
 struct Node {
@@ -71,11 +80,21 @@ struct Node {
 impl Node {
     /// Writes the configuration of a node whose store is under `dir`;
     /// `cluster`: this node's route port and every node's.
-    fn new(binary: &Path, dir: &Path, name: &str, cluster: Option<(u16, &[u16])>) -> Node {
+    fn new(
+        binary: &Path,
+        dir: &Path,
+        name: &str,
+        cluster: Option<(u16, &[u16])>,
+        sync: Sync,
+    ) -> Node {
         let port = free_port();
+        let sync = match sync {
+            Sync::Default => "",
+            Sync::Always => "sync_interval: always, ",
+        };
         let mut config = format!(
             "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\nmax_payload: 8MB\n\
-             jetstream {{ store_dir: \"{}\" }}\n",
+             jetstream {{ {sync}store_dir: \"{}\" }}\n",
             dir.join(name).display()
         );
         if let Some((own, all)) = cluster {
@@ -171,8 +190,13 @@ impl NatsServer {
     /// Starts `binary` on a free loopback port; returns once it accepts
     /// clients.
     pub fn start(binary: &Path) -> NatsServer {
+        Self::start_with(binary, Sync::Default)
+    }
+
+    /// Like [`start`](Self::start), syncing as `sync` says.
+    pub fn start_with(binary: &Path, sync: Sync) -> NatsServer {
         let store = TempDir::new().expect("a temporary JetStream store");
-        let mut node = Node::new(binary, store.path(), "n0", None);
+        let mut node = Node::new(binary, store.path(), "n0", None, sync);
         node.start();
         NatsServer {
             url: node.url(),
@@ -209,6 +233,11 @@ impl NatsCluster {
     /// once each accepts clients (JetStream may still be electing its
     /// leader: clients retry).
     pub fn start(binary: &Path, size: usize) -> NatsCluster {
+        Self::start_with(binary, size, Sync::Default)
+    }
+
+    /// Like [`start`](Self::start), syncing as `sync` says.
+    pub fn start_with(binary: &Path, size: usize, sync: Sync) -> NatsCluster {
         let store = TempDir::new().expect("a temporary JetStream store");
         let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let mut nodes: Vec<Node> = routes
@@ -220,6 +249,7 @@ impl NatsCluster {
                     store.path(),
                     &format!("n{i}"),
                     Some((*own, &routes)),
+                    sync,
                 )
             })
             .collect();
