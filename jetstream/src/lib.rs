@@ -6,7 +6,8 @@
 //!
 //! - [`names`]: streams and subjects for topics and commit logs
 //! - [`topics`]: a topic's stream, and which configurations the cluster keeps
-//! - [`partition`]: a partition as a subject: conditional appends, reads
+//! - [`partition`]: a partition as a subject: conditional appends, lookups
+//! - [`reads`]: batch reads, going on from where the last read stopped
 //! - [`commits`]: commit logs, fenced by the last commit a writer knows
 //! - [`groups`]: consumer-group offsets in a key-value bucket
 //! - [`errors`]: JetStream errors in the interface's terms
@@ -17,6 +18,7 @@ pub mod errors;
 pub mod groups;
 pub mod names;
 pub mod partition;
+pub mod reads;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;
@@ -99,6 +101,7 @@ pub struct JetStreamLog {
     replicas: usize,
     max_payload: usize,
     tails: Tails,
+    reads: reads::Reads,
     commits: commits::CommitLogs,
     groups: groups::Groups,
     /// Topics' configurations as last read (refreshed when they look stale).
@@ -163,6 +166,7 @@ impl JetStreamLog {
             replicas: config.replicas,
             max_payload: info.max_payload,
             tails: Tails::default(),
+            reads: reads::Reads::default(),
             commits,
             groups,
             topics: Mutex::new(HashMap::new()),
@@ -191,6 +195,14 @@ impl JetStreamLog {
             topics::from_stream(&info).ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
         self.remember(name, Some(config.clone()));
         Ok(config)
+    }
+
+    /// Forgets what this process knows of topic `name`'s partitions (it
+    /// was deleted, or made again).
+    fn forget_partitions(&self, name: &str) {
+        let subjects = self.names.subjects(Kind::Topic, name, "");
+        self.tails.forget(&subjects);
+        self.reads.forget(&subjects);
     }
 
     fn remember(&self, name: &str, config: Option<TopicConfig>) {
@@ -222,6 +234,7 @@ impl JetStreamLog {
         }
         let place = Place {
             topic: topic.to_string(),
+            stream_name: self.names.stream(Kind::Topic, topic),
             stream: self.stream(Kind::Topic, topic).await?,
             subject: self.names.subject(Kind::Topic, topic, partition),
             partition,
@@ -280,8 +293,7 @@ impl StreamLog for JetStreamLog {
             }
             Err(e) => return Err(unavailable(&format!("creating topic {name}"), e)),
         }
-        self.tails
-            .forget(&self.names.subjects(Kind::Topic, name, ""));
+        self.forget_partitions(name);
         self.remember(name, Some(config.clone()));
         self.info(name, config).await
     }
@@ -333,8 +345,7 @@ impl StreamLog for JetStreamLog {
             Err(e) => return Err(unavailable(&format!("deleting topic {name}"), e)),
         }
         self.remember(name, None);
-        self.tails
-            .forget(&self.names.subjects(Kind::Topic, name, ""));
+        self.forget_partitions(name);
         self.groups.forget_topic(name).await
     }
 
@@ -418,40 +429,9 @@ impl StreamLog for JetStreamLog {
         max_bytes: usize,
     ) -> LogResult<Vec<Batch>> {
         let (place, _) = self.place(topic, partition).await?;
-        let (start, end) = partition::range(&place).await?;
-        if offset < start || offset > end {
-            return Err(LogError::OffsetOutOfRange {
-                topic: topic.to_string(),
-                partition,
-                requested: offset,
-                start,
-                end,
-            });
-        }
-        if offset == end {
-            return Ok(Vec::new());
-        }
-        let last = partition::last_message(&place)
-            .await?
-            .map_or(0, |m| m.sequence);
-        let Some(mut sequence) = partition::find(&place, offset, last).await? else {
-            return Ok(Vec::new());
-        };
-        let mut batches = Vec::new();
-        let mut size = 0;
-        while let Some(message) = partition::next_message(&place, sequence).await? {
-            let batch = partition::batch_of(&place, &message)?;
-            if !batches.is_empty() && size + batch.size() > max_bytes {
-                break;
-            }
-            size += batch.size();
-            batches.push(batch);
-            sequence = message.sequence + 1;
-            if size >= max_bytes {
-                break;
-            }
-        }
-        Ok(batches)
+        self.reads
+            .read(&self.client, &place, offset, max_bytes)
+            .await
     }
 
     async fn read_stored(

@@ -34,6 +34,7 @@ const MAX_ATTEMPTS: usize = 50;
 #[derive(Debug, Clone)]
 pub struct Place {
     pub topic: String,
+    pub stream_name: String,
     pub stream: Stream<()>,
     pub subject: String,
     pub partition: u32,
