@@ -14,19 +14,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream;
 use async_nats::jetstream::stream::{Config, LastRawMessageErrorKind, StorageType, Stream};
-use async_nats::jetstream::{self, ErrorCode};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use serde::Deserialize;
 use weir_log::{
     CommitLogSettings, CommitRecord, LogError, LogResult, MAX_COMMIT_BYTES, check_commit_log_name,
 };
 
 use crate::errors::is_missing_stream;
 use crate::names::{self, Kind, Names};
+use crate::publish::{self, Refused};
 
-const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 /// How many messages a commit takes (on each of them; absent: one).
 const PARTS: &str = "Weir-Commit-Parts";
 /// Room left in a message for its headers.
@@ -165,21 +163,29 @@ impl CommitLogs {
             Some(Known::Fenced) => return Err(fenced()),
             None => last_sequence(&stream, &subject, name).await?,
         };
-        let outcome = if parts.len() == 1 {
-            publish_one(&self.context, &subject, last, parts[0].clone()).await
-        } else {
-            publish_batch(&self.context, &subject, last, parts).await
-        };
+        let count = parts.len();
+        let messages = parts
+            .into_iter()
+            .map(|part| {
+                let mut headers = HeaderMap::new();
+                if count > 1 {
+                    headers.insert(PARTS, count.to_string());
+                }
+                (headers, part)
+            })
+            .collect();
+        let outcome = publish::conditional(&self.context, &subject, last, messages).await;
         match outcome {
             Ok((first, end)) => {
                 self.set_known(&subject, Some(Known::At(end)));
                 Ok(first)
             }
-            Err(Published::Fenced) => {
+            Err(Refused::Overtaken) => {
                 self.set_known(&subject, Some(Known::Fenced));
                 Err(fenced())
             }
-            Err(Published::Failed(reason)) => {
+            Err(Refused::NoStream) => Err(LogError::UnknownCommitLog(name.to_string())),
+            Err(Refused::Failed(reason)) => {
                 // Whether it was stored is unknown: read the end again next time.
                 self.set_known(&subject, None);
                 Err(failed(name, reason))
@@ -310,119 +316,6 @@ impl CommitLogs {
             None => last.remove(subject),
         };
     }
-}
-
-/// How a conditional publish went wrong.
-enum Published {
-    /// The partition's last message was not the one expected.
-    Fenced,
-    Failed(String),
-}
-
-/// Publishes a one-message commit; returns its sequence twice (first, last).
-async fn publish_one(
-    context: &jetstream::Context,
-    subject: &str,
-    last: u64,
-    payload: Bytes,
-) -> Result<(u64, u64), Published> {
-    let mut headers = HeaderMap::new();
-    headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, last.to_string());
-    let acked = match context
-        .publish_with_headers(subject.to_string(), headers, payload)
-        .await
-    {
-        Ok(ack) => ack.await,
-        Err(e) => Err(e),
-    };
-    match acked {
-        Ok(ack) => Ok((ack.sequence, ack.sequence)),
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(Published::Fenced),
-        Err(e) => Err(Published::Failed(e.to_string())),
-    }
-}
-
-/// The server's answer to a batch's messages.
-#[derive(Deserialize)]
-struct BatchAnswer {
-    #[serde(default)]
-    seq: u64,
-    #[serde(default)]
-    count: u64,
-    error: Option<BatchError>,
-}
-
-#[derive(Deserialize)]
-struct BatchError {
-    #[serde(default)]
-    err_code: u64,
-    #[serde(default)]
-    description: String,
-}
-
-/// Publishes `parts` as one atomic batch (all stored or none), the first
-/// conditional on `last`; returns the first and last sequences.
-async fn publish_batch(
-    context: &jetstream::Context,
-    subject: &str,
-    last: u64,
-    parts: Vec<Bytes>,
-) -> Result<(u64, u64), Published> {
-    let client = context.client();
-    let id = client.new_inbox().replace("_INBOX.", "");
-    let count = parts.len();
-    for (index, payload) in parts.into_iter().enumerate() {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Batch-Id", id.clone());
-        headers.insert("Nats-Batch-Sequence", (index + 1).to_string());
-        headers.insert(PARTS, count.to_string());
-        if index == 0 {
-            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, last.to_string());
-        }
-        let commit = index + 1 == count;
-        if commit {
-            headers.insert("Nats-Batch-Commit", "1");
-        }
-        if index == 0 || commit {
-            // The first is asked for an answer so that a fenced batch
-            // stops at once; the last commits the batch.
-            let answer = client
-                .request_with_headers(subject.to_string(), headers, payload)
-                .await
-                .map_err(|e| Published::Failed(e.to_string()))?;
-            if answer.payload.is_empty() {
-                continue;
-            }
-            let answer: BatchAnswer = serde_json::from_slice(&answer.payload)
-                .map_err(|e| Published::Failed(format!("an unreadable answer: {e}")))?;
-            if let Some(error) = answer.error {
-                return Err(
-                    if error.err_code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE.0 {
-                        Published::Fenced
-                    } else {
-                        Published::Failed(error.description)
-                    },
-                );
-            }
-            if commit {
-                if answer.count != count as u64 || answer.seq < count as u64 {
-                    return Err(Published::Failed(format!(
-                        "the server stored {} of the commit's {count} messages",
-                        answer.count
-                    )));
-                }
-                return Ok((answer.seq + 1 - count as u64, answer.seq));
-            }
-        } else {
-            client
-                .publish_with_headers(subject.to_string(), headers, payload)
-                .await
-                .map_err(|e| Published::Failed(e.to_string()))?;
-        }
-    }
-    Err(Published::Failed(
-        "the batch was never committed".to_string(),
-    ))
 }
 
 /// The sequence of the subject's last message (0: none).

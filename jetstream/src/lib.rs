@@ -8,6 +8,7 @@
 //! - [`topics`]: a topic's stream, and which configurations the cluster keeps
 //! - [`partition`]: a partition as a subject: conditional appends, lookups
 //! - [`reads`]: batch reads, going on from where the last read stopped
+//! - [`publish`]: conditional publishing, one message or an atomic batch
 //! - [`commits`]: commit logs, fenced by the last commit a writer knows
 //! - [`groups`]: consumer-group offsets in a key-value bucket
 //! - [`errors`]: JetStream errors in the interface's terms
@@ -18,6 +19,7 @@ pub mod errors;
 pub mod groups;
 pub mod names;
 pub mod partition;
+pub mod publish;
 pub mod reads;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use weir_format::Batch;
@@ -21,14 +20,14 @@ use weir_log::producers::{ProducerTable, Verdict};
 use weir_log::{AppendInfo, LogError, LogResult};
 
 use crate::errors::{jetstream_error, unavailable};
-
-/// The header that makes a publish conditional on the subject's last
-/// message.
-const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+use crate::publish::{self, MAX_BATCH_MESSAGES, Refused};
 
 /// How many times an append catches up and tries again before it gives up
 /// (each time another writer appended first).
 const MAX_ATTEMPTS: usize = 50;
+
+/// The most bytes of batches one atomic batch carries.
+const MAX_BATCH_BYTES: usize = 32 << 20;
 
 /// Which partition: its topic's name and stream, its subject and number.
 #[derive(Debug, Clone)]
@@ -76,7 +75,8 @@ impl Tails {
 
     /// Appends `batches` in order, each with its own outcome (Kafka's
     /// producer rules decide duplicates), `check` refusing a batch before
-    /// anything is written.
+    /// anything is written. The batches to write go in atomic batches of
+    /// up to [`MAX_BATCH_MESSAGES`]: one round trip each.
     pub async fn append_all(
         &self,
         context: &async_nats::jetstream::Context,
@@ -86,93 +86,155 @@ impl Tails {
     ) -> Vec<LogResult<AppendInfo>> {
         let slot = self.slot(&place.subject);
         let mut tail = slot.lock().await;
-        let mut outcomes = Vec::with_capacity(batches.len());
+        let mut outcomes: Vec<Option<LogResult<AppendInfo>>> = Vec::with_capacity(batches.len());
+        let mut pending = Vec::new();
         for batch in batches {
-            let outcome = match check(&batch) {
-                Ok(()) => append_one(context, place, &mut tail, batch).await,
-                Err(e) => Err(e),
-            };
-            outcomes.push(outcome);
+            match check(&batch) {
+                Ok(()) => {
+                    pending.push((outcomes.len(), batch));
+                    outcomes.push(None);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
         }
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        for (index, batch) in pending {
+            if chunk.len() == MAX_BATCH_MESSAGES || chunk_bytes + batch.size() > MAX_BATCH_BYTES {
+                let full = std::mem::take(&mut chunk);
+                append_chunk(context, place, &mut tail, full, &mut outcomes).await;
+                chunk_bytes = 0;
+            }
+            chunk_bytes += batch.size();
+            chunk.push((index, batch));
+        }
+        append_chunk(context, place, &mut tail, chunk, &mut outcomes).await;
         outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(LogError::Unavailable("no outcome".to_string()))))
+            .collect()
     }
 }
 
-/// Appends one batch at the end of the partition, catching up as often as
-/// other writers got there first.
-async fn append_one(
+/// Appends `chunk` (`(index of its outcome, batch)`) at the end of the
+/// partition in one conditional publish, catching up as often as other
+/// writers got there first.
+async fn append_chunk(
     context: &async_nats::jetstream::Context,
     place: &Place,
     known: &mut Option<Tail>,
-    batch: Batch,
-) -> LogResult<AppendInfo> {
+    chunk: Vec<(usize, Batch)>,
+    outcomes: &mut [Option<LogResult<AppendInfo>>],
+) {
+    if chunk.is_empty() {
+        return;
+    }
     let where_ = place.describe();
+    let fail_all = |outcomes: &mut [Option<LogResult<AppendInfo>>],
+                    error: &dyn Fn() -> LogError| {
+        for (index, _) in &chunk {
+            outcomes[*index] = Some(Err(error()));
+        }
+    };
     for _ in 0..MAX_ATTEMPTS {
         let tail = match known {
             Some(tail) => tail,
-            None => known.insert(load(place, Tail::default()).await?),
-        };
-        let stamp = batch.producer();
-        if let Some(stamp) = stamp {
-            let records = batch.record_count() as u64;
-            if let Verdict::Duplicate(info) = tail.producers.check(&where_, stamp, records)? {
-                return Ok(info);
-            }
-        }
-        let stamped = batch.clone().with_base_offset(tail.next_offset);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            EXPECTED_LAST_SUBJECT_SEQUENCE,
-            tail.last_sequence.to_string(),
-        );
-        let published = context
-            .publish_with_headers(place.subject.clone(), headers, stamped.as_bytes().clone())
-            .await;
-        let acked = match published {
-            Ok(ack) => ack.await,
-            Err(e) => Err(e),
-        };
-        match acked {
-            Ok(ack) => {
-                let info = AppendInfo {
-                    base_offset: stamped.base_offset(),
-                    last_offset: stamped.last_offset(),
-                    duplicate: false,
-                };
-                tail.last_sequence = ack.sequence;
-                tail.next_offset = stamped.next_offset();
-                if let Some(stamp) = stamp {
-                    tail.producers.record(stamp, &info);
+            None => match load(place, Tail::default()).await {
+                Ok(loaded) => known.insert(loaded),
+                Err(e) => {
+                    let reason = e.to_string();
+                    return fail_all(outcomes, &|| LogError::Unavailable(reason.clone()));
                 }
-                return Ok(info);
+            },
+        };
+        // The outcomes if the publish succeeds, planned on a copy of the tail.
+        let mut next_offset = tail.next_offset;
+        let mut producers = tail.producers.clone();
+        let mut planned = Vec::with_capacity(chunk.len());
+        let mut messages = Vec::new();
+        for (index, batch) in &chunk {
+            let stamp = batch.producer();
+            if let Some(stamp) = stamp {
+                match producers.check(&where_, stamp, batch.record_count() as u64) {
+                    Ok(Verdict::Write) => {}
+                    Ok(Verdict::Duplicate(info)) => {
+                        planned.push((*index, Ok(info)));
+                        continue;
+                    }
+                    Err(e) => {
+                        planned.push((*index, Err(e)));
+                        continue;
+                    }
+                }
             }
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            let stamped = batch.clone().with_base_offset(next_offset);
+            let info = AppendInfo {
+                base_offset: stamped.base_offset(),
+                last_offset: stamped.last_offset(),
+                duplicate: false,
+            };
+            next_offset = stamped.next_offset();
+            if let Some(stamp) = stamp {
+                producers.record(stamp, &info);
+            }
+            messages.push((HeaderMap::new(), stamped.into_bytes()));
+            planned.push((*index, Ok(info)));
+        }
+        let published = if messages.is_empty() {
+            Ok(None)
+        } else {
+            publish::conditional(context, &place.subject, tail.last_sequence, messages)
+                .await
+                .map(|(_, last)| Some(last))
+        };
+        match published {
+            Ok(last) => {
+                if let Some(last) = last {
+                    tail.last_sequence = last;
+                    tail.next_offset = next_offset;
+                    tail.producers = producers;
+                }
+                for (index, outcome) in planned {
+                    outcomes[index] = Some(outcome);
+                }
+                return;
+            }
+            Err(Refused::Overtaken) => {
                 // Another writer appended (or the topic was made again):
-                // read what is there now and try again.
+                // read what is there now and plan again.
                 let known_before = tail.last_sequence;
-                let caught_up = load(place, std::mem::take(tail)).await?;
-                *known = Some(if caught_up.last_sequence == known_before {
-                    load(place, Tail::default()).await?
-                } else {
-                    caught_up
-                });
+                let caught_up = match load(place, std::mem::take(tail)).await {
+                    Ok(tail) if tail.last_sequence != known_before => Ok(tail),
+                    Ok(_) => load(place, Tail::default()).await,
+                    Err(e) => Err(e),
+                };
+                match caught_up {
+                    Ok(tail) => *known = Some(tail),
+                    Err(e) => {
+                        *known = None;
+                        let reason = e.to_string();
+                        return fail_all(outcomes, &|| LogError::Unavailable(reason.clone()));
+                    }
+                }
             }
-            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+            Err(Refused::NoStream) => {
                 *known = None;
-                return Err(LogError::UnknownTopic(place.topic.clone()));
+                return fail_all(outcomes, &|| LogError::UnknownTopic(place.topic.clone()));
             }
-            Err(e) => {
+            Err(Refused::Failed(reason)) => {
                 // The outcome is unknown: whoever appends next reads the
                 // tail again (a retry of a stamped batch is then found to
                 // be a duplicate).
                 *known = None;
-                return Err(unavailable(&where_, e));
+                return fail_all(outcomes, &|| unavailable(&where_, &reason));
             }
         }
     }
-    Err(LogError::Unavailable(format!(
-        "{where_}: {MAX_ATTEMPTS} appends in a row lost the race to other writers"
-    )))
+    fail_all(outcomes, &|| {
+        LogError::Unavailable(format!(
+            "{where_}: {MAX_ATTEMPTS} appends in a row lost the race to other writers"
+        ))
+    });
 }
 
 /// `tail` brought up to date with every message after the one it knows.

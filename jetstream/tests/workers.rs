@@ -45,14 +45,20 @@ async fn workers_appending_to_one_partition_get_dense_offsets_and_lose_nothing()
     let server = server();
     let (a, b) = (worker(&server).await, worker(&server).await);
     a.create_topic("t", TopicConfig::default()).await.unwrap();
-    let write = |log: JetStreamLog, name: &'static str| async move {
-        for i in 0..40 {
-            let values = vec![format!("{name}{i}-a"), format!("{name}{i}-b")];
-            log.append("t", 0, batch(&values)).await.unwrap();
+    // One writes a batch at a time (a message), the other three at a time
+    // (an atomic batch of messages): both race for the end.
+    let write = |log: JetStreamLog, name: &'static str, per_call: usize| async move {
+        for i in (0..40).step_by(per_call) {
+            let batches = (i..i + per_call)
+                .map(|j| batch(&[format!("{name}{j}-a"), format!("{name}{j}-b")]))
+                .collect();
+            for outcome in log.append_all("t", 0, batches).await {
+                outcome.unwrap();
+            }
         }
         log
     };
-    let (a, _b) = tokio::join!(write(a, "a"), write(b, "b"));
+    let (a, _b) = tokio::join!(write(a, "a", 1), write(b, "b", 4));
     let batches = a.read("t", 0, 0, 64 << 20).await.unwrap();
     let mut next = 0;
     let mut values = BTreeSet::new();
