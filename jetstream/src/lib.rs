@@ -8,6 +8,7 @@
 //! - [`topics`]: a topic's stream, and which configurations the cluster keeps
 //! - [`partition`]: a partition as a subject: conditional appends, lookups
 //! - [`reads`]: batch reads, going on from where the last read stopped
+//! - [`retention`]: time retention, purging below each partition's last message
 //! - [`publish`]: conditional publishing, one message or an atomic batch
 //! - [`commits`]: commit logs, fenced by the last commit a writer knows
 //! - [`groups`]: consumer-group offsets in a key-value bucket
@@ -21,6 +22,7 @@ pub mod names;
 pub mod partition;
 pub mod publish;
 pub mod reads;
+pub mod retention;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;
@@ -68,6 +70,13 @@ pub struct JetStreamConfig {
     /// it to elect a leader) before it gives up. Default 30 s.
     #[serde(default = "default_start_timeout_ms")]
     pub start_timeout_ms: u64,
+    /// How often topics' time retention runs. Default 30 s.
+    #[serde(default = "default_retention_interval_ms")]
+    pub retention_interval_ms: u64,
+}
+
+fn default_retention_interval_ms() -> u64 {
+    30_000
 }
 
 fn default_start_timeout_ms() -> u64 {
@@ -83,6 +92,7 @@ impl JetStreamConfig {
             replicas: default_replicas(),
             credentials: None,
             start_timeout_ms: default_start_timeout_ms(),
+            retention_interval_ms: default_retention_interval_ms(),
         }
     }
 }
@@ -108,6 +118,14 @@ pub struct JetStreamLog {
     groups: groups::Groups,
     /// Topics' configurations as last read (refreshed when they look stale).
     topics: Mutex<HashMap<String, TopicConfig>>,
+    /// Time retention, running until the log is dropped.
+    retention: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for JetStreamLog {
+    fn drop(&mut self) {
+        self.retention.abort();
+    }
 }
 
 impl JetStreamLog {
@@ -161,7 +179,13 @@ impl JetStreamLog {
             config.replicas,
             info.max_payload,
         );
+        let retention = retention::spawn(
+            context.clone(),
+            names.clone(),
+            Duration::from_millis(config.retention_interval_ms.max(1)),
+        );
         Ok(JetStreamLog {
+            retention,
             client,
             context,
             names,

@@ -31,11 +31,10 @@ pub fn check(name: &str, config: &TopicConfig, max_payload: usize) -> LogResult<
                 .to_string(),
         );
     }
-    if config.retention_ms.is_some() || config.retention_bytes.is_some() {
+    if config.retention_bytes.is_some() {
         return refuse(
-            "retention needs the embedded log: the JetStream backend keeps a topic's \
-             records until the topic is deleted (JetStream's own limits would drop the \
-             last record of a partition, and with it where its offsets continue)"
+            "retention_bytes needs the embedded log: JetStream counts bytes per stream, not \
+             per partition (retention_ms works)"
                 .to_string(),
         );
     }

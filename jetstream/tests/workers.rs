@@ -159,3 +159,71 @@ async fn a_commit_larger_than_a_message_is_stored_whole_in_parts() {
     assert_eq!((commits[0].offset, &commits[0].values), (offset, &values));
     assert_eq!(commits[1].values, [Bytes::from("next")]);
 }
+
+#[tokio::test]
+async fn time_retention_purges_old_batches_but_keeps_where_offsets_continue() {
+    let server = server();
+    let log = JetStreamLog::connect(&JetStreamConfig {
+        retention_interval_ms: 50,
+        ..JetStreamConfig::for_servers(vec![server.url().to_string()])
+    })
+    .await
+    .unwrap();
+    let config = TopicConfig {
+        partitions: 2,
+        retention_ms: Some(60_000),
+        ..TopicConfig::default()
+    };
+    log.create_topic("t", config).await.unwrap();
+    let old = |value: &str| {
+        let mut builder = BatchBuilder::new();
+        builder.push(&Record {
+            value: Some(value.as_bytes()),
+            timestamp: 1_000, // 1970: long past any retention
+            ..Record::default()
+        });
+        builder.finish().unwrap()
+    };
+    for value in ["a", "b", "c"] {
+        log.append("t", 0, old(value)).await.unwrap();
+    }
+    log.append("t", 0, batch(&["new".to_string()]))
+        .await
+        .unwrap();
+    // Partition 1 holds only old batches: its last one stays.
+    for value in ["x", "y"] {
+        log.append("t", 1, old(value)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let info = log.topic("t").await.unwrap();
+        let ranges: Vec<(u64, u64)> = info
+            .partitions
+            .iter()
+            .map(|p| (p.start_offset, p.end_offset))
+            .collect();
+        if ranges == [(3, 4), (1, 2)] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not purge the old batches: {ranges:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Offsets go on where they were.
+    let info = log.append("t", 1, old("z")).await.unwrap();
+    assert_eq!(info.base_offset, 2);
+    assert!(matches!(
+        log.read("t", 0, 0, 1 << 20).await,
+        Err(LogError::OffsetOutOfRange { start: 3, .. })
+    ));
+    let bytes_limited = TopicConfig {
+        retention_bytes: Some(1 << 20),
+        ..TopicConfig::default()
+    };
+    assert!(matches!(
+        log.create_topic("sized", bytes_limited).await,
+        Err(LogError::InvalidConfig { .. })
+    ));
+}
