@@ -9,6 +9,7 @@
 //! - [`partition`]: a partition as a subject: conditional appends, lookups
 //! - [`reads`]: batch reads, going on from where the last read stopped
 //! - [`retention`]: time retention, purging below each partition's last message
+//! - [`snapshots`]: partition tails saved now and then, so a start reads little
 //! - [`publish`]: conditional publishing, one message or an atomic batch
 //! - [`commits`]: commit logs, fenced by the last commit a writer knows
 //! - [`groups`]: consumer-group offsets in a key-value bucket
@@ -23,6 +24,7 @@ pub mod partition;
 pub mod publish;
 pub mod reads;
 pub mod retention;
+pub mod snapshots;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;
@@ -173,6 +175,10 @@ impl JetStreamLog {
             groups::Groups::open(&context, &names, config.replicas)
         })
         .await?;
+        let snapshots = retrying(deadline, "opening the tail bucket", || {
+            snapshots::Snapshots::open(&context, &names, config.replicas)
+        })
+        .await?;
         let commits = commits::CommitLogs::new(
             context.clone(),
             names.clone(),
@@ -191,7 +197,7 @@ impl JetStreamLog {
             names,
             replicas: config.replicas,
             max_payload: info.max_payload,
-            tails: Tails::default(),
+            tails: Tails::new(snapshots),
             reads: reads::Reads::default(),
             commits,
             groups,
@@ -372,6 +378,9 @@ impl StreamLog for JetStreamLog {
         }
         self.remember(name, None);
         self.forget_partitions(name);
+        self.tails
+            .forget_saved(&self.names.subjects(Kind::Topic, name, ""))
+            .await?;
         self.groups.forget_topic(name).await
     }
 

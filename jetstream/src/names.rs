@@ -96,6 +96,11 @@ impl Names {
         )
     }
 
+    /// The key-value bucket of partition tail snapshots.
+    pub fn tails_bucket(&self) -> String {
+        format!("{}-tails", self.prefix)
+    }
+
     /// The key-value bucket of consumer groups' offsets.
     pub fn groups_bucket(&self) -> String {
         format!("{}-groups", self.prefix)

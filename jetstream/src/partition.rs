@@ -15,12 +15,14 @@ use std::sync::{Arc, Mutex};
 use async_nats::HeaderMap;
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use serde::{Deserialize, Serialize};
 use weir_format::Batch;
 use weir_log::producers::{ProducerTable, Verdict};
 use weir_log::{AppendInfo, LogError, LogResult};
 
 use crate::errors::{jetstream_error, unavailable};
 use crate::publish::{self, MAX_BATCH_MESSAGES, Refused};
+use crate::snapshots::{SAVE_EVERY, Snapshots};
 
 /// How many times an append catches up and tries again before it gives up
 /// (each time another writer appended first).
@@ -46,22 +48,40 @@ impl Place {
 }
 
 /// What a writer knows of a partition's end.
-#[derive(Debug, Default)]
-struct Tail {
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Tail {
     /// Stream sequence of the subject's last message (0: none).
-    last_sequence: u64,
-    next_offset: u64,
+    pub last_sequence: u64,
+    pub next_offset: u64,
     producers: ProducerTable,
+    /// The last sequence when the tail was last saved (or loaded).
+    #[serde(skip)]
+    saved_at: u64,
 }
 
 /// The tails this process knows, one lock per partition: appends to one
 /// partition from this process go one at a time.
-#[derive(Default)]
 pub struct Tails {
     tails: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Tail>>>>>,
+    snapshots: Snapshots,
 }
 
 impl Tails {
+    /// Tails saved in and loaded from `snapshots`.
+    pub fn new(snapshots: Snapshots) -> Tails {
+        Tails {
+            tails: Mutex::default(),
+            snapshots,
+        }
+    }
+
+    /// Forgets what is known and saved of the partitions under
+    /// `subject_prefix` (their topic was deleted or made again).
+    pub async fn forget_saved(&self, subject_prefix: &str) -> LogResult<()> {
+        self.forget(subject_prefix);
+        self.snapshots.forget(subject_prefix).await
+    }
+
     fn slot(&self, subject: &str) -> Arc<tokio::sync::Mutex<Option<Tail>>> {
         let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
         tails.entry(subject.to_string()).or_default().clone()
@@ -102,13 +122,13 @@ impl Tails {
         for (index, batch) in pending {
             if chunk.len() == MAX_BATCH_MESSAGES || chunk_bytes + batch.size() > MAX_BATCH_BYTES {
                 let full = std::mem::take(&mut chunk);
-                append_chunk(context, place, &mut tail, full, &mut outcomes).await;
+                append_chunk(self, context, place, &mut tail, full, &mut outcomes).await;
                 chunk_bytes = 0;
             }
             chunk_bytes += batch.size();
             chunk.push((index, batch));
         }
-        append_chunk(context, place, &mut tail, chunk, &mut outcomes).await;
+        append_chunk(self, context, place, &mut tail, chunk, &mut outcomes).await;
         outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(LogError::Unavailable("no outcome".to_string()))))
@@ -120,6 +140,7 @@ impl Tails {
 /// partition in one conditional publish, catching up as often as other
 /// writers got there first.
 async fn append_chunk(
+    tails: &Tails,
     context: &async_nats::jetstream::Context,
     place: &Place,
     known: &mut Option<Tail>,
@@ -139,7 +160,7 @@ async fn append_chunk(
     for _ in 0..MAX_ATTEMPTS {
         let tail = match known {
             Some(tail) => tail,
-            None => match load(place, Tail::default()).await {
+            None => match tails.load_fresh(place).await {
                 Ok(loaded) => known.insert(loaded),
                 Err(e) => {
                     let reason = e.to_string();
@@ -193,6 +214,7 @@ async fn append_chunk(
                     tail.last_sequence = last;
                     tail.next_offset = next_offset;
                     tail.producers = producers;
+                    tails.save_now_and_then(place, tail).await;
                 }
                 for (index, outcome) in planned {
                     outcomes[index] = Some(outcome);
@@ -205,7 +227,7 @@ async fn append_chunk(
                 let known_before = tail.last_sequence;
                 let caught_up = match load(place, std::mem::take(tail)).await {
                     Ok(tail) if tail.last_sequence != known_before => Ok(tail),
-                    Ok(_) => load(place, Tail::default()).await,
+                    Ok(_) => tails.load_fresh(place).await,
                     Err(e) => Err(e),
                 };
                 match caught_up {
@@ -235,6 +257,26 @@ async fn append_chunk(
             "{where_}: {MAX_ATTEMPTS} appends in a row lost the race to other writers"
         ))
     });
+}
+
+impl Tails {
+    /// The partition's tail from its last snapshot (or its start) and the
+    /// messages after it.
+    async fn load_fresh(&self, place: &Place) -> LogResult<Tail> {
+        let start = self.snapshots.load(place).await?.unwrap_or_default();
+        let mut tail = load(place, start).await?;
+        self.save_now_and_then(place, &mut tail).await;
+        Ok(tail)
+    }
+
+    /// Saves `tail` if it moved on [`SAVE_EVERY`] sequences since it was
+    /// last saved.
+    async fn save_now_and_then(&self, place: &Place, tail: &mut Tail) {
+        if tail.last_sequence >= tail.saved_at + SAVE_EVERY {
+            self.snapshots.save(place, tail).await;
+            tail.saved_at = tail.last_sequence;
+        }
+    }
 }
 
 /// `tail` brought up to date with every message after the one it knows.

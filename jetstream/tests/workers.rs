@@ -227,3 +227,58 @@ async fn time_retention_purges_old_batches_but_keeps_where_offsets_continue() {
         Err(LogError::InvalidConfig { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_starting_worker_rebuilds_producers_from_the_saved_tail() {
+    let server = server();
+    let first = worker(&server).await;
+    first
+        .create_topic("t", TopicConfig::default())
+        .await
+        .unwrap();
+    let id = first.init_producer_id().await.unwrap();
+    let stamped = batch(&["once".to_string()]).with_producer(ProducerStamp {
+        id,
+        epoch: 0,
+        base_sequence: 0,
+    });
+    first.append("t", 0, stamped.clone()).await.unwrap();
+    // Enough messages after it for the tail to be saved.
+    let many: Vec<Batch> = (0..1_100).map(|i| batch(&[format!("{i}")])).collect();
+    for outcome in first.append_all("t", 0, many).await {
+        outcome.unwrap();
+    }
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let tails = async_nats::jetstream::new(client)
+        .get_key_value("weir-tails")
+        .await
+        .unwrap();
+    let saved: Vec<String> = futures::TryStreamExt::try_collect(tails.keys().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(saved.len(), 1, "the partition's tail was saved");
+
+    // A worker that starts now retries the producer's first batch: the
+    // saved tail plus what follows it still know the batch.
+    let second = worker(&server).await;
+    let retried = second.append("t", 0, stamped).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(retried.base_offset, 0);
+    let next = second
+        .append("t", 0, batch(&["end".to_string()]))
+        .await
+        .unwrap();
+    assert_eq!(next.base_offset, 1_101);
+
+    // A topic made again starts at offset 0, whatever was saved before.
+    second.delete_topic("t").await.unwrap();
+    second
+        .create_topic("t", TopicConfig::default())
+        .await
+        .unwrap();
+    let again = first
+        .append("t", 0, batch(&["new".to_string()]))
+        .await
+        .unwrap();
+    assert_eq!(again.base_offset, 0);
+}
