@@ -593,6 +593,15 @@ impl StreamLog for JetStreamLog {
         self.commits.delete(name).await
     }
 
+    async fn health(&self) -> LogResult<()> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(LogError::Unavailable(format!(
+                "NATS JetStream: not connected to the cluster ({state}); reconnecting"
+            ))),
+        }
+    }
+
     async fn close(&self) -> LogResult<()> {
         self.client
             .flush()

@@ -149,6 +149,12 @@ pub trait StreamLog: Send + Sync + 'static {
     async fn commits(&self, name: &str, partition: u32) -> LogResult<Vec<CommitRecord>>;
     async fn delete_commit_log(&self, name: &str) -> LogResult<()>;
 
+    /// Whether the backend can serve now; `Unavailable` says why not (a
+    /// server out of reach). A local backend is always up.
+    async fn health(&self) -> LogResult<()> {
+        Ok(())
+    }
+
     /// Makes everything appended so far durable and lets go of the
     /// backend's resources; called once, at shutdown, after the last use.
     async fn close(&self) -> LogResult<()>;

@@ -1,5 +1,6 @@
 //! Weir's integration tests: one binary, one module per area.
 
+mod cluster;
 mod compile;
 mod exactly_once;
 mod formats;

@@ -129,6 +129,23 @@ impl Default for ServerConfig {
     }
 }
 
+/// `GET /healthz`: 200 while the server can serve; 503 with the reason
+/// while its log cannot (a cluster out of reach).
+async fn healthz(
+    axum::extract::State(app): axum::extract::State<App>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    match app.log.health().await {
+        Ok(()) => (
+            axum::http::StatusCode::OK,
+            axum::Json(json!({ "status": "ok" })),
+        ),
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "unavailable", "error": e.to_string() })),
+        ),
+    }
+}
+
 /// What every handler shares: the server's services, wired together in
 /// [`Server::start`].
 #[derive(Clone)]
@@ -349,10 +366,7 @@ fn router(app: App, config: &ServerConfig) -> Router {
             delete(tenants::revoke_token),
         )
         .route("/metrics", get(metrics::metrics))
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(config.max_request_bytes))
         .merge(modules)
         .fallback(|| async {

@@ -1,0 +1,109 @@
+//! `weir serve` on NATS JetStream when the cluster is out of reach: at
+//! start (a clear error, after retrying), and mid-run (`/healthz` says so,
+//! requests fail instead of hanging, and nothing acknowledged is lost once
+//! the cluster is back). The pipelines' exactly-once runs on JetStream are
+//! in `exactly_once`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use weir_jetstream::testing::{NatsServer, nats_server_binary};
+
+use crate::support::server::{WeirServer, serve_command};
+
+fn nats() -> NatsServer {
+    NatsServer::start(&nats_server_binary(Path::new(env!("CARGO_TARGET_TMPDIR"))))
+}
+
+fn config(servers: &str) -> String {
+    format!("[log]\nbackend = \"jetstream\"\nservers = [{servers}]\nstart_timeout_ms = 2000\n")
+}
+
+#[test]
+fn a_cluster_out_of_reach_at_start_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("cluster.toml");
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &config_file,
+        config(&format!("\"nats://127.0.0.1:{port}\"")),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let output = serve_command(&dir.path().join("data"))
+        .arg("--config")
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("while connecting to the NATS JetStream cluster at nats://127.0.0.1"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "it gives up after its start timeout"
+    );
+}
+
+#[test]
+fn a_cluster_lost_mid_run_is_reported_and_nothing_acknowledged_is_lost() {
+    let mut nats = nats();
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start_with_config(
+        &dir.path().join("data"),
+        &config(&format!("\"{}\"", nats.url())),
+    );
+    server.create_topic("events", 1);
+    let before: Vec<Value> = (0..10).map(|i| json!({ "value": i })).collect();
+    server.produce("events", before);
+    assert_eq!(server.get("/healthz").0, 200);
+
+    nats.kill();
+    server.wait_until("/healthz reports the cluster lost", |s| {
+        s.get("/healthz").0 == 503
+    });
+    let (_, health) = server.get("/healthz");
+    assert!(
+        health["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not connected"),
+        "{health}"
+    );
+    // A produce fails (after the client's timeout) instead of hanging.
+    let (status, body) = server.post(
+        "/v1/topics/events/records",
+        &json!({ "records": [{ "value": "while down" }] }),
+    );
+    assert_eq!(status, 503, "{body}");
+
+    nats.restart();
+    server.wait_until("/healthz reports the cluster back", |s| {
+        s.get("/healthz").0 == 200
+    });
+    let after: Vec<Value> = (10..20).map(|i| json!({ "value": i })).collect();
+    server.wait_until("produce works again", |s| {
+        s.post("/v1/topics/events/records", &json!({ "records": after }))
+            .0
+            == 200
+    });
+    let values: Vec<i64> = server
+        .values("events")
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    for i in 0..20 {
+        assert!(
+            values.contains(&i),
+            "acknowledged record {i} is missing: {values:?}"
+        );
+    }
+}
