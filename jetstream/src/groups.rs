@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use async_nats::jetstream;
 use async_nats::jetstream::kv::{self, Operation, Store};
-use async_nats::jetstream::{self, stream::StorageType};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use weir_log::{LogError, LogResult};
@@ -33,17 +33,13 @@ impl Groups {
         names: &Names,
         replicas: usize,
     ) -> LogResult<Groups> {
-        let store = context
-            .create_or_update_key_value(kv::Config {
-                bucket: names.groups_bucket(),
-                description: "Weir: consumer groups' committed offsets".to_string(),
-                history: 1,
-                storage: StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable("opening the consumer-group bucket", e))?;
+        let store = crate::bucket(
+            context,
+            names.groups_bucket(),
+            "Weir: consumer groups' committed offsets",
+            replicas,
+        )
+        .await?;
         Ok(Groups { store })
     }
 

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::Stream};
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use weir_format::Batch;
@@ -214,15 +214,20 @@ impl JetStreamLog {
             .map_err(|e| unavailable(name, e))
     }
 
-    /// A topic's configuration as stored, remembered for the next call.
-    async fn load_config(&self, name: &str) -> LogResult<TopicConfig> {
-        let info = self
+    /// What the cluster holds of topic `name`'s stream.
+    async fn stored_stream(&self, name: &str) -> LogResult<jetstream::stream::Info> {
+        Ok(self
             .context
             .get_stream(self.names.stream(Kind::Topic, name))
             .await
             .map_err(|e| stream_error(name, e))?
             .cached_info()
-            .clone();
+            .clone())
+    }
+
+    /// A topic's configuration as stored, remembered for the next call.
+    async fn load_config(&self, name: &str) -> LogResult<TopicConfig> {
+        let info = self.stored_stream(name).await?;
         let (_, config) =
             topics::from_stream(&info).ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
         self.remember(name, Some(config.clone()));
@@ -400,13 +405,7 @@ impl StreamLog for JetStreamLog {
             ..current
         };
         self.check_topic_config(name, &config)?;
-        let mut info = self
-            .context
-            .get_stream(self.names.stream(Kind::Topic, name))
-            .await
-            .map_err(|e| stream_error(name, e))?
-            .cached_info()
-            .clone();
+        let mut info = self.stored_stream(name).await?;
         info.config.metadata.insert(
             names::CONFIG.to_string(),
             serde_json::to_string(&config).map_err(|e| unavailable(name, e))?,
@@ -467,21 +466,6 @@ impl StreamLog for JetStreamLog {
         self.reads
             .read(&self.client, &place, offset, max_bytes)
             .await
-    }
-
-    async fn read_stored(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        max_bytes: usize,
-    ) -> LogResult<(Vec<Batch>, Bytes)> {
-        let batches = self.read(topic, partition, offset, max_bytes).await?;
-        let mut joined = BytesMut::with_capacity(batches.iter().map(Batch::size).sum());
-        for batch in &batches {
-            joined.extend_from_slice(batch.as_bytes());
-        }
-        Ok((batches, joined.freeze()))
     }
 
     async fn wait_for(
@@ -649,6 +633,27 @@ async fn retrying<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
             Err(e) => return Err(unavailable(what, e)),
         }
     }
+}
+
+/// Key-value bucket `name` (one revision per key, `replicas` copies),
+/// made if it is missing.
+async fn bucket(
+    context: &jetstream::Context,
+    name: String,
+    description: &str,
+    replicas: usize,
+) -> LogResult<jetstream::kv::Store> {
+    context
+        .create_or_update_key_value(jetstream::kv::Config {
+            bucket: name.clone(),
+            description: description.to_string(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(&format!("opening the key-value bucket {name}"), e))
 }
 
 /// Refuses servers older than [`MIN_SERVER_VERSION`].

@@ -5,8 +5,8 @@
 //! sequences; a snapshot that does not fit the partition any more (the
 //! topic was made again) is ignored.
 
-use async_nats::jetstream::kv::{self, Store};
-use async_nats::jetstream::{self, stream::StorageType};
+use async_nats::jetstream;
+use async_nats::jetstream::kv::Store;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use weir_log::LogResult;
@@ -30,17 +30,13 @@ impl Snapshots {
         names: &Names,
         replicas: usize,
     ) -> LogResult<Snapshots> {
-        let store = context
-            .create_or_update_key_value(kv::Config {
-                bucket: names.tails_bucket(),
-                description: "Weir: partition tails (ends and idempotent producers)".to_string(),
-                history: 1,
-                storage: StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable("opening the tail bucket", e))?;
+        let store = crate::bucket(
+            context,
+            names.tails_bucket(),
+            "Weir: partition tails (ends and idempotent producers)",
+            replicas,
+        )
+        .await?;
         Ok(Snapshots { store })
     }
 

@@ -123,6 +123,12 @@ impl Node {
 
     /// Starts the process; returns once it accepts clients.
     fn start(&mut self) {
+        self.spawn();
+        self.wait_until_ready();
+    }
+
+    /// Starts the process without waiting for it.
+    fn spawn(&mut self) {
         let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&self.config)
@@ -131,7 +137,6 @@ impl Node {
             .spawn()
             .expect("start nats-server");
         self.child = Some(child);
-        self.wait_until_ready();
     }
 
     /// Kills the process (SIGKILL), keeping its store.
@@ -255,14 +260,7 @@ impl NatsCluster {
             .collect();
         // All at once: each waits for the others' routes.
         for node in &mut nodes {
-            let child = Command::new(&node.binary)
-                .arg("-c")
-                .arg(&node.config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start nats-server");
-            node.child = Some(child);
+            node.spawn();
         }
         for node in &mut nodes {
             node.wait_until_ready();

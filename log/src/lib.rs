@@ -88,14 +88,22 @@ pub trait StreamLog: Send + Sync + 'static {
     ) -> LogResult<Vec<Batch>>;
     /// Like [`read`](Self::read), also returning the batches as the one
     /// contiguous run of bytes they are (a Kafka fetch sends it on without
-    /// joining or re-encoding).
+    /// joining or re-encoding). Unless a backend stores them so, the
+    /// batches read are joined.
     async fn read_stored(
         &self,
         topic: &str,
         partition: u32,
         offset: u64,
         max_bytes: usize,
-    ) -> LogResult<(Vec<Batch>, Bytes)>;
+    ) -> LogResult<(Vec<Batch>, Bytes)> {
+        let batches = self.read(topic, partition, offset, max_bytes).await?;
+        let mut joined = bytes::BytesMut::with_capacity(batches.iter().map(Batch::size).sum());
+        for batch in &batches {
+            joined.extend_from_slice(batch.as_bytes());
+        }
+        Ok((batches, joined.freeze()))
+    }
     /// Waits until the partition's end passes `offset` or `timeout` ends;
     /// returns the end offset either way.
     async fn wait_for(

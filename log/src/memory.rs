@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::watch;
 use weir_format::{Batch, BatchBuilder, Record};
 
@@ -344,21 +344,6 @@ impl StreamLog for MemoryLog {
         self.with_partition(topic, partition, |p| {
             p.read((topic, partition), offset, max_bytes)
         })
-    }
-
-    async fn read_stored(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        max_bytes: usize,
-    ) -> LogResult<(Vec<Batch>, Bytes)> {
-        let batches = self.read(topic, partition, offset, max_bytes).await?;
-        let mut bytes = BytesMut::new();
-        for batch in &batches {
-            bytes.extend_from_slice(batch.as_bytes());
-        }
-        Ok((batches, bytes.freeze()))
     }
 
     async fn wait_for(
