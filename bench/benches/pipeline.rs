@@ -562,5 +562,65 @@ async fn cluster(records: usize) {
             &rates,
         );
     }
+    let pause = leader_kill_pause(&binary).await;
+    println!(
+        "  writes paused {:.1} s when a stream's leader was killed (3 servers, longest gap \
+         between acknowledged appends)",
+        pause.as_secs_f64()
+    );
+    rows.push(Row {
+        measurement: "pause of appends when the stream leader is killed, 3 servers".into(),
+        weir: format!("{:.1} s", pause.as_secs_f64()),
+        baseline: "—".into(),
+        ratio: 1.0,
+        goal: "none set".into(),
+    });
     print_table(&rows);
+}
+
+/// Appends one batch after another to a topic replicated on three servers,
+/// kills the server leading its stream, and returns the longest time
+/// between two acknowledged appends.
+async fn leader_kill_pause(binary: &std::path::Path) -> Duration {
+    let mut nodes = NatsCluster::start(binary, 3);
+    let config = JetStreamConfig {
+        prefix: "leader".into(),
+        replicas: 3,
+        ..JetStreamConfig::for_servers(nodes.urls())
+    };
+    let log = Arc::new(JetStreamLog::connect(&config).await.expect("connect"));
+    log.create_topic("t", TopicConfig::default())
+        .await
+        .expect("topic");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (log, stop) = (log.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = vec![Instant::now()];
+            let batch = batches(10, 0).remove(0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if log.append("t", 0, batch.clone()).await.is_ok() {
+                    acknowledged.push(Instant::now());
+                }
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stream = weir_jetstream::names::Names::new("leader")
+        .expect("a prefix")
+        .stream(weir_jetstream::names::Kind::Topic, "t");
+    let leader = nodes
+        .stream_leader(&stream)
+        .await
+        .expect("the stream's leader");
+    nodes.kill(leader);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = appender.await.expect("the appender");
+    acknowledged
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default()
 }

@@ -276,6 +276,19 @@ impl NatsCluster {
         self.nodes.iter().map(Node::url).collect()
     }
 
+    /// Which node leads stream `stream` now, as JetStream says.
+    pub async fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let addresses: Vec<async_nats::ServerAddr> =
+            self.urls().iter().filter_map(|u| u.parse().ok()).collect();
+        let client = async_nats::connect(addresses).await.ok()?;
+        let mut stream = async_nats::jetstream::new(client)
+            .get_stream(stream)
+            .await
+            .ok()?;
+        let leader = stream.info().await.ok()?.cluster.as_ref()?.leader.clone()?;
+        leader.strip_prefix('n')?.parse().ok()
+    }
+
     /// Kills node `index` (SIGKILL), keeping its store.
     pub fn kill(&mut self, index: usize) {
         self.nodes[index].kill();
