@@ -280,6 +280,7 @@ impl JetStreamLog {
     }
 
     async fn info(&self, name: &str, config: TopicConfig) -> LogResult<TopicInfo> {
+        let sizes = self.partition_sizes(name).await?;
         let mut partitions = Vec::with_capacity(config.partitions as usize);
         for partition in 0..config.partitions {
             let (place, _) = self.place(name, partition).await?;
@@ -288,7 +289,7 @@ impl JetStreamLog {
                 partition,
                 start_offset,
                 end_offset,
-                size_bytes: 0,
+                size_bytes: sizes.get(&place.subject).copied().unwrap_or(0),
             });
         }
         Ok(TopicInfo {
@@ -296,6 +297,33 @@ impl JetStreamLog {
             config,
             partitions,
         })
+    }
+
+    /// Bytes stored per partition subject of topic `name`. JetStream
+    /// counts bytes per stream and messages per subject, so a stream's
+    /// bytes are shared out by message counts (batches of one topic are
+    /// about the same size).
+    async fn partition_sizes(&self, name: &str) -> LogResult<HashMap<String, u64>> {
+        let stream = self
+            .context
+            .get_stream(self.names.stream(Kind::Topic, name))
+            .await
+            .map_err(|e| stream_error(name, e))?;
+        let mut counts = stream
+            .info_with_subjects(self.names.subjects(Kind::Topic, name, "*"))
+            .await
+            .map_err(|e| unavailable(&format!("sizing topic {name}"), e))?;
+        let (bytes, messages) = (counts.info.state.bytes, counts.info.state.messages);
+        let mut sizes = HashMap::new();
+        while let Some((subject, count)) = counts
+            .try_next()
+            .await
+            .map_err(|e| unavailable(&format!("sizing topic {name}"), e))?
+        {
+            let share = (u128::from(bytes) * count as u128 / u128::from(messages.max(1))) as u64;
+            sizes.insert(subject, share);
+        }
+        Ok(sizes)
     }
 
     /// The end of a partition (one past its last offset).

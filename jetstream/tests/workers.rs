@@ -69,6 +69,16 @@ async fn workers_appending_to_one_partition_get_dense_offsets_and_lose_nothing()
     }
     assert_eq!(next, 160);
     assert_eq!(values.len(), 160, "every record once");
+    // The partition's size (quotas count it) is what JetStream stores:
+    // the batches and, per message, its subject and headers.
+    let written: usize = batches.iter().map(Batch::size).sum();
+    let size = a.topic("t").await.unwrap().partitions[0].size_bytes as usize;
+    let per_message = 300;
+    assert!(
+        size >= written && size <= written + batches.len() * per_message,
+        "{size} bytes counted for {written} written in {} messages",
+        batches.len()
+    );
 }
 
 #[tokio::test]
