@@ -49,6 +49,9 @@ use crate::errors::{is_existing_stream, is_missing_stream, unavailable};
 use crate::names::{Kind, Names};
 use crate::partition::{Place, Tails};
 
+/// How many bytes of batches one read of a scan asks for.
+const SCAN_BYTES: usize = 8 << 20;
+
 /// The oldest server with what this backend needs (atomic batches).
 const MIN_SERVER_VERSION: (u64, u64) = (2, 12);
 
@@ -531,13 +534,28 @@ impl StreamLog for JetStreamLog {
         timestamp: i64,
     ) -> LogResult<u64> {
         let (place, _) = self.place(topic, partition).await?;
+        let first_at_or_after = |batch: &Batch| {
+            (batch.max_timestamp() >= timestamp)
+                .then(|| batch.records().find(|r| r.timestamp >= timestamp))
+                .flatten()
+                .map(|r| r.offset)
+        };
+        // Scanned in batch reads (a replica may answer), then the rest a
+        // replica may not have yet from the leader.
         let mut sequence = 1;
+        loop {
+            let fetched = reads::fetch(&self.client, &place, sequence, SCAN_BYTES).await?;
+            let Some((last, _)) = fetched.last() else {
+                break;
+            };
+            sequence = last + 1;
+            if let Some(offset) = fetched.iter().find_map(|(_, b)| first_at_or_after(b)) {
+                return Ok(offset);
+            }
+        }
         while let Some(message) = partition::next_message(&place, sequence).await? {
-            let batch = partition::batch_of(&place, &message)?;
-            if batch.max_timestamp() >= timestamp
-                && let Some(record) = batch.records().find(|r| r.timestamp >= timestamp)
-            {
-                return Ok(record.offset);
+            if let Some(offset) = first_at_or_after(&partition::batch_of(&place, &message)?) {
+                return Ok(offset);
             }
             sequence = message.sequence + 1;
         }

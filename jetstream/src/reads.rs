@@ -132,7 +132,7 @@ impl Reads {
 
 /// The partition's messages from stream sequence `from` on, about
 /// `max_bytes` of them, as `(sequence, batch)`, from one batch direct get.
-async fn fetch(
+pub async fn fetch(
     client: &async_nats::Client,
     place: &Place,
     from: u64,
