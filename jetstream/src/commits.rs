@@ -23,12 +23,10 @@ use weir_log::{
 
 use crate::errors::is_missing_stream;
 use crate::names::{self, Kind, Names};
-use crate::publish::{self, Refused};
+use crate::publish::{self, HEADER_ROOM, Refused};
 
 /// How many messages a commit takes (on each of them; absent: one).
 const PARTS: &str = "Weir-Commit-Parts";
-/// Room left in a message for its headers.
-const HEADER_ROOM: usize = 1024;
 
 /// The cluster's commit logs, with what this process knows of them:
 /// partition counts and the last message of each partition it committed

@@ -13,6 +13,10 @@ use serde::Deserialize;
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 
+/// Room a message leaves for the headers publishing adds (the condition,
+/// an atomic batch's id and place, a commit's part count).
+pub const HEADER_ROOM: usize = 1024;
+
 /// The most messages one atomic batch may hold (the server's limit).
 pub const MAX_BATCH_MESSAGES: usize = 1000;
 

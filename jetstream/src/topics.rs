@@ -9,6 +9,7 @@ use async_nats::jetstream::stream::{Config, DiscardPolicy, Info, StorageType};
 use weir_log::{Cleanup, LogError, LogResult, TopicConfig};
 
 use crate::names::{self, Kind, Names};
+use crate::publish::HEADER_ROOM;
 
 /// Whether the cluster can keep a topic configured so, or why not.
 pub fn check(name: &str, config: &TopicConfig, max_payload: usize) -> LogResult<()> {
@@ -38,10 +39,13 @@ pub fn check(name: &str, config: &TopicConfig, max_payload: usize) -> LogResult<
                 .to_string(),
         );
     }
-    if config.max_batch_bytes > max_payload {
+    if config.max_batch_bytes + HEADER_ROOM > max_payload {
         return refuse(format!(
-            "max_batch_bytes {} exceeds the NATS servers' max_payload of {max_payload} bytes",
-            config.max_batch_bytes
+            "batches of up to {} bytes (max_batch_bytes) need NATS servers with max_payload of \
+             at least {} bytes (with room for headers); these allow {max_payload}: raise \
+             max_payload in the servers' configuration (8MB, say) or lower max_batch_bytes",
+            config.max_batch_bytes,
+            config.max_batch_bytes + HEADER_ROOM
         ));
     }
     Ok(())
@@ -70,7 +74,7 @@ pub fn stream_config(
         storage: StorageType::File,
         num_replicas: replicas,
         // One message is one batch; room for its headers.
-        max_message_size: i32::try_from(config.max_batch_bytes + 1024).unwrap_or(i32::MAX),
+        max_message_size: i32::try_from(config.max_batch_bytes + HEADER_ROOM).unwrap_or(i32::MAX),
         discard: DiscardPolicy::New,
         // Exactly-once rests on producer sequences, not on a time window.
         duplicate_window: Duration::from_secs(1),
