@@ -33,7 +33,7 @@ impl Groups {
         names: &Names,
         replicas: usize,
     ) -> LogResult<Groups> {
-        let store = crate::bucket(
+        let store = crate::config::bucket(
             context,
             names.groups_bucket(),
             "Weir: consumer groups' committed offsets",

@@ -30,7 +30,7 @@ impl Snapshots {
         names: &Names,
         replicas: usize,
     ) -> LogResult<Snapshots> {
-        let store = crate::bucket(
+        let store = crate::config::bucket(
             context,
             names.tails_bucket(),
             "Weir: partition tails (ends and idempotent producers)",
