@@ -130,6 +130,12 @@ pub struct PipelineSettings {
     pub snapshot_after_bytes: u64,
     /// Input read per round, in bytes. Default 1 MiB.
     pub max_read_bytes: usize,
+    /// A task the log failed as unavailable (a cluster out of reach)
+    /// starts again by itself after this long, twice as long each time it
+    /// fails so again (up to 30 s). Default: 1000 with a NATS JetStream
+    /// log; never with the embedded log, whose storage failures do not
+    /// pass by themselves (`weir pipeline resume` restarts a failed task).
+    pub restart_after_unavailable_ms: Option<u64>,
 }
 
 impl Default for PipelineSettings {
@@ -137,6 +143,7 @@ impl Default for PipelineSettings {
         PipelineSettings {
             snapshot_after_bytes: 16 << 20,
             max_read_bytes: 1 << 20,
+            restart_after_unavailable_ms: None,
         }
     }
 }

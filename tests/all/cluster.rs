@@ -1,7 +1,7 @@
 //! `weir serve` on NATS JetStream when the cluster is out of reach: at
 //! start (a clear error, after retrying), and mid-run (`/healthz` says so,
-//! requests fail instead of hanging, and nothing acknowledged is lost once
-//! the cluster is back). The pipelines' exactly-once runs on JetStream are
+//! requests fail instead of hanging, pipelines start again by themselves,
+//! and nothing acknowledged is lost once the cluster is back). The pipelines' exactly-once runs on JetStream are
 //! in `exactly_once`.
 
 use std::path::Path;
@@ -65,6 +65,11 @@ fn a_cluster_lost_mid_run_is_reported_and_nothing_acknowledged_is_lost() {
     let before: Vec<Value> = (0..10).map(|i| json!({ "value": i })).collect();
     server.produce("events", before);
     assert_eq!(server.get("/healthz").0, 200);
+    // A pipeline (orders → kept) that must go on by itself afterwards.
+    server.start_neighbour_filter();
+    let order = |i: i64| json!({ "value": { "ok": true, "n": i } });
+    server.produce("orders", (0..5).map(order).collect());
+    server.wait_caught_up("p");
 
     nats.kill();
     server.wait_until("/healthz reports the cluster lost", |s| {
@@ -95,6 +100,35 @@ fn a_cluster_lost_mid_run_is_reported_and_nothing_acknowledged_is_lost() {
             .0
             == 200
     });
+    // The pipeline's task failed while the cluster was gone; it starts
+    // again by itself (no resume) and goes on exactly once.
+    server.wait_until("the order produced after the outage is accepted", |s| {
+        s.post(
+            "/v1/topics/orders/records",
+            &json!({ "records": [order(5)] }),
+        )
+        .0 == 200
+    });
+    server.wait_until("the pipeline catches up by itself", |s| {
+        s.values("kept").len() == s.values("orders").len()
+    });
+    let kept: Vec<i64> = server
+        .values("kept")
+        .iter()
+        .map(|v| v["n"].as_i64().unwrap())
+        .collect();
+    let orders: Vec<i64> = server
+        .values("orders")
+        .iter()
+        .map(|v| v["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(kept, orders, "every order kept once, in order");
+    let log = std::fs::read_to_string(dir.path().join("data").with_extension("server.log"))
+        .unwrap_or_default();
+    assert!(
+        log.contains("restarting the task after the log was unavailable"),
+        "the task failed during the outage and started again by itself"
+    );
     let values: Vec<i64> = server
         .values("events")
         .iter()

@@ -526,6 +526,7 @@ fn crashes_at_arbitrary_points_keep_outputs_and_state_exactly_once() {
     env.settings = PipelineSettings {
         snapshot_after_bytes: 1024,
         max_read_bytes: 64,
+        ..PipelineSettings::default()
     };
     dedupe_env(&env);
     let node = env.open();
@@ -692,6 +693,35 @@ fn a_failed_commit_fails_only_its_task_and_resume_redoes_the_round() {
     for p in 0..2 {
         assert_eq!(env.values("out", p), kept(&input[p as usize]), "out/{p}");
     }
+    node.shutdown();
+}
+
+#[test]
+fn with_restarts_on_a_task_the_log_failed_as_unavailable_starts_again_by_itself() {
+    let (mut env, log) = faulty_env();
+    env.settings = PipelineSettings {
+        restart_after_unavailable_ms: Some(20),
+        ..PipelineSettings::default()
+    };
+    env.module("keep", "well_behaved");
+    env.create_topic("in", 1);
+    env.create_topic("out", 1);
+    let node = env.open();
+    node.apply("p", one_stage(&["in"], "keep", "out"));
+    let mut input = filter_input(0, 0, 9);
+    env.produce_values("in", 0, &input);
+    node.wait_caught_up("p");
+
+    // Three commits refused in a row, and no resume: the task starts
+    // again after each (20, 40, 80 ms) and redoes the round once.
+    log.fail_commits(3);
+    let more = filter_input(0, 9, 9);
+    env.produce_values("in", 0, &more);
+    input.extend(more);
+    node.wait("p", "the refused commits to pass", |s| {
+        log.injected() == 3 && caught_up(s)
+    });
+    assert_eq!(env.values("out", 0), kept(&input));
     node.shutdown();
 }
 

@@ -51,6 +51,18 @@ pub enum TaskError {
 }
 
 impl TaskError {
+    /// Whether the log was unavailable (nothing was half done; it may be
+    /// back later).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            TaskError::Log {
+                source: LogError::Unavailable(_),
+                ..
+            }
+        )
+    }
+
     /// Wraps a log error met while `doing` something.
     pub fn log(doing: impl Into<String>) -> impl FnOnce(LogError) -> TaskError {
         let doing = doing.into();

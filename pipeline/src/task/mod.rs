@@ -92,6 +92,7 @@ pub struct StagePlan {
 }
 
 /// Everything a task needs to run.
+#[derive(Clone)]
 pub struct TaskSetup {
     pub key: TaskKey,
     pub log: Arc<dyn StreamLog>,
@@ -115,23 +116,54 @@ pub struct TaskSetup {
     pub stopping: Arc<AtomicBool>,
 }
 
+/// The longest a task waits before it starts again after an outage.
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(30);
+
 /// Runs a task until it is stopped or fails; the outcome is in its stats.
+/// A task the log failed as unavailable starts again by itself when the
+/// settings say so (`restart_after_unavailable_ms`), from its commit log
+/// like any restart, until it is stopped.
 pub async fn run(setup: TaskSetup) {
     let stats = setup.stats.clone();
     let key = setup.key.clone();
-    // Its own task, so that even a panic ends as a failure with a reason.
-    let outcome = match tokio::spawn(run_until_stopped(setup)).await {
-        Ok(outcome) => outcome,
-        Err(e) => Err(TaskError::Crashed(format!("the task crashed: {e}"))),
-    };
-    match outcome {
-        Ok(()) => stats.set_state(TaskState::Stopped),
-        Err(error) => {
-            let reason = error.to_string();
-            tracing::error!(pipeline = %key.pipeline, input = %key.input,
-                partition = key.partition, %reason, "pipeline task failed");
-            stats.set_state(TaskState::Failed(reason));
+    let mut control = setup.control.clone();
+    let first_pause = setup
+        .settings
+        .restart_after_unavailable_ms
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis);
+    let mut pause = first_pause;
+    loop {
+        let started = tokio::time::Instant::now();
+        // Its own task, so that even a panic ends as a failure with a reason.
+        let outcome = match tokio::spawn(run_until_stopped(setup.clone())).await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(TaskError::Crashed(format!("the task crashed: {e}"))),
+        };
+        let error = match outcome {
+            Ok(()) => return stats.set_state(TaskState::Stopped),
+            Err(error) => error,
+        };
+        let reason = error.to_string();
+        tracing::error!(pipeline = %key.pipeline, input = %key.input,
+            partition = key.partition, %reason, "pipeline task failed");
+        stats.set_state(TaskState::Failed(reason));
+        let Some(wait) = pause.filter(|_| error.is_unavailable()) else {
+            return;
+        };
+        // A task that ran a good while since its last restart starts over
+        // with the shortest pause.
+        let wait = match first_pause {
+            Some(first) if started.elapsed() > MAX_RESTART_PAUSE * 2 => first,
+            _ => wait,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = control.wait_for(|c| *c == Control::Stop) => return,
         }
+        tracing::info!(pipeline = %key.pipeline, input = %key.input,
+            partition = key.partition, "restarting the task after the log was unavailable");
+        pause = Some((wait * 2).min(MAX_RESTART_PAUSE));
     }
 }
 

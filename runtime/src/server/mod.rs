@@ -91,6 +91,20 @@ pub enum LogBackend {
 }
 
 impl LogBackend {
+    /// `settings` with this log's defaults: on a cluster, a task the log
+    /// failed as unavailable starts again by itself after a second.
+    fn pipeline_settings(&self, settings: PipelineSettings) -> PipelineSettings {
+        match self {
+            LogBackend::Jetstream(_) if settings.restart_after_unavailable_ms.is_none() => {
+                PipelineSettings {
+                    restart_after_unavailable_ms: Some(1000),
+                    ..settings
+                }
+            }
+            _ => settings,
+        }
+    }
+
     /// Opens the log this names (`dir`: the data directory).
     async fn open(&self, dir: &std::path::Path) -> anyhow::Result<Arc<dyn StreamLog>> {
         Ok(match self {
@@ -196,7 +210,7 @@ impl Server {
                 log.clone(),
                 modules.clone(),
                 dir.join("pipelines"),
-                config.pipelines,
+                config.log.pipeline_settings(config.pipelines),
                 scheduler.clone(),
             )
             .await
