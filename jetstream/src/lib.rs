@@ -41,8 +41,8 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use weir_format::Batch;
 use weir_log::{
-    AppendInfo, Cleanup, CommitLogSettings, CommitRecord, LogError, LogResult, PartitionInfo,
-    StreamLog, TopicConfig, TopicInfo, check_user_topic_name,
+    AppendInfo, Cleanup, CommitLogSettings, CommitRecord, LogError, LogResult, LogStatus,
+    PartitionInfo, StreamLog, TopicConfig, TopicInfo, check_user_topic_name,
 };
 
 pub use crate::config::JetStreamConfig;
@@ -552,6 +552,45 @@ impl StreamLog for JetStreamLog {
                 "NATS JetStream: not connected to the cluster ({state}); reconnecting"
             ))),
         }
+    }
+
+    async fn status(&self) -> LogResult<LogStatus> {
+        let info = self.client.server_info();
+        let mut facts = vec![
+            (
+                "connection".to_string(),
+                self.client.connection_state().to_string(),
+            ),
+            (
+                "server".to_string(),
+                format!("{} (nats-server {})", info.server_name, info.version),
+            ),
+            (
+                "cluster servers".to_string(),
+                if info.connect_urls.is_empty() {
+                    "none (a single server)".to_string()
+                } else {
+                    info.connect_urls.join(", ")
+                },
+            ),
+            ("replicas".to_string(), self.replicas.to_string()),
+            (
+                "max payload".to_string(),
+                format!("{} bytes", self.max_payload),
+            ),
+        ];
+        // What JetStream holds for this account (all deployments in it).
+        match self.context.query_account().await {
+            Ok(account) => {
+                facts.push(("streams".to_string(), account.streams.to_string()));
+                facts.push(("stored".to_string(), format!("{} bytes", account.storage)));
+            }
+            Err(e) => facts.push(("jetstream".to_string(), format!("unavailable: {e}"))),
+        }
+        Ok(LogStatus {
+            backend: "jetstream".to_string(),
+            facts,
+        })
     }
 
     async fn close(&self) -> LogResult<()> {

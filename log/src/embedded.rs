@@ -15,7 +15,8 @@ use weir_format::Batch;
 
 use crate::{
     AppendInfo, Cleanup, CommitLogSettings, CommitRecord, Durability, LogError, LogResult,
-    MAX_COMMIT_BYTES, PartitionInfo, StreamLog, TopicConfig, TopicInfo, check_commit_log_name,
+    LogStatus, MAX_COMMIT_BYTES, PartitionInfo, StreamLog, TopicConfig, TopicInfo,
+    check_commit_log_name,
 };
 
 /// Name prefix of commit logs in the embedded log.
@@ -488,6 +489,16 @@ impl StreamLog for EmbeddedLog {
         })
         .await
         .map_err(|e| commit_log_error(name, e))
+    }
+
+    async fn status(&self) -> LogResult<LogStatus> {
+        Ok(LogStatus {
+            backend: "embedded".to_string(),
+            facts: vec![
+                ("data".to_string(), self.log.dir().display().to_string()),
+                ("topics".to_string(), self.log.topics().len().to_string()),
+            ],
+        })
     }
 
     async fn close(&self) -> LogResult<()> {

@@ -163,9 +163,22 @@ pub trait StreamLog: Send + Sync + 'static {
         Ok(())
     }
 
+    /// What the backend is and how it is doing, for operators.
+    async fn status(&self) -> LogResult<LogStatus>;
+
     /// Makes everything appended so far durable and lets go of the
     /// backend's resources; called once, at shutdown, after the last use.
     async fn close(&self) -> LogResult<()>;
+}
+
+/// A log backend as operators see it: its kind and facts about it (where
+/// its data is, which servers it uses and how they are doing), in the
+/// order they are best read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogStatus {
+    /// `embedded`, `jetstream` or `memory`.
+    pub backend: String,
+    pub facts: Vec<(String, String)>,
 }
 
 /// Appends batches one by one with [`StreamLog::append`]: what

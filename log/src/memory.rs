@@ -20,8 +20,9 @@ use weir_format::{Batch, BatchBuilder, Record};
 
 use crate::producers::{ProducerTable, Verdict};
 use crate::{
-    AppendInfo, Cleanup, CommitLogSettings, CommitRecord, LogError, LogResult, MAX_COMMIT_BYTES,
-    PartitionInfo, StreamLog, TopicConfig, TopicInfo, check_commit_log_name, check_user_topic_name,
+    AppendInfo, Cleanup, CommitLogSettings, CommitRecord, LogError, LogResult, LogStatus,
+    MAX_COMMIT_BYTES, PartitionInfo, StreamLog, TopicConfig, TopicInfo, check_commit_log_name,
+    check_user_topic_name,
 };
 
 /// A backend in memory (see the module docs). Clones share the log.
@@ -491,6 +492,13 @@ impl StreamLog for MemoryLog {
     async fn delete_commit_log(&self, name: &str) -> LogResult<()> {
         self.state().commit_logs.remove(name);
         Ok(())
+    }
+
+    async fn status(&self) -> LogResult<LogStatus> {
+        Ok(LogStatus {
+            backend: "memory".to_string(),
+            facts: vec![("topics".to_string(), self.state().topics.len().to_string())],
+        })
     }
 
     async fn close(&self) -> LogResult<()> {

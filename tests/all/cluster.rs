@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use weir_jetstream::testing::{NatsServer, nats_server_binary};
 
-use crate::support::server::{WeirServer, serve_command};
+use crate::support::server::{WEIR, WeirServer, serve_command};
 
 fn nats() -> NatsServer {
     NatsServer::start(&nats_server_binary(Path::new(env!("CARGO_TARGET_TMPDIR"))))
@@ -61,6 +61,18 @@ fn a_cluster_lost_mid_run_is_reported_and_nothing_acknowledged_is_lost() {
         &dir.path().join("data"),
         &config(&format!("\"{}\"", nats.url())),
     );
+    // What the cluster is, over the API and the CLI.
+    let status = server.expect(200, server.get("/v1/cluster"));
+    assert_eq!(status["backend"], "jetstream");
+    assert_eq!(status["healthy"], true);
+    assert!(
+        status["facts"].to_string().contains("nats-server 2.15.1"),
+        "{status}"
+    );
+    let shown = cluster_status(&server);
+    assert!(shown.contains("log: jetstream (healthy)"), "{shown}");
+    assert!(shown.contains("nats-server 2.15.1"), "{shown}");
+
     server.create_topic("events", 1);
     let before: Vec<Value> = (0..10).map(|i| json!({ "value": i })).collect();
     server.produce("events", before);
@@ -83,6 +95,8 @@ fn a_cluster_lost_mid_run_is_reported_and_nothing_acknowledged_is_lost() {
             .contains("not connected"),
         "{health}"
     );
+    let shown = cluster_status(&server);
+    assert!(shown.contains("log: jetstream (unavailable: "), "{shown}");
     // A produce fails (after the client's timeout) instead of hanging.
     let (status, body) = server.post(
         "/v1/topics/events/records",
@@ -140,4 +154,25 @@ fn a_cluster_lost_mid_run_is_reported_and_nothing_acknowledged_is_lost() {
             "acknowledged record {i} is missing: {values:?}"
         );
     }
+}
+
+#[test]
+fn cluster_status_names_the_embedded_log_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"));
+    let status = server.expect(200, server.get("/v1/cluster"));
+    assert_eq!(status["backend"], "embedded");
+    assert_eq!(status["healthy"], true);
+    let shown = cluster_status(&server);
+    assert!(shown.contains("log: embedded (healthy)"), "{shown}");
+}
+
+/// What `weir cluster status` prints for `server`.
+fn cluster_status(server: &WeirServer) -> String {
+    let output = std::process::Command::new(WEIR)
+        .args(["cluster", "status", "--server", &server.url])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
 }

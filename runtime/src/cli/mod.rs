@@ -16,8 +16,8 @@ use clap::{Args, Parser, Subcommand};
 use weir_host::{Limits, OperatorEngine, compile};
 
 use client::{
-    Client, ConsumeArgs, GroupCommand, ModuleCommand, PipelineCommand, ProduceArgs, TenantCommand,
-    TokenCommand, TopicCommand,
+    Client, ClusterCommand, ConsumeArgs, GroupCommand, ModuleCommand, PipelineCommand, ProduceArgs,
+    TenantCommand, TokenCommand, TopicCommand,
 };
 
 #[derive(Parser)]
@@ -82,6 +82,14 @@ enum Command {
     Topic {
         #[command(subcommand)]
         command: TopicCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The log the server keeps its streams in (embedded or a NATS
+    /// JetStream cluster) and its health.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
         #[command(flatten)]
         remote: Remote,
     },
@@ -248,6 +256,7 @@ fn dispatch() -> anyhow::Result<std::process::ExitCode> {
             kafka_advertised,
         } => serve(data_dir, listen, config, kafka_listen, kafka_advertised),
         Command::Topic { command, remote } => command.run(&remote.client()).map(success),
+        Command::Cluster { command, remote } => command.run(&remote.client()).map(success),
         Command::Group { command, remote } => command.run(&remote.client()).map(success),
         Command::Produce { args, remote } => args.run(&remote.client()).map(success),
         Command::Consume { args, remote } => args.run(&remote.client()).map(success),

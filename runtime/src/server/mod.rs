@@ -8,9 +8,11 @@
 //!
 //! - [`topics`], [`records`], [`groups`], [`modules`], [`pipelines`]: the `/v1` API
 //! - [`tenants`]: tenants and tokens; [`auth`]: credentials and namespaces
+//! - [`cluster`]: `/v1/cluster`, the log backend and its health
 //! - [`metrics`]: `/metrics`; [`error`]: how failures are answered
 
 mod auth;
+mod cluster;
 pub mod error;
 mod groups;
 mod metrics;
@@ -353,6 +355,7 @@ fn router(app: App, config: &ServerConfig) -> Router {
             "/v1/topics/{name}/records",
             post(records::produce).get(records::read),
         )
+        .route("/v1/cluster", get(cluster::status))
         .route("/v1/groups", get(groups::list))
         .route(
             "/v1/groups/{name}",

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use weir_format::Batch;
 use weir_log::{
-    AppendInfo, CommitLogSettings, CommitRecord, LogError, LogResult, MemoryLog, StreamLog,
-    TopicConfig, TopicInfo,
+    AppendInfo, CommitLogSettings, CommitRecord, LogError, LogResult, LogStatus, MemoryLog,
+    StreamLog, TopicConfig, TopicInfo,
 };
 
 use super::wait_until;
@@ -253,6 +253,10 @@ impl StreamLog for FaultyLog {
     async fn delete_commit_log(&self, name: &str) -> LogResult<()> {
         self.inner.delete_commit_log(name).await
     }
+    async fn status(&self) -> LogResult<LogStatus> {
+        self.inner.status().await
+    }
+
     async fn close(&self) -> LogResult<()> {
         self.inner.close().await
     }

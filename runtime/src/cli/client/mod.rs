@@ -10,6 +10,7 @@
 //! or a silent zero. `--json` prints the answer as the server sent it,
 //! untouched by those types; tables are for people.
 
+mod cluster;
 mod groups;
 mod modules;
 mod pipelines;
@@ -26,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use ureq::Agent;
 
+pub use cluster::ClusterCommand;
 pub use groups::GroupCommand;
 pub use modules::ModuleCommand;
 pub use pipelines::PipelineCommand;
