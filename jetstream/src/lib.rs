@@ -209,11 +209,11 @@ impl JetStreamLog {
         let mut partitions = Vec::with_capacity(config.partitions as usize);
         for partition in 0..config.partitions {
             let (place, _) = self.place(name, partition).await?;
-            let (start_offset, end_offset) = partition::range(&place).await?;
+            let range = partition::range(&place).await?;
             partitions.push(PartitionInfo {
                 partition,
-                start_offset,
-                end_offset,
+                start_offset: range.start,
+                end_offset: range.end,
                 size_bytes: sizes.get(&place.subject).copied().unwrap_or(0),
             });
         }

@@ -336,17 +336,32 @@ pub fn batch_of(place: &Place, message: &StreamMessage) -> LogResult<Batch> {
     })
 }
 
-/// The partition's first and end offsets.
-pub async fn range(place: &Place) -> LogResult<(u64, u64)> {
+/// A partition's offsets, and where its last message is.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Range {
+    /// The first offset kept.
+    pub start: u64,
+    /// One past the last offset.
+    pub end: u64,
+    /// Stream sequence of the last message (0: none).
+    pub last_sequence: u64,
+}
+
+/// The partition's range, asked of the stream leader.
+pub async fn range(place: &Place) -> LogResult<Range> {
     let Some(last) = last_message(place).await? else {
-        return Ok((0, 0));
+        return Ok(Range::default());
     };
     let end = batch_of(place, &last)?.next_offset();
     let start = match next_message(place, 1).await? {
         Some(first) => batch_of(place, &first)?.base_offset(),
         None => end,
     };
-    Ok((start, end))
+    Ok(Range {
+        start,
+        end,
+        last_sequence: last.sequence,
+    })
 }
 
 /// The stream sequence of the last message whose batch starts at or below

@@ -110,23 +110,20 @@ impl Reads {
     /// The sequence of the message holding `offset`, asking the leader;
     /// `None` at the end; out of range below the start or past the end.
     async fn locate(&self, place: &Place, offset: u64) -> LogResult<Option<u64>> {
-        let (start, end) = partition::range(place).await?;
-        if offset < start || offset > end {
+        let range = partition::range(place).await?;
+        if offset < range.start || offset > range.end {
             return Err(LogError::OffsetOutOfRange {
                 topic: place.topic.clone(),
                 partition: place.partition,
                 requested: offset,
-                start,
-                end,
+                start: range.start,
+                end: range.end,
             });
         }
-        if offset == end {
+        if offset == range.end {
             return Ok(None);
         }
-        let last = partition::last_message(place)
-            .await?
-            .map_or(0, |m| m.sequence);
-        partition::find(place, offset, last).await
+        partition::find(place, offset, range.last_sequence).await
     }
 }
 

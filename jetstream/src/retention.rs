@@ -84,7 +84,9 @@ async fn purge_before(stream: &Stream<()>, place: &Place, cutoff: i64) -> LogRes
     let Some(last) = partition::last_message(place).await? else {
         return Ok(());
     };
+    // The first message to keep, and whether any before it is due.
     let mut keep_from = None;
+    let mut due = false;
     let mut sequence = 1;
     while let Some(message) = partition::next_message(place, sequence).await? {
         if message.sequence >= last.sequence
@@ -93,13 +95,12 @@ async fn purge_before(stream: &Stream<()>, place: &Place, cutoff: i64) -> LogRes
             keep_from = Some(message.sequence);
             break;
         }
+        due = true;
         sequence = message.sequence + 1;
     }
-    let Some(keep_from) = keep_from else {
-        return Ok(());
-    };
-    let first = partition::next_message(place, 1).await?;
-    if first.is_some_and(|m| m.sequence < keep_from) {
+    if let Some(keep_from) = keep_from
+        && due
+    {
         stream
             .purge()
             .filter(place.subject.clone())
