@@ -42,8 +42,8 @@ use weir_format::{Batch, BatchBuilder, Record};
 use weir_host::{Limits, OperatorEngine};
 use weir_jetstream::testing::{NatsCluster, NatsServer, Sync, nats_server_binary};
 use weir_jetstream::{JetStreamConfig, JetStreamLog};
+use weir_log::{Catalog, DirCatalog, EmbeddedLog, StreamLog};
 use weir_log::{Durability, TopicConfig};
-use weir_log::{EmbeddedLog, StreamLog};
 use weir_pipeline::lifecycle::TaskLimits;
 use weir_pipeline::modules::ModuleStore;
 use weir_pipeline::scheduler::CpuScheduler;
@@ -150,14 +150,18 @@ async fn setup_on(backend: &Backend, output_durability: Durability) -> Bench {
     let log = open_log(backend, dir.path()).await;
     let engine =
         OperatorEngine::new(Limits::default(), Some(dir.path().join("cache"))).expect("engine");
-    let modules = Arc::new(ModuleStore::open(dir.path().join("modules"), engine).expect("modules"));
+    let catalog: Arc<dyn Catalog> = Arc::new(DirCatalog::new(dir.path()));
+    let modules = Arc::new(ModuleStore::open(catalog.clone(), engine));
     let wasm = std::fs::read(guests_dir().join(format!("{FILTER_GUEST}.wasm")))
         .expect("the guests are built (cargo test -p weir-tests --no-run)");
-    modules.put("filter", &wasm).expect("push the filter");
+    modules
+        .put("filter", wasm.into())
+        .await
+        .expect("push the filter");
     let pipelines = Pipelines::open(
         log.clone(),
+        catalog,
         modules,
-        dir.path().join("pipelines"),
         PipelineSettings::default(),
         CpuScheduler::new(0),
     )

@@ -39,8 +39,8 @@ use serde_json::json;
 use weir_bench::report::{Row, median, print_table};
 use weir_format::{Batch, BatchBuilder, Record};
 use weir_host::{Limits, OperatorEngine};
+use weir_log::{Catalog, DirCatalog, EmbeddedLog, StreamLog};
 use weir_log::{Durability, TopicConfig};
-use weir_log::{EmbeddedLog, StreamLog};
 use weir_pipeline::lifecycle::TaskLimits;
 use weir_pipeline::modules::ModuleStore;
 use weir_pipeline::scheduler::CpuScheduler;
@@ -132,7 +132,8 @@ async fn setup(neighbour: Neighbour, backlog: usize) -> Env {
         Some(guests_dir().join("../../bench-cache")),
     )
     .expect("engine");
-    let modules = Arc::new(ModuleStore::open(dir.path().join("modules"), engine).expect("modules"));
+    let catalog: Arc<dyn Catalog> = Arc::new(DirCatalog::new(dir.path()));
+    let modules = Arc::new(ModuleStore::open(catalog.clone(), engine));
     let guests = [
         ("a.filter", "well_behaved"),
         ("b.filter", "well_behaved"),
@@ -144,13 +145,13 @@ async fn setup(neighbour: Neighbour, backlog: usize) -> Env {
     for (name, guest) in guests {
         let wasm = std::fs::read(guests_dir().join(format!("{guest}.wasm")))
             .expect("the guests are built (cargo test -p weir-tests --no-run)");
-        modules.put(name, &wasm).expect("push a module");
+        modules.put(name, wasm.into()).await.expect("push a module");
     }
     let scheduler = CpuScheduler::new(0);
     let pipelines = Pipelines::open(
         log.clone(),
+        catalog,
         modules,
-        dir.path().join("pipelines"),
         PipelineSettings::default(),
         scheduler.clone(),
     )

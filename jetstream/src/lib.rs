@@ -14,9 +14,11 @@
 //! - [`publish`]: conditional publishing, one message or an atomic batch
 //! - [`commits`]: commit logs, fenced by the last commit a writer knows
 //! - [`groups`]: consumer-group offsets in a key-value bucket
+//! - [`catalog`]: pipelines and modules in a key-value bucket and an object store
 //! - [`errors`]: JetStream errors in the interface's terms
 //! - `testing` (feature): a real NATS server for tests
 
+pub mod catalog;
 pub mod commits;
 pub mod config;
 pub mod errors;
@@ -32,7 +34,7 @@ pub mod testing;
 pub mod topics;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::Stream};
@@ -41,7 +43,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use weir_format::Batch;
 use weir_log::{
-    AppendInfo, Cleanup, CommitLogSettings, CommitRecord, LogError, LogResult, LogStatus,
+    AppendInfo, Catalog, Cleanup, CommitLogSettings, CommitRecord, LogError, LogResult, LogStatus,
     PartitionInfo, StreamLog, TopicConfig, TopicInfo, check_user_topic_name,
 };
 
@@ -65,6 +67,7 @@ pub struct JetStreamLog {
     reads: reads::Reads,
     commits: commits::CommitLogs,
     groups: groups::Groups,
+    catalog: Arc<catalog::JetStreamCatalog>,
     /// Topics' configurations as last read (refreshed when they look stale).
     topics: Mutex<HashMap<String, TopicConfig>>,
     /// Time retention, running until the log is dropped.
@@ -104,6 +107,10 @@ impl JetStreamLog {
             snapshots::Snapshots::open(&context, &names, config.replicas)
         })
         .await?;
+        let catalog = retrying(deadline, "opening the catalog", || {
+            catalog::JetStreamCatalog::open(&context, &names, config.replicas)
+        })
+        .await?;
         let commits = commits::CommitLogs::new(
             context.clone(),
             names.clone(),
@@ -126,8 +133,14 @@ impl JetStreamLog {
             reads: reads::Reads::default(),
             commits,
             groups,
+            catalog: Arc::new(catalog),
             topics: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The catalog kept in the same cluster (pipelines and modules).
+    pub fn catalog(&self) -> Arc<dyn Catalog> {
+        self.catalog.clone()
     }
 
     /// A handle on a stream, without asking the server (the next request

@@ -101,6 +101,16 @@ impl Names {
         format!("{}-tails", self.prefix)
     }
 
+    /// The key-value bucket of the catalog's documents.
+    pub fn catalog_bucket(&self) -> String {
+        format!("{}-catalog", self.prefix)
+    }
+
+    /// The object store of the catalog's blobs.
+    pub fn blob_store(&self) -> String {
+        format!("{}-blobs", self.prefix)
+    }
+
     /// The key-value bucket of consumer groups' offsets.
     pub fn groups_bucket(&self) -> String {
         format!("{}-groups", self.prefix)

@@ -26,3 +26,13 @@ async fn jetstream() -> Backend {
 mod jetstream {
     weir_log::contract_suite!(super::jetstream);
 }
+
+/// The catalog's checks against the cluster's catalog.
+#[tokio::test]
+async fn catalog() {
+    let binary = nats_server_binary(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let server = NatsServer::start(&binary);
+    let config = JetStreamConfig::for_servers(vec![server.url().to_string()]);
+    let log = JetStreamLog::connect(&config).await.expect("connects");
+    weir_log::catalog::contract::check(&*log.catalog()).await;
+}

@@ -7,12 +7,14 @@
 //!
 //! - [`topic`]: topic names, [`TopicConfig`], [`TopicInfo`], [`AppendInfo`]
 //! - [`error`]: [`LogError`], what every backend reports
+//! - [`catalog`]: [`Catalog`], pipelines and modules kept beside the streams
 //! - [`commit_log`]: commit logs' names, settings and records
 //! - [`users`]: [`TopicUsers`], asked before a topic is deleted or reshaped
 //! - [`embedded`]: [`EmbeddedLog`], the backend over `log-core`
 //! - [`memory`]: [`MemoryLog`], a backend in memory, for tests
 //! - [`producers`]: [`ProducerTable`](producers::ProducerTable), Kafka's idempotent-producer rules for backends that keep them in memory
 
+pub mod catalog;
 pub mod commit_log;
 #[cfg(feature = "contract")]
 pub mod contract;
@@ -23,6 +25,7 @@ pub mod producers;
 pub mod topic;
 pub mod users;
 
+pub use catalog::{Catalog, DirCatalog, check_catalog_key};
 pub use commit_log::{
     CommitLogSettings, CommitRecord, MAX_COMMIT_BYTES, MAX_COMMIT_LOG_NAME_LEN,
     check_commit_log_name,

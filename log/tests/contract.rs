@@ -30,3 +30,10 @@ mod embedded {
 mod memory {
     weir_log::contract_suite!(super::memory);
 }
+
+/// The catalog's checks against the data-directory catalog.
+#[tokio::test]
+async fn dir_catalog() {
+    let dir = TempDir::new().expect("a temporary directory");
+    weir_log::catalog::contract::check(&weir_log::DirCatalog::new(dir.path())).await;
+}

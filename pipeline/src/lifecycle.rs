@@ -9,8 +9,8 @@
 //! from the committed position with the committed state (state is keyed
 //! by module name, so a new version of a module keeps it).
 //!
-//! Each pipeline record is `<dir>/<name>.json`: the spec, the module
-//! versions it resolved to, and whether it is paused.
+//! Each pipeline record is the catalog document `pipelines/<name>.json`:
+//! the spec, the module versions it resolved to, and whether it is paused.
 //!
 //! **Locks.** A change to one pipeline may wait: for its modules to
 //! compile, its operators to initialize, its tasks to finish their current
@@ -26,7 +26,6 @@ mod running;
 pub use super::record::{PipelineRecord, TaskLimits};
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,11 +39,18 @@ use super::status::{InputEnds, PipelineStatus};
 use super::task::{Control, StagePlan, commit_log_name};
 use crate::modules::{ModuleError, ModuleStore};
 use running::{Running, TaskHandle, join, signal_stop};
-use weir_core::files::{remove_durably, write_durably};
 use weir_core::names::check_stored_name;
 use weir_core::now_ms;
 use weir_host::{InstanceOptions, OperatorInstance};
-use weir_log::{StreamLog, check_commit_log_name};
+use weir_log::{Catalog, StreamLog, check_commit_log_name};
+
+/// Where pipeline records are in the catalog.
+const RECORDS: &str = "pipelines/";
+
+/// The catalog key of pipeline `name`'s record.
+fn record_key(name: &str) -> String {
+    format!("{RECORDS}{name}.json")
+}
 
 /// What can go wrong managing pipelines.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +69,7 @@ pub enum PipelineError {
 pub struct Pipelines {
     log: Arc<dyn StreamLog>,
     modules: Arc<ModuleStore>,
-    dir: PathBuf,
+    catalog: Arc<dyn Catalog>,
     settings: PipelineSettings,
     scheduler: Arc<CpuScheduler>,
     running: Mutex<BTreeMap<String, Running>>,
@@ -83,35 +89,41 @@ pub const PAUSE_WAIT: Duration = Duration::from_secs(5);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 impl Pipelines {
-    /// Opens the pipelines stored in `dir` and starts those not paused.
+    /// Opens the pipelines stored in `catalog` and starts those not paused.
     pub async fn open(
         log: Arc<dyn StreamLog>,
+        catalog: Arc<dyn Catalog>,
         modules: Arc<ModuleStore>,
-        dir: PathBuf,
         settings: PipelineSettings,
         scheduler: Arc<CpuScheduler>,
     ) -> anyhow::Result<Pipelines> {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("while creating {}", dir.display()))?;
         let pipelines = Pipelines {
             log,
             modules,
-            dir,
+            catalog,
             settings,
             scheduler,
             running: Mutex::new(BTreeMap::new()),
             admin: Arc::new(tokio::sync::Mutex::new(())),
             changing: Mutex::new(HashMap::new()),
         };
-        for entry in std::fs::read_dir(&pipelines.dir)? {
-            let path = entry?.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let text = std::fs::read(&path)?;
+        let keys = pipelines
+            .catalog
+            .documents(RECORDS)
+            .await
+            .context("while listing the pipelines")?;
+        for key in keys {
+            let Some(text) = pipelines
+                .catalog
+                .document(&key)
+                .await
+                .with_context(|| format!("while reading {key}"))?
+            else {
+                continue; // deleted meanwhile
+            };
             let record: PipelineRecord = RECORD_FORMAT
                 .from_json(&text)
-                .with_context(|| format!("while reading {}", path.display()))?;
+                .with_context(|| format!("while reading {key}"))?;
             let name = record.name.clone();
             let started = match pipelines.plan(&record).await {
                 Ok(plans) => pipelines.start(&record, plans).await,
@@ -159,7 +171,7 @@ impl Pipelines {
         let mut modules = Vec::new();
         for stage in &spec.stages {
             let reference = ModuleRef::parse(&stage.module).map_err(PipelineError::Invalid)?;
-            let version = self.modules.resolve(&reference)?;
+            let version = self.modules.resolve(&reference).await?;
             modules.push(format!("{}@{}", reference.name, version.version));
         }
         let existing = self.lock().get(name).map(|r| r.record.clone());
@@ -180,7 +192,7 @@ impl Pipelines {
             // deletions see this pipeline as a user from now on.
             let _admin = self.admin.lock().await;
             self.check_topics(name, &record.spec).await?;
-            self.save(&record)?;
+            self.save(&record).await?;
             let mut running = self.lock();
             match running.get_mut(name) {
                 Some(entry) => entry.record = record.clone(),
@@ -234,40 +246,30 @@ impl Pipelines {
 
     /// Loads the modules of a record and plans its stages.
     async fn plan(&self, record: &PipelineRecord) -> Result<Vec<StagePlan>, PipelineError> {
-        let modules = self.modules.clone();
-        let record = record.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut seen: HashMap<String, usize> = HashMap::new();
-            record
-                .spec
-                .stages
-                .iter()
-                .zip(&record.modules)
-                .map(|(stage, label)| {
-                    let (name, version) = label
-                        .split_once('@')
-                        .and_then(|(n, v)| Some((n, v.parse::<u32>().ok()?)))
-                        .ok_or_else(|| PipelineError::Invalid(format!("bad module {label:?}")))?;
-                    let module = modules.load(name, version)?;
-                    let occurrence = seen.entry(name.to_string()).or_default();
-                    *occurrence += 1;
-                    Ok(StagePlan {
-                        module,
-                        label: label.clone(),
-                        state_key: format!("{name}#{occurrence}"),
-                        config: stage
-                            .config
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.as_text()))
-                            .collect(),
-                        routes: stage.outputs.clone(),
-                        max_memory_bytes: record.limits.max_memory_bytes,
-                    })
-                })
-                .collect()
-        })
-        .await
-        .expect("planning does not panic")
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut plans = Vec::new();
+        for (stage, label) in record.spec.stages.iter().zip(&record.modules) {
+            let (name, version) = label
+                .split_once('@')
+                .and_then(|(n, v)| Some((n, v.parse::<u32>().ok()?)))
+                .ok_or_else(|| PipelineError::Invalid(format!("bad module {label:?}")))?;
+            let module = self.modules.load(name, version).await?;
+            let occurrence = seen.entry(name.to_string()).or_default();
+            *occurrence += 1;
+            plans.push(StagePlan {
+                module,
+                label: label.clone(),
+                state_key: format!("{name}#{occurrence}"),
+                config: stage
+                    .config
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_text()))
+                    .collect(),
+                routes: stage.outputs.clone(),
+                max_memory_bytes: record.limits.max_memory_bytes,
+            });
+        }
+        Ok(plans)
     }
 
     /// Instantiates each stage once, so a bad configuration is refused
@@ -290,9 +292,12 @@ impl Pipelines {
         .expect("checking configurations does not panic")
     }
 
-    fn save(&self, record: &PipelineRecord) -> Result<(), PipelineError> {
+    async fn save(&self, record: &PipelineRecord) -> Result<(), PipelineError> {
         let bytes = RECORD_FORMAT.to_json(record);
-        write_durably(&self.dir.join(format!("{}.json", record.name)), &bytes)?;
+        self.catalog
+            .put_document(&record_key(&record.name), bytes.into())
+            .await
+            .with_context(|| format!("while storing pipeline {:?}", record.name))?;
         Ok(())
     }
 
@@ -324,7 +329,7 @@ impl Pipelines {
             .map(|r| r.record.clone())
             .ok_or_else(|| PipelineError::NotFound(name.to_string()))?;
         record.paused = paused;
-        self.save(&record)?;
+        self.save(&record).await?;
         let restart = !paused && {
             let running = self.lock();
             let entry = &running[name];
@@ -373,7 +378,10 @@ impl Pipelines {
             if !self.lock().contains_key(name) {
                 return Err(PipelineError::NotFound(name.to_string()));
             }
-            remove_durably(&self.dir.join(format!("{name}.json")))?;
+            self.catalog
+                .remove_document(&record_key(name))
+                .await
+                .with_context(|| format!("while deleting pipeline {name:?}"))?;
             self.lock().remove(name).expect("checked above")
         };
         signal_stop(&removed.tasks);

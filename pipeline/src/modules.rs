@@ -1,8 +1,11 @@
 //! The module store: operator modules uploaded to the server. Every upload
 //! of new bytes is a new version of its name (1, 2, 3...), validated and
 //! compiled before it is accepted (by the store's [`Compiler`]: for a
-//! server, in a child process within limits), and kept on disk as
-//! `<dir>/<name>/<version>.wasm` with a `versions.json` index; compiled
+//! server, in a child process within limits), and kept in the server's
+//! [`Catalog`] as the blob `modules/<name>/<version>.wasm` with the
+//! document `modules/<name>/versions.json` listing the versions (on the
+//! embedded log, files under the data directory; on a cluster, in the
+//! cluster, so every worker runs the same bytes for a version). Compiled
 //! forms come from the engine's artifact cache, so a restart does not
 //! recompile. Uploading the same bytes as the newest version again is a
 //! no-op that returns that version.
@@ -10,22 +13,21 @@
 //! Whether a pipeline still uses a module is the pipelines' business, not
 //! this store's.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use weir_core::files::{remove_durably, write_durably};
 use weir_core::format::{Format, FormatError};
 use weir_core::names::check_stored_name;
 use weir_core::now_ms;
 use weir_host::{Compiler, OperatorEngine, OperatorError, OperatorModule};
+use weir_log::Catalog;
 
 use crate::spec::ModuleRef;
-
 /// One stored version of a module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleVersion {
@@ -56,8 +58,6 @@ pub enum ModuleError {
     Storage(#[from] anyhow::Error),
 }
 
-const INDEX: &str = "versions.json";
-
 /// The versions file's format. Version 1 files were a bare array.
 const INDEX_FORMAT: Format = Format {
     what: "a module's versions file",
@@ -82,48 +82,37 @@ fn read_index(bytes: &[u8]) -> Result<Vec<ModuleVersion>, FormatError> {
     INDEX_FORMAT.from_json::<Index>(bytes).map(|i| i.versions)
 }
 
-/// Uploaded modules on disk and their compiled forms in memory.
+/// The catalog key of a module's versions document.
+fn index_key(name: &str) -> String {
+    format!("modules/{name}/versions.json")
+}
+
+/// The catalog key of a module version's bytes.
+fn bytes_key(name: &str, version: u32) -> String {
+    format!("modules/{name}/{version}.wasm")
+}
+
+/// Uploaded modules in the catalog and their compiled forms in memory.
 pub struct ModuleStore {
-    dir: PathBuf,
+    catalog: Arc<dyn Catalog>,
     engine: OperatorEngine,
-    compiler: Compiler,
-    index: Mutex<BTreeMap<String, Vec<ModuleVersion>>>,
+    compiler: Arc<Compiler>,
+    /// Serializes this process's uploads and deletions.
+    changing: tokio::sync::Mutex<()>,
     loaded: Mutex<HashMap<(String, u32), Arc<OperatorModule>>>,
 }
 
 impl ModuleStore {
-    /// Opens the store in `dir`, reading every module's index. Modules are
-    /// compiled in this process until [`with_compiler`](Self::with_compiler)
-    /// says otherwise.
-    pub fn open(dir: PathBuf, engine: OperatorEngine) -> anyhow::Result<ModuleStore> {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("while creating {}", dir.display()))?;
-        let mut index = BTreeMap::new();
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("while listing {}", dir.display()))?
-        {
-            let path = entry?.path().join(INDEX);
-            let Ok(text) = std::fs::read(&path) else {
-                continue; // a module whose first upload did not finish
-            };
-            let versions =
-                read_index(&text).with_context(|| format!("while reading {}", path.display()))?;
-            let name = path
-                .parent()
-                .and_then(|p| p.file_name())
-                .and_then(|n| n.to_str())
-                .with_context(|| format!("odd module directory {}", path.display()))?;
-            if !versions.is_empty() {
-                index.insert(name.to_string(), versions);
-            }
-        }
-        Ok(ModuleStore {
-            dir,
+    /// The store in `catalog`. Modules are compiled in this process until
+    /// [`with_compiler`](Self::with_compiler) says otherwise.
+    pub fn open(catalog: Arc<dyn Catalog>, engine: OperatorEngine) -> ModuleStore {
+        ModuleStore {
+            catalog,
             engine,
-            compiler: Compiler::in_process(),
-            index: Mutex::new(index),
+            compiler: Arc::new(Compiler::in_process()),
+            changing: tokio::sync::Mutex::new(()),
             loaded: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// The largest module the engine accepts, in bytes.
@@ -133,55 +122,56 @@ impl ModuleStore {
 
     /// Compiles modules with `compiler` from now on.
     pub fn with_compiler(mut self, compiler: Compiler) -> ModuleStore {
-        self.compiler = compiler;
+        self.compiler = Arc::new(compiler);
         self
     }
 
     /// Validates, compiles and stores `bytes` as the next version of
-    /// `name`; returns it and whether it is new. Blocking (compilation).
-    pub fn put(&self, name: &str, bytes: &[u8]) -> Result<(ModuleVersion, bool), ModuleError> {
-        self.put_for(None, name, bytes)
+    /// `name`; returns it and whether it is new.
+    pub async fn put(
+        &self,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<(ModuleVersion, bool), ModuleError> {
+        self.put_for(None, name, bytes).await
     }
 
     /// Like [`put`](Self::put), for `tenant`: its compile waits in the
     /// tenant's own queue.
-    pub fn put_for(
+    pub async fn put_for(
         &self,
         tenant: Option<&str>,
         name: &str,
-        bytes: &[u8],
+        bytes: Bytes,
     ) -> Result<(ModuleVersion, bool), ModuleError> {
         check_stored_name("module", name).map_err(ModuleError::InvalidName)?;
-        let digest = hex::encode(Sha256::digest(bytes));
-        if let Some(newest) = self.versions(name).and_then(|v| v.last().cloned())
+        let digest = hex::encode(Sha256::digest(&bytes));
+        if let Some(newest) = self.versions(name).await?.and_then(|v| v.last().cloned())
             && newest.digest == digest
         {
             return Ok((newest, false));
         }
-        let module = self
-            .compiler
-            .load(&self.engine, tenant, name, bytes)
-            .map_err(|source| ModuleError::Invalid {
-                name: name.to_string(),
-                source,
-            })?;
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        let versions = index.entry(name.to_string()).or_default();
+        let module = self.compile(tenant, name, bytes.clone()).await?;
+        let _changing = self.changing.lock().await;
+        let mut versions = self.versions(name).await?.unwrap_or_default();
         let version = ModuleVersion {
             version: versions.last().map_or(1, |v| v.version + 1),
             digest,
             size: bytes.len() as u64,
             uploaded_ms: now_ms(),
         };
-        let dir = self.dir.join(name);
-        write_durably(&dir.join(format!("{}.wasm", version.version)), bytes)?;
-        let mut updated = versions.clone();
-        updated.push(version.clone());
-        let index = INDEX_FORMAT.to_json(&Index {
-            versions: updated.clone(),
-        });
-        write_durably(&dir.join(INDEX), &index)?;
-        *versions = updated;
+        // The bytes first: a crash in between leaves bytes no index names,
+        // which the next upload of the name overwrites.
+        self.catalog
+            .put_blob(&bytes_key(name, version.version), bytes)
+            .await
+            .with_context(|| format!("while storing module {name:?}"))?;
+        versions.push(version.clone());
+        let index = INDEX_FORMAT.to_json(&Index { versions });
+        self.catalog
+            .put_document(&index_key(name), Bytes::from(index))
+            .await
+            .with_context(|| format!("while storing module {name:?}'s versions"))?;
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -189,21 +179,69 @@ impl ModuleStore {
         Ok((version, true))
     }
 
-    /// Every module with its versions, by name.
-    pub fn list(&self) -> Vec<(String, Vec<ModuleVersion>)> {
-        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        index.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+    /// Validates and compiles `bytes` (or loads them from the artifact
+    /// cache) on the blocking pool.
+    async fn compile(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<Arc<OperatorModule>, ModuleError> {
+        let (engine, compiler) = (self.engine.clone(), self.compiler.clone());
+        let (tenant, module_name) = (tenant.map(str::to_string), name.to_string());
+        tokio::task::spawn_blocking(move || {
+            compiler.load(&engine, tenant.as_deref(), &module_name, &bytes)
+        })
+        .await
+        .context("the compiler failed")?
+        .map_err(|source| ModuleError::Invalid {
+            name: name.to_string(),
+            source,
+        })
     }
 
-    pub fn versions(&self, name: &str) -> Option<Vec<ModuleVersion>> {
-        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        index.get(name).cloned()
+    /// Every module with its versions, by name.
+    pub async fn list(&self) -> Result<Vec<(String, Vec<ModuleVersion>)>, ModuleError> {
+        let keys = self
+            .catalog
+            .documents("modules/")
+            .await
+            .context("while listing modules")?;
+        let mut modules = Vec::new();
+        for key in keys {
+            let Some(name) = key
+                .strip_prefix("modules/")
+                .and_then(|k| k.strip_suffix("/versions.json"))
+            else {
+                continue; // not a module's index
+            };
+            if let Some(versions) = self.versions(name).await? {
+                modules.push((name.to_string(), versions));
+            }
+        }
+        Ok(modules)
+    }
+
+    /// A module's versions, oldest first (`None`: no such module).
+    pub async fn versions(&self, name: &str) -> Result<Option<Vec<ModuleVersion>>, ModuleError> {
+        let key = index_key(name);
+        let Some(bytes) = self
+            .catalog
+            .document(&key)
+            .await
+            .with_context(|| format!("while reading module {name:?}'s versions"))?
+        else {
+            return Ok(None);
+        };
+        let versions = read_index(&bytes).with_context(|| format!("while reading {key}"))?;
+        Ok((!versions.is_empty()).then_some(versions))
     }
 
     /// The version a reference names (the newest when it names none).
-    pub fn resolve(&self, reference: &ModuleRef) -> Result<ModuleVersion, ModuleError> {
+    pub async fn resolve(&self, reference: &ModuleRef) -> Result<ModuleVersion, ModuleError> {
         let versions = self
             .versions(&reference.name)
+            .await?
             .ok_or_else(|| ModuleError::Unknown(reference.name.clone()))?;
         let found = match reference.version {
             None => versions.last(),
@@ -215,9 +253,9 @@ impl ModuleStore {
         })
     }
 
-    /// The compiled module of a stored version. Blocking on first use
-    /// after a restart (it is read and loaded from the artifact cache).
-    pub fn load(&self, name: &str, version: u32) -> Result<Arc<OperatorModule>, ModuleError> {
+    /// The compiled module of a stored version (read from the catalog and
+    /// loaded from the artifact cache on first use after a restart).
+    pub async fn load(&self, name: &str, version: u32) -> Result<Arc<OperatorModule>, ModuleError> {
         let key = (name.to_string(), version);
         if let Some(module) = self
             .loaded
@@ -227,20 +265,27 @@ impl ModuleStore {
         {
             return Ok(module.clone());
         }
-        self.resolve(&ModuleRef {
-            name: name.to_string(),
-            version: Some(version),
-        })?;
-        let path = self.dir.join(name).join(format!("{version}.wasm"));
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("while reading {}", path.display()))?;
-        let module = self
-            .compiler
-            .load(&self.engine, None, name, &bytes)
-            .map_err(|source| ModuleError::Invalid {
+        let stored = self
+            .resolve(&ModuleRef {
                 name: name.to_string(),
-                source,
-            })?;
+                version: Some(version),
+            })
+            .await?;
+        let blob = bytes_key(name, version);
+        let bytes = self
+            .catalog
+            .blob(&blob)
+            .await
+            .with_context(|| format!("while reading {blob}"))?
+            .with_context(|| format!("module {name:?} version {version}: {blob} is missing"))?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        if digest != stored.digest {
+            return Err(ModuleError::Storage(anyhow::anyhow!(
+                "module {name:?} version {version}: {blob} has digest {digest}, its index says {}",
+                stored.digest
+            )));
+        }
+        let module = self.compile(None, name, bytes).await?;
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -249,20 +294,27 @@ impl ModuleStore {
     }
 
     /// Deletes every version of a module.
-    pub fn delete(&self, name: &str) -> Result<(), ModuleError> {
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        if !index.contains_key(name) {
-            return Err(ModuleError::Unknown(name.to_string()));
-        }
-        // The index file first: a crash in between leaves files no index
-        // names, which the next open ignores.
-        remove_durably(&self.dir.join(name).join(INDEX))?;
-        index.remove(name);
+    pub async fn delete(&self, name: &str) -> Result<(), ModuleError> {
+        let _changing = self.changing.lock().await;
+        let versions = self
+            .versions(name)
+            .await?
+            .ok_or_else(|| ModuleError::Unknown(name.to_string()))?;
+        // The index first: bytes no index names are never read.
+        self.catalog
+            .remove_document(&index_key(name))
+            .await
+            .with_context(|| format!("while deleting module {name:?}"))?;
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(n, _), _| n != name);
-        remove_durably(&self.dir.join(name))?;
+        for version in versions {
+            self.catalog
+                .remove_blob(&bytes_key(name, version.version))
+                .await
+                .with_context(|| format!("while deleting module {name:?}"))?;
+        }
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
-//! A pipeline as stored, `<dir>/<name>.json` in [`RECORD_FORMAT`]: the
-//! spec, the module versions it resolved to, whether it is paused, and the
-//! limits its tenant's quotas give its operators. Reading and writing the
-//! files is `lifecycle`'s; summing a status over a record's tasks is
+//! A pipeline as stored, the catalog document `pipelines/<name>.json` in
+//! [`RECORD_FORMAT`]: the spec, the module versions it resolved to,
+//! whether it is paused, and the limits its tenant's quotas give its
+//! operators. Reading and writing the documents is `lifecycle`'s; summing a status over a record's tasks is
 //! `status`'s.
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ pub(crate) const RECORD_FORMAT: Format = Format {
     oldest: 1,
 };
 
-/// A pipeline as stored (`<name>.json`).
+/// A pipeline as stored (`pipelines/<name>.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineRecord {
     pub name: String,

@@ -41,22 +41,19 @@ impl TenantResources for Pipelines {
     }
 }
 
-/// The module store as a holder of tenants' modules: deleting them syncs
-/// directories, so it runs on the blocking pool with a shared store.
+/// The module store as a holder of tenants' modules.
 pub struct TenantModules(pub Arc<ModuleStore>);
 
 #[async_trait]
 impl TenantResources for TenantModules {
     async fn delete_owned(&self, ns: &Namespace) -> anyhow::Result<()> {
-        for (module, _) in self.0.list() {
+        for (module, _) in self.0.list().await? {
             if ns.localize(&module).is_none() {
                 continue;
             }
-            let modules = self.0.clone();
-            let name = module.clone();
-            tokio::task::spawn_blocking(move || modules.delete(&name))
+            self.0
+                .delete(&module)
                 .await
-                .context("the module store failed")?
                 .with_context(|| format!("while deleting module {module:?}"))?;
         }
         Ok(())

@@ -157,6 +157,37 @@ fn a_cluster_lost_mid_run_is_reported_and_nothing_acknowledged_is_lost() {
 }
 
 #[test]
+fn a_worker_on_an_empty_disk_finds_the_modules_and_pipelines_in_the_cluster() {
+    let nats = nats();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&format!("\"{}\"", nats.url()));
+    let first = WeirServer::start_with_config(&dir.path().join("first"), &config);
+    first.start_neighbour_filter();
+    let order = |i: i64| json!({ "value": { "ok": i % 2 == 0, "n": i } });
+    first.produce("orders", (0..6).map(order).collect());
+    first.wait_caught_up("p");
+    first.stop();
+
+    // Another worker, with a data directory of its own that holds nothing.
+    let second = WeirServer::start_with_config(&dir.path().join("second"), &config);
+    let module = second.expect(200, second.get("/v1/modules/filter"));
+    assert_eq!(module["pipelines"], json!(["p"]), "{module}");
+    second.produce("orders", (6..10).map(order).collect());
+    second.wait_caught_up("p");
+    let kept: Vec<i64> = second
+        .values("kept")
+        .iter()
+        .map(|v| v["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(kept, [0, 2, 4, 6, 8], "each kept order once, in order");
+    assert!(
+        !dir.path().join("second/modules").exists()
+            && !dir.path().join("second/pipelines").exists(),
+        "the second worker keeps modules and pipelines in the cluster, not on its disk"
+    );
+}
+
+#[test]
 fn cluster_status_names_the_embedded_log_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let server = WeirServer::start(&dir.path().join("data"));

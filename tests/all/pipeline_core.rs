@@ -36,7 +36,9 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use weir_format::{Batch, BatchBuilder, Header, Record};
 use weir_host::{Limits, OperatorEngine};
-use weir_log::{LogError, MemoryLog, StreamLog, TopicConfig, change_unless_used};
+use weir_log::{
+    Catalog, DirCatalog, LogError, MemoryLog, StreamLog, TopicConfig, change_unless_used,
+};
 use weir_pipeline::lifecycle::TaskLimits;
 use weir_pipeline::modules::ModuleStore;
 use weir_pipeline::partitioner::partition_for_key;
@@ -119,11 +121,13 @@ static ENGINE: LazyLock<OperatorEngine> = LazyLock::new(|| {
     OperatorEngine::new(Limits::default(), Some(cache)).expect("engine")
 });
 
-/// What outlives a node: the log, the module store and the pipelines
-/// directory, plus a runtime for the test's own log calls.
+/// What outlives a node: the log, the catalog (a directory) and the
+/// module store, plus a runtime for the test's own log calls.
 struct Env {
-    dir: tempfile::TempDir,
+    /// The catalog's directory, removed when the test ends.
+    _dir: tempfile::TempDir,
     log: Arc<dyn StreamLog>,
+    catalog: Arc<dyn Catalog>,
     modules: Arc<ModuleStore>,
     settings: PipelineSettings,
     client: Runtime,
@@ -132,10 +136,12 @@ struct Env {
 impl Env {
     fn new(log: Arc<dyn StreamLog>) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
-        let modules = ModuleStore::open(dir.path().join("modules"), ENGINE.clone());
+        let catalog: Arc<dyn Catalog> = Arc::new(DirCatalog::new(dir.path()));
+        let modules = ModuleStore::open(catalog.clone(), ENGINE.clone());
         Env {
-            modules: Arc::new(modules.expect("module store")),
-            dir,
+            modules: Arc::new(modules),
+            catalog,
+            _dir: dir,
             log,
             settings: PipelineSettings::default(),
             client: tokio::runtime::Builder::new_current_thread()
@@ -153,7 +159,8 @@ impl Env {
     /// version of module `name`.
     fn module(&self, name: &str, guest_name: &str) {
         let wasm = std::fs::read(guest(guest_name)).expect("guest built");
-        self.modules.put(name, &wasm).expect("module stored");
+        self.run(self.modules.put(name, wasm.into()))
+            .expect("module stored");
     }
 
     fn run<F: Future>(&self, work: F) -> F::Output {
@@ -245,8 +252,8 @@ impl Env {
         let pipelines = rt
             .block_on(Pipelines::open(
                 self.log.clone(),
+                self.catalog.clone(),
                 self.modules.clone(),
-                self.dir.path().join("pipelines"),
                 self.settings,
                 CpuScheduler::new(0),
             ))

@@ -195,7 +195,8 @@ pub async fn metrics(State(app): State<App>, _admin: Admin) -> Result<impl IntoR
         "Time spent in a stage's operator.",
         &per_stage(|c| c.processing_ms as f64 / 1000.0),
     );
-    tenant_metrics(&mut out, &app, &topics);
+    let modules = super::tenants::module_names(&app).await?;
+    tenant_metrics(&mut out, &app, &topics, &modules);
     kafka_metrics(&mut out, &app);
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
@@ -254,7 +255,7 @@ fn kafka_metrics(out: &mut String, app: &App) {
 }
 
 /// Per tenant: what it uses and what its quotas allow.
-fn tenant_metrics(out: &mut String, app: &App, topics: &[weir_log::TopicInfo]) {
+fn tenant_metrics(out: &mut String, app: &App, topics: &[weir_log::TopicInfo], modules: &[String]) {
     let Some(tenants) = &app.tenants else {
         return;
     };
@@ -262,7 +263,7 @@ fn tenant_metrics(out: &mut String, app: &App, topics: &[weir_log::TopicInfo]) {
         .list()
         .into_iter()
         .map(|t| {
-            let usage = super::tenants::usage(app, &Namespace::tenant(&t.name), topics);
+            let usage = super::tenants::usage(app, &Namespace::tenant(&t.name), topics, modules);
             (t.name, usage)
         })
         .collect();

@@ -2,7 +2,9 @@
 //! cluster), the module store, the pipelines and the HTTP API.
 //!
 //! The data directory holds `log/` (the embedded log), `modules/` (uploaded
-//! modules), `pipelines/` (pipeline specs) and `cache/` (compiled modules).
+//! modules) and `pipelines/` (pipeline specs) — on a cluster these two are
+//! in the cluster instead (see `weir_log::catalog`) — and `cache/`
+//! (compiled modules).
 //! Shutdown (Ctrl-C or SIGTERM) stops accepting requests, stops every
 //! pipeline after its current commit and flushes the log.
 //!
@@ -41,7 +43,7 @@ use weir_jetstream::{JetStreamConfig, JetStreamLog};
 use weir_kafka::{
     GroupCoordinator, KafkaContext, KafkaListener, KafkaSettings, KafkaStats, Transactions,
 };
-use weir_log::{EmbeddedLog, StreamLog};
+use weir_log::{Catalog, DirCatalog, EmbeddedLog, StreamLog};
 use weir_pipeline::modules::ModuleStore;
 use weir_pipeline::scheduler::CpuScheduler;
 use weir_pipeline::spec::PipelineSettings;
@@ -107,21 +109,28 @@ impl LogBackend {
         }
     }
 
-    /// Opens the log this names (`dir`: the data directory).
-    async fn open(&self, dir: &std::path::Path) -> anyhow::Result<Arc<dyn StreamLog>> {
+    /// Opens the log this names and the catalog kept beside it (`dir`:
+    /// the data directory).
+    async fn open(
+        &self,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<(Arc<dyn StreamLog>, Arc<dyn Catalog>)> {
         Ok(match self {
-            LogBackend::Embedded => Arc::new(
-                EmbeddedLog::open(dir.join("log"))
+            LogBackend::Embedded => {
+                let log = EmbeddedLog::open(dir.join("log"))
                     .await
-                    .with_context(|| format!("while opening the log in {}", dir.display()))?,
-            ),
+                    .with_context(|| format!("while opening the log in {}", dir.display()))?;
+                (Arc::new(log), Arc::new(DirCatalog::new(dir)))
+            }
             LogBackend::Jetstream(cluster) => {
-                Arc::new(JetStreamLog::connect(cluster).await.with_context(|| {
+                let log = JetStreamLog::connect(cluster).await.with_context(|| {
                     format!(
                         "while connecting to the NATS JetStream cluster at {}",
                         cluster.servers.join(", ")
                     )
-                })?)
+                })?;
+                let catalog = log.catalog();
+                (Arc::new(log), catalog)
             }
         })
     }
@@ -200,18 +209,17 @@ impl Server {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("while creating the data directory {}", dir.display()))?;
-        let log = config.log.open(dir).await?;
+        let (log, catalog) = config.log.open(dir).await?;
         let engine = OperatorEngine::new(config.limits.clone(), Some(dir.join("cache")))
             .context("while starting the operator engine")?;
         let compiler = Compiler::new(config.compile.clone())?;
-        let modules =
-            Arc::new(ModuleStore::open(dir.join("modules"), engine)?.with_compiler(compiler));
+        let modules = Arc::new(ModuleStore::open(catalog.clone(), engine).with_compiler(compiler));
         let scheduler = CpuScheduler::new(0);
         let pipelines = Arc::new(
             Pipelines::open(
                 log.clone(),
+                catalog,
                 modules.clone(),
-                dir.join("pipelines"),
                 config.log.pipeline_settings(config.pipelines),
                 scheduler.clone(),
             )

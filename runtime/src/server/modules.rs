@@ -50,7 +50,7 @@ pub async fn put(
         ns,
         local: name,
         stored: module_name,
-    } = match name.and_then(|name| admit_upload(&app, name)) {
+    } = match admit_upload(&app, name).await {
         Ok(name) => name,
         Err(refused) => {
             discard(body.into_data_stream());
@@ -66,13 +66,10 @@ pub async fn put(
     let bytes = read_upload(body, &headers, limit)
         .await
         .map_err(|refusal| refusal.answer(&name))?;
-    let modules = app.modules.clone();
-    let tenant = ns.tenant_name().map(str::to_string);
-    let (version, new) = tokio::task::spawn_blocking(move || {
-        modules.put_for(tenant.as_deref(), &module_name, &bytes)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let (version, new) = app
+        .modules
+        .put_for(ns.tenant_name(), &module_name, bytes)
+        .await?;
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -89,13 +86,14 @@ pub async fn put(
 
 /// The module name of an upload, unless the name is invalid or a new
 /// module would pass the tenant's module count quota.
-fn admit_upload(app: &App, name: ScopedName) -> ApiResult<ScopedName> {
+async fn admit_upload(app: &App, name: ApiResult<ScopedName>) -> ApiResult<ScopedName> {
+    let name = name?;
     let ns = &name.ns;
     check_name("module", &name.local).map_err(ApiError::bad_request)?;
     if let Some(quotas) = app.quotas.quotas(ns)
-        && app.modules.versions(&name.stored).is_none()
+        && app.modules.versions(&name.stored).await?.is_none()
     {
-        let owned = app.modules.list();
+        let owned = app.modules.list().await?;
         let count = owned
             .iter()
             .filter(|(m, _)| ns.localize(m).is_some())
@@ -106,14 +104,15 @@ fn admit_upload(app: &App, name: ScopedName) -> ApiResult<ScopedName> {
 }
 
 /// `GET /v1/modules`: the caller's modules.
-pub async fn list(State(app): State<App>, Scope(ns): Scope) -> Json<Value> {
+pub async fn list(State(app): State<App>, Scope(ns): Scope) -> ApiResult<Json<Value>> {
     let modules: Vec<Value> = app
         .modules
         .list()
+        .await?
         .iter()
         .filter_map(|(name, versions)| Some(describe(ns.localize(name)?, versions)))
         .collect();
-    Json(json!({ "modules": modules }))
+    Ok(Json(json!({ "modules": modules })))
 }
 
 /// `GET /v1/modules/{name}`.
@@ -124,6 +123,7 @@ pub async fn get(
     let versions = app
         .modules
         .versions(&stored)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("unknown module {local:?}")))?;
     let mut value = describe(&local, &versions);
     let users: Vec<String> = app
@@ -145,18 +145,14 @@ pub async fn delete(
         ..
     }: ScopedName,
 ) -> ApiResult<Json<Value>> {
-    let modules = app.modules.clone();
-    let module_name = stored.clone();
     // Lazy: only runs if no pipeline uses the module.
-    let delete =
-        async move { tokio::task::spawn_blocking(move || modules.delete(&module_name)).await };
+    let delete = app.modules.delete(&stored);
     let deleted = app
         .pipelines
         .unless_used(|p| p.using_module(&stored), delete)
         .await;
     match deleted {
-        Ok(result) => result
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??,
+        Ok(result) => result?,
         Err(users) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -78,26 +78,39 @@ pub async fn get(
         .ok_or_else(|| ApiError::not_found(format!("unknown tenant {name:?}")))?;
     let mut value = json!(info);
     let topics = app.log.topics().await?;
-    value["usage"] = usage(&app, &Namespace::tenant(&name), &topics);
+    let modules = module_names(&app).await?;
+    value["usage"] = usage(&app, &Namespace::tenant(&name), &topics, &modules);
     Ok(Json(value))
 }
 
 /// `GET /v1/usage`: the caller's use of each quota.
 pub async fn own_usage(State(app): State<App>, Scope(ns): Scope) -> ApiResult<Json<Value>> {
     let topics = app.log.topics().await?;
-    Ok(Json(usage(&app, &ns, &topics)))
+    let modules = module_names(&app).await?;
+    Ok(Json(usage(&app, &ns, &topics, &modules)))
 }
 
-/// What a namespace uses of `topics` (every topic of the log) and the
-/// rest, beside its quotas.
-pub fn usage(app: &App, ns: &Namespace, topics: &[TopicInfo]) -> Value {
+/// The name of every stored module.
+pub async fn module_names(app: &App) -> ApiResult<Vec<String>> {
+    Ok(app
+        .modules
+        .list()
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// What a namespace uses of `topics` (every topic of the log), `modules`
+/// (every module's name) and the rest, beside its quotas.
+pub fn usage(app: &App, ns: &Namespace, topics: &[TopicInfo], modules: &[String]) -> Value {
     let owned = |stored: &str| ns.localize(stored).is_some();
     let topics: Vec<_> = topics.iter().filter(|t| owned(&t.name)).collect();
     let storage: u64 = topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| p.size_bytes))
         .sum();
-    let modules = app.modules.list().iter().filter(|(m, _)| owned(m)).count();
+    let modules = modules.iter().filter(|m| owned(m)).count();
     let pipelines = app.pipelines.names().iter().filter(|p| owned(p)).count();
     json!({
         "topics": topics.len(),
