@@ -164,6 +164,7 @@ async fn setup_on(backend: &Backend, output_durability: Durability) -> Bench {
         modules,
         PipelineSettings::default(),
         CpuScheduler::new(0),
+        None,
     )
     .await
     .expect("pipelines");

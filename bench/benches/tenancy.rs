@@ -154,6 +154,7 @@ async fn setup(neighbour: Neighbour, backlog: usize) -> Env {
         modules,
         PipelineSettings::default(),
         scheduler.clone(),
+        None,
     )
     .await
     .expect("pipelines");

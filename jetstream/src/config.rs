@@ -40,6 +40,15 @@ pub struct JetStreamConfig {
     /// How often topics' time retention runs. Default 30 s.
     #[serde(default = "default_retention_interval_ms")]
     pub retention_interval_ms: u64,
+    /// How long a worker's heartbeat and its task leases last without
+    /// renewal: a killed worker's tasks move after about this long. Every
+    /// worker of a cluster uses the same. Default 5 s.
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+}
+
+fn default_lease_ttl_ms() -> u64 {
+    5_000
 }
 
 fn default_retention_interval_ms() -> u64 {
@@ -60,6 +69,7 @@ impl JetStreamConfig {
             credentials: None,
             start_timeout_ms: default_start_timeout_ms(),
             retention_interval_ms: default_retention_interval_ms(),
+            lease_ttl_ms: default_lease_ttl_ms(),
         }
     }
 }
@@ -125,18 +135,31 @@ pub(crate) async fn retrying<T, E: std::fmt::Display, F: Future<Output = Result<
 }
 
 /// Key-value bucket `name` (one revision per key, `replicas` copies),
-/// made if it is missing.
+/// made if it is missing, kept forever.
 pub(crate) async fn bucket(
     context: &jetstream::Context,
     name: String,
     description: &str,
     replicas: usize,
 ) -> LogResult<jetstream::kv::Store> {
+    expiring_bucket(context, name, description, replicas, Duration::ZERO).await
+}
+
+/// Like [`bucket`], with values that vanish `max_age` after their last
+/// write (zero: never).
+pub(crate) async fn expiring_bucket(
+    context: &jetstream::Context,
+    name: String,
+    description: &str,
+    replicas: usize,
+    max_age: Duration,
+) -> LogResult<jetstream::kv::Store> {
     context
         .create_or_update_key_value(jetstream::kv::Config {
             bucket: name.clone(),
             description: description.to_string(),
             history: 1,
+            max_age,
             storage: jetstream::stream::StorageType::File,
             num_replicas: replicas,
             ..Default::default()

@@ -14,6 +14,7 @@
 //! - [`publish`]: conditional publishing, one message or an atomic batch
 //! - [`commits`]: commit logs, fenced by the last commit a writer knows
 //! - [`groups`]: consumer-group offsets in a key-value bucket
+//! - [`workers`]: live workers and task leases in expiring key-value buckets
 //! - [`catalog`]: pipelines and modules in a key-value bucket and an object store
 //! - [`errors`]: JetStream errors in the interface's terms
 //! - `testing` (feature): a real NATS server for tests
@@ -32,6 +33,7 @@ pub mod snapshots;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,7 +46,7 @@ use futures::TryStreamExt;
 use weir_format::Batch;
 use weir_log::{
     AppendInfo, Catalog, Cleanup, CommitLogSettings, CommitRecord, LogError, LogResult, LogStatus,
-    PartitionInfo, StreamLog, TopicConfig, TopicInfo, check_user_topic_name,
+    PartitionInfo, StreamLog, TopicConfig, TopicInfo, Workers, check_user_topic_name,
 };
 
 pub use crate::config::JetStreamConfig;
@@ -68,6 +70,7 @@ pub struct JetStreamLog {
     commits: commits::CommitLogs,
     groups: groups::Groups,
     catalog: Arc<catalog::JetStreamCatalog>,
+    workers: Arc<workers::JetStreamWorkers>,
     /// Topics' configurations as last read (refreshed when they look stale).
     topics: Mutex<HashMap<String, TopicConfig>>,
     /// Time retention, running until the log is dropped.
@@ -111,6 +114,11 @@ impl JetStreamLog {
             catalog::JetStreamCatalog::open(&context, &names, config.replicas)
         })
         .await?;
+        let ttl = Duration::from_millis(config.lease_ttl_ms.max(1));
+        let workers = retrying(deadline, "opening the worker buckets", || {
+            workers::JetStreamWorkers::open(&context, &names, config.replicas, ttl)
+        })
+        .await?;
         let commits = commits::CommitLogs::new(
             context.clone(),
             names.clone(),
@@ -134,8 +142,14 @@ impl JetStreamLog {
             commits,
             groups,
             catalog: Arc::new(catalog),
+            workers: Arc::new(workers),
             topics: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The workers sharing this cluster, and their task leases.
+    pub fn workers(&self) -> Arc<dyn Workers> {
+        self.workers.clone()
     }
 
     /// The catalog kept in the same cluster (pipelines and modules).

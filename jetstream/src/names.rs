@@ -111,6 +111,16 @@ impl Names {
         format!("{}-blobs", self.prefix)
     }
 
+    /// The key-value bucket of live workers' heartbeats.
+    pub fn workers_bucket(&self) -> String {
+        format!("{}-workers", self.prefix)
+    }
+
+    /// The key-value bucket of task leases.
+    pub fn leases_bucket(&self) -> String {
+        format!("{}-leases", self.prefix)
+    }
+
     /// The key-value bucket of consumer groups' offsets.
     pub fn groups_bucket(&self) -> String {
         format!("{}-groups", self.prefix)

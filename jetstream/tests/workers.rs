@@ -292,3 +292,75 @@ async fn a_starting_worker_rebuilds_producers_from_the_saved_tail() {
         .unwrap();
     assert_eq!(again.base_offset, 0);
 }
+
+#[tokio::test]
+async fn a_task_lease_has_one_holder_and_moves_once_it_lapses() {
+    let server = server();
+    let connect = || {
+        let config = JetStreamConfig {
+            lease_ttl_ms: 1_000,
+            ..JetStreamConfig::for_servers(vec![server.url().to_string()])
+        };
+        async move { JetStreamLog::connect(&config).await.unwrap().workers() }
+    };
+    let (a, b) = (connect().await, connect().await);
+    a.heartbeat("worker-a", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let live = b.heartbeat("worker-b", Bytes::new()).await.unwrap();
+    let ids: Vec<&str> = live.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(ids, ["worker-a", "worker-b"]);
+    assert_eq!(live[0].info, Bytes::from_static(b"{}"));
+
+    let task = "p/orders/0";
+    assert!(
+        a.lease(task, "worker-a").await.unwrap(),
+        "a free lease is taken"
+    );
+    assert!(
+        !b.lease(task, "worker-b").await.unwrap(),
+        "a held lease is not"
+    );
+    assert!(
+        a.lease(task, "worker-a").await.unwrap(),
+        "the holder renews it"
+    );
+    b.release(task, "worker-b").await.unwrap();
+    assert_eq!(
+        b.leases().await.unwrap(),
+        [(task.to_string(), "worker-a".to_string())],
+        "only its holder can give a lease up"
+    );
+
+    // worker-a stops renewing (a kill, a long pause): the lease lapses
+    // after the TTL and worker-b takes it; worker-a's next renewal fails.
+    let stopped = std::time::Instant::now();
+    while !b.lease(task, "worker-b").await.unwrap() {
+        assert!(stopped.elapsed() < std::time::Duration::from_secs(10));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        stopped.elapsed() >= std::time::Duration::from_millis(800),
+        "the lease lasted its TTL: {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        !a.lease(task, "worker-a").await.unwrap(),
+        "the old holder lost it"
+    );
+
+    b.release(task, "worker-b").await.unwrap();
+    assert!(b.leases().await.unwrap().is_empty());
+    assert!(
+        a.lease(task, "worker-a").await.unwrap(),
+        "a released lease is free"
+    );
+
+    a.leave("worker-a").await.unwrap();
+    let live = b.heartbeat("worker-b", Bytes::new()).await.unwrap();
+    assert_eq!(
+        live.len(),
+        1,
+        "a worker that left is gone at once: {live:?}"
+    );
+}

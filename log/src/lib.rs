@@ -9,6 +9,7 @@
 //! - [`error`]: [`LogError`], what every backend reports
 //! - [`catalog`]: [`Catalog`], pipelines and modules kept beside the streams
 //! - [`commit_log`]: commit logs' names, settings and records
+//! - [`workers`]: [`Workers`], the servers sharing a cluster log and their task leases
 //! - [`users`]: [`TopicUsers`], asked before a topic is deleted or reshaped
 //! - [`embedded`]: [`EmbeddedLog`], the backend over `log-core`
 //! - [`memory`]: [`MemoryLog`], a backend in memory, for tests
@@ -24,6 +25,7 @@ pub mod memory;
 pub mod producers;
 pub mod topic;
 pub mod users;
+pub mod workers;
 
 pub use catalog::{Catalog, DirCatalog, check_catalog_key};
 pub use commit_log::{
@@ -38,6 +40,7 @@ pub use topic::{
     check_topic_name, check_user_topic_name,
 };
 pub use users::{TopicHold, TopicUsers, change_unless_used};
+pub use workers::{Worker, Workers};
 
 use std::time::Duration;
 

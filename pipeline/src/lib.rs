@@ -16,6 +16,7 @@
 //! - `services`: what other crates ask of the pipelines (topics held
 //!   unchanged, a tenant's resources deleted)
 //! - [`partitioner`]: which partition a keyed record goes to
+//! - [`placement`]: which worker runs which task when several share a cluster
 
 pub mod chain;
 pub mod checkpoint;
@@ -23,6 +24,7 @@ pub mod lifecycle;
 pub mod modules;
 mod namespace;
 pub mod partitioner;
+pub mod placement;
 mod record;
 pub mod routing;
 pub mod scheduler;

@@ -22,6 +22,9 @@
 //! it.
 
 mod running;
+mod sharing;
+
+pub use sharing::{SharedWork, WorkerTasks};
 
 pub use super::record::{PipelineRecord, TaskLimits};
 
@@ -78,6 +81,10 @@ pub struct Pipelines {
     admin: Arc<tokio::sync::Mutex<()>>,
     /// One lock per pipeline name, serializing changes to that pipeline.
     changing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When workers share a cluster: this worker's part. Its tasks then
+    /// start and stop only in `sharing`'s passes; apply, pause, resume and
+    /// delete change the records in the catalog and run a pass.
+    sharing: Option<SharedWork>,
 }
 
 /// How long a pause waits for tasks to finish their rounds before
@@ -89,13 +96,16 @@ pub const PAUSE_WAIT: Duration = Duration::from_secs(5);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 impl Pipelines {
-    /// Opens the pipelines stored in `catalog` and starts those not paused.
+    /// Opens the pipelines stored in `catalog` and starts those not paused;
+    /// with `sharing`, starts nothing: tasks start in the passes of
+    /// [`share_work`](Self::share_work).
     pub async fn open(
         log: Arc<dyn StreamLog>,
         catalog: Arc<dyn Catalog>,
         modules: Arc<ModuleStore>,
         settings: PipelineSettings,
         scheduler: Arc<CpuScheduler>,
+        sharing: Option<SharedWork>,
     ) -> anyhow::Result<Pipelines> {
         let pipelines = Pipelines {
             log,
@@ -106,6 +116,7 @@ impl Pipelines {
             running: Mutex::new(BTreeMap::new()),
             admin: Arc::new(tokio::sync::Mutex::new(())),
             changing: Mutex::new(HashMap::new()),
+            sharing,
         };
         let keys = pipelines
             .catalog
@@ -125,9 +136,10 @@ impl Pipelines {
                 .from_json(&text)
                 .with_context(|| format!("while reading {key}"))?;
             let name = record.name.clone();
-            let started = match pipelines.plan(&record).await {
-                Ok(plans) => pipelines.start(&record, plans).await,
-                Err(e) => Err(e.to_string()),
+            let started = match (&pipelines.sharing, pipelines.plan(&record).await) {
+                (Some(_), _) => Ok(Vec::new()),
+                (None, Ok(plans)) => pipelines.start(&record, plans, None).await,
+                (None, Err(e)) => Err(e.to_string()),
             };
             pipelines.lock().insert(name, Running::new(record, started));
         }
@@ -187,6 +199,16 @@ impl Pipelines {
         };
         let plans = self.plan(&record).await?;
         self.check_configs(&plans).await?;
+        if self.sharing.is_some() {
+            {
+                let _admin = self.admin.lock().await;
+                self.check_topics(name, &record.spec).await?;
+                self.save(&record).await?;
+            }
+            self.pass_now().await;
+            let status = self.status(name).await?;
+            return Ok((status, existing.is_none()));
+        }
         {
             // Registered before anything waits, so topic and module
             // deletions see this pipeline as a user from now on.
@@ -205,7 +227,7 @@ impl Pipelines {
             }
         }
         self.stop(name).await;
-        let started = self.start(&record, plans).await;
+        let started = self.start(&record, plans, None).await;
         // Once recovered, every task has fixed its start position (so
         // `latest` means records after this call) and reports real lag.
         for task in started.iter().flatten() {
@@ -329,6 +351,14 @@ impl Pipelines {
             .map(|r| r.record.clone())
             .ok_or_else(|| PipelineError::NotFound(name.to_string()))?;
         record.paused = paused;
+        if self.sharing.is_some() {
+            // A new time, so that every worker restarts its tasks (failed
+            // ones included) from the record.
+            record.updated_ms = now_ms();
+            self.save(&record).await?;
+            self.pass_now().await;
+            return self.status(name).await;
+        }
         self.save(&record).await?;
         let restart = !paused && {
             let running = self.lock();
@@ -343,7 +373,7 @@ impl Pipelines {
         if restart {
             self.stop(name).await;
             let started = match self.plan(&record).await {
-                Ok(plans) => self.start(&record, plans).await,
+                Ok(plans) => self.start(&record, plans, None).await,
                 Err(e) => Err(e.to_string()),
             };
             self.lock()
@@ -373,6 +403,11 @@ impl Pipelines {
     /// Its output topics stay.
     pub async fn delete(&self, name: &str) -> Result<(), PipelineError> {
         let _change = self.change(name).await;
+        // No pass may start the pipeline's tasks again meanwhile.
+        let _passing = match &self.sharing {
+            Some(shared) => Some(shared.passing.lock().await),
+            None => None,
+        };
         let removed = {
             let _admin = self.admin.lock().await;
             if !self.lock().contains_key(name) {
@@ -385,7 +420,9 @@ impl Pipelines {
             self.lock().remove(name).expect("checked above")
         };
         signal_stop(&removed.tasks);
+        let keys = removed.tasks.iter().map(|t| t.key.clone()).collect();
         join(removed.tasks).await;
+        self.release(keys).await;
         for input in removed.record.spec.inputs {
             if let Err(e) = self
                 .log
@@ -402,6 +439,9 @@ impl Pipelines {
     /// at most [`SHUTDOWN_GRACE`]: a task still in a round then is left to
     /// the process exit, and its round is redone after the restart.
     pub async fn shutdown(&self) {
+        if let Some(shared) = &self.sharing {
+            shared.close().await;
+        }
         let tasks: Vec<TaskHandle> = self
             .lock()
             .values_mut()
@@ -409,12 +449,23 @@ impl Pipelines {
             .collect();
         signal_stop(&tasks);
         let count = tasks.len();
+        let keys = tasks.iter().map(|t| t.key.clone()).collect();
         if tokio::time::timeout(SHUTDOWN_GRACE, join(tasks))
             .await
             .is_err()
         {
             tracing::warn!(tasks = count, grace = ?SHUTDOWN_GRACE,
                 "pipeline tasks still busy at shutdown; their current rounds will be redone");
+            return; // their leases lapse by themselves
+        }
+        self.leave(keys).await;
+    }
+
+    /// Runs a pass of the work sharing now (after a change here), so the
+    /// change takes effect before the answer.
+    async fn pass_now(&self) {
+        if let Err(e) = self.pass().await {
+            tracing::warn!(error = %format!("{e:#}"), "sharing pipeline tasks failed; the next pass tries again");
         }
     }
 
@@ -469,18 +520,35 @@ impl Pipelines {
 
     /// A pipeline's status and counters.
     pub async fn status(&self, name: &str) -> Result<PipelineStatus, PipelineError> {
+        if self.sharing.is_some() && !self.lock().contains_key(name) {
+            // Perhaps made on another worker since this one's last pass.
+            self.pass_now().await;
+        }
         let ends = self.input_ends().await;
         let running = self.lock();
         let entry = running
             .get(name)
             .ok_or_else(|| PipelineError::NotFound(name.to_string()))?;
-        Ok(entry.status(&ends))
+        Ok(self.with_elsewhere(entry.status(&ends), &ends))
+    }
+
+    /// `status` with the tasks other workers run, when workers share a
+    /// cluster.
+    fn with_elsewhere(&self, mut status: PipelineStatus, ends: &InputEnds) -> PipelineStatus {
+        if let Some(shared) = &self.sharing {
+            status.add_elsewhere(shared.id(), &shared.elsewhere(), ends);
+        }
+        status
     }
 
     /// The status of every pipeline.
     pub async fn statuses(&self) -> Vec<PipelineStatus> {
         let ends = self.input_ends().await;
-        self.lock().values().map(|r| r.status(&ends)).collect()
+        let statuses: Vec<PipelineStatus> = self.lock().values().map(|r| r.status(&ends)).collect();
+        statuses
+            .into_iter()
+            .map(|s| self.with_elsewhere(s, &ends))
+            .collect()
     }
 
     /// The end offset of every partition, to tell each task's lag (none

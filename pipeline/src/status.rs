@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use serde::{Deserialize, Serialize};
 
+use super::placement::TaskReport;
 use super::record::PipelineRecord;
 use super::spec::PipelineSpec;
 use super::stats::{StageCounts, StepTimes, TaskState, TaskStats};
@@ -78,6 +79,10 @@ pub struct TaskStatus {
     /// The next input offset to process.
     pub position: u64,
     pub lag: u64,
+    /// The worker running the task, when workers share a cluster (none
+    /// yet: the task is moving or starting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl PipelineStatus {
@@ -183,6 +188,7 @@ pub(crate) fn summarize<'a>(
             state,
             position,
             lag,
+            worker: None,
         });
     }
     status.errors += status.undeliverable;
@@ -193,4 +199,68 @@ pub(crate) fn summarize<'a>(
     }
     status.stages = stages;
     status
+}
+
+impl PipelineStatus {
+    /// Adds what runs elsewhere when workers share a cluster: `here` names
+    /// this worker's tasks (already in the status), `elsewhere` the other
+    /// workers' reports, `ends` every partition. A task no worker reports
+    /// shows as starting, its whole partition as lag.
+    pub(crate) fn add_elsewhere(
+        &mut self,
+        here: &str,
+        elsewhere: &[(String, TaskReport)],
+        ends: &InputEnds,
+    ) {
+        for task in &mut self.tasks {
+            task.worker = Some(here.to_string());
+        }
+        let mut partitions: Vec<(String, u32)> = ends
+            .keys()
+            .filter(|(topic, _)| self.spec.inputs.contains(topic))
+            .cloned()
+            .collect();
+        partitions.sort();
+        for (input, partition) in partitions {
+            if self
+                .tasks
+                .iter()
+                .any(|t| t.input == input && t.partition == partition)
+            {
+                continue;
+            }
+            let end = ends.get(&(input.clone(), partition)).copied().unwrap_or(0);
+            let report = elsewhere.iter().find(|(_, r)| {
+                r.pipeline == self.name && r.input == input && r.partition == partition
+            });
+            let task = match report {
+                Some((worker, report)) => {
+                    self.records_in += report.records_in;
+                    self.records_out += report.records_out;
+                    if let TaskState::Failed(reason) = &report.state {
+                        self.state = PipelineState::Failed;
+                        self.reason.get_or_insert_with(|| reason.clone());
+                    }
+                    TaskStatus {
+                        input,
+                        partition,
+                        state: report.state.clone(),
+                        position: report.position,
+                        lag: end.saturating_sub(report.position),
+                        worker: Some(worker.clone()),
+                    }
+                }
+                None => TaskStatus {
+                    input,
+                    partition,
+                    state: TaskState::Starting,
+                    position: 0,
+                    lag: end,
+                    worker: None,
+                },
+            };
+            self.lag += task.lag;
+            self.tasks.push(task);
+        }
+    }
 }

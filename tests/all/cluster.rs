@@ -187,6 +187,94 @@ fn a_worker_on_an_empty_disk_finds_the_modules_and_pipelines_in_the_cluster() {
     );
 }
 
+/// The tasks of pipeline `p` as `worker` shows them: `(partition,
+/// worker running it)`, once every task runs somewhere.
+fn placed_tasks(worker: &WeirServer) -> Option<Vec<(u64, String)>> {
+    let (code, status) = worker.get("/v1/pipelines/p");
+    if code != 200 {
+        return None;
+    }
+    let tasks = status["tasks"].as_array()?;
+    tasks
+        .iter()
+        .map(|t| {
+            let running = t["state"] == "running";
+            let at = t["worker"].as_str().filter(|_| running)?;
+            Some((t["partition"].as_u64()?, at.to_string()))
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|mut tasks| {
+            tasks.sort();
+            tasks
+        })
+}
+
+#[test]
+fn workers_share_a_pipelines_tasks_and_take_over_a_killed_workers_tasks() {
+    let nats = nats();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}lease_ttl_ms = 2000\n",
+        config(&format!("\"{}\"", nats.url()))
+    );
+    let first = WeirServer::start_with_config(&dir.path().join("first"), &config);
+    let second = WeirServer::start_with_config(&dir.path().join("second"), &config);
+    first.create_topic("orders", 4);
+    first.create_topic("kept", 1);
+    first.push_module("filter", "filter");
+    let spec = json!({"inputs": ["orders"], "stages": [{"module": "filter",
+        "config": {"field": "ok", "equals": "true"}, "outputs": {"main": "kept"}}]});
+    first.expect(201, first.put("/v1/pipelines/p", &spec));
+    let order = |i: i64| json!({ "partition": i % 4, "value": { "ok": i % 3 != 0, "n": i } });
+    second.produce("orders", (0..40).map(order).collect());
+
+    // Two tasks each, as either worker tells.
+    second.wait_until("the tasks are spread over both workers", |s| {
+        placed_tasks(s).is_some_and(|tasks| {
+            let on_first = tasks.iter().filter(|(_, w)| *w == tasks[0].1).count();
+            tasks.len() == 4 && on_first == 2
+        })
+    });
+    let placed = placed_tasks(&second).unwrap();
+    first.wait_until("both workers tell the same", |f| {
+        placed_tasks(f).as_ref() == Some(&placed)
+    });
+    second.wait_caught_up("p");
+    let shown = cluster_status(&second);
+    for (_, worker) in &placed {
+        assert!(shown.contains(worker.as_str()), "{shown}");
+    }
+    assert!(
+        shown.contains("(this)") && shown.contains("p/orders/"),
+        "{shown}"
+    );
+
+    // The first worker dies: its tasks run on the second once their
+    // leases lapse (2 s), from their commits.
+    let killed = std::time::Instant::now();
+    first.kill();
+    second.wait_until("the second worker runs every task", |s| {
+        placed_tasks(s).is_some_and(|tasks| {
+            let ids: std::collections::BTreeSet<&String> = tasks.iter().map(|(_, w)| w).collect();
+            tasks.len() == 4 && ids.len() == 1
+        })
+    });
+    eprintln!(
+        "a killed worker's tasks ran elsewhere after {:?}",
+        killed.elapsed()
+    );
+    second.produce("orders", (40..80).map(order).collect());
+    second.wait_caught_up("p");
+    let mut kept: Vec<i64> = second
+        .values("kept")
+        .iter()
+        .map(|v| v["n"].as_i64().unwrap())
+        .collect();
+    kept.sort();
+    let expected: Vec<i64> = (0..80).filter(|i| i % 3 != 0).collect();
+    assert_eq!(kept, expected, "every kept order once");
+}
+
 #[test]
 fn cluster_status_names_the_embedded_log_by_default() {
     let dir = tempfile::tempdir().unwrap();

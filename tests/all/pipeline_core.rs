@@ -256,6 +256,7 @@ impl Env {
                 self.modules.clone(),
                 self.settings,
                 CpuScheduler::new(0),
+                None,
             ))
             .expect("open pipelines");
         Node { pipelines, rt }

@@ -3,7 +3,7 @@
 //! stopping them after their current commit; and the status they add up
 //! to. When and why pipelines start and stop is the parent module's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -59,12 +59,13 @@ impl Running {
     }
 }
 impl Pipelines {
-    /// Starts one task per partition of each input; says why not when a
-    /// topic is missing.
+    /// Starts one task per partition of each input (`only` those tasks,
+    /// if given); says why not when a topic is missing.
     pub(super) async fn start(
         &self,
         record: &PipelineRecord,
         plans: Vec<StagePlan>,
+        only: Option<&BTreeSet<TaskKey>>,
     ) -> Result<Vec<TaskHandle>, String> {
         let spec = &record.spec;
         let mut outputs = Vec::new();
@@ -116,6 +117,9 @@ impl Pipelines {
                     input: input.name.clone(),
                     partition,
                 };
+                if only.is_some_and(|only| !only.contains(&key)) {
+                    continue;
+                }
                 let (control, receiver) = watch::channel(initial);
                 let stopping = Arc::new(AtomicBool::new(false));
                 let stats = Arc::new(TaskStats::new(plans.len()));

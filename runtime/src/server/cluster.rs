@@ -2,7 +2,8 @@
 //! streams in and how it is doing: its kind, whether it can serve now
 //! (`/healthz`'s check, with the reason when not), and facts about it
 //! (where its data is; for a NATS JetStream cluster, the servers, the
-//! replicas and what JetStream holds).
+//! replicas and what JetStream holds); with workers sharing a cluster,
+//! every live worker and the pipeline tasks it runs.
 
 use axum::Json;
 use axum::extract::State;
@@ -25,5 +26,6 @@ pub async fn status(State(app): State<App>, _admin: Admin) -> ApiResult<Json<Val
         "healthy": health.is_ok(),
         "error": health.err().map(|e| e.to_string()),
         "facts": facts,
+        "workers": app.pipelines.placement(),
     })))
 }

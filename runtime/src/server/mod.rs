@@ -43,7 +43,8 @@ use weir_jetstream::{JetStreamConfig, JetStreamLog};
 use weir_kafka::{
     GroupCoordinator, KafkaContext, KafkaListener, KafkaSettings, KafkaStats, Transactions,
 };
-use weir_log::{Catalog, DirCatalog, EmbeddedLog, StreamLog};
+use weir_log::{Catalog, DirCatalog, EmbeddedLog, StreamLog, Workers};
+use weir_pipeline::lifecycle::SharedWork;
 use weir_pipeline::modules::ModuleStore;
 use weir_pipeline::scheduler::CpuScheduler;
 use weir_pipeline::spec::PipelineSettings;
@@ -81,6 +82,10 @@ pub struct ServerConfig {
     /// Where streams are kept: the embedded log (default) or a NATS
     /// JetStream cluster.
     pub log: LogBackend,
+    /// This worker's name among those sharing a cluster (letters, digits,
+    /// `-`, `_`, `.`). Default: the machine's name and a digest of the
+    /// data directory's path.
+    pub worker_id: Option<String>,
 }
 
 /// Which log the server keeps its streams in (`[log]`, `backend = ...`).
@@ -114,13 +119,17 @@ impl LogBackend {
     async fn open(
         &self,
         dir: &std::path::Path,
-    ) -> anyhow::Result<(Arc<dyn StreamLog>, Arc<dyn Catalog>)> {
+    ) -> anyhow::Result<(
+        Arc<dyn StreamLog>,
+        Arc<dyn Catalog>,
+        Option<Arc<dyn Workers>>,
+    )> {
         Ok(match self {
             LogBackend::Embedded => {
                 let log = EmbeddedLog::open(dir.join("log"))
                     .await
                     .with_context(|| format!("while opening the log in {}", dir.display()))?;
-                (Arc::new(log), Arc::new(DirCatalog::new(dir)))
+                (Arc::new(log), Arc::new(DirCatalog::new(dir)), None)
             }
             LogBackend::Jetstream(cluster) => {
                 let log = JetStreamLog::connect(cluster).await.with_context(|| {
@@ -129,10 +138,47 @@ impl LogBackend {
                         cluster.servers.join(", ")
                     )
                 })?;
-                let catalog = log.catalog();
-                (Arc::new(log), catalog)
+                let (catalog, workers) = (log.catalog(), log.workers());
+                (Arc::new(log), catalog, Some(workers))
             }
         })
+    }
+}
+
+impl ServerConfig {
+    /// This worker's id: as configured, or this machine's name and a
+    /// digest of the data directory's path, so that a worker restarted
+    /// over the same directory takes its tasks back at once (their leases
+    /// are its own) and two workers of one machine differ.
+    fn worker_id(&self) -> anyhow::Result<String> {
+        use sha2::Digest;
+        let id = match &self.worker_id {
+            Some(id) => id.clone(),
+            None => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap_or_default()
+                    .trim()
+                    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-");
+                let dir = std::fs::canonicalize(&self.data_dir)
+                    .with_context(|| format!("while resolving {}", self.data_dir.display()))?;
+                let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+                let host = if host.is_empty() {
+                    "worker".to_string()
+                } else {
+                    host
+                };
+                format!("{host}-{}", &hex::encode(digest)[..12])
+            }
+        };
+        let valid = !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        anyhow::ensure!(
+            valid,
+            "worker_id {id:?} must be letters, digits, '-', '_' and '.'"
+        );
+        Ok(id)
     }
 }
 
@@ -150,6 +196,7 @@ impl Default for ServerConfig {
             quotas: Quotas::default(),
             kafka: KafkaSettings::default(),
             log: LogBackend::default(),
+            worker_id: None,
         }
     }
 }
@@ -209,7 +256,7 @@ impl Server {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("while creating the data directory {}", dir.display()))?;
-        let (log, catalog) = config.log.open(dir).await?;
+        let (log, catalog, workers) = config.log.open(dir).await?;
         let engine = OperatorEngine::new(config.limits.clone(), Some(dir.join("cache")))
             .context("while starting the operator engine")?;
         let compiler = Compiler::new(config.compile.clone())?;
@@ -222,10 +269,15 @@ impl Server {
                 modules.clone(),
                 config.log.pipeline_settings(config.pipelines),
                 scheduler.clone(),
+                match workers {
+                    Some(workers) => Some(SharedWork::new(workers, config.worker_id()?)),
+                    None => None,
+                },
             )
             .await
             .context("while starting the pipelines")?,
         );
+        tokio::spawn(pipelines.clone().share_work());
         let (tenants, admin_token_file) = if config.tenancy {
             let admin = config
                 .admin_token

@@ -1,5 +1,6 @@
 //! `weir cluster status` (`/v1/cluster`): the log the server keeps its
-//! streams in, whether it can serve, and facts about it.
+//! streams in, whether it can serve, facts about it, and the workers
+//! sharing it with the tasks each runs.
 
 use clap::Subcommand;
 use serde::Deserialize;
@@ -10,7 +11,7 @@ use super::table::table;
 #[derive(Subcommand)]
 pub enum ClusterCommand {
     /// The server's log: embedded or a NATS JetStream cluster, its health
-    /// and its servers.
+    /// and its servers; the workers sharing it and their tasks.
     Status,
 }
 
@@ -21,6 +22,16 @@ struct Status {
     healthy: bool,
     error: Option<String>,
     facts: Vec<Fact>,
+    /// Absent or null on a server of its own.
+    #[serde(default)]
+    workers: Option<Vec<Worker>>,
+}
+
+#[derive(Deserialize)]
+struct Worker {
+    worker: String,
+    this: bool,
+    tasks: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +60,20 @@ impl ClusterCommand {
                     if !rows.is_empty() {
                         println!();
                         table(&["FACT", "VALUE"], &rows);
+                    }
+                    if let Some(workers) = status.workers {
+                        let rows: Vec<Vec<String>> = workers
+                            .into_iter()
+                            .map(|w| {
+                                let name = match w.this {
+                                    true => format!("{} (this)", w.worker),
+                                    false => w.worker,
+                                };
+                                vec![name, w.tasks.len().to_string(), w.tasks.join(" ")]
+                            })
+                            .collect();
+                        println!();
+                        table(&["WORKER", "TASKS", "RUNNING"], &rows);
                     }
                 })
             }

@@ -207,6 +207,7 @@ mod tests {
                 state: TaskState::Failed("trap".into()),
                 position: 3,
                 lag: 4,
+                worker: Some("w1".into()),
             }],
             spec,
         };
