@@ -157,6 +157,10 @@ async fn append_chunk(
             outcomes[*index] = Some(Err(error()));
         }
     };
+    // Whether the tail was read again in this call: a producer check that
+    // fails on a tail known from earlier may only mean that another
+    // worker appended since (a task that moved here).
+    let mut refreshed = false;
     for _ in 0..MAX_ATTEMPTS {
         let tail = match known {
             Some(tail) => tail,
@@ -200,6 +204,24 @@ async fn append_chunk(
             }
             messages.push((HeaderMap::new(), stamped.into_bytes()));
             planned.push((*index, Ok(info)));
+        }
+        let refused = planned.iter().any(|(_, outcome)| {
+            matches!(
+                outcome,
+                Err(LogError::OutOfOrderSequence(_) | LogError::ProducerFenced(_))
+            )
+        });
+        if refused && !refreshed {
+            refreshed = true;
+            match load(place, std::mem::take(tail)).await {
+                Ok(tail) => *known = Some(tail),
+                Err(e) => {
+                    *known = None;
+                    let reason = e.to_string();
+                    return fail_all(outcomes, &|| LogError::Unavailable(reason.clone()));
+                }
+            }
+            continue;
         }
         let published = if messages.is_empty() {
             Ok(None)

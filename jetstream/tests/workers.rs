@@ -293,6 +293,34 @@ async fn a_starting_worker_rebuilds_producers_from_the_saved_tail() {
     assert_eq!(again.base_offset, 0);
 }
 
+/// A task moves between workers with its producer: the new worker's
+/// view of an output partition is from long ago, and the producer's next
+/// sequence must not look like a gap.
+#[tokio::test]
+async fn a_producer_that_moved_to_another_worker_goes_on_where_it_left_off() {
+    let server = server();
+    let (a, b) = (worker(&server).await, worker(&server).await);
+    a.create_topic("t", TopicConfig::default()).await.unwrap();
+    let id = a.init_producer_id().await.unwrap();
+    let stamped = |base_sequence: i32, value: &str| {
+        batch(&[value.to_string()]).with_producer(ProducerStamp {
+            id,
+            epoch: 0,
+            base_sequence,
+        })
+    };
+    b.append("t", 0, stamped(0, "on b")).await.unwrap();
+    a.append("t", 0, stamped(1, "on a")).await.unwrap();
+    a.append("t", 0, stamped(2, "on a")).await.unwrap();
+    let back = b.append("t", 0, stamped(3, "on b again")).await.unwrap();
+    assert_eq!((back.base_offset, back.duplicate), (3, false));
+    let gap = b.append("t", 0, stamped(9, "a real gap")).await;
+    assert!(
+        matches!(gap, Err(LogError::OutOfOrderSequence(_))),
+        "{gap:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_task_lease_has_one_holder_and_moves_once_it_lapses() {
     let server = server();

@@ -309,7 +309,7 @@ async fn answer(
         RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn_requests::end(broker, session, r).await),
         RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(sasl::handshake(session, r)),
         RequestKind::SaslAuthenticate(r) => {
-            ResponseKind::SaslAuthenticate(sasl::authenticate(broker, session, r))
+            ResponseKind::SaslAuthenticate(sasl::authenticate(broker, session, r).await)
         }
         other => {
             return Err(Close::Because(format!(

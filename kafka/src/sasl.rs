@@ -48,12 +48,12 @@ pub fn handshake(session: &mut Session, request: SaslHandshakeRequest) -> SaslHa
 
 /// Checks the credentials; a failure is answered and then closes the
 /// connection (as Kafka does), so guessing costs a connection per try.
-pub fn authenticate(
+pub async fn authenticate(
     broker: &Broker,
     session: &mut Session,
     request: SaslAuthenticateRequest,
 ) -> SaslAuthenticateResponse {
-    let response = check(broker, session, request);
+    let response = check(broker, session, request).await;
     if response.error_code != 0 {
         session.namespace = broker.ctx.tenants.is_none().then(Namespace::global);
         session.credential = None;
@@ -62,7 +62,7 @@ pub fn authenticate(
     response
 }
 
-fn check(
+async fn check(
     broker: &Broker,
     session: &mut Session,
     request: SaslAuthenticateRequest,
@@ -87,7 +87,7 @@ fn check(
     };
     let (namespace, credential) = match &broker.ctx.tenants {
         None => (Namespace::global(), None),
-        Some(tenants) => match tenants.identify(password) {
+        Some(tenants) => match tenants.identify_fresh(password).await {
             Some(Identity::Tenant(credential)) if credential.tenant() == user => {
                 (Namespace::tenant(user), Some(credential))
             }

@@ -85,6 +85,8 @@ pub struct Pipelines {
     /// start and stop only in `sharing`'s passes; apply, pause, resume and
     /// delete change the records in the catalog and run a pass.
     sharing: Option<SharedWork>,
+    /// The partitions' ends as the log last told them.
+    last_ends: Mutex<InputEnds>,
 }
 
 /// How long a pause waits for tasks to finish their rounds before
@@ -117,6 +119,7 @@ impl Pipelines {
             admin: Arc::new(tokio::sync::Mutex::new(())),
             changing: Mutex::new(HashMap::new()),
             sharing,
+            last_ends: Mutex::new(InputEnds::new()),
         };
         let keys = pipelines
             .catalog
@@ -551,11 +554,18 @@ impl Pipelines {
             .collect()
     }
 
-    /// The end offset of every partition, to tell each task's lag (none
-    /// when the log cannot say: lags then read 0).
+    /// The end offset of every partition, to tell each task's lag; when
+    /// the log cannot say (a cluster out of reach), the ends it last said,
+    /// so that a lag never reads 0 only because it is unknown.
     async fn input_ends(&self) -> InputEnds {
-        let topics = self.log.topics().await.unwrap_or_default();
-        topics
+        let Ok(topics) = self.log.topics().await else {
+            return self
+                .last_ends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+        };
+        let ends: InputEnds = topics
             .into_iter()
             .flat_map(|t| {
                 let name = t.name;
@@ -563,6 +573,8 @@ impl Pipelines {
                     .into_iter()
                     .map(move |p| ((name.clone(), p.partition), p.end_offset))
             })
-            .collect()
+            .collect();
+        *self.last_ends.lock().unwrap_or_else(|e| e.into_inner()) = ends.clone();
+        ends
     }
 }

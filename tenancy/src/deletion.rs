@@ -69,7 +69,7 @@ impl TenantDeletion {
 
     /// Deletes tenant `name` and everything it owns (see the module comment).
     pub async fn delete_tenant(&self, name: &str) -> Result<(), DeletionError> {
-        let departing = self.tenants.begin_delete(name)?;
+        let departing = self.tenants.begin_delete(name).await?;
         departing.requests_finished().await;
         let ns = Namespace::tenant(name);
         for holder in &self.holders {
@@ -81,7 +81,7 @@ impl TenantDeletion {
                     source,
                 })?;
         }
-        self.tenants.finish_delete(departing)?;
+        self.tenants.finish_delete(departing).await?;
         Ok(())
     }
 }

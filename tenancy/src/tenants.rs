@@ -5,7 +5,11 @@
 //! `WEIR_ADMIN_TOKEN` environment variable; on a first start with
 //! neither, one is generated and written to `<data>/admin-token` (mode
 //! 0600). Tokens are random 256-bit secrets, shown once when issued and
-//! stored only as SHA-256 hashes in `<data>/tenants.json`. A presented
+//! stored only as SHA-256 hashes in the catalog document `tenants.json`
+//! (on the embedded log `<data>/tenants.json`; on a cluster, in the
+//! cluster, so that every worker accepts the same tokens: a worker reads
+//! the document again before each change, when a token is unknown, and
+//! every second while it [`follow`](Tenants::follow)s the others). A presented
 //! token is hashed and compared with every stored hash in constant time,
 //! so neither the comparison nor the lookup order leaks which bytes match.
 //!
@@ -23,6 +27,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rand::RngCore;
@@ -31,14 +36,17 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::Quotas;
-use weir_core::files::write_durably;
 use weir_core::format::Format;
 use weir_core::now_ms;
+use weir_log::Catalog;
 
 /// Environment variable holding the admin credential.
 pub const ADMIN_TOKEN_ENV: &str = "WEIR_ADMIN_TOKEN";
 const ADMIN_TOKEN_FILE: &str = "admin-token";
-const TENANTS_FILE: &str = "tenants.json";
+/// The catalog document of the tenants.
+const TENANTS_KEY: &str = "tenants.json";
+/// How often an unknown token may make the tenants be read again.
+const REREAD_AT_MOST_EVERY: Duration = Duration::from_millis(250);
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,9 +190,13 @@ pub struct IssuedToken {
 
 /// The server's tenants.
 pub struct Tenants {
-    path: PathBuf,
+    catalog: Arc<dyn Catalog>,
     admin_hash: [u8; 32],
     stored: Mutex<Stored>,
+    /// Serializes this process's changes (each reads, changes, writes).
+    changing: tokio::sync::Mutex<()>,
+    /// When an unknown token last made the tenants be read again.
+    reread_for_token_at: Mutex<Option<Instant>>,
     /// Counts revocations (tokens revoked, deletions begun), so sessions
     /// can wake and check their credential.
     revocations: tokio::sync::watch::Sender<u64>,
@@ -201,22 +213,16 @@ fn random_hex(bytes: usize) -> String {
 }
 
 impl Tenants {
-    /// Opens the tenants of `data_dir`. The admin credential is `admin`
-    /// when given (config or environment); otherwise the one in
-    /// `<data>/admin-token`, generated on first start. Returns the path of
-    /// that file when it is the credential in use.
-    pub fn open(
+    /// Opens the tenants kept in `catalog`. The admin credential is
+    /// `admin` when given (config or environment); otherwise the one in
+    /// `<data_dir>/admin-token`, generated on first start. Returns the
+    /// path of that file when it is the credential in use.
+    pub async fn open(
+        catalog: Arc<dyn Catalog>,
         data_dir: &Path,
         admin: Option<String>,
     ) -> anyhow::Result<(Tenants, Option<PathBuf>)> {
-        let path = data_dir.join(TENANTS_FILE);
-        let stored = match std::fs::read(&path) {
-            Ok(bytes) => TENANTS_FORMAT
-                .from_json(&bytes)
-                .with_context(|| format!("while reading {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
-            Err(e) => return Err(e).with_context(|| format!("while reading {}", path.display())),
-        };
+        let stored = read(&*catalog).await?;
         let (admin, file) = match admin.filter(|t| !t.is_empty()) {
             Some(token) => (token, None),
             None => {
@@ -225,9 +231,11 @@ impl Tenants {
             }
         };
         let tenants = Tenants {
-            path,
+            catalog,
             admin_hash: hash(&admin),
             stored: Mutex::new(stored),
+            changing: tokio::sync::Mutex::new(()),
+            reread_for_token_at: Mutex::new(None),
             revocations: tokio::sync::watch::Sender::new(0),
         };
         Ok((tenants, file))
@@ -237,8 +245,75 @@ impl Tenants {
         self.stored.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn save(&self, stored: &Stored) -> anyhow::Result<()> {
-        write_durably(&self.path, &TENANTS_FORMAT.to_json(stored))
+    async fn save(&self, stored: &Stored) -> anyhow::Result<()> {
+        self.catalog
+            .put_document(TENANTS_KEY, TENANTS_FORMAT.to_json(stored).into())
+            .await
+            .context("while storing the tenants")
+    }
+
+    /// Reads the tenants again (other workers may have changed them): a
+    /// tenant of the same creation keeps its incarnation, so its sessions
+    /// stand; a token or tenant gone is a revocation.
+    pub async fn reread(&self) -> anyhow::Result<()> {
+        let mut fresh = read(&*self.catalog).await?;
+        let mut revoked = false;
+        {
+            let mut stored = self.lock();
+            for (name, old) in &stored.tenants {
+                match fresh.tenants.get_mut(name) {
+                    Some(new) if new.created_ms == old.created_ms => {
+                        new.incarnation = old.incarnation.clone();
+                        revoked |= old
+                            .tokens
+                            .iter()
+                            .any(|t| !new.tokens.iter().any(|n| n.id == t.id));
+                    }
+                    _ => revoked = true,
+                }
+            }
+            *stored = fresh;
+        }
+        if revoked {
+            self.revoked();
+        }
+        Ok(())
+    }
+
+    /// Reads the tenants again every `every`, until the process ends: for
+    /// workers sharing a cluster, so that a token revoked elsewhere stops
+    /// working here within that time.
+    pub async fn follow(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = self.reread().await {
+                tracing::warn!(error = %format!("{e:#}"), "could not read the tenants again");
+            }
+        }
+    }
+
+    /// Like [`identify`](Self::identify), reading the tenants again first
+    /// when the token is unknown (issued on another worker, perhaps), at
+    /// most every 250 ms.
+    pub async fn identify_fresh(&self, token: &str) -> Option<Identity> {
+        if let Some(identity) = self.identify(token) {
+            return Some(identity);
+        }
+        let due = {
+            let mut last = self
+                .reread_for_token_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|at| at.elapsed() >= REREAD_AT_MOST_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due && let Err(e) = self.reread().await {
+            tracing::warn!(error = %format!("{e:#}"), "could not read the tenants again");
+        }
+        self.identify(token)
     }
 
     /// Who a token belongs to, if anyone, with the credential a session
@@ -303,17 +378,22 @@ impl Tenants {
         self.lock().tenants.contains_key(name)
     }
 
-    pub fn create(&self, name: &str, quotas: Option<Quotas>) -> Result<TenantInfo, TenancyError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        quotas: Option<Quotas>,
+    ) -> Result<TenantInfo, TenancyError> {
         weir_core::names::check_tenant_name(name).map_err(TenancyError::InvalidName)?;
-        let mut stored = self.lock();
-        match stored.tenants.get(name) {
+        let _changing = self.changing.lock().await;
+        self.reread().await?;
+        let mut updated = self.lock().clone();
+        match updated.tenants.get(name) {
             Some(record) if record.deleting => {
                 return Err(TenancyError::BeingDeleted(name.to_string()));
             }
             Some(_) => return Err(TenancyError::Exists(name.to_string())),
             None => {}
         }
-        let mut updated = stored.clone();
         let record = TenantRecord {
             created_ms: now_ms(),
             tokens: Vec::new(),
@@ -322,9 +402,10 @@ impl Tenants {
             incarnation: Incarnation::default(),
         };
         updated.tenants.insert(name.to_string(), record);
-        self.save(&updated)?;
-        *stored = updated;
-        Ok(info(name, &stored.tenants[name]))
+        self.save(&updated).await?;
+        let info = info(name, &updated.tenants[name]);
+        *self.lock() = updated;
+        Ok(info)
     }
 
     pub fn list(&self) -> Vec<TenantInfo> {
@@ -348,12 +429,14 @@ impl Tenants {
     /// them are told through [`revocations`](Self::revocations)) and its
     /// name stays taken until [`finish_delete`](Self::finish_delete).
     /// Beginning again a deletion begun before is how it is resumed.
-    pub fn begin_delete(&self, name: &str) -> Result<Departing, TenancyError> {
-        let incarnation = self.change_record(name, |record| {
-            record.tokens.clear();
-            record.deleting = true;
-            Ok(record.incarnation.clone())
-        })?;
+    pub async fn begin_delete(&self, name: &str) -> Result<Departing, TenancyError> {
+        let incarnation = self
+            .change_record(name, |record| {
+                record.tokens.clear();
+                record.deleting = true;
+                Ok(record.incarnation.clone())
+            })
+            .await?;
         self.revoked();
         Ok(Departing {
             name: name.to_string(),
@@ -362,9 +445,10 @@ impl Tenants {
     }
 
     /// Forgets a tenant whose resources are gone.
-    pub fn finish_delete(&self, departing: Departing) -> Result<(), TenancyError> {
-        let mut stored = self.lock();
-        let mut updated = stored.clone();
+    pub async fn finish_delete(&self, departing: Departing) -> Result<(), TenancyError> {
+        let _changing = self.changing.lock().await;
+        self.reread().await?;
+        let mut updated = self.lock().clone();
         let gone = updated
             .tenants
             .remove(&departing.name)
@@ -372,14 +456,14 @@ impl Tenants {
         if !gone {
             return Err(TenancyError::UnknownTenant(departing.name));
         }
-        self.save(&updated)?;
-        *stored = updated;
+        self.save(&updated).await?;
+        *self.lock() = updated;
         Ok(())
     }
 
     /// Issues a new token for a tenant.
-    pub fn issue_token(&self, tenant: &str) -> Result<IssuedToken, TenancyError> {
-        let (token, id) = self.change_record(tenant, |record| {
+    pub async fn issue_token(&self, tenant: &str) -> Result<IssuedToken, TenancyError> {
+        let issued = self.change_record(tenant, |record| {
             if record.deleting {
                 return Err(TenancyError::BeingDeleted(tenant.to_string()));
             }
@@ -391,7 +475,8 @@ impl Tenants {
                 created_ms: now_ms(),
             });
             Ok((token, id))
-        })?;
+        });
+        let (token, id) = issued.await?;
         Ok(IssuedToken {
             tenant: tenant.to_string(),
             id,
@@ -400,7 +485,7 @@ impl Tenants {
     }
 
     /// Revokes a tenant's token: it stops working at once.
-    pub fn revoke_token(&self, tenant: &str, id: &str) -> Result<(), TenancyError> {
+    pub async fn revoke_token(&self, tenant: &str, id: &str) -> Result<(), TenancyError> {
         self.change_record(tenant, |record| {
             let before = record.tokens.len();
             record.tokens.retain(|t| t.id != id);
@@ -411,29 +496,45 @@ impl Tenants {
                 });
             }
             Ok(())
-        })?;
+        })
+        .await?;
         self.revoked();
         Ok(())
     }
 
-    /// Changes a tenant's record and saves the tenants: the change is kept
-    /// only once it is durable, and not at all when `change` or the save
-    /// fails.
-    fn change_record<T>(
+    /// Changes a tenant's record, as last stored, and saves the tenants:
+    /// the change is kept only once it is durable, and not at all when
+    /// `change` or the save fails.
+    async fn change_record<T>(
         &self,
         tenant: &str,
         change: impl FnOnce(&mut TenantRecord) -> Result<T, TenancyError>,
     ) -> Result<T, TenancyError> {
-        let mut stored = self.lock();
-        let mut updated = stored.clone();
+        let _changing = self.changing.lock().await;
+        self.reread().await?;
+        let mut updated = self.lock().clone();
         let record = updated
             .tenants
             .get_mut(tenant)
             .ok_or_else(|| TenancyError::UnknownTenant(tenant.to_string()))?;
         let changed = change(record)?;
-        self.save(&updated)?;
-        *stored = updated;
+        self.save(&updated).await?;
+        *self.lock() = updated;
         Ok(changed)
+    }
+}
+
+/// The tenants as stored in `catalog` (none yet: no tenants).
+async fn read(catalog: &dyn Catalog) -> anyhow::Result<Stored> {
+    match catalog
+        .document(TENANTS_KEY)
+        .await
+        .context("while reading the tenants")?
+    {
+        Some(bytes) => TENANTS_FORMAT
+            .from_json(&bytes)
+            .with_context(|| format!("while reading {TENANTS_KEY}")),
+        None => Ok(Stored::default()),
     }
 }
 

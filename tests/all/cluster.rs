@@ -276,6 +276,39 @@ fn workers_share_a_pipelines_tasks_and_take_over_a_killed_workers_tasks() {
 }
 
 #[test]
+fn workers_share_tenants_and_a_token_revoked_on_one_stops_working_on_the_other() {
+    let nats = nats();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "tenancy = true\nadmin_token = \"root-secret\"\n{}",
+        config(&format!("\"{}\"", nats.url()))
+    );
+    let first = WeirServer::start_with_config(&dir.path().join("first"), &config);
+    let second = WeirServer::start_with_config(&dir.path().join("second"), &config);
+    let token = first.create_tenant("root-secret", json!({ "name": "acme" }));
+    let issued = first.expect(200, first.get("/v1/tenants/acme"))["tokens"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The token issued through the first worker works on the second at once.
+    second.use_token(Some(&token));
+    second.create_topic("orders", 1);
+    second.produce("orders", vec![json!({ "value": "one" })]);
+    first.use_token(Some(&token));
+    assert_eq!(first.values("orders"), [json!("one")]);
+
+    first.use_token(Some("root-secret"));
+    first.expect(
+        200,
+        first.delete(&format!("/v1/tenants/acme/tokens/{issued}")),
+    );
+    second.wait_until("the second worker refuses the revoked token", |s| {
+        s.get("/v1/topics").0 == 401
+    });
+}
+
+#[test]
 fn cluster_status_names_the_embedded_log_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let server = WeirServer::start(&dir.path().join("data"));

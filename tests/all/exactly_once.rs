@@ -218,3 +218,203 @@ fn kill_loop(
     assert_eq!(kept, want);
     server
 }
+
+/// Three JetStream servers (streams replicated three times) and three
+/// workers sharing a stateful pipeline over keyed input (three
+/// partitions), while a producer writes through whichever worker is up:
+/// every round kills a worker or a NATS server with SIGKILL, or pauses a
+/// worker (SIGSTOP) past its leases' TTL so that its tasks move while it
+/// is frozen, then wakes it (SIGCONT) as a zombie that must be fenced. In
+/// the end every output partition holds exactly what one uninterrupted run
+/// over its input partition keeps.
+#[test]
+fn workers_and_jetstream_nodes_killed_at_random_keep_outputs_exactly_once() {
+    const WORKER_KILLS: usize = 6;
+    const NODE_KILLS: usize = 6;
+    const PAUSES: usize = 2;
+    const TTL_MS: u64 = 2_000;
+    let binary = nats_server_binary(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let mut cluster = NatsCluster::start(&binary, 3);
+    let servers: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{CONFIG}[log]\nbackend = \"jetstream\"\nreplicas = 3\nlease_ttl_ms = {TTL_MS}\nservers = [{}]\n",
+        servers.join(", ")
+    );
+    let data = |i: usize| dir.path().join(format!("worker{i}"));
+    let mut workers: Vec<Option<WeirServer>> = (0..3)
+        .map(|i| Some(WeirServer::start_with_config(&data(i), &config)))
+        .collect();
+    let first = workers[0].as_ref().unwrap();
+    first.create_topic("events", 3);
+    first.create_topic("kept", 3);
+    first.push_module("dedupe", "dedupe");
+    let spec = json!({
+        "inputs": ["events"],
+        "stages": [{ "module": "dedupe", "config": { "window-ms": WINDOW_MS },
+                     "outputs": { "main": "kept" } }],
+    });
+    first.expect(201, first.put("/v1/pipelines/dedupe", &spec));
+
+    // The producer writes through any worker that answers.
+    let urls = Arc::new(std::sync::Mutex::new(
+        workers
+            .iter()
+            .flatten()
+            .map(|w| w.url.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (urls, stop) = (urls.clone(), stop.clone());
+        std::thread::spawn(move || produce_through_any(&urls, &stop))
+    };
+
+    let mut rng = StdRng::seed_from_u64(0x3_3_3);
+    let mut actions: Vec<&str> = std::iter::repeat_n("kill worker", WORKER_KILLS)
+        .chain(std::iter::repeat_n("kill node", NODE_KILLS))
+        .chain(std::iter::repeat_n("pause worker", PAUSES))
+        .collect();
+    actions.sort_by_key(|_| rng.random::<u32>());
+    let mut node_down: Option<usize> = None;
+    let mut worker_down: Option<usize> = None;
+    for action in actions {
+        if let Some(node) = node_down.take() {
+            cluster.restart(node);
+        }
+        if let Some(i) = worker_down.take() {
+            workers[i] = Some(WeirServer::start_with_config(&data(i), &config));
+        }
+        *urls.lock().unwrap() = workers.iter().flatten().map(|w| w.url.clone()).collect();
+        std::thread::sleep(std::time::Duration::from_millis(
+            rng.random_range(300..1500),
+        ));
+        let i = rng.random_range(0..3);
+        match action {
+            "kill worker" => {
+                workers[i].take().unwrap().kill();
+                worker_down = Some(i);
+            }
+            "kill node" => {
+                let node = rng.random_range(0..3);
+                cluster.kill(node);
+                node_down = Some(node);
+            }
+            _ => {
+                let pid = workers[i].as_ref().unwrap().pid().to_string();
+                signal("-STOP", &pid);
+                std::thread::sleep(std::time::Duration::from_millis(TTL_MS * 2));
+                signal("-CONT", &pid);
+            }
+        }
+    }
+    if let Some(node) = node_down.take() {
+        cluster.restart(node);
+    }
+    if let Some(i) = worker_down.take() {
+        workers[i] = Some(WeirServer::start_with_config(&data(i), &config));
+    }
+    *urls.lock().unwrap() = workers.iter().flatten().map(|w| w.url.clone()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = producer.join().unwrap();
+
+    // Tasks the chaos failed start again by themselves (with a backoff of
+    // up to 30 s): wait for all of them, not just for no failure.
+    let any = workers[2].as_ref().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        let status = any.pipeline("dedupe");
+        let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
+        let placed = tasks.len() == 3
+            && tasks
+                .iter()
+                .all(|t| t["state"] == "running" && t["worker"].is_string());
+        if placed && status["lag"] == 0 && status["state"] == "running" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline did not catch up: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mut stored = std::collections::HashSet::new();
+    for partition in 0..3 {
+        let input = any.records("events", partition);
+        stored.extend(input.iter().map(|r| r["value"].as_i64().unwrap()));
+        let kept: Vec<Value> = any
+            .records("kept", partition)
+            .into_iter()
+            .map(|r| r["value"].clone())
+            .collect();
+        let want = expected(&input);
+        assert_eq!(
+            kept.len(),
+            want.len(),
+            "partition {partition}: exactly the records one uninterrupted run keeps"
+        );
+        assert_eq!(kept, want, "partition {partition}");
+    }
+    for i in &acknowledged {
+        assert!(
+            stored.contains(i),
+            "acknowledged event {i} is missing from the input"
+        );
+    }
+    assert!(
+        acknowledged.len() > 1_000,
+        "the producer kept writing: {}",
+        acknowledged.len()
+    );
+    let logs: String = (0..3)
+        .map(|i| std::fs::read_to_string(data(i).with_extension("server.log")).unwrap_or_default())
+        .collect();
+    assert!(
+        logs.contains("another worker holds this task's lease now"),
+        "a paused worker woke up to find its tasks moved"
+    );
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(signal: &str, pid: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Produces chunks of keyed events through any of `urls` until `stop`;
+/// returns the events acknowledged. A chunk that fails (its worker was
+/// killed) may or may not have been appended; the next goes on after it,
+/// so the input stays in time order.
+fn produce_through_any(urls: &std::sync::Mutex<Vec<String>>, stop: &AtomicBool) -> Vec<i64> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut acknowledged = Vec::new();
+    let mut next = 0;
+    let mut attempt = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let records: Vec<Value> = (next..next + CHUNK).map(event).collect();
+        let url = {
+            let urls = urls.lock().unwrap();
+            urls[attempt % urls.len()].clone()
+        };
+        attempt += 1;
+        let sent = agent
+            .post(format!("{url}/v1/topics/events/records"))
+            .send_json(json!({ "records": records }));
+        if let Ok(response) = sent
+            && response.status() == 200
+        {
+            acknowledged.extend(next..next + CHUNK);
+        }
+        next += CHUNK;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    acknowledged
+}

@@ -339,9 +339,10 @@ impl Pipelines {
         let (records, running): (BTreeMap<String, PipelineRecord>, BTreeSet<TaskKey>) = {
             let running = self.lock();
             (
+                // Pipelines that could not start are tried again: on a
+                // cluster the reason may have been a server out of reach.
                 running
                     .values()
-                    .filter(|e| e.failure.is_none())
                     .map(|e| (e.record.name.clone(), e.record.clone()))
                     .collect(),
                 running
@@ -378,9 +379,14 @@ impl Pipelines {
                 continue; // deleted meanwhile: the next pass stops what started
             };
             match started {
-                Ok(mut tasks) => entry.tasks.append(&mut tasks),
+                Ok(mut tasks) => {
+                    entry.tasks.append(&mut tasks);
+                    entry.failure = None;
+                }
                 Err(reason) => {
-                    tracing::error!(pipeline = %name, %reason, "pipeline cannot start");
+                    if entry.failure.as_ref() != Some(&reason) {
+                        tracing::error!(pipeline = %name, %reason, "pipeline cannot start; trying again at every pass");
+                    }
                     entry.failure = Some(reason);
                 }
             }

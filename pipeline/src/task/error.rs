@@ -51,13 +51,18 @@ pub enum TaskError {
 }
 
 impl TaskError {
-    /// Whether the log was unavailable (nothing was half done; it may be
-    /// back later).
-    pub fn is_unavailable(&self) -> bool {
+    /// Whether the failure may pass by itself: the log was unavailable
+    /// (nothing was half done; it may be back later). On a cluster this includes a topic the log did not
+    /// know (a server that just restarted may not know a stream yet) and a
+    /// commit the commit log refused or failed (out of reach, or fenced
+    /// because another worker wrote: a restart reads the commits again).
+    pub fn is_transient(&self) -> bool {
         matches!(
             self,
             TaskError::Log {
-                source: LogError::Unavailable(_),
+                source: LogError::Unavailable(_)
+                    | LogError::UnknownTopic(_)
+                    | LogError::CommitLog { .. },
                 ..
             }
         )

@@ -148,7 +148,7 @@ pub async fn run(setup: TaskSetup) {
         tracing::error!(pipeline = %key.pipeline, input = %key.input,
             partition = key.partition, %reason, "pipeline task failed");
         stats.set_state(TaskState::Failed(reason));
-        let Some(wait) = pause.filter(|_| error.is_unavailable()) else {
+        let Some(wait) = pause.filter(|_| error.is_transient()) else {
             return;
         };
         // A task that ran a good while since its last restart starts over

@@ -51,7 +51,7 @@ pub async fn authenticate(State(app): State<App>, mut request: Request, next: Ne
                 )
                 .into_response();
             };
-            let leased = match tenants.identify(token) {
+            let leased = match tenants.identify_fresh(token).await {
                 Some(Identity::Admin) => Some((Caller::Admin, None)),
                 Some(Identity::Tenant(credential)) => tenants.lease(&credential).await.map(|l| {
                     let caller = Caller::Tenant(credential.tenant().to_string());

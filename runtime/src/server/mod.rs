@@ -257,6 +257,7 @@ impl Server {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("while creating the data directory {}", dir.display()))?;
         let (log, catalog, workers) = config.log.open(dir).await?;
+        let sharing = workers.is_some();
         let engine = OperatorEngine::new(config.limits.clone(), Some(dir.join("cache")))
             .context("while starting the operator engine")?;
         let compiler = Compiler::new(config.compile.clone())?;
@@ -265,7 +266,7 @@ impl Server {
         let pipelines = Arc::new(
             Pipelines::open(
                 log.clone(),
-                catalog,
+                catalog.clone(),
                 modules.clone(),
                 config.log.pipeline_settings(config.pipelines),
                 scheduler.clone(),
@@ -283,8 +284,13 @@ impl Server {
                 .admin_token
                 .clone()
                 .or_else(|| std::env::var(ADMIN_TOKEN_ENV).ok());
-            let (tenants, file) = Tenants::open(dir, admin)?;
-            (Some(Arc::new(tenants)), file)
+            let (tenants, file) = Tenants::open(catalog.clone(), dir, admin).await?;
+            let tenants = Arc::new(tenants);
+            if sharing {
+                // Tokens issued or revoked through other workers.
+                tokio::spawn(tenants.clone().follow(Duration::from_secs(1)));
+            }
+            (Some(tenants), file)
         } else {
             (None, None)
         };

@@ -58,7 +58,7 @@ pub async fn create(
     body: Result<Json<NewTenant>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(new) = body?;
-    let info = tenants(&app)?.create(&new.name, new.quotas)?;
+    let info = tenants(&app)?.create(&new.name, new.quotas).await?;
     Ok((StatusCode::CREATED, Json(json!(info))))
 }
 
@@ -144,7 +144,7 @@ pub async fn issue_token(
     _admin: Admin,
     PathName(name): PathName,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let issued = tenants(&app)?.issue_token(&name)?;
+    let issued = tenants(&app)?.issue_token(&name).await?;
     Ok((StatusCode::CREATED, Json(json!(issued))))
 }
 
@@ -155,6 +155,6 @@ pub async fn revoke_token(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path((name, id)) = path?;
-    tenants(&app)?.revoke_token(&name, &id)?;
+    tenants(&app)?.revoke_token(&name, &id).await?;
     Ok(Json(json!({ "revoked": id })))
 }
