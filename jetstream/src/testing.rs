@@ -220,6 +220,11 @@ impl NatsServer {
         self.node.kill();
     }
 
+    /// The server's process id (none while it is killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.node.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Starts the server again after [`kill`](Self::kill).
     pub fn restart(&mut self) {
         self.node.start();

@@ -262,7 +262,7 @@ async fn answer(
             admin::describe_configs(broker, session, r, version).await,
         ),
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version))
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, session, r, version))
         }
         RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
             unless_revoked(

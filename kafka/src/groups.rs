@@ -44,7 +44,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::coordinator::{Caller, Join, JoinOutcome};
 use super::session::Session;
-use super::{Broker, NODE_ID, errors};
+use super::{Broker, KafkaNode, errors};
 
 /// Key types of FindCoordinator.
 const GROUP_KEY: i8 = 0;
@@ -69,49 +69,49 @@ pub fn caller<'a>(member_id: &'a StrBytes, instance_id: &'a Option<StrBytes>) ->
 
 pub fn find_coordinator(
     broker: &Broker,
+    session: &Session,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let answer = |key_type: i8| -> Result<(), ResponseError> {
-        match key_type {
-            GROUP_KEY | TRANSACTION_KEY => Ok(()),
+    // Groups have one coordinator among the workers; transactions are
+    // coordinated by the broker asked.
+    let find = |key: &str| -> Result<(i32, KafkaNode), ResponseError> {
+        match request.key_type {
+            GROUP_KEY => Ok(broker.group_coordinator(&session.namespace().qualify(key))),
+            TRANSACTION_KEY => Ok(broker.this_node()),
             _ => Err(ResponseError::InvalidRequest),
         }
     };
-    let host = text(broker.advertised_host.clone());
     let mut response = FindCoordinatorResponse::default();
+    response.error_message = None;
     if version >= 4 {
-        response.error_message = None;
         response.coordinators = request
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let result = answer(request.key_type);
-                Found::default()
-                    .with_key(key)
-                    .with_node_id(BrokerId(if result.is_ok() { NODE_ID } else { -1 }))
-                    .with_host(if result.is_ok() {
-                        host.clone()
-                    } else {
-                        text("")
-                    })
-                    .with_port(if result.is_ok() {
-                        broker.advertised_port
-                    } else {
-                        -1
-                    })
-                    .with_error_code(code(result))
+                let found = Found::default()
                     .with_error_message(None)
+                    .with_key(key.clone());
+                match find(&key) {
+                    Ok((id, node)) => found
+                        .with_node_id(BrokerId(id))
+                        .with_host(text(node.host))
+                        .with_port(node.port),
+                    Err(e) => found
+                        .with_node_id(BrokerId(-1))
+                        .with_host(text(""))
+                        .with_port(-1)
+                        .with_error_code(e.code()),
+                }
             })
             .collect();
         return response;
     }
-    response.error_message = None;
-    match answer(request.key_type) {
-        Ok(()) => {
-            response.node_id = BrokerId(NODE_ID);
-            response.host = host;
-            response.port = broker.advertised_port;
+    match find(&request.key) {
+        Ok((id, node)) => {
+            response.node_id = BrokerId(id);
+            response.host = text(node.host);
+            response.port = node.port;
         }
         Err(e) => {
             response.error_code = e.code();
@@ -120,6 +120,16 @@ pub fn find_coordinator(
         }
     }
     response
+}
+
+/// Refuses a group request sent to a broker that does not coordinate the
+/// group (the coordinator moved when a worker came or went): the client
+/// asks FindCoordinator again.
+fn check_coordinator(broker: &Broker, group: &str) -> Result<(), ResponseError> {
+    match broker.coordinates(group) {
+        true => Ok(()),
+        false => Err(ResponseError::NotCoordinator),
+    }
 }
 
 pub async fn join_group(
@@ -151,6 +161,10 @@ pub async fn join_group(
         instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
     };
     let mut response = JoinGroupResponse::default().with_member_id(request.member_id);
+    if let Err(e) = check_coordinator(broker, &group) {
+        response.error_code = e.code();
+        return response;
+    }
     match broker.coordinator.join(&group, join).await {
         Ok(JoinOutcome::MemberIdRequired(id)) => {
             response.error_code = ResponseError::MemberIdRequired.code();
@@ -193,6 +207,10 @@ pub async fn sync_group(
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
     let mut response = SyncGroupResponse::default();
+    if let Err(e) = check_coordinator(broker, &group) {
+        response.error_code = e.code();
+        return response;
+    }
     match broker
         .coordinator
         .sync(
@@ -221,11 +239,13 @@ pub fn heartbeat(
     request: HeartbeatRequest,
 ) -> HeartbeatResponse {
     let group = session.namespace().qualify(&request.group_id);
-    let result = broker.coordinator.heartbeat(
-        &group,
-        request.generation_id,
-        caller(&request.member_id, &request.group_instance_id),
-    );
+    let result = check_coordinator(broker, &group).and_then(|()| {
+        broker.coordinator.heartbeat(
+            &group,
+            request.generation_id,
+            caller(&request.member_id, &request.group_instance_id),
+        )
+    });
     HeartbeatResponse::default().with_error_code(code(result))
 }
 
@@ -246,8 +266,12 @@ pub fn leave_group(
     } else {
         vec![caller(&request.member_id, &no_instance)]
     };
-    let outcomes = broker.coordinator.leave(&group, &members);
     let mut response = LeaveGroupResponse::default();
+    if let Err(e) = check_coordinator(broker, &group) {
+        response.error_code = e.code();
+        return response;
+    }
+    let outcomes = broker.coordinator.leave(&group, &members);
     if version >= 3 {
         response.members = members
             .into_iter()
@@ -272,11 +296,13 @@ pub async fn offset_commit(
 ) -> OffsetCommitResponse {
     let ns = session.namespace();
     let group = ns.qualify(&request.group_id);
-    let allowed = broker.coordinator.check_commit(
-        &group,
-        request.generation_id_or_member_epoch,
-        caller(&request.member_id, &request.group_instance_id),
-    );
+    let allowed = check_coordinator(broker, &group).and_then(|()| {
+        broker.coordinator.check_commit(
+            &group,
+            request.generation_id_or_member_epoch,
+            caller(&request.member_id, &request.group_instance_id),
+        )
+    });
     // Each partition's outcome, and the offsets to commit together.
     let mut outcomes: Vec<(TopicName, i32, Result<(), ResponseError>)> = Vec::new();
     let mut offsets = Vec::new();

@@ -1,6 +1,7 @@
 //! The Kafka wire protocol: existing Kafka clients and tools produce to and
 //! consume from Weir unchanged. `weir serve` opens this listener beside the
-//! HTTP API and presents itself as a one-broker cluster.
+//! HTTP API and presents itself as a one-broker cluster (or, with workers
+//! sharing a cluster log, as one broker per worker: see [`brokers`]).
 //!
 //! Requests and responses are decoded and encoded by the `kafka-protocol`
 //! crate; this module decides which versions are spoken ([`versions`]) and
@@ -11,7 +12,8 @@
 //! - [`connection`]: framing, dispatch, memory bounds; [`session`]: what a
 //!   connection knows about its client
 //! - [`versions`]: supported APIs and ApiVersions
-//! - [`metadata`], [`admin`]: the cluster, topics and their configuration
+//! - [`metadata`], [`admin`]: the cluster, topics and their configuration;
+//!   [`brokers`]: the brokers when workers share a cluster log
 //! - [`produce`], [`batches`]: appends (compressed batches are decompressed)
 //! - [`fetch`], [`offsets`]: reads serving stored batches, offset lookups
 //! - [`groups`], [`coordinator`]: consumer groups and their committed offsets
@@ -21,6 +23,7 @@
 
 mod admin;
 mod batches;
+pub mod brokers;
 mod budget;
 mod connection;
 mod coordinator;
@@ -38,6 +41,7 @@ mod transactions;
 mod txn_requests;
 mod versions;
 
+pub use brokers::{Brokers, KafkaNode};
 pub use coordinator::Coordinator as GroupCoordinator;
 pub use groups::{
     GroupDeleteError, GroupSummary, MemberSummary, VisibleGroup, delete_group, summary,
@@ -125,6 +129,9 @@ pub struct KafkaContext {
     pub transactions: Arc<Transactions>,
     /// Counters of the listener (zero while it is off).
     pub stats: Arc<KafkaStats>,
+    /// The live workers' brokers, when workers share a cluster log (`None`:
+    /// this server is a cluster of one broker).
+    pub brokers: Option<Arc<dyn Brokers>>,
 }
 
 /// A deleted tenant's consumer groups (members and committed offsets) and
@@ -158,6 +165,57 @@ struct Broker {
     coordinator: Arc<coordinator::Coordinator>,
     transactions: Arc<Transactions>,
     stats: Arc<KafkaStats>,
+}
+
+impl Broker {
+    /// This broker as clients see it (node 0 on a server of its own).
+    fn this_node(&self) -> (i32, KafkaNode) {
+        let node = KafkaNode {
+            worker: String::new(),
+            host: self.advertised_host.clone(),
+            port: self.advertised_port,
+            this: true,
+        };
+        match self.cluster() {
+            Some(nodes) => {
+                let this = nodes.into_iter().find(|n| n.this).unwrap_or(node);
+                (this.node_id(), this)
+            }
+            None => (NODE_ID, node),
+        }
+    }
+
+    /// The live brokers with their node ids, this one included.
+    fn nodes(&self) -> Vec<(i32, KafkaNode)> {
+        match self.cluster() {
+            Some(nodes) => nodes.into_iter().map(|n| (n.node_id(), n)).collect(),
+            None => vec![self.this_node()],
+        }
+    }
+
+    /// The live workers' brokers, when workers share a cluster and this
+    /// one is among them (until its first heartbeat it acts alone).
+    fn cluster(&self) -> Option<Vec<KafkaNode>> {
+        let nodes = self.ctx.brokers.as_ref()?.nodes();
+        nodes.iter().any(|n| n.this).then_some(nodes)
+    }
+
+    /// The broker coordinating consumer group `group` (stored name), with
+    /// its node id.
+    fn group_coordinator(&self, group: &str) -> (i32, KafkaNode) {
+        match self.cluster() {
+            Some(nodes) => match brokers::coordinator_of(&nodes, group) {
+                Some(node) => (node.node_id(), node.clone()),
+                None => self.this_node(),
+            },
+            None => self.this_node(),
+        }
+    }
+
+    /// Whether this broker coordinates group `group` (stored name).
+    fn coordinates(&self, group: &str) -> bool {
+        self.group_coordinator(group).1.this
+    }
 }
 
 /// A bound Kafka listener, ready to serve.

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::session::Session;
-use super::{Broker, NODE_ID, errors};
+use super::{Broker, errors};
 use weir_log::{LogError, TopicInfo};
 use weir_tenancy::Namespace;
 
@@ -29,6 +29,7 @@ pub async fn metadata(
     version: i16,
 ) -> Result<MetadataResponse, LogError> {
     let ns = session.namespace();
+    let (this, _) = broker.this_node();
     let topics = match request.topics {
         // All topics (v0 asks for all with an empty list).
         None => all_topics(broker, ns).await?,
@@ -37,7 +38,7 @@ pub async fn metadata(
             let mut topics = Vec::new();
             for name in list.into_iter().filter_map(|t| t.name) {
                 topics.push(match broker.ctx.log.topic(&ns.qualify(&name)).await {
-                    Ok(info) => topic(name, &info),
+                    Ok(info) => topic(name, &info, this),
                     Err(e) => MetadataResponseTopic::default()
                         .with_name(Some(name))
                         .with_error_code(errors::code(&e).code()),
@@ -46,16 +47,21 @@ pub async fn metadata(
             topics
         }
     };
-    let mut response = MetadataResponse::default()
-        .with_brokers(vec![
+    let brokers = broker
+        .nodes()
+        .into_iter()
+        .map(|(id, node)| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(NODE_ID))
-                .with_host(StrBytes::from_string(broker.advertised_host.clone()))
-                .with_port(broker.advertised_port),
-        ])
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(node.host))
+                .with_port(node.port)
+        })
+        .collect();
+    let mut response = MetadataResponse::default()
+        .with_brokers(brokers)
         .with_topics(topics);
     if version >= 1 {
-        response.controller_id = BrokerId(NODE_ID);
+        response.controller_id = BrokerId(this);
     }
     if version >= 2 {
         response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
@@ -68,6 +74,7 @@ async fn all_topics(
     ns: &Namespace,
 ) -> Result<Vec<MetadataResponseTopic>, LogError> {
     let topics = broker.ctx.log.topics().await?;
+    let (this, _) = broker.this_node();
     let visible = topics
         .iter()
         .filter_map(|info| {
@@ -75,13 +82,16 @@ async fn all_topics(
             Some(topic(
                 TopicName(StrBytes::from_string(local.to_string())),
                 info,
+                this,
             ))
         })
         .collect();
     Ok(visible)
 }
 
-fn topic(name: TopicName, info: &TopicInfo) -> MetadataResponseTopic {
+/// A topic's metadata; `leader` (the broker answering: any worker serves
+/// every partition) leads every partition.
+fn topic(name: TopicName, info: &TopicInfo, leader: i32) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(name))
         .with_partitions(
@@ -90,9 +100,9 @@ fn topic(name: TopicName, info: &TopicInfo) -> MetadataResponseTopic {
                 .map(|p| {
                     MetadataResponsePartition::default()
                         .with_partition_index(p.partition as i32)
-                        .with_leader_id(BrokerId(NODE_ID))
-                        .with_replica_nodes(vec![BrokerId(NODE_ID)])
-                        .with_isr_nodes(vec![BrokerId(NODE_ID)])
+                        .with_leader_id(BrokerId(leader))
+                        .with_replica_nodes(vec![BrokerId(leader)])
+                        .with_isr_nodes(vec![BrokerId(leader)])
                 })
                 .collect(),
         )

@@ -464,6 +464,11 @@ impl Pipelines {
         self.leave(keys).await;
     }
 
+    /// This worker's part in a cluster, when workers share one.
+    pub fn shared_work(&self) -> Option<&SharedWork> {
+        self.sharing.as_ref()
+    }
+
     /// Runs a pass of the work sharing now (after a change here), so the
     /// change takes effect before the answer.
     async fn pass_now(&self) {

@@ -52,10 +52,13 @@ pub struct TaskReport {
     pub records_out: u64,
 }
 
-/// A worker's heartbeat: who it is and what it runs.
+/// A worker's heartbeat: what it runs, and where its Kafka listener is.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WorkerReport {
     pub tasks: Vec<TaskReport>,
+    /// `host:port` Kafka clients are told to connect to (none: no listener).
+    #[serde(default)]
+    pub kafka: Option<String>,
 }
 
 #[cfg(test)]

@@ -308,6 +308,50 @@ fn workers_share_tenants_and_a_token_revoked_on_one_stops_working_on_the_other()
     });
 }
 
+/// Kafka clients connected to different workers: one consumer group
+/// (members bootstrapped to different workers split the partitions, not
+/// each take them all), and records produced through one fetched through
+/// the other.
+#[test]
+fn kafka_clients_of_different_workers_form_one_consumer_group() {
+    use crate::kafka::groups::{assignments_when, group_consumer_with};
+    use rdkafka::consumer::DefaultConsumerContext;
+
+    let nats = nats();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}lease_ttl_ms = 2000\n",
+        config(&format!("\"{}\"", nats.url()))
+    );
+    let first = WeirServer::start_with_config(&dir.path().join("first"), &config);
+    let second = WeirServer::start_with_config(&dir.path().join("second"), &config);
+    first.create_topic("jobs", 4);
+    // Both workers know each other (a heartbeat each) before clients come.
+    second.wait_until("both workers are listed", |s| {
+        s.get("/v1/cluster").1["workers"]
+            .as_array()
+            .is_some_and(|w| w.len() == 2 && w.iter().all(|w| w["kafka"].is_string()))
+    });
+    let one = group_consumer_with(&first, "crew", "jobs", &[], DefaultConsumerContext);
+    let two = group_consumer_with(&second, "crew", "jobs", &[], DefaultConsumerContext);
+    let split = assignments_when(&[&one, &two], |a| a[0].len() == 2 && a[1].len() == 2);
+    let mut union: Vec<i32> = split.concat();
+    union.sort();
+    assert_eq!(union, [0, 1, 2, 3], "one group over both workers");
+
+    let producer = crate::kafka::producer(&first, &[]);
+    let (partition, offset) = crate::kafka::send(
+        &producer,
+        rdkafka::producer::FutureRecord::to("jobs")
+            .partition(3)
+            .payload("through the first".as_bytes()),
+    );
+    assert_eq!((partition, offset), (3, 0));
+    second.use_token(None);
+    let records = second.records("jobs", 3);
+    assert_eq!(records[0]["value"], "through the first");
+}
+
 #[test]
 fn cluster_status_names_the_embedded_log_by_default() {
     let dir = tempfile::tempdir().unwrap();

@@ -39,6 +39,10 @@ pub struct SharedWork {
     live: Mutex<Vec<String>>,
     /// The other workers' tasks, as `(worker, report)`.
     elsewhere: Mutex<Vec<(String, TaskReport)>>,
+    /// Every live worker's Kafka address, by worker (this one's included).
+    kafka: Mutex<BTreeMap<String, String>>,
+    /// This worker's Kafka address, told in its heartbeats.
+    own_kafka: Mutex<Option<String>>,
     /// One pass at a time (and no pass while a pipeline is deleted here).
     pub(super) passing: tokio::sync::Mutex<()>,
     /// Set at shutdown: no pass starts anything any more.
@@ -53,6 +57,8 @@ impl SharedWork {
             id,
             live: Mutex::new(Vec::new()),
             elsewhere: Mutex::new(Vec::new()),
+            kafka: Mutex::new(BTreeMap::new()),
+            own_kafka: Mutex::new(None),
             passing: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
         }
@@ -67,6 +73,12 @@ impl SharedWork {
     /// This worker's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Tells the other workers, from the next heartbeat on, where this
+    /// worker's Kafka listener is (`host:port`).
+    pub fn set_kafka_address(&self, address: String) {
+        *self.own_kafka.lock().unwrap_or_else(|e| e.into_inner()) = Some(address);
     }
 
     /// How often a worker renews its heartbeat and leases: five times per
@@ -92,6 +104,8 @@ pub struct WorkerTasks {
     pub this: bool,
     /// Lease keys: `pipeline/input/partition`.
     pub tasks: Vec<String>,
+    /// Where its Kafka listener is (`host:port`), if it has one.
+    pub kafka: Option<String>,
 }
 
 impl Pipelines {
@@ -137,6 +151,11 @@ impl Pipelines {
     async fn heartbeat(&self, shared: &SharedWork) -> anyhow::Result<Vec<String>> {
         let report = WorkerReport {
             tasks: self.reports(),
+            kafka: shared
+                .own_kafka
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         };
         let info = Bytes::from(serde_json::to_vec(&report).context("encoding a heartbeat")?);
         let live = shared
@@ -144,13 +163,23 @@ impl Pipelines {
             .heartbeat(&shared.id, info)
             .await
             .context("while sending this worker's heartbeat")?;
-        let elsewhere = live
+        let reports: Vec<(String, WorkerReport)> = live
             .iter()
-            .filter(|w| w.id != shared.id)
-            .flat_map(|w| {
-                let report: WorkerReport = serde_json::from_slice(&w.info).unwrap_or_default();
-                report.tasks.into_iter().map(|t| (w.id.clone(), t))
+            .map(|w| {
+                (
+                    w.id.clone(),
+                    serde_json::from_slice(&w.info).unwrap_or_default(),
+                )
             })
+            .collect();
+        *shared.kafka.lock().unwrap_or_else(|e| e.into_inner()) = reports
+            .iter()
+            .filter_map(|(id, r)| Some((id.clone(), r.kafka.clone()?)))
+            .collect();
+        let elsewhere = reports
+            .into_iter()
+            .filter(|(id, _)| *id != shared.id)
+            .flat_map(|(id, report)| report.tasks.into_iter().map(move |t| (id.clone(), t)))
             .collect();
         *shared.elsewhere.lock().unwrap_or_else(|e| e.into_inner()) = elsewhere;
         let live: Vec<String> = live.into_iter().map(|w| w.id).collect();
@@ -169,6 +198,11 @@ impl Pipelines {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let elsewhere = shared.elsewhere();
+        let kafka = shared
+            .kafka
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let here: Vec<String> = self
             .reports()
             .iter()
@@ -187,6 +221,7 @@ impl Pipelines {
                             .collect(),
                     };
                     WorkerTasks {
+                        kafka: kafka.get(&worker).cloned(),
                         worker,
                         this,
                         tasks,

@@ -10,10 +10,12 @@
 //!
 //! - [`topics`], [`records`], [`groups`], [`modules`], [`pipelines`]: the `/v1` API
 //! - [`tenants`]: tenants and tokens; [`auth`]: credentials and namespaces
-//! - [`cluster`]: `/v1/cluster`, the log backend and its health
+//! - [`cluster`]: `/v1/cluster`, the log backend and its health;
+//!   [`brokers`]: the workers as Kafka brokers
 //! - [`metrics`]: `/metrics`; [`error`]: how failures are answered
 
 mod auth;
+mod brokers;
 mod cluster;
 pub mod error;
 mod groups;
@@ -325,6 +327,9 @@ impl Server {
             )),
             transactions: kafka_transactions,
             stats: Arc::new(KafkaStats::default()),
+            brokers: sharing.then(|| {
+                Arc::new(brokers::WorkerBrokers(pipelines.clone())) as Arc<dyn weir_kafka::Brokers>
+            }),
         };
         // The order in which a tenant's resources are deleted: pipelines
         // first (they read and write its topics), the produce-rate bucket
@@ -354,6 +359,10 @@ impl Server {
             true => Some(KafkaListener::bind(app.kafka.clone(), config.kafka.clone()).await?),
             false => None,
         };
+        if let (Some(listener), Some(shared)) = (&kafka, app.pipelines.shared_work()) {
+            let advertised = config.kafka.advertised.clone();
+            shared.set_kafka_address(advertised.unwrap_or_else(|| listener.addr.to_string()));
+        }
         Ok(Server {
             addr,
             listener,
