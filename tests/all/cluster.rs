@@ -308,6 +308,61 @@ fn workers_share_tenants_and_a_token_revoked_on_one_stops_working_on_the_other()
     });
 }
 
+/// Pause, resume, update and delete through one worker reach the tasks
+/// another worker runs.
+#[test]
+fn pipeline_changes_through_one_worker_reach_the_tasks_of_another() {
+    let nats = nats();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}lease_ttl_ms = 2000\n",
+        config(&format!("\"{}\"", nats.url()))
+    );
+    let first = WeirServer::start_with_config(&dir.path().join("first"), &config);
+    let second = WeirServer::start_with_config(&dir.path().join("second"), &config);
+    first.start_neighbour_filter();
+    let order = |i: i64, ok: bool| json!({ "value": { "ok": ok, "n": i } });
+    second.produce("orders", vec![order(0, true)]);
+    second.wait_caught_up("p");
+
+    // The one task runs on either worker; changes go through both.
+    second.expect(200, second.post("/v1/pipelines/p/pause", &json!({})));
+    first.wait_until("both workers tell it is paused", |f| {
+        f.pipeline("p")["state"] == "paused" && second.pipeline("p")["state"] == "paused"
+    });
+    first.produce("orders", vec![order(1, true)]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(
+        second.values("kept").len(),
+        1,
+        "a paused pipeline keeps nothing new"
+    );
+    first.expect(200, first.post("/v1/pipelines/p/resume", &json!({})));
+    second.wait_until("the pipeline runs again and catches up", |s| {
+        s.values("kept").len() == 2
+    });
+
+    // An update through the second worker: now keep what is not ok.
+    let spec = json!({"inputs": ["orders"], "stages": [{"module": "filter",
+        "config": {"field": "ok", "equals": "false"}, "outputs": {"main": "kept"}}]});
+    second.expect(200, second.put("/v1/pipelines/p", &spec));
+    first.produce("orders", vec![order(2, true), order(3, false)]);
+    first.wait_until("the updated pipeline keeps the order that is not ok", |f| {
+        f.values("kept").len() == 3
+    });
+    let kept: Vec<i64> = first
+        .values("kept")
+        .iter()
+        .map(|v| v["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(kept, [0, 1, 3]);
+
+    first.expect(200, first.delete("/v1/pipelines/p"));
+    second.wait_until("the other worker forgets the pipeline", |s| {
+        s.get("/v1/pipelines/p").0 == 404
+    });
+}
+
 /// Kafka clients connected to different workers: one consumer group
 /// (members bootstrapped to different workers split the partitions, not
 /// each take them all), and records produced through one fetched through
