@@ -559,6 +559,14 @@ impl Pipelines {
             .collect()
     }
 
+    /// The status of every pipeline as far as this worker's own tasks go
+    /// (all of them on a server of its own): for metrics, which a monitor
+    /// sums over the workers.
+    pub async fn local_statuses(&self) -> Vec<PipelineStatus> {
+        let ends = self.input_ends().await;
+        self.lock().values().map(|r| r.status(&ends)).collect()
+    }
+
     /// The end offset of every partition, to tell each task's lag; when
     /// the log cannot say (a cluster out of reach), the ends it last said,
     /// so that a lag never reads 0 only because it is unknown.

@@ -73,7 +73,9 @@ pub async fn metrics(State(app): State<App>, _admin: Admin) -> Result<impl IntoR
         &partition_samples(|p| p.size_bytes as f64),
     );
 
-    let statuses = app.pipelines.statuses().await;
+    // On a cluster each worker counts its own tasks: sums over the
+    // workers are the pipeline's totals.
+    let statuses = app.pipelines.local_statuses().await;
     let per_pipeline = |value: fn(&weir_pipeline::PipelineStatus) -> f64| {
         statuses
             .iter()
