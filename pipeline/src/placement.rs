@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::TaskState;
+use crate::stats::{StageCounts, TaskState};
 use crate::task::TaskKey;
 
 /// The worker each task should run on: `tasks` dealt over `workers` in
@@ -50,6 +50,9 @@ pub struct TaskReport {
     pub position: u64,
     pub records_in: u64,
     pub records_out: u64,
+    /// Each stage's counts, in order.
+    #[serde(default)]
+    pub stages: Vec<StageCounts>,
 }
 
 /// A worker's heartbeat: what it runs, and where its Kafka listener is.

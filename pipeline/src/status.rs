@@ -237,6 +237,12 @@ impl PipelineStatus {
                 Some((worker, report)) => {
                     self.records_in += report.records_in;
                     self.records_out += report.records_out;
+                    for (stage, counts) in self.stages.iter_mut().zip(&report.stages) {
+                        stage.counts.add(counts);
+                        self.errors += counts.errors;
+                        self.rejected += counts.rejected;
+                        self.processing_ms += counts.processing_ms;
+                    }
                     if let TaskState::Failed(reason) = &report.state {
                         self.state = PipelineState::Failed;
                         self.reason.get_or_insert_with(|| reason.clone());

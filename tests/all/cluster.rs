@@ -240,6 +240,10 @@ fn workers_share_a_pipelines_tasks_and_take_over_a_killed_workers_tasks() {
         placed_tasks(f).as_ref() == Some(&placed)
     });
     second.wait_caught_up("p");
+    second.wait_until("every task's counts are in either worker's status", |s| {
+        let status = s.pipeline("p");
+        status["records_in"] == 40 && status["stages"][0]["records_in"] == 40
+    });
     let shown = cluster_status(&second);
     for (_, worker) in &placed {
         assert!(shown.contains(worker.as_str()), "{shown}");

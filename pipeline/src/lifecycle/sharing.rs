@@ -245,6 +245,7 @@ impl Pipelines {
                 position: task.stats.position.load(Ordering::Relaxed),
                 records_in: task.stats.records_in.load(Ordering::Relaxed),
                 records_out: task.stats.records_out.load(Ordering::Relaxed),
+                stages: task.stats.stages.iter().map(|s| s.counts()).collect(),
             })
             .collect()
     }
