@@ -121,6 +121,11 @@ impl Pipelines {
             sharing,
             last_ends: Mutex::new(InputEnds::new()),
         };
+        if pipelines.sharing.is_some() {
+            // The first pass reads the records and starts this worker's
+            // tasks (retrying, should the cluster be slow to answer now).
+            return Ok(pipelines);
+        }
         let keys = pipelines
             .catalog
             .documents(RECORDS)
@@ -139,10 +144,9 @@ impl Pipelines {
                 .from_json(&text)
                 .with_context(|| format!("while reading {key}"))?;
             let name = record.name.clone();
-            let started = match (&pipelines.sharing, pipelines.plan(&record).await) {
-                (Some(_), _) => Ok(Vec::new()),
-                (None, Ok(plans)) => pipelines.start(&record, plans, None).await,
-                (None, Err(e)) => Err(e.to_string()),
+            let started = match pipelines.plan(&record).await {
+                Ok(plans) => pipelines.start(&record, plans, None).await,
+                Err(e) => Err(e.to_string()),
             };
             pipelines.lock().insert(name, Running::new(record, started));
         }

@@ -243,9 +243,18 @@ impl PipelineStatus {
                         self.rejected += counts.rejected;
                         self.processing_ms += counts.processing_ms;
                     }
-                    if let TaskState::Failed(reason) = &report.state {
-                        self.state = PipelineState::Failed;
-                        self.reason.get_or_insert_with(|| reason.clone());
+                    match &report.state {
+                        TaskState::Failed(reason) => {
+                            self.state = PipelineState::Failed;
+                            self.reason.get_or_insert_with(|| reason.clone());
+                        }
+                        // Asked to pause, not paused there yet.
+                        TaskState::Running | TaskState::Starting
+                            if self.state == PipelineState::Paused =>
+                        {
+                            self.state = PipelineState::Pausing;
+                        }
+                        _ => {}
                     }
                     TaskStatus {
                         input,

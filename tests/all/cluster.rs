@@ -350,6 +350,11 @@ fn pipeline_changes_through_one_worker_reach_the_tasks_of_another() {
     let spec = json!({"inputs": ["orders"], "stages": [{"module": "filter",
         "config": {"field": "ok", "equals": "false"}, "outputs": {"main": "kept"}}]});
     second.expect(200, second.put("/v1/pipelines/p", &spec));
+    // The task restarted from the new record (its counts start over),
+    // wherever it runs (the other worker follows within a pass).
+    first.wait_until("the task restarted with the update", |f| {
+        f.pipeline("p")["records_in"] == 0 && second.pipeline("p")["records_in"] == 0
+    });
     first.produce("orders", vec![order(2, true), order(3, false)]);
     first.wait_until("the updated pipeline keeps the order that is not ok", |f| {
         f.values("kept").len() == 3

@@ -301,6 +301,8 @@ fn workers_and_jetstream_nodes_killed_at_random_keep_outputs_exactly_once() {
                 node_down = Some(node);
             }
             _ => {
+                // A worker that runs a task, so that the task moves.
+                let i = busy_worker(&workers).unwrap_or(i);
                 let pid = workers[i].as_ref().unwrap().pid().to_string();
                 signal("-STOP", &pid);
                 std::thread::sleep(std::time::Duration::from_millis(TTL_MS * 2));
@@ -374,6 +376,31 @@ fn workers_and_jetstream_nodes_killed_at_random_keep_outputs_exactly_once() {
         logs.contains("another worker holds this task's lease now"),
         "a paused worker woke up to find its tasks moved"
     );
+}
+
+/// The index of a worker that says it runs a task (waiting a few seconds
+/// for one, since tasks may be moving).
+fn busy_worker(workers: &[Option<WeirServer>]) -> Option<usize> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let busy = workers.iter().position(|w| {
+            w.as_ref().is_some_and(|w| {
+                let (code, status) = w.get("/v1/cluster");
+                code == 200
+                    && status["workers"].as_array().is_some_and(|all| {
+                        all.iter().any(|me| {
+                            me["this"] == true
+                                && me["tasks"].as_array().is_some_and(|t| !t.is_empty())
+                        })
+                    })
+            })
+        });
+        if busy.is_some() {
+            return busy;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`) to process `pid`.
