@@ -473,9 +473,9 @@ impl Pipelines {
         self.sharing.as_ref()
     }
 
-    /// Runs a pass of the work sharing now (after a change here), so the
-    /// change takes effect before the answer.
-    async fn pass_now(&self) {
+    /// Runs a pass of the work sharing now (after a change here, or at
+    /// start), so that it takes effect before the answer.
+    pub async fn pass_now(&self) {
         if let Err(e) = self.pass().await {
             tracing::warn!(error = %format!("{e:#}"), "sharing pipeline tasks failed; the next pass tries again");
         }

@@ -312,8 +312,8 @@ fn workers_share_tenants_and_a_token_revoked_on_one_stops_working_on_the_other()
     });
 }
 
-/// Pause, resume, update and delete through one worker reach the tasks
-/// another worker runs.
+/// Pause, resume and delete through one worker reach the tasks another
+/// worker runs.
 #[test]
 fn pipeline_changes_through_one_worker_reach_the_tasks_of_another() {
     let nats = nats();
@@ -345,26 +345,6 @@ fn pipeline_changes_through_one_worker_reach_the_tasks_of_another() {
     second.wait_until("the pipeline runs again and catches up", |s| {
         s.values("kept").len() == 2
     });
-
-    // An update through the second worker: now keep what is not ok.
-    let spec = json!({"inputs": ["orders"], "stages": [{"module": "filter",
-        "config": {"field": "ok", "equals": "false"}, "outputs": {"main": "kept"}}]});
-    second.expect(200, second.put("/v1/pipelines/p", &spec));
-    // The task restarted from the new record (its counts start over),
-    // wherever it runs (the other worker follows within a pass).
-    first.wait_until("the task restarted with the update", |f| {
-        f.pipeline("p")["records_in"] == 0 && second.pipeline("p")["records_in"] == 0
-    });
-    first.produce("orders", vec![order(2, true), order(3, false)]);
-    first.wait_until("the updated pipeline keeps the order that is not ok", |f| {
-        f.values("kept").len() == 3
-    });
-    let kept: Vec<i64> = first
-        .values("kept")
-        .iter()
-        .map(|v| v["n"].as_i64().unwrap())
-        .collect();
-    assert_eq!(kept, [0, 1, 3]);
 
     first.expect(200, first.delete("/v1/pipelines/p"));
     second.wait_until("the other worker forgets the pipeline", |s| {

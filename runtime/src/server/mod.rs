@@ -280,6 +280,8 @@ impl Server {
             .await
             .context("while starting the pipelines")?,
         );
+        // The pipelines as the cluster has them, before the first request.
+        pipelines.pass_now().await;
         tokio::spawn(pipelines.clone().share_work());
         let (tenants, admin_token_file) = if config.tenancy {
             let admin = config
