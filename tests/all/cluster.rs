@@ -209,16 +209,23 @@ fn placed_tasks(worker: &WeirServer) -> Option<Vec<(u64, String)>> {
         })
 }
 
-#[test]
-fn workers_share_a_pipelines_tasks_and_take_over_a_killed_workers_tasks() {
+/// A NATS server and two workers on it (lease TTL 2 s, `extra` added to
+/// their configuration), each with a data directory of its own.
+fn two_workers(extra: &str) -> (NatsServer, tempfile::TempDir, WeirServer, WeirServer) {
     let nats = nats();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "{}lease_ttl_ms = 2000\n",
+        "{extra}{}lease_ttl_ms = 2000\n",
         config(&format!("\"{}\"", nats.url()))
     );
     let first = WeirServer::start_with_config(&dir.path().join("first"), &config);
     let second = WeirServer::start_with_config(&dir.path().join("second"), &config);
+    (nats, dir, first, second)
+}
+
+#[test]
+fn workers_share_a_pipelines_tasks_and_take_over_a_killed_workers_tasks() {
+    let (_nats, _dir, first, second) = two_workers("");
     first.create_topic("orders", 4);
     first.create_topic("kept", 1);
     first.push_module("filter", "filter");
@@ -316,14 +323,7 @@ fn workers_share_tenants_and_a_token_revoked_on_one_stops_working_on_the_other()
 /// worker runs.
 #[test]
 fn pipeline_changes_through_one_worker_reach_the_tasks_of_another() {
-    let nats = nats();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "{}lease_ttl_ms = 2000\n",
-        config(&format!("\"{}\"", nats.url()))
-    );
-    let first = WeirServer::start_with_config(&dir.path().join("first"), &config);
-    let second = WeirServer::start_with_config(&dir.path().join("second"), &config);
+    let (_nats, _dir, first, second) = two_workers("");
     first.start_neighbour_filter();
     let order = |i: i64, ok: bool| json!({ "value": { "ok": ok, "n": i } });
     second.produce("orders", vec![order(0, true)]);
@@ -363,14 +363,7 @@ fn kafka_clients_of_different_workers_form_one_consumer_group() {
     use crate::kafka::groups::{assignments_when, group_consumer_with};
     use rdkafka::consumer::DefaultConsumerContext;
 
-    let nats = nats();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "{}lease_ttl_ms = 2000\n",
-        config(&format!("\"{}\"", nats.url()))
-    );
-    let first = WeirServer::start_with_config(&dir.path().join("first"), &config);
-    let second = WeirServer::start_with_config(&dir.path().join("second"), &config);
+    let (_nats, _dir, first, second) = two_workers("");
     first.create_topic("jobs", 4);
     // Both workers know each other (a heartbeat each) before clients come.
     second.wait_until("both workers are listed", |s| {
