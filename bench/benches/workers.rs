@@ -142,22 +142,34 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
     (own, nats)
 }
 
-/// One run with `count` workers over a fresh NATS server: records/s, and
-/// records per CPU-second of the workers and of workers and NATS.
-fn backlog_run(binary: &std::path::Path, count: usize) -> (f64, f64, f64) {
+/// A fresh NATS server, `count` workers on it, and topics `input` and
+/// `output` of [`PARTITIONS`] partitions.
+struct Setup {
+    nats: NatsServer,
+    _dir: tempfile::TempDir,
+    /// `None` once crashed.
+    workers: Vec<Option<Worker>>,
+    /// A runtime for the bench's own log calls.
+    client: tokio::runtime::Runtime,
+    log: Arc<JetStreamLog>,
+}
+
+fn setup(binary: &std::path::Path, count: usize) -> Setup {
     let nats = NatsServer::start(binary);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let config = JetStreamConfig {
         lease_ttl_ms: TTL_MS,
         ..JetStreamConfig::for_servers(vec![nats.url().to_string()])
     };
-    let workers: Vec<Worker> = (0..count)
-        .map(|i| start_worker(&config, &dir.path().join(format!("w{i}"))))
+    let workers = (0..count)
+        .map(|i| Some(start_worker(&config, &dir.path().join(format!("w{i}")))))
         .collect();
     let client = tokio::runtime::Runtime::new().expect("a runtime");
-    let log = client
-        .block_on(JetStreamLog::connect(&config))
-        .expect("connect");
+    let log = Arc::new(
+        client
+            .block_on(JetStreamLog::connect(&config))
+            .expect("connect"),
+    );
     let topic = TopicConfig {
         partitions: PARTITIONS,
         ..TopicConfig::default()
@@ -167,6 +179,28 @@ fn backlog_run(binary: &std::path::Path, count: usize) -> (f64, f64, f64) {
             .await
             .expect("input");
         log.create_topic("output", topic).await.expect("output");
+    });
+    Setup {
+        nats,
+        _dir: dir,
+        workers,
+        client,
+        log,
+    }
+}
+
+/// One run with `count` workers over a fresh NATS server: records/s, and
+/// records per CPU-second of the workers and of workers and NATS.
+fn backlog_run(binary: &std::path::Path, count: usize) -> (f64, f64, f64) {
+    let Setup {
+        nats,
+        _dir,
+        workers,
+        client,
+        log,
+    } = setup(binary, count);
+    let workers: Vec<Worker> = workers.into_iter().flatten().collect();
+    client.block_on(async {
         let per_partition = RECORDS / PARTITIONS as usize;
         for partition in 0..PARTITIONS {
             let first = partition as usize * per_partition;
@@ -196,7 +230,7 @@ fn backlog_run(binary: &std::path::Path, count: usize) -> (f64, f64, f64) {
         Some(spec.to_string().as_bytes()),
     );
     loop {
-        let done: u64 = client.block_on(output_records(&log)).iter().sum();
+        let done: u64 = client.block_on(output_records(&*log)).iter().sum();
         if done >= expected {
             assert_eq!(done, expected, "exactly the kept records");
             break;
@@ -230,31 +264,13 @@ fn backlog_run(binary: &std::path::Path, count: usize) -> (f64, f64, f64) {
 /// Three workers and a producer; one worker crashes; returns the time
 /// until every partition it ran is processed further elsewhere.
 fn failover(binary: &std::path::Path) -> Duration {
-    let nats = NatsServer::start(binary);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let config = JetStreamConfig {
-        lease_ttl_ms: TTL_MS,
-        ..JetStreamConfig::for_servers(vec![nats.url().to_string()])
-    };
-    let mut workers: Vec<Option<Worker>> = (0..3)
-        .map(|i| Some(start_worker(&config, &dir.path().join(format!("w{i}")))))
-        .collect();
-    let client = tokio::runtime::Runtime::new().expect("a runtime");
-    let log = Arc::new(
-        client
-            .block_on(JetStreamLog::connect(&config))
-            .expect("connect"),
-    );
-    let topic = TopicConfig {
-        partitions: PARTITIONS,
-        ..TopicConfig::default()
-    };
-    client.block_on(async {
-        log.create_topic("input", topic.clone())
-            .await
-            .expect("input");
-        log.create_topic("output", topic).await.expect("output");
-    });
+    let Setup {
+        nats: _nats,
+        _dir,
+        mut workers,
+        client,
+        log,
+    } = setup(binary, 3);
     let first = workers[0].as_ref().expect("started").url.clone();
     let wasm = std::fs::read(guests_dir().join(format!("{FILTER_GUEST}.wasm")))
         .expect("the guests are built (cargo test -p weir-tests --no-run)");
